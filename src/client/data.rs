@@ -1,0 +1,87 @@
+//! The data API client (project-defined client id 42, see `proto::data`).
+
+use super::{call, Endpoint, Stream};
+use crate::error::{Error, Result};
+use crate::proto::data::{parse_reply, DataRequest, Op};
+use crate::proto::hello::CLIENT_HADATA;
+use crate::proto::term::Term;
+use crate::value::Value;
+
+/// An owned data connection.
+#[derive(Debug)]
+pub struct DataClient {
+    pub stream: Stream,
+}
+
+/// A transaction being built; nothing reaches the node before `commit`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Txn {
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+    pub fn set(&mut self, path: &str, v: Value) -> &mut Self {
+        self.ops.push(Op::Set(path.into(), v));
+        self
+    }
+    pub fn delete(&mut self, path: &str) -> &mut Self {
+        self.ops.push(Op::Delete(path.into()));
+        self
+    }
+}
+
+/// Sends a request and returns the `X` of `{ok, X}`.
+pub fn request<S: std::io::Read + std::io::Write + ?Sized>(
+    s: &mut S,
+    req: &DataRequest,
+) -> Result<Term> {
+    let reply = call(s, &req.to_term())?;
+    match parse_reply(&reply) {
+        Some(Ok(x)) => Ok(x),
+        Some(Err((code, reason))) => Err(Error::Remote { code, reason }),
+        None => Err(Error::Protocol(format!("unexpected reply {reply:?}"))),
+    }
+}
+
+fn text(t: &Term) -> Result<String> {
+    t.as_binary()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .ok_or_else(|| Error::Protocol(format!("expected a binary, got {t:?}")))
+}
+
+impl DataClient {
+    pub fn connect(ep: &Endpoint) -> Result<DataClient> {
+        Ok(DataClient {
+            stream: ep.connect(CLIENT_HADATA)?,
+        })
+    }
+    pub fn get(&mut self, path: &str) -> Result<Value> {
+        let t = request(&mut self.stream, &DataRequest::Get(path.into()))?;
+        Value::from_term(&t).map_err(|e| Error::Protocol(e.to_string()))
+    }
+    pub fn exists(&mut self, path: &str) -> Result<bool> {
+        let t = request(&mut self.stream, &DataRequest::Exists(path.into()))?;
+        Ok(t.is_atom("true"))
+    }
+    pub fn list(&mut self, path: &str) -> Result<Vec<String>> {
+        let t = request(&mut self.stream, &DataRequest::List(path.into()))?;
+        t.as_list()
+            .ok_or_else(|| Error::Protocol(format!("expected a list, got {t:?}")))?
+            .iter()
+            .map(text)
+            .collect()
+    }
+    /// Commits the transaction; returns its transaction id.
+    pub fn commit(&mut self, txn: &Txn) -> Result<String> {
+        let t = request(&mut self.stream, &DataRequest::Commit(txn.ops.clone()))?;
+        text(&t)
+    }
+    /// The last committed transaction id ("" if none).
+    pub fn txid(&mut self) -> Result<String> {
+        let t = request(&mut self.stream, &DataRequest::TxId)?;
+        text(&t)
+    }
+}

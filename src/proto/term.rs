@@ -1,0 +1,624 @@
+//! The Erlang external term format, the subset the ConfD IPC protocol uses.
+//!
+//! Decoding is written for hostile input: every length is checked against the
+//! bytes that remain before anything is allocated, nesting is bounded, and no
+//! input makes it panic. Encoding always produces the canonical forms current
+//! Erlang/OTP emits (SMALL_ATOM_UTF8_EXT, SMALL_INTEGER_EXT/INTEGER_EXT/
+//! SMALL_BIG_EXT, NEW_FLOAT_EXT, BINARY_EXT, SMALL/LARGE_TUPLE_EXT, LIST_EXT).
+
+use std::fmt;
+
+/// The version byte that starts every encoded term.
+pub const VERSION: u8 = 131;
+
+const COMPRESSED: u8 = 80;
+const NEW_FLOAT_EXT: u8 = 70;
+const SMALL_INTEGER_EXT: u8 = 97;
+const INTEGER_EXT: u8 = 98;
+const FLOAT_EXT: u8 = 99;
+const ATOM_EXT: u8 = 100;
+const SMALL_TUPLE_EXT: u8 = 104;
+const LARGE_TUPLE_EXT: u8 = 105;
+const NIL_EXT: u8 = 106;
+const STRING_EXT: u8 = 107;
+const LIST_EXT: u8 = 108;
+const BINARY_EXT: u8 = 109;
+const SMALL_BIG_EXT: u8 = 110;
+const LARGE_BIG_EXT: u8 = 111;
+const SMALL_ATOM_EXT: u8 = 115;
+const ATOM_UTF8_EXT: u8 = 118;
+const SMALL_ATOM_UTF8_EXT: u8 = 119;
+
+/// Deepest nesting of tuples and lists the decoder accepts.
+pub const MAX_DEPTH: usize = 64;
+/// Largest uncompressed size accepted for a compressed term (tag 80).
+pub const MAX_INFLATED: usize = 64 * 1024 * 1024;
+
+/// An Erlang term. Integers are held as `i128`, which covers every integer
+/// the protocol carries (int64 and uint64 values included).
+#[derive(Clone, PartialEq)]
+pub enum Term {
+    Int(i128),
+    Float(f64),
+    Atom(String),
+    Binary(Vec<u8>),
+    Tuple(Vec<Term>),
+    /// A proper list (`[]` is `List(vec![])`).
+    List(Vec<Term>),
+    /// A list whose tail is not `[]`.
+    ImproperList(Vec<Term>, Box<Term>),
+}
+
+impl fmt::Debug for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Term::Int(i) => write!(f, "{i}"),
+            Term::Float(x) => write!(f, "{x:?}"),
+            Term::Atom(a) => write!(f, "'{a}'"),
+            Term::Binary(b) => match std::str::from_utf8(b) {
+                Ok(s) if s.chars().all(|c| !c.is_control()) => write!(f, "<<\"{s}\">>"),
+                _ => write!(f, "<<{b:?}>>"),
+            },
+            Term::Tuple(t) => {
+                write!(f, "{{")?;
+                for (i, e) in t.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ",")?;
+                    }
+                    write!(f, "{e:?}")?;
+                }
+                write!(f, "}}")
+            }
+            Term::List(l) => {
+                write!(f, "[")?;
+                for (i, e) in l.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ",")?;
+                    }
+                    write!(f, "{e:?}")?;
+                }
+                write!(f, "]")
+            }
+            Term::ImproperList(l, t) => {
+                write!(f, "[")?;
+                for (i, e) in l.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ",")?;
+                    }
+                    write!(f, "{e:?}")?;
+                }
+                write!(f, "|{t:?}]")
+            }
+        }
+    }
+}
+
+/// Why a byte string is not a term we accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("term is empty")]
+    Empty,
+    #[error("term starts with byte {0}, not the version byte 131")]
+    BadVersion(u8),
+    #[error("term is truncated at byte {0}")]
+    Truncated(usize),
+    #[error("unsupported term tag {tag} at byte {at}")]
+    UnknownTag { tag: u8, at: usize },
+    #[error("term nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("integer with {0} digit bytes is too large")]
+    BigTooLarge(usize),
+    #[error("atom is not valid text")]
+    BadAtom,
+    #[error("compressed term: {0}")]
+    Compressed(String),
+    #[error("{0} bytes left over after the term")]
+    Trailing(usize),
+}
+
+impl Term {
+    pub fn atom(s: &str) -> Term {
+        Term::Atom(s.to_owned())
+    }
+    pub fn binary(b: impl AsRef<[u8]>) -> Term {
+        Term::Binary(b.as_ref().to_vec())
+    }
+    pub fn tuple(v: Vec<Term>) -> Term {
+        Term::Tuple(v)
+    }
+    pub fn int(i: impl Into<i128>) -> Term {
+        Term::Int(i.into())
+    }
+    pub fn ok() -> Term {
+        Term::atom("ok")
+    }
+
+    pub fn as_int(&self) -> Option<i128> {
+        match self {
+            Term::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        self.as_int().and_then(|i| i64::try_from(i).ok())
+    }
+    pub fn as_atom(&self) -> Option<&str> {
+        match self {
+            Term::Atom(a) => Some(a),
+            _ => None,
+        }
+    }
+    pub fn is_atom(&self, name: &str) -> bool {
+        self.as_atom() == Some(name)
+    }
+    pub fn as_binary(&self) -> Option<&[u8]> {
+        match self {
+            Term::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn as_tuple(&self) -> Option<&[Term]> {
+        match self {
+            Term::Tuple(t) => Some(t),
+            _ => None,
+        }
+    }
+    pub fn as_list(&self) -> Option<&[Term]> {
+        match self {
+            Term::List(l) => Some(l),
+            _ => None,
+        }
+    }
+    /// The bytes of a binary, or of a list of small integers (an Erlang string).
+    pub fn as_bytes_lossy(&self) -> Option<Vec<u8>> {
+        match self {
+            Term::Binary(b) => Some(b.clone()),
+            Term::List(l) => l
+                .iter()
+                .map(|e| e.as_int().and_then(|i| u8::try_from(i).ok()))
+                .collect(),
+            _ => None,
+        }
+    }
+
+    /// Encodes the term with the leading version byte.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(VERSION);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the term (without version byte) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Term::Int(i) => encode_int(*i, out),
+            Term::Float(x) => {
+                out.push(NEW_FLOAT_EXT);
+                out.extend_from_slice(&x.to_bits().to_be_bytes());
+            }
+            Term::Atom(a) => {
+                let b = a.as_bytes();
+                if b.len() <= 255 {
+                    out.push(SMALL_ATOM_UTF8_EXT);
+                    out.push(b.len() as u8);
+                } else {
+                    // Erlang limits atoms to 255 characters; longer ones are truncated
+                    // at a character boundary rather than producing an invalid term.
+                    let mut end = b.len().min(65535);
+                    while !a.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    out.push(ATOM_UTF8_EXT);
+                    out.extend_from_slice(&(end as u16).to_be_bytes());
+                    out.extend_from_slice(&b[..end]);
+                    return;
+                }
+                out.extend_from_slice(b);
+            }
+            Term::Binary(b) => {
+                out.push(BINARY_EXT);
+                out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+            Term::Tuple(t) => {
+                if t.len() <= 255 {
+                    out.push(SMALL_TUPLE_EXT);
+                    out.push(t.len() as u8);
+                } else {
+                    out.push(LARGE_TUPLE_EXT);
+                    out.extend_from_slice(&(t.len() as u32).to_be_bytes());
+                }
+                for e in t {
+                    e.encode_into(out);
+                }
+            }
+            Term::List(l) => {
+                if l.is_empty() {
+                    out.push(NIL_EXT);
+                } else {
+                    out.push(LIST_EXT);
+                    out.extend_from_slice(&(l.len() as u32).to_be_bytes());
+                    for e in l {
+                        e.encode_into(out);
+                    }
+                    out.push(NIL_EXT);
+                }
+            }
+            Term::ImproperList(l, tail) => {
+                out.push(LIST_EXT);
+                out.extend_from_slice(&(l.len() as u32).to_be_bytes());
+                for e in l {
+                    e.encode_into(out);
+                }
+                tail.encode_into(out);
+            }
+        }
+    }
+
+    /// Decodes exactly one term, with version byte, from `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Term, DecodeError> {
+        let (&v, _) = buf.split_first().ok_or(DecodeError::Empty)?;
+        if v != VERSION {
+            return Err(DecodeError::BadVersion(v));
+        }
+        if buf.get(1) == Some(&COMPRESSED) {
+            return decode_compressed(buf);
+        }
+        let mut d = Decoder { buf, pos: 1 };
+        let t = d.term(0)?;
+        if d.pos != buf.len() {
+            return Err(DecodeError::Trailing(buf.len() - d.pos));
+        }
+        Ok(t)
+    }
+}
+
+fn encode_int(i: i128, out: &mut Vec<u8>) {
+    if (0..=255).contains(&i) {
+        out.push(SMALL_INTEGER_EXT);
+        out.push(i as u8);
+    } else if i >= i32::MIN as i128 && i <= i32::MAX as i128 {
+        out.push(INTEGER_EXT);
+        out.extend_from_slice(&(i as i32).to_be_bytes());
+    } else {
+        let sign = u8::from(i < 0);
+        let mut mag = i.unsigned_abs();
+        let mut digits = Vec::with_capacity(16);
+        while mag > 0 {
+            digits.push((mag & 0xff) as u8);
+            mag >>= 8;
+        }
+        out.push(SMALL_BIG_EXT);
+        out.push(digits.len() as u8);
+        out.push(sign);
+        out.extend_from_slice(&digits);
+    }
+}
+
+fn decode_compressed(buf: &[u8]) -> Result<Term, DecodeError> {
+    use std::io::Read;
+    let size = buf
+        .get(2..6)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or(DecodeError::Truncated(buf.len()))?;
+    if size > MAX_INFLATED {
+        return Err(DecodeError::Compressed(format!(
+            "uncompressed size {size} exceeds the {MAX_INFLATED}-byte limit"
+        )));
+    }
+    let mut inflated = Vec::with_capacity(size + 1);
+    inflated.push(VERSION);
+    let mut z = flate2::read::ZlibDecoder::new(&buf[6..]).take(size as u64 + 1);
+    z.read_to_end(&mut inflated)
+        .map_err(|e| DecodeError::Compressed(e.to_string()))?;
+    if inflated.len() != size + 1 {
+        return Err(DecodeError::Compressed(format!(
+            "inflated to {} bytes, header said {size}",
+            inflated.len() - 1
+        )));
+    }
+    if inflated.get(1) == Some(&COMPRESSED) {
+        return Err(DecodeError::Compressed("nested compression".into()));
+    }
+    Term::decode(&inflated)
+}
+
+struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError::Truncated(self.buf.len()))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]) as usize)
+    }
+    fn u32(&mut self) -> Result<usize, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    /// A count of elements, each of which needs at least one byte.
+    fn count(&mut self, n: usize) -> Result<usize, DecodeError> {
+        if n > self.remaining() {
+            return Err(DecodeError::Truncated(self.buf.len()));
+        }
+        Ok(n)
+    }
+
+    fn term(&mut self, depth: usize) -> Result<Term, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        let at = self.pos;
+        let tag = self.u8()?;
+        Ok(match tag {
+            SMALL_INTEGER_EXT => Term::Int(self.u8()? as i128),
+            INTEGER_EXT => {
+                let b = self.take(4)?;
+                Term::Int(i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i128)
+            }
+            SMALL_BIG_EXT | LARGE_BIG_EXT => {
+                let n = if tag == SMALL_BIG_EXT {
+                    self.u8()? as usize
+                } else {
+                    self.u32()?
+                };
+                let sign = self.u8()?;
+                let digits = self.take(n)?;
+                // Trailing zero digits do not change the value; anything beyond
+                // 16 significant bytes does not fit the integers we carry.
+                let significant = digits.iter().rposition(|&d| d != 0).map_or(0, |p| p + 1);
+                if significant > 16 {
+                    return Err(DecodeError::BigTooLarge(n));
+                }
+                let mut mag: u128 = 0;
+                for &d in digits[..significant].iter().rev() {
+                    mag = (mag << 8) | d as u128;
+                }
+                if sign == 0 {
+                    Term::Int(i128::try_from(mag).map_err(|_| DecodeError::BigTooLarge(n))?)
+                } else if mag == 1u128 << 127 {
+                    Term::Int(i128::MIN)
+                } else {
+                    Term::Int(-i128::try_from(mag).map_err(|_| DecodeError::BigTooLarge(n))?)
+                }
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Term::Float(f64::from_bits(u64::from_be_bytes(a)))
+            }
+            FLOAT_EXT => {
+                let b = self.take(31)?;
+                let s = b.split(|&c| c == 0).next().unwrap_or(&[]);
+                let s = std::str::from_utf8(s).map_err(|_| DecodeError::UnknownTag { tag, at })?;
+                Term::Float(
+                    s.trim()
+                        .parse()
+                        .map_err(|_| DecodeError::UnknownTag { tag, at })?,
+                )
+            }
+            ATOM_EXT | SMALL_ATOM_EXT => {
+                let n = if tag == ATOM_EXT {
+                    self.u16()?
+                } else {
+                    self.u8()? as usize
+                };
+                // Latin-1: every byte is one code point.
+                Term::Atom(self.take(n)?.iter().map(|&c| c as char).collect())
+            }
+            ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
+                let n = if tag == ATOM_UTF8_EXT {
+                    self.u16()?
+                } else {
+                    self.u8()? as usize
+                };
+                let b = self.take(n)?;
+                Term::Atom(
+                    std::str::from_utf8(b)
+                        .map_err(|_| DecodeError::BadAtom)?
+                        .to_owned(),
+                )
+            }
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
+                let n = if tag == SMALL_TUPLE_EXT {
+                    self.u8()? as usize
+                } else {
+                    self.u32()?
+                };
+                let n = self.count(n)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.term(depth + 1)?);
+                }
+                Term::Tuple(v)
+            }
+            NIL_EXT => Term::List(Vec::new()),
+            STRING_EXT => {
+                let n = self.u16()?;
+                Term::List(
+                    self.take(n)?
+                        .iter()
+                        .map(|&c| Term::Int(c as i128))
+                        .collect(),
+                )
+            }
+            LIST_EXT => {
+                let n = self.u32()?;
+                let n = self.count(n)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.term(depth + 1)?);
+                }
+                match self.term(depth + 1)? {
+                    Term::List(t) if t.is_empty() => Term::List(v),
+                    tail => Term::ImproperList(v, Box::new(tail)),
+                }
+            }
+            BINARY_EXT => {
+                let n = self.u32()?;
+                Term::Binary(self.take(n)?.to_vec())
+            }
+            COMPRESSED => return Err(DecodeError::Compressed("nested compression".into())),
+            _ => return Err(DecodeError::UnknownTag { tag, at }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(t: Term) {
+        let e = t.encode();
+        assert_eq!(Term::decode(&e).unwrap(), t, "round trip of {t:?}");
+    }
+
+    #[test]
+    fn integers_use_canonical_forms() {
+        assert_eq!(Term::int(5).encode(), [131, 97, 5]);
+        assert_eq!(Term::int(256).encode(), [131, 98, 0, 0, 1, 0]);
+        assert_eq!(Term::int(-1).encode(), [131, 98, 255, 255, 255, 255]);
+        assert_eq!(
+            Term::int(1i64 << 40).encode(),
+            [131, 110, 6, 0, 0, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            Term::int(-(1i64 << 40)).encode(),
+            [131, 110, 6, 1, 0, 0, 0, 0, 0, 1]
+        );
+        for i in [
+            0i128,
+            255,
+            256,
+            -1,
+            i32::MAX as i128,
+            i32::MIN as i128,
+            i32::MAX as i128 + 1,
+            i64::MAX as i128,
+            i64::MIN as i128,
+            u64::MAX as i128,
+            i128::MAX,
+            i128::MIN,
+        ] {
+            rt(Term::Int(i));
+        }
+    }
+
+    #[test]
+    fn atoms_all_encodings_decode() {
+        assert_eq!(Term::atom("ok").encode(), [131, 119, 2, b'o', b'k']);
+        for bytes in [
+            &[131u8, 100, 0, 2, b'o', b'k'][..],
+            &[131, 115, 2, b'o', b'k'],
+            &[131, 118, 0, 2, b'o', b'k'],
+            &[131, 119, 2, b'o', b'k'],
+        ] {
+            assert_eq!(Term::decode(bytes).unwrap(), Term::atom("ok"));
+        }
+        // Latin-1 atom with a byte above 127.
+        assert_eq!(
+            Term::decode(&[131, 115, 1, 0xe5]).unwrap(),
+            Term::atom("\u{e5}")
+        );
+        assert_eq!(
+            Term::decode(&[131, 119, 1, 0xff]),
+            Err(DecodeError::BadAtom)
+        );
+    }
+
+    #[test]
+    fn containers_round_trip() {
+        rt(Term::tuple(vec![]));
+        rt(Term::tuple((0..300).map(Term::int).collect()));
+        rt(Term::List(vec![]));
+        rt(Term::List(vec![Term::atom("a"), Term::binary(b"xyz")]));
+        rt(Term::ImproperList(
+            vec![Term::atom("a")],
+            Box::new(Term::atom("b")),
+        ));
+        rt(Term::Float(1.5));
+        rt(Term::binary(b""));
+    }
+
+    #[test]
+    fn string_ext_is_a_list_of_bytes() {
+        let t = Term::decode(&[131, 107, 0, 2, b'h', b'i']).unwrap();
+        assert_eq!(t, Term::List(vec![Term::int(104), Term::int(105)]));
+        assert_eq!(t.as_bytes_lossy().unwrap(), b"hi");
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors_not_panics() {
+        assert_eq!(Term::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            Term::decode(&[130, 97, 1]),
+            Err(DecodeError::BadVersion(130))
+        );
+        // A binary claiming 4 GiB.
+        assert!(matches!(
+            Term::decode(&[131, 109, 255, 255, 255, 255, 0]),
+            Err(DecodeError::Truncated(_))
+        ));
+        // A list claiming 4 billion elements must not allocate for them.
+        assert!(matches!(
+            Term::decode(&[131, 108, 255, 255, 255, 255]),
+            Err(DecodeError::Truncated(_))
+        ));
+        // Deep nesting.
+        let mut deep = vec![131];
+        deep.extend(std::iter::repeat([104u8, 1]).take(1000).flatten());
+        deep.push(106);
+        assert_eq!(Term::decode(&deep), Err(DecodeError::TooDeep));
+        // Unknown tag, trailing bytes.
+        assert!(matches!(
+            Term::decode(&[131, 42]),
+            Err(DecodeError::UnknownTag { tag: 42, .. })
+        ));
+        assert_eq!(
+            Term::decode(&[131, 97, 1, 0]),
+            Err(DecodeError::Trailing(1))
+        );
+        // A bignum too large for i128.
+        let mut big = vec![131, 110, 17, 0];
+        big.extend([1u8; 17]);
+        assert_eq!(Term::decode(&big), Err(DecodeError::BigTooLarge(17)));
+        // Compressed bomb header.
+        assert!(matches!(
+            Term::decode(&[131, 80, 255, 255, 255, 255, 1, 2]),
+            Err(DecodeError::Compressed(_))
+        ));
+    }
+
+    #[test]
+    fn compressed_terms_decode() {
+        use std::io::Write;
+        let inner = Term::List((0..100).map(|_| Term::atom("hello")).collect());
+        let raw = inner.encode();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&raw[1..]).unwrap();
+        let body = z.finish().unwrap();
+        let mut buf = vec![131, 80];
+        buf.extend_from_slice(&((raw.len() - 1) as u32).to_be_bytes());
+        buf.extend_from_slice(&body);
+        assert_eq!(Term::decode(&buf).unwrap(), inner);
+    }
+}
