@@ -1,1 +1,320 @@
-fn main() {}
+//! ha-ctl: the operator's command-line tool for an HA node, over the
+//! libconfd_ha client library.
+
+use confd_ha::client::data::{DataClient, Txn};
+use confd_ha::client::ha::HaClient;
+use confd_ha::client::Endpoint;
+use confd_ha::errcode;
+use confd_ha::error::Error;
+use confd_ha::proto::ha::{HaNode, NodeAddr, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY};
+use confd_ha::value::Value;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [-t TOKEN] COMMAND [ARGS]
+
+Talks to one HA node over its IPC port. Without -a/-p/-u the node is found
+as NSO's libraries find it: NCS_IPC_PATH, else NCS_IPC_ADDR/NCS_IPC_PORT,
+else CONFD_IPC_ADDR/CONFD_IPC_PORT, else 127.0.0.1:4565.
+
+options:
+  -a ADDR    IPC address of the node (default 127.0.0.1)
+  -p PORT    IPC port of the node (default 4565)
+  -u PATH    IPC Unix socket of the node (instead of -a/-p)
+  -t TOKEN   the cluster's shared HA token (default: $HA_CTL_TOKEN)
+  -h         this help
+
+HA commands (need the token):
+  primary NAME                           make the node primary, named NAME
+  secondary NAME PRIMARY_NAME PRIMARY_ADDR [--async]
+                                         make the node secondary NAME of the primary
+  relay                                  make a secondary a relay
+  none                                   return the node to state NONE
+  dead NAME                              tell the node that secondary NAME is dead
+  status [--json]                        print the HA state and the node list
+
+data commands:
+  get PATH                               print the value at PATH (alone on stdout)
+  set PATH VALUE [--type TYPE]           commit one value (TYPE: buf (default), int8..int64,
+                                         uint8..uint64, bool, double, ipv4, ipv6, enum, binary)
+  delete PATH                            commit the deletion of PATH and its subtree
+  list PATH                              print the children of PATH, one per line
+  txid                                   print the last committed transaction id
+
+exit status: 0 on success; otherwise 1 with the error's ConfD name and the
+message on stderr (2 for a usage error).
+";
+
+struct Opts {
+    addr: Option<String>,
+    port: Option<String>,
+    path: Option<String>,
+    token: Option<String>,
+}
+
+impl Opts {
+    fn endpoint(&self) -> Endpoint {
+        if let Some(p) = &self.path {
+            return Endpoint::Unix(p.into());
+        }
+        if self.addr.is_none() && self.port.is_none() {
+            return Endpoint::from_env();
+        }
+        Endpoint::tcp(
+            self.addr.as_deref().unwrap_or("127.0.0.1"),
+            self.port.as_deref().unwrap_or("4565"),
+        )
+    }
+    fn ha(&self) -> Result<HaClient, Failure> {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("HA_CTL_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Failure::Usage("no token: give -t TOKEN or set HA_CTL_TOKEN".into()))?;
+        Ok(HaClient::connect(&self.endpoint(), &token)?)
+    }
+    fn data(&self) -> Result<DataClient, Failure> {
+        Ok(DataClient::connect(&self.endpoint())?)
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Lib(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Lib(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("ha-ctl: {m}\n(run ha-ctl -h for help)");
+            ExitCode::from(2)
+        }
+        Err(Failure::Lib(e)) => {
+            let code = e.errno();
+            let name = errcode::name(code).unwrap_or("CONFD_ERR");
+            eprintln!("ha-ctl: {name}: {}: {e}", errcode::strerror(code));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<(), Failure> {
+    let mut o = Opts {
+        addr: None,
+        port: None,
+        path: None,
+        token: None,
+    };
+    let mut it = args.into_iter().peekable();
+    let mut rest = Vec::new();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .ok_or_else(|| Failure::Usage(format!("option {name} needs a value")))
+        };
+        match a.as_str() {
+            "-a" => o.addr = Some(val("-a")?),
+            "-p" => o.port = Some(val("-p")?),
+            "-u" => o.path = Some(val("-u")?),
+            "-t" => o.token = Some(val("-t")?),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            _ => {
+                rest.push(a);
+                rest.extend(it.by_ref());
+            }
+        }
+    }
+    let (flags, pos): (Vec<String>, Vec<String>) =
+        split_flags(rest, &["--type"]).map_err(Failure::Usage)?;
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let flag_val = |f: &str| {
+        flags
+            .iter()
+            .position(|x| x == f)
+            .and_then(|i| flags.get(i + 1))
+            .cloned()
+    };
+    let cmd = pos.first().map(String::as_str).unwrap_or("");
+    let argc = pos.len() - usize::from(!pos.is_empty());
+    let want = |n: usize, form: &str| {
+        if argc == n {
+            Ok(())
+        } else {
+            Err(Failure::Usage(format!("usage: ha-ctl {form}")))
+        }
+    };
+    for f in flags.iter().filter(|f| f.starts_with("--")) {
+        let ok = matches!(
+            (cmd, f.as_str()),
+            ("secondary", "--async") | ("status", "--json") | ("set", "--type")
+        );
+        if !ok {
+            return Err(Failure::Usage(format!("unknown option {f} for '{cmd}'")));
+        }
+    }
+    match cmd {
+        "primary" => {
+            want(1, "primary NAME")?;
+            o.ha()?.beprimary(&pos[1])?;
+        }
+        "secondary" => {
+            want(3, "secondary NAME PRIMARY_NAME PRIMARY_ADDR [--async]")?;
+            let primary = HaNode {
+                id: Value::Buf(pos[2].clone().into_bytes()),
+                addr: NodeAddr::parse(&pos[3]),
+            };
+            o.ha()?.besecondary(&pos[1], &primary, !has("--async"))?;
+        }
+        "relay" => {
+            want(0, "relay")?;
+            o.ha()?.berelay()?;
+        }
+        "none" => {
+            want(0, "none")?;
+            o.ha()?.benone()?;
+        }
+        "dead" => {
+            want(1, "dead NAME")?;
+            o.ha()?.secondary_dead(&pos[1])?;
+        }
+        "status" => {
+            want(0, "status [--json]")?;
+            let (state, nodes) = o.ha()?.get_status()?;
+            print_status(state, &nodes, has("--json"));
+        }
+        "get" => {
+            want(1, "get PATH")?;
+            println!("{}", o.data()?.get(&pos[1])?);
+        }
+        "set" => {
+            want(2, "set PATH VALUE [--type TYPE]")?;
+            let ty = flag_val("--type").unwrap_or_else(|| "buf".into());
+            let v = Value::parse(&ty, &pos[2]).map_err(Failure::Usage)?;
+            let mut t = Txn::new();
+            t.set(&pos[1], v);
+            o.data()?.commit(&t)?;
+        }
+        "delete" => {
+            want(1, "delete PATH")?;
+            let mut t = Txn::new();
+            t.delete(&pos[1]);
+            o.data()?.commit(&t)?;
+        }
+        "list" => {
+            want(1, "list PATH")?;
+            for c in o.data()?.list(&pos[1])? {
+                println!("{c}");
+            }
+        }
+        "txid" => {
+            want(0, "txid")?;
+            println!("{}", o.data()?.txid()?);
+        }
+        "" => return Err(Failure::Usage("no command given".into())),
+        other => return Err(Failure::Usage(format!("unknown command '{other}'"))),
+    }
+    Ok(())
+}
+
+/// Separates `--flags` (and the values of those in `with_value`) from the
+/// positional arguments. A lone `--` ends the flags.
+fn split_flags(
+    args: Vec<String>,
+    with_value: &[&str],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut flags = Vec::new();
+    let mut pos = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            pos.extend(it.by_ref());
+            break;
+        }
+        if a.starts_with("--") {
+            let takes = with_value.contains(&a.as_str());
+            flags.push(a.clone());
+            if takes {
+                flags.push(
+                    it.next()
+                        .ok_or_else(|| format!("option {a} needs a value"))?,
+                );
+            }
+        } else {
+            pos.push(a);
+        }
+    }
+    Ok((flags, pos))
+}
+
+fn state_name(state: i32) -> &'static str {
+    match state {
+        STATE_NONE => "none",
+        STATE_SECONDARY => "secondary",
+        STATE_PRIMARY => "primary",
+        _ => "secondary-relay",
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn print_status(state: i32, nodes: &[HaNode], json: bool) {
+    // The first node of a secondary or relay is its primary; the others are
+    // (sub-)secondaries.
+    let role = |i: usize| {
+        if i == 0 && state != STATE_PRIMARY {
+            "primary"
+        } else {
+            "secondary"
+        }
+    };
+    if json {
+        let list: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{}\"}}",
+                    json_str(&n.id.to_string()),
+                    json_str(&n.addr.to_string()),
+                    role(i)
+                )
+            })
+            .collect();
+        println!(
+            "{{\"state\":{},\"state_name\":\"{}\",\"nodes\":[{}]}}",
+            state,
+            state_name(state),
+            list.join(",")
+        );
+    } else {
+        println!("state: {}", state_name(state));
+        for (i, n) in nodes.iter().enumerate() {
+            println!("{}: {} {}", role(i), n.id, n.addr);
+        }
+    }
+}
