@@ -2,7 +2,7 @@
 
 use super::{call, Endpoint, Stream};
 use crate::error::{Error, Result};
-use crate::proto::data::{parse_reply, DataRequest, Op};
+use crate::proto::data::{parse_reply, stats_from_term, DataRequest, NodeState, Op};
 use crate::proto::hello::CLIENT_HADATA;
 use crate::proto::term::Term;
 use crate::value::Value;
@@ -78,6 +78,17 @@ impl DataClient {
     pub fn commit(&mut self, txn: &Txn) -> Result<String> {
         let t = request(&mut self.stream, &DataRequest::Commit(txn.ops.clone()))?;
         text(&t)
+    }
+    /// The node's counters (`commits`, `seq`, `full_copies_received`, ...).
+    pub fn stats(&mut self) -> Result<Vec<(String, i64)>> {
+        let t = request(&mut self.stream, &DataRequest::Stats)?;
+        stats_from_term(&t).ok_or_else(|| Error::Protocol(format!("malformed stats {t:?}")))
+    }
+    /// Role, ids, peers, last transaction and last ticks of the node.
+    pub fn node_state(&mut self) -> Result<NodeState> {
+        let t = request(&mut self.stream, &DataRequest::NodeState)?;
+        NodeState::from_term(&t)
+            .ok_or_else(|| Error::Protocol(format!("malformed node state {t:?}")))
     }
     /// The last committed transaction id ("" if none).
     pub fn txid(&mut self) -> Result<String> {

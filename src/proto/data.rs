@@ -8,12 +8,14 @@
 //! | `{list, Path}` | `{ok, [Name, ...]}` (child names, binaries, sorted) |
 //! | `{commit, [Op, ...]}` | `{ok, TxId}`; Op is `{set, Path, Value}` or `{delete, Path}` |
 //! | `{txid}` | `{ok, TxId}` (the last committed transaction id, `<<>>` if none) |
+//! | `{stats}` | `{ok, [{Name, Int}, ...]}` (counters: `commits`, `seq`, `full_copies_received`, ...) |
+//! | `{node_state}` | `{ok, NodeState}` (see [`NodeState::to_term`]) |
 //!
 //! Paths and transaction ids are binaries; values are the terms of spec §D.6.
 //!
 //! [`CLIENT_HADATA`]: super::hello::CLIENT_HADATA
 
-use super::ha::{error_term, parse_error};
+use super::ha::{error_term, parse_error, HaNode, NodeAddr};
 use super::term::Term;
 use crate::value::Value;
 
@@ -61,6 +63,8 @@ pub enum DataRequest {
     List(String),
     Commit(Vec<Op>),
     TxId,
+    Stats,
+    NodeState,
 }
 
 impl DataRequest {
@@ -75,6 +79,8 @@ impl DataRequest {
                 Term::List(ops.iter().map(Op::to_term).collect()),
             ]),
             DataRequest::TxId => Term::Tuple(vec![Term::atom("txid")]),
+            DataRequest::Stats => Term::Tuple(vec![Term::atom("stats")]),
+            DataRequest::NodeState => Term::Tuple(vec![Term::atom("node_state")]),
         }
     }
     pub fn from_term(t: &Term) -> Result<DataRequest, String> {
@@ -90,6 +96,8 @@ impl DataRequest {
                 DataRequest::Commit(ops.iter().map(Op::from_term).collect::<Result<_, _>>()?)
             }
             ("txid", [_]) => DataRequest::TxId,
+            ("stats", [_]) => DataRequest::Stats,
+            ("node_state", [_]) => DataRequest::NodeState,
             _ => return Err(format!("unknown data request {t:?}")),
         })
     }
@@ -116,6 +124,137 @@ pub fn error_reply(code: i32, reason: &str) -> Term {
     error_term(code, reason)
 }
 
+/// Counters as `[{Name, Int}]`.
+pub fn stats_to_term(stats: &[(String, i64)]) -> Term {
+    Term::List(
+        stats
+            .iter()
+            .map(|(k, v)| Term::Tuple(vec![Term::binary(k), Term::int(*v)]))
+            .collect(),
+    )
+}
+
+pub fn stats_from_term(t: &Term) -> Option<Vec<(String, i64)>> {
+    t.as_list()?
+        .iter()
+        .map(|e| match e.as_tuple()? {
+            [k, v] => Some((
+                String::from_utf8_lossy(k.as_binary()?).into_owned(),
+                v.as_i64()?,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A peer as the node state reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerState {
+    pub node: HaNode,
+    /// When the last tick (or any frame) arrived from this peer, in Unix
+    /// milliseconds; `None` if none yet or ticks are disabled.
+    pub last_tick_ms: Option<i64>,
+}
+
+/// What a node says about itself (`{node_state}`): the availability-group
+/// view of issue 4.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    /// `STATE_NONE` .. `STATE_SECONDARY_RELAY`.
+    pub state: i32,
+    /// This node's id, when it has been given one.
+    pub node_id: Option<Value>,
+    /// The node's primary (the immediate parent for a relay's sub-secondary).
+    pub primary: Option<PeerState>,
+    /// Connected secondaries (on a primary or relay).
+    pub secondaries: Vec<PeerState>,
+    pub seq: i64,
+    pub txid: String,
+}
+
+fn opt(t: Option<Term>) -> Term {
+    t.unwrap_or_else(|| Term::atom("undefined"))
+}
+
+impl PeerState {
+    fn to_term(&self) -> Term {
+        Term::Tuple(vec![
+            self.node.id.to_term(),
+            self.node.addr.to_term(),
+            opt(self.last_tick_ms.map(Term::int)),
+        ])
+    }
+    fn from_term(t: &Term) -> Option<PeerState> {
+        match t.as_tuple()? {
+            [id, addr, tick] => Some(PeerState {
+                node: HaNode {
+                    id: Value::from_term(id).ok()?,
+                    addr: NodeAddr::from_term(addr)?,
+                },
+                last_tick_ms: if tick.is_atom("undefined") {
+                    None
+                } else {
+                    Some(tick.as_i64()?)
+                },
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl NodeState {
+    /// `[{state, S}, {node_id, Id | undefined}, {primary, Peer | undefined},
+    /// {secondaries, [Peer]}, {seq, N}, {txid, Bin}]` with Peer =
+    /// `{Id, Addr, LastTickMs | undefined}`. Decoders ignore unknown keys.
+    pub fn to_term(&self) -> Term {
+        let kv = |k: &str, v: Term| Term::Tuple(vec![Term::atom(k), v]);
+        Term::List(vec![
+            kv("state", Term::int(self.state)),
+            kv("node_id", opt(self.node_id.as_ref().map(Value::to_term))),
+            kv(
+                "primary",
+                opt(self.primary.as_ref().map(PeerState::to_term)),
+            ),
+            kv(
+                "secondaries",
+                Term::List(self.secondaries.iter().map(PeerState::to_term).collect()),
+            ),
+            kv("seq", Term::int(self.seq)),
+            kv("txid", Term::binary(&self.txid)),
+        ])
+    }
+    pub fn from_term(t: &Term) -> Option<NodeState> {
+        let mut st = NodeState {
+            state: 0,
+            node_id: None,
+            primary: None,
+            secondaries: Vec::new(),
+            seq: 0,
+            txid: String::new(),
+        };
+        for e in t.as_list()? {
+            let [k, v] = e.as_tuple()? else { return None };
+            let undefined = v.is_atom("undefined");
+            match k.as_atom()? {
+                "state" => st.state = i32::try_from(v.as_int()?).ok()?,
+                "node_id" if !undefined => st.node_id = Some(Value::from_term(v).ok()?),
+                "primary" if !undefined => st.primary = Some(PeerState::from_term(v)?),
+                "secondaries" => {
+                    st.secondaries = v
+                        .as_list()?
+                        .iter()
+                        .map(PeerState::from_term)
+                        .collect::<Option<_>>()?
+                }
+                "seq" => st.seq = v.as_i64()?,
+                "txid" => st.txid = String::from_utf8_lossy(v.as_binary()?).into_owned(),
+                _ => {}
+            }
+        }
+        (1..=4).contains(&st.state).then_some(st)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +270,8 @@ mod tests {
                 Op::Delete("/old".into()),
             ]),
             DataRequest::TxId,
+            DataRequest::Stats,
+            DataRequest::NodeState,
         ] {
             assert_eq!(DataRequest::from_term(&r.to_term()).unwrap(), r);
         }
@@ -138,6 +279,35 @@ mod tests {
         assert!(
             DataRequest::from_term(&Term::Tuple(vec![Term::atom("get"), Term::int(1)])).is_err()
         );
+    }
+
+    #[test]
+    fn node_state_and_stats_round_trip() {
+        let peer = |id: &str, ip: &str, tick| PeerState {
+            node: HaNode {
+                id: Value::Buf(id.into()),
+                addr: NodeAddr::parse(ip),
+            },
+            last_tick_ms: tick,
+        };
+        let st = NodeState {
+            state: crate::proto::ha::STATE_PRIMARY,
+            node_id: Some(Value::Buf(b"n1".to_vec())),
+            primary: None,
+            secondaries: vec![
+                peer("n2", "127.0.0.2", Some(1_700_000_000_000)),
+                peer("n3", "::1", None),
+            ],
+            seq: 7,
+            txid: "n1-7-123".into(),
+        };
+        assert_eq!(
+            NodeState::from_term(&Term::decode(&st.to_term().encode()).unwrap()),
+            Some(st)
+        );
+        assert_eq!(NodeState::from_term(&Term::List(vec![])), None);
+        let s = vec![("commits".to_string(), 3i64), ("seq".to_string(), 9)];
+        assert_eq!(stats_from_term(&stats_to_term(&s)), Some(s));
     }
 
     #[test]

@@ -40,6 +40,7 @@ data commands:
   delete PATH                            commit the deletion of PATH and its subtree
   list PATH                              print the children of PATH, one per line
   txid                                   print the last committed transaction id
+  stats                                  print the node's counters, one NAME VALUE per line
 
 exit status: 0 on success; otherwise 1 with the error's ConfD name and the
 message on stderr (2 for a usage error).
@@ -221,6 +222,12 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "txid" => {
             want(0, "txid")?;
             println!("{}", o.data()?.txid()?);
+        }
+        "stats" => {
+            want(0, "stats")?;
+            for (k, v) in o.data()?.stats()? {
+                println!("{k} {v}");
+            }
         }
         "" => return Err(Failure::Usage("no command given".into())),
         other => return Err(Failure::Usage(format!("unknown command '{other}'"))),
