@@ -286,7 +286,7 @@ impl HaEvent {
             return None;
         };
         let int = || data.as_int().and_then(|i| i32::try_from(i).ok());
-        Some(match ty.as_int()? as i32 {
+        Some(match i32::try_from(ty.as_int()?).ok()? {
             HA_INFO_NOPRIMARY => HaEvent::NoPrimary { reason: int()? },
             HA_INFO_SECONDARY_DIED => HaEvent::SecondaryDied(HaNode::from_term(data)?),
             HA_INFO_SECONDARY_ARRIVED => HaEvent::SecondaryArrived(HaNode::from_term(data)?),
@@ -459,6 +459,9 @@ mod tests {
             let t = ev.to_term();
             assert_eq!(HaEvent::from_inner(&t.as_tuple().unwrap()[1]), Some(ev));
         }
+        // An event type outside i32 is not type 1 modulo 2^32.
+        let wrapped = Term::Tuple(vec![Term::Int((1i128 << 32) + 1), Term::int(26)]);
+        assert_eq!(HaEvent::from_inner(&wrapped), None);
         let s = Subscription {
             mask: 64,
             heartbeat_ms: 0,

@@ -33,6 +33,10 @@ const SMALL_ATOM_UTF8_EXT: u8 = 119;
 pub const MAX_DEPTH: usize = 64;
 /// Largest uncompressed size accepted for a compressed term (tag 80).
 pub const MAX_INFLATED: usize = 64 * 1024 * 1024;
+/// Most elements reserved up front for a tuple or list; beyond that the
+/// vector grows only as elements are actually decoded, so a count field
+/// cannot make the decoder reserve memory the input does not back.
+const PREALLOC: usize = 1024;
 
 /// An Erlang term. Integers are held as `i128`, which covers every integer
 /// the protocol carries (int64 and uint64 values included).
@@ -307,7 +311,8 @@ fn decode_compressed(buf: &[u8]) -> Result<Term, DecodeError> {
             "uncompressed size {size} exceeds the {MAX_INFLATED}-byte limit"
         )));
     }
-    let mut inflated = Vec::with_capacity(size + 1);
+    // Reserve at most 1 MiB on the header's word; the rest grows as data inflates.
+    let mut inflated = Vec::with_capacity(size.min(1 << 20) + 1);
     inflated.push(VERSION);
     let mut z = flate2::read::ZlibDecoder::new(&buf[6..]).take(size as u64 + 1);
     z.read_to_end(&mut inflated)
@@ -360,6 +365,45 @@ impl<'a> Decoder<'a> {
             return Err(DecodeError::Truncated(self.buf.len()));
         }
         Ok(n)
+    }
+
+    /// The rest of a LIST_EXT (the tag is consumed). A tail that is itself a
+    /// list continues the list, as in Erlang (`[1 | [2]]` is `[1, 2]`); this is
+    /// what C `ei` encoders produce when they emit a list of unknown length as
+    /// a chain of one-element list headers, so the chain is followed in a loop
+    /// rather than by recursion (no depth limit on list length).
+    fn list(&mut self, depth: usize) -> Result<Term, DecodeError> {
+        let mut v = Vec::new();
+        loop {
+            let n = self.u32()?;
+            let n = self.count(n)?;
+            v.reserve(n.min(PREALLOC));
+            for _ in 0..n {
+                v.push(self.term(depth + 1)?);
+            }
+            match self.buf.get(self.pos) {
+                Some(&LIST_EXT) => self.pos += 1,
+                Some(&NIL_EXT) => {
+                    self.pos += 1;
+                    return Ok(Term::List(v));
+                }
+                Some(&STRING_EXT) => {
+                    self.pos += 1;
+                    let n = self.u16()?;
+                    v.extend(self.take(n)?.iter().map(|&c| Term::Int(c as i128)));
+                    return Ok(Term::List(v));
+                }
+                _ => {
+                    let tail = self.term(depth + 1)?;
+                    // `[ | T]` with no elements is just T.
+                    return Ok(if v.is_empty() {
+                        tail
+                    } else {
+                        Term::ImproperList(v, Box::new(tail))
+                    });
+                }
+            }
+        }
     }
 
     fn term(&mut self, depth: usize) -> Result<Term, DecodeError> {
@@ -445,7 +489,7 @@ impl<'a> Decoder<'a> {
                     self.u32()?
                 };
                 let n = self.count(n)?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     v.push(self.term(depth + 1)?);
                 }
@@ -461,18 +505,7 @@ impl<'a> Decoder<'a> {
                         .collect(),
                 )
             }
-            LIST_EXT => {
-                let n = self.u32()?;
-                let n = self.count(n)?;
-                let mut v = Vec::with_capacity(n);
-                for _ in 0..n {
-                    v.push(self.term(depth + 1)?);
-                }
-                match self.term(depth + 1)? {
-                    Term::List(t) if t.is_empty() => Term::List(v),
-                    tail => Term::ImproperList(v, Box::new(tail)),
-                }
-            }
+            LIST_EXT => self.list(depth)?,
             BINARY_EXT => {
                 let n = self.u32()?;
                 Term::Binary(self.take(n)?.to_vec())
@@ -606,6 +639,65 @@ mod tests {
             Term::decode(&[131, 80, 255, 255, 255, 255, 1, 2]),
             Err(DecodeError::Compressed(_))
         ));
+    }
+
+    #[test]
+    fn list_tails_that_are_lists_continue_the_list() {
+        // [1 | [2]] as two list headers: Erlang reads [1, 2].
+        let b = [131, 108, 0, 0, 0, 1, 97, 1, 108, 0, 0, 0, 1, 97, 2, 106];
+        assert_eq!(
+            Term::decode(&b).unwrap(),
+            Term::List(vec![Term::int(1), Term::int(2)])
+        );
+        // [1 | "ab"] (STRING_EXT tail) is [1, 97, 98].
+        let b = [131, 108, 0, 0, 0, 1, 97, 1, 107, 0, 2, b'a', b'b'];
+        assert_eq!(
+            Term::decode(&b).unwrap(),
+            Term::List(vec![Term::int(1), Term::int(97), Term::int(98)])
+        );
+        // A list header with no elements and tail `a` is just `a`.
+        let b = [131, 108, 0, 0, 0, 0, 100, 0, 1, b'a'];
+        assert_eq!(Term::decode(&b).unwrap(), Term::atom("a"));
+        // [1, 2 | [3 | x]] is the improper list [1, 2, 3 | x].
+        let b = [
+            131, 108, 0, 0, 0, 2, 97, 1, 97, 2, 108, 0, 0, 0, 1, 97, 3, 119, 1, b'x',
+        ];
+        assert_eq!(
+            Term::decode(&b).unwrap(),
+            Term::ImproperList(
+                vec![Term::int(1), Term::int(2), Term::int(3)],
+                Box::new(Term::atom("x"))
+            )
+        );
+        // The C `ei` idiom for a list of unknown length: one-element headers
+        // chained 1000 deep. Not limited by MAX_DEPTH.
+        let mut b = vec![131];
+        for i in 0..1000u32 {
+            b.extend_from_slice(&[108, 0, 0, 0, 1, 98]);
+            b.extend_from_slice(&i.to_be_bytes());
+        }
+        b.push(106);
+        let t = Term::decode(&b).unwrap();
+        assert_eq!(t, Term::List((0..1000).map(Term::int).collect()));
+        // Nesting through list *elements* is still bounded.
+        let mut deep = vec![131];
+        deep.extend(std::iter::repeat([108u8, 0, 0, 0, 1]).take(100).flatten());
+        deep.extend(std::iter::repeat(106u8).take(101));
+        assert_eq!(Term::decode(&deep), Err(DecodeError::TooDeep));
+    }
+
+    #[test]
+    fn element_counts_do_not_reserve_unbacked_memory() {
+        // 64 nested list headers, each claiming as many elements as there are
+        // bytes left, over a 1 MiB body: must fail fast, reserving little.
+        let mut b = vec![131];
+        let body = 1 << 20;
+        for _ in 0..MAX_DEPTH {
+            b.push(108);
+            b.extend_from_slice(&(body as u32).to_be_bytes());
+        }
+        b.resize(b.len() + body, 106);
+        assert!(matches!(Term::decode(&b), Err(DecodeError::Truncated(_))));
     }
 
     #[test]
