@@ -5,6 +5,7 @@
 //! [`FdStream`]: crate::proto::frame::FdStream
 
 pub mod data;
+pub mod events;
 pub mod ha;
 
 use crate::error::{Error, Result};
