@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod events;
+pub mod group;
 pub mod ha;
 
 use crate::error::{Error, Result};
@@ -145,6 +146,31 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(d),
             Stream::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+    /// Waits up to `timeout` for the stream to become readable (data or EOF).
+    pub fn wait_readable(&self, timeout: std::time::Duration) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        loop {
+            // SAFETY: p is one valid pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, ms) };
+            if n >= 0 {
+                return Ok(n > 0);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
     pub fn try_clone(&self) -> std::io::Result<Stream> {
