@@ -114,6 +114,8 @@ pub enum DecodeError {
     BigTooLarge(usize),
     #[error("atom is not valid text")]
     BadAtom,
+    #[error("float text at byte {0} is not a finite number")]
+    BadFloat(usize),
     #[error("compressed term: {0}")]
     Compressed(String),
     #[error("{0} bytes left over after the term")]
@@ -329,6 +331,47 @@ fn decode_compressed(buf: &[u8]) -> Result<Term, DecodeError> {
     Term::decode(&inflated)
 }
 
+/// The text of a FLOAT_EXT (old minor version 0 floats, `%.20e`), with the
+/// syntax Erlang's own decoder accepts: `[+-]?D+[.,]D+([eE][+-]?D+)?`, and
+/// a finite result.
+fn parse_float_ext(s: &[u8]) -> Option<f64> {
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while s.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    if matches!(s.first(), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    if !digits(&mut i) || !matches!(s.get(i), Some(b'.' | b',')) {
+        return None;
+    }
+    let point = i;
+    i += 1;
+    if !digits(&mut i) {
+        return None;
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if i != s.len() {
+        return None;
+    }
+    let mut text = s.to_vec();
+    text[point] = b'.';
+    let x: f64 = std::str::from_utf8(&text).ok()?.parse().ok()?;
+    x.is_finite().then_some(x)
+}
+
 struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -453,12 +496,7 @@ impl<'a> Decoder<'a> {
             FLOAT_EXT => {
                 let b = self.take(31)?;
                 let s = b.split(|&c| c == 0).next().unwrap_or(&[]);
-                let s = std::str::from_utf8(s).map_err(|_| DecodeError::UnknownTag { tag, at })?;
-                Term::Float(
-                    s.trim()
-                        .parse()
-                        .map_err(|_| DecodeError::UnknownTag { tag, at })?,
-                )
+                Term::Float(parse_float_ext(s).ok_or(DecodeError::BadFloat(at))?)
             }
             ATOM_EXT | SMALL_ATOM_EXT => {
                 let n = if tag == ATOM_EXT {
@@ -639,6 +677,34 @@ mod tests {
             Term::decode(&[131, 80, 255, 255, 255, 255, 1, 2]),
             Err(DecodeError::Compressed(_))
         ));
+    }
+
+    #[test]
+    fn float_ext_text_is_parsed_as_erlang_does() {
+        let dec = |txt: &str| {
+            let mut b = vec![131, 99];
+            b.extend_from_slice(txt.as_bytes());
+            b.resize(33, 0);
+            Term::decode(&b)
+        };
+        for (txt, x) in [
+            ("1.50000000000000000000e+00", 1.5),
+            ("1.5", 1.5),
+            ("+1.5", 1.5),
+            ("1,5", 1.5),
+            ("-0.0", -0.0),
+            ("1.5E3", 1500.0),
+            ("01.5", 1.5),
+            ("1.0e-400", 0.0),
+        ] {
+            assert_eq!(dec(txt), Ok(Term::Float(x)), "{txt}");
+        }
+        // Erlang's binary_to_term rejects all of these.
+        for txt in [
+            "1.5 ", " 1.5", "1e5", "1.", "1.5e", "1.0e400", "inf", "nan", "",
+        ] {
+            assert_eq!(dec(txt), Err(DecodeError::BadFloat(1)), "{txt:?}");
+        }
     }
 
     #[test]
