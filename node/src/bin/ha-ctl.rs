@@ -40,6 +40,8 @@ data commands:
   delete PATH                            commit the deletion of PATH and its subtree
   list PATH                              print the children of PATH, one per line
   txid                                   print the last committed transaction id
+  watch [--json] [--heartbeat MS]        print HA events as they arrive, one line each with a
+                                         timestamp (and heartbeats every MS milliseconds if given)
   stats                                  print the node's counters, one NAME VALUE per line
 
 exit status: 0 on success; otherwise 1 with the error's ConfD name and the
@@ -138,7 +140,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         }
     }
     let (flags, pos): (Vec<String>, Vec<String>) =
-        split_flags(rest, &["--type"]).map_err(Failure::Usage)?;
+        split_flags(rest, &["--type", "--heartbeat"]).map_err(Failure::Usage)?;
     let has = |f: &str| flags.iter().any(|x| x == f);
     let flag_val = |f: &str| {
         flags
@@ -159,7 +161,11 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
     for f in flags.iter().filter(|f| f.starts_with("--")) {
         let ok = matches!(
             (cmd, f.as_str()),
-            ("secondary", "--async") | ("status", "--json") | ("set", "--type")
+            ("secondary", "--async")
+                | ("status", "--json")
+                | ("set", "--type")
+                | ("watch", "--json")
+                | ("watch", "--heartbeat")
         );
         if !ok {
             return Err(Failure::Usage(format!("unknown option {f} for '{cmd}'")));
@@ -223,6 +229,16 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             want(0, "txid")?;
             println!("{}", o.data()?.txid()?);
         }
+        "watch" => {
+            want(0, "watch [--json] [--heartbeat MS]")?;
+            let hb = match flag_val("--heartbeat") {
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| Failure::Usage(format!("--heartbeat '{v}' is not a number")))?,
+                None => 0,
+            };
+            watch(&o.endpoint(), has("--json"), hb)?;
+        }
         "stats" => {
             want(0, "stats")?;
             for (k, v) in o.data()?.stats()? {
@@ -263,6 +279,112 @@ fn split_flags(
         }
     }
     Ok((flags, pos))
+}
+
+/// Prints events until the node closes the connection.
+fn watch(ep: &Endpoint, json: bool, heartbeat_ms: i64) -> Result<(), Failure> {
+    use confd_ha::client::events::{Event, EventClient};
+    use confd_ha::proto::ha::{HaEvent, NOTIF_HA_INFO, NOTIF_HEARTBEAT};
+    use std::io::Write;
+    let mask = if heartbeat_ms > 0 {
+        NOTIF_HA_INFO | NOTIF_HEARTBEAT
+    } else {
+        NOTIF_HA_INFO
+    };
+    let mut ev = EventClient::connect(ep, mask, heartbeat_ms)?;
+    let out = std::io::stdout();
+    loop {
+        let e = match ev.read() {
+            Ok(e) => e,
+            Err(Error::Eof) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let ts = timestamp();
+        let node = |n: &HaNode| (n.id.to_string(), n.addr.to_string());
+        let (name, fields): (&str, Vec<(&str, String)>) = match &e {
+            Event::Heartbeat => ("HEARTBEAT", vec![]),
+            Event::Other(flag, t) => (
+                "OTHER",
+                vec![("flag", flag.to_string()), ("term", format!("{t:?}"))],
+            ),
+            Event::Ha(h) => match h {
+                HaEvent::NoPrimary { reason } => (
+                    "NOPRIMARY",
+                    vec![("reason", errcode::name(*reason).unwrap_or("?").to_string())],
+                ),
+                HaEvent::SecondaryDied(n) | HaEvent::SecondaryArrived(n) => {
+                    let (id, addr) = node(n);
+                    let name = if matches!(h, HaEvent::SecondaryDied(_)) {
+                        "SECONDARY_DIED"
+                    } else {
+                        "SECONDARY_ARRIVED"
+                    };
+                    (name, vec![("nodeid", id), ("address", addr)])
+                }
+                HaEvent::SecondaryInitialized { by_copy } => (
+                    "SECONDARY_INITIALIZED",
+                    vec![("by_copy", by_copy.to_string())],
+                ),
+                HaEvent::IsPrimary => ("IS_PRIMARY", vec![]),
+                HaEvent::IsNone => ("IS_NONE", vec![]),
+                HaEvent::BeSecondaryResult { result } => (
+                    "BESECONDARY_RESULT",
+                    vec![(
+                        "result",
+                        if *result == 0 {
+                            "ok".to_string()
+                        } else {
+                            errcode::name(*result).unwrap_or("?").to_string()
+                        },
+                    )],
+                ),
+            },
+        };
+        let line = if json {
+            let mut s = format!("{{\"time\":{},\"event\":\"{name}\"", json_str(&ts));
+            for (k, v) in &fields {
+                s.push_str(&format!(",\"{k}\":{}", json_str(v)));
+            }
+            s.push('}');
+            s
+        } else {
+            let mut s = format!("{ts} {name}");
+            for (k, v) in &fields {
+                s.push_str(&format!(" {k}={v}"));
+            }
+            s
+        };
+        let mut o = out.lock();
+        if writeln!(o, "{line}").and_then(|_| o.flush()).is_err() {
+            return Ok(()); // stdout closed (e.g. piped into head)
+        }
+    }
+}
+
+/// UTC time as 2026-11-22T00:00:00.123Z.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
 }
 
 fn state_name(state: i32) -> &'static str {
