@@ -10,6 +10,11 @@ use confd_ha::proto::ha::{HaNode, NodeAddr, STATE_NONE, STATE_PRIMARY, STATE_SEC
 use confd_ha::value::Value;
 use std::process::ExitCode;
 
+/// The daemon's log module, for its timestamp format.
+#[allow(dead_code)]
+#[path = "../log.rs"]
+mod log;
+
 const USAGE: &str = "\
 usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [-t TOKEN] COMMAND [ARGS]
 
@@ -299,7 +304,7 @@ fn watch(ep: &Endpoint, json: bool, heartbeat_ms: i64) -> Result<(), Failure> {
             Err(Error::Eof) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let ts = timestamp();
+        let ts = log::timestamp(std::time::SystemTime::now());
         let node = |n: &HaNode| (n.id.to_string(), n.addr.to_string());
         let (name, fields): (&str, Vec<(&str, String)>) = match &e {
             Event::Heartbeat => ("HEARTBEAT", vec![]),
@@ -359,32 +364,6 @@ fn watch(ep: &Endpoint, json: bool, heartbeat_ms: i64) -> Result<(), Failure> {
             return Ok(()); // stdout closed (e.g. piped into head)
         }
     }
-}
-
-/// UTC time as 2026-11-22T00:00:00.123Z.
-fn timestamp() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
 }
 
 fn state_name(state: i32) -> &'static str {
