@@ -335,6 +335,12 @@ impl Subscription {
     }
 }
 
+/// A heartbeat event frame on the notification socket: `{8192, 0}`
+/// (CONFD_NOTIF_HEARTBEAT; the element after the flag carries nothing).
+pub fn heartbeat_term() -> Term {
+    Term::Tuple(vec![Term::Int(NOTIF_HEARTBEAT), Term::int(0)])
+}
+
 /// The project-defined acknowledgement sent by `confd_sync_ha_notification()`:
 /// `{0, ha_info_synced}` (ConfD's own term for it is not public).
 pub fn ha_sync_ack() -> Term {
@@ -475,5 +481,9 @@ mod tests {
         expect.extend_from_slice(&[0x61, 0x00]);
         assert_eq!(framed_sub, expect);
         assert_eq!(Subscription::from_term(&s.to_term()), Some(s));
+        assert_eq!(
+            heartbeat_term().encode(),
+            hex("83 68 02 62 00 00 20 00 61 00")
+        );
     }
 }

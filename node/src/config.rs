@@ -1,0 +1,419 @@
+//! Command line and TOML configuration (the contract in notes/contracts.md).
+
+use crate::log::Level;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const HELP: &str = "\
+ha-node: HA node daemon with a replicated durable configuration store
+
+USAGE: ha-node [OPTIONS]
+
+OPTIONS (flags override the config file):
+  --config FILE            TOML config file with the same keys as the flags
+                           (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
+                           tick-timeout, replication, log-level)
+  --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
+  --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
+  --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
+                           relay (default 0.0.0.0:4570). The port is cluster-wide: a
+                           secondary connects to PRIMARY_IP:<this port>, binding its own
+                           side to this IP unless it is 0.0.0.0 / ::
+  --extra-listen IP:PORT   an additional HA listen address (repeatable; IPv6 as [ip]:port;
+                           a missing port means the ha-addr port)
+  --data-dir DIR           the store's directory (default ./ha-node-data)
+  --tick-timeout DURATION  tick interval between HA peers (default 20s; forms 20s, 200ms,
+                           1m, PT20S; 0 disables ticks and dead-peer detection). A peer
+                           silent for 3 x tick-timeout is dead.
+  --replication MODE       sync (default: a commit returns when every connected secondary
+                           has it durable) or async (returns after local durability)
+  --log-level LEVEL        error | warn | info (default) | debug
+  -h, --help               this text
+  -V, --version            the version
+
+Logs go to stderr, one line per event. SIGTERM / SIGINT stop the node cleanly (exit 0).
+The node is ready when its IPC address accepts connections.
+
+EXAMPLE CONFIG:
+  ipc-addr = \"127.0.0.1:4565\"
+  ipc-path = \"/tmp/ha-node.sock\"
+  ha-addr = \"127.0.0.1:4570\"
+  extra-listen = [\"[::1]:4570\"]
+  data-dir = \"/var/lib/ha-node\"
+  tick-timeout = \"2s\"
+  replication = \"sync\"
+  log-level = \"info\"
+";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// None: TCP IPC disabled.
+    pub ipc_addr: Option<String>,
+    pub ipc_path: Option<PathBuf>,
+    pub ha_addr: SocketAddr,
+    pub extra_listen: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    /// None: ticks disabled.
+    pub tick: Option<Duration>,
+    pub sync: bool,
+    pub log_level: Level,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ipc_addr: Some("127.0.0.1:4565".into()),
+            ipc_path: None,
+            ha_addr: "0.0.0.0:4570".parse().expect("literal"),
+            extra_listen: Vec::new(),
+            data_dir: PathBuf::from("./ha-node-data"),
+            tick: Some(Duration::from_secs(20)),
+            sync: true,
+            log_level: Level::Info,
+        }
+    }
+}
+
+impl Config {
+    /// How long a peer may stay silent: 3 x tick, or None when ticks are off.
+    pub fn dead_after(&self) -> Option<Duration> {
+        self.tick.map(|t| t * 3)
+    }
+    /// How long the primary waits for a secondary's ack: 3 x tick, or 5 s without ticks.
+    pub fn ack_timeout(&self) -> Duration {
+        self.tick.map(|t| t * 3).unwrap_or(Duration::from_secs(5))
+    }
+    /// Timeout for each step of the node-to-node handshake and for connecting.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.tick
+            .map(|t| (t * 3).max(Duration::from_secs(1)))
+            .unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Cli {
+    Run(Config),
+    Help,
+    Version,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    ipc_addr: Option<String>,
+    ipc_path: Option<String>,
+    ha_addr: Option<String>,
+    extra_listen: Option<Vec<String>>,
+    data_dir: Option<String>,
+    tick_timeout: Option<TomlDuration>,
+    replication: Option<String>,
+    log_level: Option<String>,
+}
+
+/// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TomlDuration {
+    Text(String),
+    Millis(u64),
+}
+
+/// Parses `20s`, `200ms`, `1m`, `1h`, `1.5s`, `PT20S`, `PT0`, `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("bad duration '{s}' (use e.g. 20s, 200ms, 1m, PT20S or 0)");
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if let Some(rest) = t.strip_prefix("PT").or_else(|| t.strip_prefix("pt")) {
+        // ISO 8601 time part: [nH][nM][n[.f]S]; "PT0" is allowed.
+        if rest == "0" {
+            return Ok(Duration::ZERO);
+        }
+        let mut total = 0f64;
+        let mut num = String::new();
+        for c in rest.chars() {
+            match c {
+                '0'..='9' | '.' => num.push(c),
+                'H' | 'h' | 'M' | 'm' | 'S' | 's' => {
+                    let v: f64 = num.parse().map_err(|_| bad())?;
+                    num.clear();
+                    total += v * match c.to_ascii_uppercase() {
+                        'H' => 3600.0,
+                        'M' => 60.0,
+                        _ => 1.0,
+                    };
+                }
+                _ => return Err(bad()),
+            }
+        }
+        if !num.is_empty() || rest.is_empty() {
+            return Err(bad());
+        }
+        return Duration::try_from_secs_f64(total).map_err(|_| bad());
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (n, unit) = t.split_at(split);
+    let v: f64 = n.parse().map_err(|_| bad())?;
+    let mul = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(v * mul).map_err(|_| bad())
+}
+
+/// `IP:PORT` (IPv6 as `[ip]:port`); a bare IP takes `default_port`.
+pub fn parse_listen(s: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(p) = default_port {
+        let ip = s.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = ip.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, p));
+        }
+    }
+    Err(format!(
+        "bad address '{s}' (expected IP:PORT, IPv6 as [ip]:port)"
+    ))
+}
+
+fn apply_tick(cfg: &mut Config, s: &str) -> Result<(), String> {
+    let d = parse_duration(s)?;
+    cfg.tick = if d.is_zero() { None } else { Some(d) };
+    Ok(())
+}
+
+fn apply_replication(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.sync = match s {
+        "sync" => true,
+        "async" => false,
+        _ => return Err(format!("bad replication mode '{s}' (sync or async)")),
+    };
+    Ok(())
+}
+
+fn apply_level(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.log_level =
+        Level::parse(s).ok_or_else(|| format!("bad log level '{s}' (error|warn|info|debug)"))?;
+    Ok(())
+}
+
+fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.ipc_addr = if s == "none" || s.is_empty() {
+        None
+    } else {
+        Some(s.to_owned())
+    };
+    Ok(())
+}
+
+fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
+    let f: FileConfig =
+        toml::from_str(&text).map_err(|e| format!("bad config file {path}: {e}"))?;
+    if let Some(a) = f.ipc_addr {
+        apply_ipc_addr(cfg, &a)?;
+    }
+    if let Some(p) = f.ipc_path {
+        cfg.ipc_path = Some(p.into());
+    }
+    if let Some(a) = f.ha_addr {
+        cfg.ha_addr = parse_listen(&a, None)?;
+    }
+    if let Some(d) = f.data_dir {
+        cfg.data_dir = d.into();
+    }
+    match f.tick_timeout {
+        Some(TomlDuration::Text(s)) => apply_tick(cfg, &s)?,
+        Some(TomlDuration::Millis(ms)) => {
+            cfg.tick = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        None => {}
+    }
+    if let Some(r) = f.replication {
+        apply_replication(cfg, &r)?;
+    }
+    if let Some(l) = f.log_level {
+        apply_level(cfg, &l)?;
+    }
+    Ok(f.extra_listen.unwrap_or_default())
+}
+
+/// Parses the arguments (without argv[0]).
+pub fn parse_args(args: &[String]) -> Result<Cli, String> {
+    // Pass 1: --help / --version / --config; flags given as --flag=value are split.
+    let mut items: Vec<(String, Option<String>)> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "-V" | "--version" => return Ok(Cli::Version),
+            _ => {}
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (a.clone(), None),
+        };
+        const KNOWN: &[&str] = &[
+            "--config",
+            "--ipc-addr",
+            "--ipc-path",
+            "--ha-addr",
+            "--extra-listen",
+            "--data-dir",
+            "--tick-timeout",
+            "--replication",
+            "--log-level",
+        ];
+        if !KNOWN.contains(&name.as_str()) {
+            return Err(format!("unknown argument '{a}' (see --help)"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| format!("{name} needs a value"))?
+                    .clone();
+                i += 1;
+                v
+            }
+        };
+        items.push((name, Some(value)));
+    }
+    let mut cfg = Config::default();
+    let mut extra: Vec<String> = Vec::new();
+    if let Some((_, Some(path))) = items.iter().rev().find(|(n, _)| n == "--config") {
+        extra = load_file(&mut cfg, path)?;
+    }
+    let mut flag_extra: Vec<String> = Vec::new();
+    for (name, v) in items {
+        let v = v.unwrap_or_default();
+        match name.as_str() {
+            "--config" => {}
+            "--ipc-addr" => apply_ipc_addr(&mut cfg, &v)?,
+            "--ipc-path" => cfg.ipc_path = Some(v.into()),
+            "--ha-addr" => cfg.ha_addr = parse_listen(&v, None)?,
+            "--extra-listen" => flag_extra.push(v),
+            "--data-dir" => cfg.data_dir = v.into(),
+            "--tick-timeout" => apply_tick(&mut cfg, &v)?,
+            "--replication" => apply_replication(&mut cfg, &v)?,
+            "--log-level" => apply_level(&mut cfg, &v)?,
+            _ => unreachable!("checked above"),
+        }
+    }
+    if !flag_extra.is_empty() {
+        extra = flag_extra;
+    }
+    cfg.extra_listen = extra
+        .iter()
+        .map(|s| parse_listen(s, Some(cfg.ha_addr.port())))
+        .collect::<Result<_, _>>()?;
+    if cfg.ipc_addr.is_none() && cfg.ipc_path.is_none() {
+        return Err("no IPC listener: give --ipc-addr or --ipc-path".into());
+    }
+    Ok(Cli::Run(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("PT20S").unwrap(), Duration::from_secs(20));
+        assert_eq!(
+            parse_duration("PT1M0.5S").unwrap(),
+            Duration::from_millis(60_500)
+        );
+        assert_eq!(parse_duration("PT0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("20").is_err());
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("PT").is_err());
+        assert!(parse_duration("5parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let Cli::Run(c) = parse_args(&[]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.ipc_addr.as_deref(), Some("127.0.0.1:4565"));
+        assert_eq!(c.ha_addr.port(), 4570);
+        assert_eq!(c.tick, Some(Duration::from_secs(20)));
+        assert!(c.sync);
+        let Cli::Run(c) = parse_args(&args(
+            "--ipc-addr none --ipc-path /tmp/x.sock --ha-addr 127.0.0.2:5000 --extra-listen [::1] \
+             --extra-listen 127.0.0.3:6000 --tick-timeout 0 --replication async --data-dir d",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.ipc_addr, None);
+        assert_eq!(c.ha_addr, "127.0.0.2:5000".parse().unwrap());
+        assert_eq!(
+            c.extra_listen,
+            vec![
+                "[::1]:5000".parse().unwrap(),
+                "127.0.0.3:6000".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.tick, None);
+        assert!(!c.sync);
+        assert!(matches!(parse_args(&args("--help")), Ok(Cli::Help)));
+        assert!(parse_args(&args("--bogus 1")).is_err());
+        assert!(parse_args(&args("--ha-addr")).is_err());
+        assert!(parse_args(&args("--replication maybe")).is_err());
+        assert!(parse_args(&args("--ipc-addr none")).is_err());
+    }
+
+    #[test]
+    fn config_file_and_override() {
+        let dir = std::env::temp_dir().join(format!("ha-node-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "ipc-addr = \"127.0.0.1:7000\"\nha-addr = \"127.0.0.1:7001\"\n\
+             extra-listen = [\"127.0.0.1:7002\"]\ntick-timeout = \"200ms\"\nreplication = \"async\"\n",
+        )
+        .unwrap();
+        let a = vec![
+            "--config".to_string(),
+            f.display().to_string(),
+            "--tick-timeout=1s".into(),
+        ];
+        let Cli::Run(c) = parse_args(&a).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.ipc_addr.as_deref(), Some("127.0.0.1:7000"));
+        assert_eq!(c.extra_listen, vec!["127.0.0.1:7002".parse().unwrap()]);
+        assert_eq!(c.tick, Some(Duration::from_secs(1)));
+        assert!(!c.sync);
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        let e = parse_args(&a).unwrap_err();
+        assert!(e.contains("bad config file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,595 @@
+//! The node-to-node protocol (docs/ha-protocol.md): message terms, the HMAC
+//! proofs, a frame reader that tolerates read timeouts, and the per-connection
+//! writer thread that carries data and ticks through one queue.
+
+use crate::store::StoreOp;
+use confd_ha::proto::frame::write_frame;
+use confd_ha::proto::term::Term;
+use confd_ha::value::Value;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Version of the node-to-node protocol.
+pub const HA_PROTO_VSN: i64 = 1;
+/// Largest node-to-node frame (a transaction of one 16 MiB value, plus framing).
+pub const MAX_PEER_FRAME: usize = 40 * 1024 * 1024;
+/// Target size of one full-copy chunk, so that ticks interleave.
+pub const COPY_CHUNK_BYTES: usize = 512 * 1024;
+pub const NONCE_LEN: usize = 32;
+
+/// One node-to-node message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerMsg {
+    Hello {
+        vsn: i64,
+        nonce: Vec<u8>,
+    },
+    Challenge {
+        vsn: i64,
+        nonce: Vec<u8>,
+        mac: Vec<u8>,
+    },
+    Auth {
+        mac: Vec<u8>,
+        my_id: Value,
+        expected_primary: Value,
+        seq: u64,
+        txid: String,
+    },
+    Reject {
+        code: i32,
+        reason: String,
+    },
+    Welcome {
+        copy: bool,
+        seq: u64,
+        txid: String,
+    },
+    CopyChunk(Vec<(String, Vec<u8>)>),
+    CopyDone {
+        seq: u64,
+        txid: String,
+    },
+    Txn {
+        seq: u64,
+        txid: String,
+        ops: Vec<StoreOp>,
+    },
+    Ack(u64),
+    Tick,
+}
+
+fn a(s: &str) -> Term {
+    Term::atom(s)
+}
+
+fn u(n: u64) -> Term {
+    Term::Int(i128::from(n))
+}
+
+/// `{txn, Seq, TxId, [{set, Path, Bin} | {delete, Path}]}`.
+pub fn txn_term(seq: u64, txid: &str, ops: &[StoreOp]) -> Term {
+    Term::Tuple(vec![
+        a("txn"),
+        u(seq),
+        Term::binary(txid),
+        Term::List(
+            ops.iter()
+                .map(|op| match op {
+                    StoreOp::Set(p, v) => {
+                        Term::Tuple(vec![a("set"), Term::binary(p), Term::binary(v)])
+                    }
+                    StoreOp::Delete(p) => Term::Tuple(vec![a("delete"), Term::binary(p)]),
+                })
+                .collect(),
+        ),
+    ])
+}
+
+pub fn chunk_term(chunk: &[(String, Vec<u8>)]) -> Term {
+    Term::Tuple(vec![
+        a("copy_chunk"),
+        Term::List(
+            chunk
+                .iter()
+                .map(|(p, v)| Term::Tuple(vec![Term::binary(p), Term::binary(v)]))
+                .collect(),
+        ),
+    ])
+}
+
+impl PeerMsg {
+    pub fn to_term(&self) -> Term {
+        match self {
+            PeerMsg::Hello { vsn, nonce } => {
+                Term::Tuple(vec![a("ha_hello"), Term::int(*vsn), Term::binary(nonce)])
+            }
+            PeerMsg::Challenge { vsn, nonce, mac } => Term::Tuple(vec![
+                a("ha_challenge"),
+                Term::int(*vsn),
+                Term::binary(nonce),
+                Term::binary(mac),
+            ]),
+            PeerMsg::Auth {
+                mac,
+                my_id,
+                expected_primary,
+                seq,
+                txid,
+            } => Term::Tuple(vec![
+                a("ha_auth"),
+                Term::binary(mac),
+                my_id.to_term(),
+                expected_primary.to_term(),
+                u(*seq),
+                Term::binary(txid),
+            ]),
+            PeerMsg::Reject { code, reason } => {
+                Term::Tuple(vec![a("ha_reject"), Term::int(*code), Term::binary(reason)])
+            }
+            PeerMsg::Welcome { copy, seq, txid } => Term::Tuple(vec![
+                a("ha_welcome"),
+                a(if *copy { "copy" } else { "nocopy" }),
+                u(*seq),
+                Term::binary(txid),
+            ]),
+            PeerMsg::CopyChunk(c) => chunk_term(c),
+            PeerMsg::CopyDone { seq, txid } => {
+                Term::Tuple(vec![a("copy_done"), u(*seq), Term::binary(txid)])
+            }
+            PeerMsg::Txn { seq, txid, ops } => txn_term(*seq, txid, ops),
+            PeerMsg::Ack(s) => Term::Tuple(vec![a("ack"), u(*s)]),
+            PeerMsg::Tick => a("tick"),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_term().encode()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<PeerMsg, String> {
+        let t = Term::decode(bytes).map_err(|e| format!("undecodable frame: {e}"))?;
+        PeerMsg::from_term(&t)
+    }
+
+    pub fn from_term(t: &Term) -> Result<PeerMsg, String> {
+        let bad = || format!("unexpected message {}", short(t));
+        if t.is_atom("tick") {
+            return Ok(PeerMsg::Tick);
+        }
+        let e = t.as_tuple().ok_or_else(bad)?;
+        let name = e.first().and_then(Term::as_atom).ok_or_else(bad)?;
+        let bin = |x: &Term| x.as_binary().map(<[u8]>::to_vec).ok_or_else(bad);
+        let text = |x: &Term| {
+            x.as_binary()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_owned)
+                .ok_or_else(bad)
+        };
+        let seq = |x: &Term| {
+            x.as_int()
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or_else(bad)
+        };
+        let val = |x: &Term| Value::from_term(x).map_err(|e| e.to_string());
+        Ok(match (name, e.len()) {
+            ("ha_hello", 3) => PeerMsg::Hello {
+                vsn: e[1].as_i64().ok_or_else(bad)?,
+                nonce: bin(&e[2])?,
+            },
+            ("ha_challenge", 4) => PeerMsg::Challenge {
+                vsn: e[1].as_i64().ok_or_else(bad)?,
+                nonce: bin(&e[2])?,
+                mac: bin(&e[3])?,
+            },
+            ("ha_auth", 6) => PeerMsg::Auth {
+                mac: bin(&e[1])?,
+                my_id: val(&e[2])?,
+                expected_primary: val(&e[3])?,
+                seq: seq(&e[4])?,
+                txid: text(&e[5])?,
+            },
+            ("ha_reject", 3) => PeerMsg::Reject {
+                code: e[1]
+                    .as_int()
+                    .and_then(|i| i32::try_from(i).ok())
+                    .ok_or_else(bad)?,
+                reason: String::from_utf8_lossy(&bin(&e[2])?).into_owned(),
+            },
+            ("ha_welcome", 4) => PeerMsg::Welcome {
+                copy: match e[1].as_atom() {
+                    Some("copy") => true,
+                    Some("nocopy") => false,
+                    _ => return Err(bad()),
+                },
+                seq: seq(&e[2])?,
+                txid: text(&e[3])?,
+            },
+            ("copy_chunk", 2) => {
+                let items = e[1].as_list().ok_or_else(bad)?;
+                let mut out = Vec::with_capacity(items.len());
+                for it in items {
+                    match it.as_tuple() {
+                        Some([p, v]) => out.push((text(p)?, bin(v)?)),
+                        _ => return Err(bad()),
+                    }
+                }
+                PeerMsg::CopyChunk(out)
+            }
+            ("copy_done", 3) => PeerMsg::CopyDone {
+                seq: seq(&e[1])?,
+                txid: text(&e[2])?,
+            },
+            ("txn", 4) => {
+                let items = e[3].as_list().ok_or_else(bad)?;
+                let mut ops = Vec::with_capacity(items.len());
+                for it in items {
+                    match it.as_tuple() {
+                        Some([op, p, v]) if op.is_atom("set") => {
+                            ops.push(StoreOp::Set(text(p)?, bin(v)?))
+                        }
+                        Some([op, p]) if op.is_atom("delete") => {
+                            ops.push(StoreOp::Delete(text(p)?))
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
+                PeerMsg::Txn {
+                    seq: seq(&e[1])?,
+                    txid: text(&e[2])?,
+                    ops,
+                }
+            }
+            ("ack", 2) => PeerMsg::Ack(seq(&e[1])?),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// A term shown in a log line, cut to a sane length.
+pub fn short(t: &Term) -> String {
+    let mut s = format!("{t:?}");
+    if s.len() > 120 {
+        let mut cut = 117;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac_of(token: &[u8], label: &[u8], a: &[u8], b: &[u8]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(token).expect("HMAC takes any key length");
+    m.update(label);
+    m.update(a);
+    m.update(b);
+    m
+}
+
+/// HMAC-SHA-256(token, label ++ a ++ b).
+pub fn proof(token: &[u8], label: &str, a: &[u8], b: &[u8]) -> Vec<u8> {
+    hmac_of(token, label.as_bytes(), a, b)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Constant-time check of a proof.
+pub fn verify_proof(token: &[u8], label: &str, a: &[u8], b: &[u8], mac: &[u8]) -> bool {
+    hmac_of(token, label.as_bytes(), a, b)
+        .verify_slice(mac)
+        .is_ok()
+}
+
+pub fn nonce() -> io::Result<Vec<u8>> {
+    let mut n = vec![0u8; NONCE_LEN];
+    getrandom::getrandom(&mut n).map_err(|e| io::Error::other(format!("getrandom: {e}")))?;
+    Ok(n)
+}
+
+/// Why reading from a peer stopped.
+#[derive(Debug)]
+pub enum ReadErr {
+    Closed,
+    TooLarge(usize),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ReadErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadErr::Closed => write!(f, "connection closed by peer"),
+            ReadErr::TooLarge(n) => {
+                write!(
+                    f,
+                    "frame of {n} bytes exceeds the {MAX_PEER_FRAME}-byte limit"
+                )
+            }
+            ReadErr::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reassembles frames across read timeouts: `poll` returns `Ok(None)` when the
+/// read timed out before a whole frame arrived, keeping the partial bytes.
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        FrameReader {
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
+    }
+
+    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, ReadErr> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > MAX_PEER_FRAME {
+            return Err(ReadErr::TooLarge(len));
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let f = avail[4..4 + len].to_vec();
+        self.start += 4 + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(f))
+    }
+
+    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+        loop {
+            if let Some(f) = self.take_frame()? {
+                return Ok(Some(f));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let mut tmp = [0u8; 64 * 1024];
+            match r.read(&mut tmp) {
+                Ok(0) => return Err(ReadErr::Closed),
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(ReadErr::Io(e)),
+            }
+        }
+    }
+
+    /// Waits for one frame until `deadline`; `Ok(None)` on timeout.
+    pub fn read_until(
+        &mut self,
+        s: &TcpStream,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, ReadErr> {
+        loop {
+            if let Some(f) = self.take_frame()? {
+                return Ok(Some(f));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wait = (deadline - now).max(Duration::from_millis(1));
+            s.set_read_timeout(Some(wait)).map_err(ReadErr::Io)?;
+            let mut r = s;
+            if let Some(f) = self.poll(&mut r)? {
+                return Ok(Some(f));
+            }
+        }
+    }
+}
+
+/// What a writer thread sends.
+pub enum Out {
+    Frame(Arc<Vec<u8>>),
+    Stop,
+}
+
+/// Shared between a connection's writer thread and whoever feeds it.
+#[derive(Default)]
+pub struct WriterState {
+    /// Bytes queued and not yet written.
+    pub queued: AtomicUsize,
+    /// The writer failed or stopped.
+    pub dead: AtomicBool,
+}
+
+/// The writer loop of one peer connection: frames from `rx` in order, and a
+/// tick whenever nothing was written for `tick`. Returns when told to stop,
+/// when the queue's senders are gone, or on a write error (it then shuts the
+/// socket down so that the reader side notices too).
+pub fn writer_loop(
+    mut s: TcpStream,
+    rx: Receiver<Out>,
+    tick: Option<Duration>,
+    state: Arc<WriterState>,
+    who: String,
+) {
+    let tick_frame = PeerMsg::Tick.encode();
+    let mut last_write = Instant::now();
+    loop {
+        let msg = match tick {
+            Some(t) => {
+                let due = last_write + t;
+                let now = Instant::now();
+                if now >= due {
+                    if let Err(e) = write_frame(&mut s, &tick_frame) {
+                        crate::debug!("ha", "writing a tick to {who}: {e}");
+                        break;
+                    }
+                    last_write = Instant::now();
+                    continue;
+                }
+                match rx.recv_timeout(due - now) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        match msg {
+            Out::Stop => break,
+            Out::Frame(f) => {
+                state.queued.fetch_sub(f.len(), Ordering::Relaxed);
+                if let Err(e) = write_frame(&mut s, &f) {
+                    crate::debug!("ha", "writing to {who}: {e}");
+                    break;
+                }
+                last_write = Instant::now();
+            }
+        }
+    }
+    state.dead.store(true, Ordering::SeqCst);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let msgs = vec![
+            PeerMsg::Hello {
+                vsn: 1,
+                nonce: vec![1; 32],
+            },
+            PeerMsg::Challenge {
+                vsn: 1,
+                nonce: vec![2; 32],
+                mac: vec![3; 32],
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(b"n2".to_vec()),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+            },
+            PeerMsg::Reject {
+                code: 28,
+                reason: "token mismatch".into(),
+            },
+            PeerMsg::Welcome {
+                copy: true,
+                seq: 3,
+                txid: "x".into(),
+            },
+            PeerMsg::CopyChunk(vec![("/a".into(), vec![1, 2]), ("/b".into(), vec![])]),
+            PeerMsg::CopyDone {
+                seq: 3,
+                txid: "x".into(),
+            },
+            PeerMsg::Txn {
+                seq: u64::MAX,
+                txid: "t".into(),
+                ops: vec![
+                    StoreOp::Set("/a".into(), vec![9]),
+                    StoreOp::Delete("/b".into()),
+                ],
+            },
+            PeerMsg::Ack(5),
+            PeerMsg::Tick,
+        ];
+        for m in msgs {
+            assert_eq!(PeerMsg::decode(&m.encode()).unwrap(), m);
+        }
+        assert!(PeerMsg::decode(b"garbage").is_err());
+        assert!(PeerMsg::from_term(&Term::Tuple(vec![a("ack"), Term::int(-1)])).is_err());
+        assert!(PeerMsg::from_term(&Term::Tuple(vec![
+            a("txn"),
+            u(1),
+            Term::binary("t"),
+            Term::List(vec![a("x")])
+        ]))
+        .is_err());
+    }
+
+    #[test]
+    fn proofs_verify_and_differ_by_label_and_token() {
+        let (ns, np) = (nonce().unwrap(), nonce().unwrap());
+        assert_ne!(ns, np);
+        let m = proof(b"tok", "primary", &ns, &np);
+        assert!(verify_proof(b"tok", "primary", &ns, &np, &m));
+        assert!(!verify_proof(b"tok2", "primary", &ns, &np, &m));
+        assert!(!verify_proof(b"tok", "secondary", &ns, &np, &m));
+        assert!(!verify_proof(b"tok", "primary", &np, &ns, &m));
+        assert!(!verify_proof(b"tok", "primary", &ns, &np, &m[..31]));
+    }
+
+    #[test]
+    fn frame_reader_reassembles_and_bounds() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"hello").unwrap();
+        write_frame(&mut wire, b"").unwrap();
+        // Feed one byte at a time, with a "timeout" after each.
+        struct Drip<'a>(&'a [u8], bool);
+        impl Read for Drip<'_> {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                self.1 = !self.1;
+                if self.1 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                b[0] = self.0[0];
+                self.0 = &self.0[1..];
+                Ok(1)
+            }
+        }
+        let mut d = Drip(&wire, false);
+        let mut fr = FrameReader::new();
+        let mut got = Vec::new();
+        loop {
+            match fr.poll(&mut d) {
+                Ok(Some(f)) => got.push(f),
+                Ok(None) => {}
+                Err(ReadErr::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, vec![b"hello".to_vec(), vec![]]);
+        let mut big = &[0xffu8, 0xff, 0xff, 0xff][..];
+        assert!(matches!(
+            FrameReader::new().poll(&mut big),
+            Err(ReadErr::TooLarge(_))
+        ));
+    }
+}

@@ -1,0 +1,653 @@
+//! The serving side of replication, used by a primary and by a relay: HA
+//! listeners, the handshake with joining secondaries, full copies, the
+//! per-secondary writer and reader threads, acks, and dropping dead peers.
+
+use crate::node::{id_str, lock, node_addr, Node};
+use crate::peer::{
+    chunk_term, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr,
+    WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN,
+};
+use crate::store::Snapshot;
+use confd_ha::errcode::*;
+use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
+use confd_ha::value::Value;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// At most this many secondaries per primary or relay (the C status struct holds 255).
+pub const MAX_SECONDARIES: usize = 255;
+/// A full copy keeps at most this many bytes queued for the writer.
+const COPY_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct Peer {
+    pub id: Value,
+    pub addr: NodeAddr,
+    pub who: String,
+    tx: Sender<Out>,
+    wstate: Arc<WriterState>,
+    out: Mutex<PeerOut>,
+    /// Highest seq the secondary acknowledged as durable.
+    pub acked: AtomicU64,
+    /// It holds our data (no copy, or its copy was acknowledged).
+    pub initialized: AtomicBool,
+    init_seq: u64,
+    dead: AtomicBool,
+    kill_reason: Mutex<Option<String>>,
+    stream: TcpStream,
+    pub last_rx: Mutex<Instant>,
+}
+
+struct PeerOut {
+    copying: bool,
+    backlog: Vec<Arc<Vec<u8>>>,
+}
+
+impl Peer {
+    fn push(&self, f: Arc<Vec<u8>>) {
+        self.wstate.queued.fetch_add(f.len(), Ordering::Relaxed);
+        let _ = self.tx.send(Out::Frame(f));
+    }
+
+    /// Queues a transaction frame (held back while a full copy is going out).
+    pub fn send(&self, f: Arc<Vec<u8>>) {
+        let mut o = lock(&self.out);
+        if o.copying {
+            o.backlog.push(f);
+        } else {
+            self.push(f);
+        }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst) || self.wstate.dead.load(Ordering::SeqCst)
+    }
+
+    /// Cuts the connection; its reader thread then drops the peer with `why`.
+    pub fn kill(&self, why: &str) {
+        let mut r = lock(&self.kill_reason);
+        if r.is_none() {
+            *r = Some(why.to_owned());
+        }
+        drop(r);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn node(&self) -> HaNode {
+        HaNode {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+pub struct Downstream {
+    node: Arc<Node>,
+    pub me: Value,
+    pub relay: bool,
+    listeners: Vec<TcpListener>,
+    peers: Mutex<Vec<Arc<Peer>>>,
+    ack_mx: Mutex<()>,
+    ack_cv: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Downstream {
+    /// Binds the HA address and every extra listen address, and starts accepting.
+    pub fn start(node: Arc<Node>, me: Value, relay: bool) -> Result<Arc<Downstream>, String> {
+        let mut addrs = vec![node.cfg.ha_addr];
+        addrs.extend(node.cfg.extra_listen.iter().copied());
+        let mut listeners = Vec::new();
+        for a in &addrs {
+            let l = TcpListener::bind(a).map_err(|e| format!("cannot bind HA address {a}: {e}"))?;
+            listeners.push(l);
+        }
+        let mut clones = Vec::new();
+        for l in &listeners {
+            clones.push(l.try_clone().map_err(|e| format!("HA listener: {e}"))?);
+        }
+        let d = Arc::new(Downstream {
+            node,
+            me,
+            relay,
+            listeners,
+            peers: Mutex::new(Vec::new()),
+            ack_mx: Mutex::new(()),
+            ack_cv: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        });
+        for (l, a) in clones.into_iter().zip(addrs) {
+            let d2 = d.clone();
+            std::thread::Builder::new()
+                .name("ha-accept".into())
+                .spawn(move || d2.accept_loop(l))
+                .map_err(|e| format!("cannot start an accept thread: {e}"))?;
+            crate::info!(
+                "ha",
+                "listening for {} on {a}",
+                if relay {
+                    "sub-secondaries"
+                } else {
+                    "secondaries"
+                }
+            );
+        }
+        Ok(d)
+    }
+
+    fn what(&self) -> &'static str {
+        if self.relay {
+            "sub-secondary"
+        } else {
+            "secondary"
+        }
+    }
+
+    pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for l in &self.listeners {
+            // Wakes the accept thread (accept then fails with EINVAL).
+            // SAFETY: the descriptor is owned by `l`, which outlives this call.
+            unsafe {
+                libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
+        let peers: Vec<_> = lock(&self.peers).drain(..).collect();
+        for p in peers {
+            p.dead.store(true, Ordering::SeqCst);
+            p.kill("this node stopped serving secondaries");
+            let _ = p.tx.send(Out::Stop);
+        }
+        let _g = lock(&self.ack_mx);
+        self.ack_cv.notify_all();
+    }
+
+    pub fn nodes(&self) -> Vec<HaNode> {
+        lock(&self.peers).iter().map(|p| p.node()).collect()
+    }
+
+    pub fn peer_states(&self) -> Vec<confd_ha::proto::data::PeerState> {
+        lock(&self.peers)
+            .iter()
+            .map(|p| confd_ha::proto::data::PeerState {
+                node: p.node(),
+                last_tick_ms: Some(crate::node::unix_ms(*lock(&p.last_rx))),
+            })
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        lock(&self.peers).len()
+    }
+
+    /// Live peers that hold our data (the ones a sync commit waits for).
+    pub fn initialized_peers(&self) -> Vec<Arc<Peer>> {
+        lock(&self.peers)
+            .iter()
+            .filter(|p| p.initialized.load(Ordering::SeqCst) && !p.is_dead())
+            .cloned()
+            .collect()
+    }
+
+    /// Queues a frame for every connected peer.
+    pub fn broadcast(&self, f: &Arc<Vec<u8>>) {
+        for p in lock(&self.peers).iter() {
+            p.send(f.clone());
+        }
+    }
+
+    pub fn kill_by_id(&self, id: &Value, why: &str) -> bool {
+        let p = lock(&self.peers).iter().find(|p| p.id == *id).cloned();
+        match p {
+            Some(p) => {
+                p.kill(why);
+                self.drop_peer(&p, why);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until every peer of `targets` acked `seq` or is dead; peers still
+    /// silent at the deadline are cut off.
+    pub fn wait_acks(&self, targets: &[Arc<Peer>], seq: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.ack_mx);
+        loop {
+            let pending: Vec<&Arc<Peer>> = targets
+                .iter()
+                .filter(|p| !p.is_dead() && p.acked.load(Ordering::SeqCst) < seq)
+                .collect();
+            if pending.is_empty() || self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                for p in pending {
+                    p.kill(&format!(
+                        "no ack for transaction {seq} within {} ms",
+                        timeout.as_millis()
+                    ));
+                }
+                return;
+            }
+            g = self
+                .ack_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn drop_peer(&self, p: &Arc<Peer>, why: &str) {
+        if p.dead.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = p.stream.shutdown(std::net::Shutdown::Both);
+        let _ = p.tx.send(Out::Stop);
+        lock(&self.peers).retain(|q| !Arc::ptr_eq(q, p));
+        {
+            let _g = lock(&self.ack_mx);
+            self.ack_cv.notify_all();
+        }
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        crate::warn!("ha", "{} {} dropped: {why}", self.what(), p.who);
+        if !self.relay {
+            self.node.events.emit(HaEvent::SecondaryDied(p.node()));
+        }
+    }
+
+    fn accept_loop(self: Arc<Self>, l: TcpListener) {
+        loop {
+            match l.accept() {
+                Ok((s, a)) => {
+                    if self.stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let d = self.clone();
+                    let r = std::thread::Builder::new()
+                        .name("ha-peer".into())
+                        .spawn(move || d.serve(s, a));
+                    if let Err(e) = r {
+                        crate::error!("ha", "cannot start a thread for {a}: {e}");
+                    }
+                }
+                Err(e) => {
+                    if self.stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        crate::warn!("ha", "accept on HA listener: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One joining secondary: handshake, registration, copy, then its reader loop.
+    fn serve(self: Arc<Self>, s: TcpStream, a: SocketAddr) {
+        let _ = s.set_nodelay(true);
+        let node = self.node.clone();
+        let hs = node.cfg.handshake_timeout();
+        let mut fr = FrameReader::new();
+        let send = |m: &PeerMsg| {
+            let mut w = &s;
+            confd_ha::proto::frame::write_frame(&mut w, &m.encode())
+        };
+        let _ = s.set_write_timeout(Some(hs));
+        let recv = |fr: &mut FrameReader| -> Result<PeerMsg, String> {
+            match fr.read_until(&s, Instant::now() + hs) {
+                Ok(Some(f)) => PeerMsg::decode(&f),
+                Ok(None) => Err(format!("no message within {} ms", hs.as_millis())),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let reject = |code: i32, reason: String| {
+            let _ = send(&PeerMsg::Reject {
+                code,
+                reason: reason.clone(),
+            });
+            crate::warn!("ha", "{} at {a} refused: {reason}", self.what());
+        };
+        // 1. hello
+        let ns = match recv(&mut fr) {
+            Ok(PeerMsg::Hello { vsn, nonce }) => {
+                if vsn != HA_PROTO_VSN {
+                    crate::warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN}) from {a}, secondary is not allowed");
+                    reject(
+                        CONFD_ERR_HA_BADVSN,
+                        format!("incompatible HA version ({vsn}, expected {HA_PROTO_VSN})"),
+                    );
+                    return;
+                }
+                nonce
+            }
+            Ok(m) => {
+                crate::warn!("ha", "{a}: expected ha_hello, got {m:?}; closing");
+                return;
+            }
+            Err(e) => {
+                crate::warn!("ha", "connection from {a} on the HA port: {e}; closing");
+                return;
+            }
+        };
+        // 2. challenge with our proof
+        let token = node.token();
+        let np = match nonce() {
+            Ok(n) => n,
+            Err(e) => {
+                crate::error!("ha", "{e}");
+                return;
+            }
+        };
+        let mac = proof(&token, "primary", &ns, &np);
+        if let Err(e) = send(&PeerMsg::Challenge {
+            vsn: HA_PROTO_VSN,
+            nonce: np.clone(),
+            mac,
+        }) {
+            crate::warn!("ha", "{a}: {e}");
+            return;
+        }
+        // 3. the secondary's proof and identity
+        let (id, expected, seq, txid) = match recv(&mut fr) {
+            Ok(PeerMsg::Auth {
+                mac,
+                my_id,
+                expected_primary,
+                seq,
+                txid,
+            }) => {
+                if !verify_proof(&token, "secondary", &np, &ns, &mac) {
+                    crate::warn!(
+                        "ha",
+                        "TOKEN_MISMATCH: Token mismatch, secondary {my_id} at {a} is not allowed"
+                    );
+                    reject(CONFD_ERR_HA_BADTOKEN, "token mismatch".into());
+                    return;
+                }
+                (my_id, expected_primary, seq, txid)
+            }
+            Ok(m) => {
+                crate::warn!("ha", "{a}: expected ha_auth, got {m:?}; closing");
+                return;
+            }
+            Err(e) => {
+                crate::warn!(
+                    "ha",
+                    "{} at {a} left during the handshake ({e}); a token mismatch on its side?",
+                    self.what()
+                );
+                return;
+            }
+        };
+        let who = format!("{} at {}", id_str(&id), a.ip());
+        if expected != self.me {
+            reject(
+                CONFD_ERR_HA_BADNAME,
+                format!(
+                    "{} expected primary {expected}, but this node is {}",
+                    id_str(&id),
+                    self.me
+                ),
+            );
+            return;
+        }
+        if id == self.me {
+            reject(
+                CONFD_ERR_HA_BADNAME,
+                format!("secondary uses this node's own id {id}"),
+            );
+            return;
+        }
+        // 4. register under the commit lock: consistent (seq, txid) and snapshot.
+        let (tx, rx) = channel();
+        let wstate = Arc::new(WriterState::default());
+        let Ok(rs) = s.try_clone() else {
+            crate::warn!("ha", "{who}: cannot clone the socket");
+            return;
+        };
+        let (peer, snapshot) = {
+            let cs = lock(&node.commit);
+            let mut peers = lock(&self.peers);
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            if peers.iter().any(|p| p.id == id) {
+                drop(peers);
+                drop(cs);
+                reject(
+                    CONFD_ERR_HA_BADNAME,
+                    format!("HA_DUPLICATE_NODEID: node id {id} already exists"),
+                );
+                return;
+            }
+            if peers.len() >= MAX_SECONDARIES {
+                drop(peers);
+                drop(cs);
+                reject(
+                    CONFD_ERR_TOO_MANY_SESSIONS,
+                    format!("too many secondaries: at most {MAX_SECONDARIES} are supported"),
+                );
+                return;
+            }
+            let copy = cs.last.seq != seq || cs.last.txid != txid;
+            let snapshot: Option<Snapshot> = if copy {
+                match node.store.snapshot() {
+                    Ok(sn) => Some(sn),
+                    Err(e) => {
+                        drop(peers);
+                        drop(cs);
+                        crate::error!("ha", "full copy for {who}: {e}");
+                        let _ = send(&PeerMsg::Reject {
+                            code: CONFD_ERR_INTERNAL,
+                            reason: format!("primary cannot read its store: {e}"),
+                        });
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let init_seq = cs.last.seq;
+            let peer = Arc::new(Peer {
+                id: id.clone(),
+                addr: node_addr(a),
+                who: who.clone(),
+                tx,
+                wstate: wstate.clone(),
+                out: Mutex::new(PeerOut {
+                    copying: copy,
+                    backlog: Vec::new(),
+                }),
+                acked: AtomicU64::new(if copy { 0 } else { init_seq }),
+                initialized: AtomicBool::new(!copy),
+                init_seq,
+                dead: AtomicBool::new(false),
+                kill_reason: Mutex::new(None),
+                stream: rs,
+                last_rx: Mutex::new(Instant::now()),
+            });
+            peer.push(Arc::new(
+                PeerMsg::Welcome {
+                    copy,
+                    seq: cs.last.seq,
+                    txid: cs.last.txid.clone(),
+                }
+                .encode(),
+            ));
+            peers.push(peer.clone());
+            (peer, snapshot)
+        };
+        let _ = s.set_write_timeout(Some(node.cfg.ack_timeout().max(Duration::from_secs(1))));
+        let Ok(ws) = s.try_clone() else {
+            self.drop_peer(&peer, "cannot clone the socket");
+            return;
+        };
+        let tick = node.cfg.tick;
+        let wst = wstate.clone();
+        let wwho = who.clone();
+        if std::thread::Builder::new()
+            .name("ha-writer".into())
+            .spawn(move || writer_loop(ws, rx, tick, wst, wwho))
+            .is_err()
+        {
+            self.drop_peer(&peer, "cannot start a writer thread");
+            return;
+        }
+        crate::info!(
+            "ha",
+            "{} {who} connected ({})",
+            self.what(),
+            if snapshot.is_some() {
+                format!("its transaction {seq} differs: full copy")
+            } else {
+                format!("same transaction {seq}: no copy")
+            }
+        );
+        if !self.relay {
+            node.events.emit(HaEvent::SecondaryArrived(peer.node()));
+        }
+        // 5. the reader runs in its own thread; the copy (if any) goes out from here.
+        let d = self.clone();
+        let p2 = peer.clone();
+        if std::thread::Builder::new()
+            .name("ha-peer-rd".into())
+            .spawn(move || d.reader(p2, s, fr))
+            .is_err()
+        {
+            self.drop_peer(&peer, "cannot start a reader thread");
+            return;
+        }
+        if let Some(sn) = snapshot {
+            self.send_copy(&peer, sn);
+        }
+    }
+
+    fn send_copy(&self, peer: &Arc<Peer>, mut sn: Snapshot) {
+        let meta = sn.meta().clone();
+        let st = sn.stats();
+        let t0 = Instant::now();
+        crate::info!(
+            "ha",
+            "full copy to {}: {} entries, {} bytes, at transaction {}",
+            peer.who,
+            st.entries,
+            st.bytes,
+            meta.seq
+        );
+        loop {
+            if peer.is_dead() {
+                return;
+            }
+            // Keep the queue short so that ticks and the end of the copy are not far behind.
+            while peer.wstate.queued.load(Ordering::Relaxed) > COPY_QUEUE_BYTES {
+                if peer.is_dead() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            match sn.next_chunk(COPY_CHUNK_BYTES) {
+                Ok(Some(c)) => peer.push(Arc::new(chunk_term(&c).encode())),
+                Ok(None) => break,
+                Err(e) => {
+                    crate::error!("ha", "full copy to {}: {e}", peer.who);
+                    peer.kill(&format!("full copy failed: {e}"));
+                    return;
+                }
+            }
+        }
+        peer.push(Arc::new(
+            PeerMsg::CopyDone {
+                seq: meta.seq,
+                txid: meta.txid.clone(),
+            }
+            .encode(),
+        ));
+        // Release the transactions held back during the copy, in order.
+        loop {
+            let mut o = lock(&peer.out);
+            if o.backlog.is_empty() {
+                o.copying = false;
+                break;
+            }
+            let b = std::mem::take(&mut o.backlog);
+            drop(o);
+            for f in b {
+                peer.push(f);
+            }
+        }
+        self.node
+            .stats
+            .full_copies_sent
+            .fetch_add(1, Ordering::Relaxed);
+        crate::info!(
+            "ha",
+            "full copy to {} queued in {} ms",
+            peer.who,
+            t0.elapsed().as_millis()
+        );
+    }
+
+    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader) {
+        let dead_after = self.node.cfg.dead_after();
+        let poll = self
+            .node
+            .cfg
+            .tick
+            .map(|t| (t / 2).max(Duration::from_millis(5)));
+        let _ = s.set_read_timeout(poll);
+        let mut last = Instant::now();
+        let mut r = &s;
+        let why: String = loop {
+            match fr.poll(&mut r) {
+                Ok(Some(f)) => {
+                    last = Instant::now();
+                    *lock(&peer.last_rx) = last;
+                    match PeerMsg::decode(&f) {
+                        Ok(PeerMsg::Tick) => {}
+                        Ok(PeerMsg::Ack(n)) => {
+                            peer.acked.fetch_max(n, Ordering::SeqCst);
+                            if n >= peer.init_seq && !peer.initialized.load(Ordering::SeqCst) {
+                                peer.initialized.store(true, Ordering::SeqCst);
+                                crate::info!(
+                                    "ha",
+                                    "{} {} is initialized (copy applied)",
+                                    self.what(),
+                                    peer.who
+                                );
+                            }
+                            let _g = lock(&self.ack_mx);
+                            self.ack_cv.notify_all();
+                        }
+                        Ok(m) => break format!("protocol error: unexpected {m:?}"),
+                        Err(e) => break format!("protocol error: {e}"),
+                    }
+                }
+                Ok(None) => {}
+                Err(ReadErr::Closed) => break "connection closed".into(),
+                Err(e) => break e.to_string(),
+            }
+            if let Some(d) = dead_after {
+                if last.elapsed() > d {
+                    crate::warn!(
+                        "ha",
+                        "HA_SECONDARY_KILLED: Secondary {} killed due to no ticks",
+                        peer.who
+                    );
+                    break format!("no ticks for {} ms", d.as_millis());
+                }
+            }
+        };
+        let why = lock(&peer.kill_reason).clone().unwrap_or(why);
+        self.drop_peer(&peer, &why);
+    }
+}
