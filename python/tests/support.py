@@ -88,7 +88,7 @@ def free_port(*hosts: str) -> int:
     """A TCP port currently free on every one of ``hosts``."""
     hosts = hosts or ("127.0.0.1",)
     for _ in range(200):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in hosts[0] else socket.AF_INET, socket.SOCK_STREAM)
         s.bind((hosts[0], 0))
         port = s.getsockname()[1]
         s.close()
@@ -248,18 +248,19 @@ class Node:
 
 
 class Cluster:
-    """Starts nodes for a test class; registers their stop (and the temp dir's
-    removal) as class cleanups before anything can fail."""
+    """Starts nodes for a test (class); registers their stop (and the temp
+    dir's removal) as cleanups before anything can fail."""
 
-    def __init__(self, testcase: type, prefix: str) -> None:
-        self.tc = testcase
+    def __init__(self, add_cleanup: Callable, prefix: str) -> None:
+        """``add_cleanup``: ``cls.addClassCleanup`` or ``self.addCleanup``."""
+        self.add_cleanup = add_cleanup
         self.dir = tempfile.mkdtemp(prefix="confd_ha-py-%s-" % prefix)
-        testcase.addClassCleanup(shutil.rmtree, self.dir, True)
+        add_cleanup(shutil.rmtree, self.dir, True)
         self.nodes: List[Node] = []
 
     def add(self, name: str, ha_ip: str, ha_port: int, **kw) -> Node:
         n = Node(name, ha_ip, ha_port, self.dir, **kw)
-        self.tc.addClassCleanup(n.stop)
+        self.add_cleanup(n.stop)
         n.start()
         self.nodes.append(n)
         return n
