@@ -1,7 +1,8 @@
 """Test support: the package from this source tree, real ha-node processes,
 and waiting with deadlines (never sleeps as synchronisation).
 
-ha-node is looked for at $HA_NODE_BIN, else <repo>/target/release/ha-node.
+ha-node is looked for at $HA_NODE_BIN or $HA_NODE, else
+<repo>/target/release/ha-node.
 If it (or libconfd_ha.so) is missing the tests fail loudly: `make check`
 builds both before running them.
 """
@@ -36,7 +37,11 @@ STOP_TIMEOUT = 15.0
 
 
 def ha_node_bin() -> str:
-    return os.environ.get("HA_NODE_BIN") or os.path.join(REPO, "target", "release", "ha-node")
+    return (
+        os.environ.get("HA_NODE_BIN")
+        or os.environ.get("HA_NODE")
+        or os.path.join(REPO, "target", "release", "ha-node")
+    )
 
 
 def require_prerequisites() -> None:

@@ -153,8 +153,9 @@ class EventsAvailabilityTest(unittest.TestCase):
 
         self.assertEqual(events.available(), all(_lib.has(n) for n in _lib.EVENTS_FUNCTIONS))
         if not events.available():
-            with self.assertRaisesRegex(NotImplementedError, "confd_notifications_connect"):
-                events.notifications_connect(socket.socket(), 64, ip="127.0.0.1", port=1)
+            with socket.socket() as s, \
+                    self.assertRaisesRegex(NotImplementedError, "confd_notifications_connect"):
+                events.notifications_connect(s, 64, ip="127.0.0.1", port=1)
 
 
 if __name__ == "__main__":
