@@ -1,0 +1,1010 @@
+//! `confd_lib.h`: values, HA node records, initialisation, error reporting.
+//!
+//! Layouts follow ConfD's x86-64 ABI (spec §C); the C test
+//! `c-tests/layout.c` checks every size and offset.
+//!
+//! Enum-typed parameters and fields are `c_int` on the Rust side (the
+//! `*Int` aliases below, printed as `enum ...` in the header by cbindgen's
+//! rename table): a number coming from C is never read as a Rust enum.
+
+#![allow(non_camel_case_types, non_upper_case_globals)]
+
+use super::{check_init, fail, ffi_boundary, tri, usage};
+use crate::client;
+use crate::error::Error;
+use crate::proto::frame::FdStream;
+use crate::proto::ha::{HaNode, NodeAddr};
+use crate::value::Value;
+use libc::{in6_addr, in_addr, sockaddr, FILE};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ptr::{addr_of, addr_of_mut};
+use std::sync::OnceLock;
+
+/// Success.
+pub const CONFD_OK: c_int = 0;
+/// Failure; `confd_errno` and `confd_lasterr()` say why.
+pub const CONFD_ERR: c_int = -1;
+/// The daemon closed the socket; `confd_errno` is `CONFD_ERR_EOF`.
+pub const CONFD_EOF: c_int = -2;
+pub const CONFD_DELAYED_RESPONSE: c_int = 2;
+pub const CONFD_ACCUMULATE: c_int = 1;
+pub const CONFD_VALIDATION_WARN: c_int = -3;
+pub const CONFD_ALREADY_LOCKED: c_int = -4;
+pub const CONFD_IN_USE: c_int = -5;
+
+/// ConfD's default IPC port.
+pub const CONFD_PORT: c_int = 4565;
+/// NSO's default IPC port.
+pub const NCS_PORT: c_int = 4569;
+
+/// The protocol version this library announces in its hello (NSO 6.7);
+/// overridable at run time with the environment variable
+/// `CONFD_HA_LIB_PROTO_VSN`.
+pub const CONFD_LIB_PROTO_VSN: c_int = 87;
+/// The library version this library announces in its hello (NSO 6.7);
+/// overridable at run time with `CONFD_HA_LIB_VSN` (decimal or 0x-hex).
+pub const CONFD_LIB_VSN: c_int = 0x0807_0000;
+/// The API version `confd_init()` passes to `confd_init_vsn_sz()`.
+pub const CONFD_LIB_API_VSN: c_int = 0x0807_0000;
+
+/// `CONFD_TIMEZONE_UNDEF`: no time zone in a date/time value.
+pub const CONFD_TIMEZONE_UNDEF: c_int = -111;
+
+/// Value types (`confd_value_t.type`). The numbers never change.
+#[repr(C)]
+pub enum confd_vtype {
+    C_NOEXISTS = 1,
+    C_XMLTAG = 2,
+    C_SYMBOL = 3,
+    C_STR = 4,
+    C_BUF = 5,
+    C_INT8 = 6,
+    C_INT16 = 7,
+    C_INT32 = 8,
+    C_INT64 = 9,
+    C_UINT8 = 10,
+    C_UINT16 = 11,
+    C_UINT32 = 12,
+    C_UINT64 = 13,
+    C_DOUBLE = 14,
+    C_IPV4 = 15,
+    C_IPV6 = 16,
+    C_BOOL = 17,
+    C_QNAME = 18,
+    C_DATETIME = 19,
+    C_DATE = 20,
+    C_TIME = 23,
+    C_DURATION = 27,
+    C_ENUM_VALUE = 28,
+    C_BIT32 = 29,
+    C_BIT64 = 30,
+    C_LIST = 31,
+    C_XMLBEGIN = 32,
+    C_XMLEND = 33,
+    C_OBJECTREF = 34,
+    C_UNION = 35,
+    C_PTR = 36,
+    C_CDBBEGIN = 37,
+    C_OID = 38,
+    C_BINARY = 39,
+    C_IPV4PREFIX = 40,
+    C_IPV6PREFIX = 41,
+    C_DEFAULT = 42,
+    C_DECIMAL64 = 43,
+    C_IDENTITYREF = 44,
+    C_XMLBEGINDEL = 45,
+    C_DQUAD = 46,
+    C_HEXSTR = 47,
+    C_IPV4_AND_PLEN = 48,
+    C_IPV6_AND_PLEN = 49,
+    C_BITBIG = 50,
+    C_XMLMOVEFIRST = 51,
+    C_XMLMOVEAFTER = 52,
+    C_EMPTY = 53,
+    C_MAXTYPE = 54,
+}
+
+/// `enum confd_vtype` as it sits in memory (an int).
+pub type VtypeInt = c_int;
+
+/// Debug output levels for `confd_init()` / `confd_set_debug()`.
+#[repr(C)]
+pub enum confd_debug_level {
+    /// No output.
+    CONFD_SILENT = 0,
+    /// Failed calls are written to `estream` with their errno and message.
+    CONFD_DEBUG = 1,
+    /// Also every call and its result.
+    CONFD_TRACE = 2,
+    /// As `CONFD_TRACE` (protocol traces are not written separately).
+    CONFD_PROTO_TRACE = 3,
+}
+
+/// `enum confd_debug_level` as passed by value (an int).
+pub type DebugLevelInt = c_int;
+
+/// An XML tag: namespace and tag hashes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct xml_tag {
+    pub tag: u32,
+    pub ns: u32,
+}
+
+/// A counted byte buffer (C_BUF, C_BINARY, C_HEXSTR, C_BITBIG).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_buf {
+    pub size: c_uint,
+    pub ptr: *mut u8,
+}
+pub type confd_buf_t = confd_buf;
+
+/// A counted read-only byte buffer (the `c_buf` view of a C_BUF).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_buf_const {
+    pub size: c_uint,
+    pub ptr: *const u8,
+}
+pub type confd_buf_const_t = confd_buf_const;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_qname {
+    pub prefix: confd_buf_t,
+    pub name: confd_buf_t,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_datetime {
+    pub year: i16,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub min: u8,
+    pub sec: u8,
+    pub micro: u32,
+    pub timezone: i8,
+    pub timezone_minutes: i8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_date {
+    pub year: i16,
+    pub month: u8,
+    pub day: u8,
+    pub timezone: i8,
+    pub timezone_minutes: i8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_time {
+    pub hour: u8,
+    pub min: u8,
+    pub sec: u8,
+    pub micro: u32,
+    pub timezone: i8,
+    pub timezone_minutes: i8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_duration {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+    pub mins: u32,
+    pub secs: u32,
+    pub micros: u32,
+}
+
+/// A C_LIST: `size` values at `ptr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_list {
+    pub size: c_uint,
+    pub ptr: *mut confd_value,
+}
+
+/// A C_PTR: a typed pointer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_vptr {
+    pub r#type: VtypeInt,
+    pub valp: *mut c_void,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_ipv4_prefix {
+    pub ip: in_addr,
+    pub len: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_ipv6_prefix {
+    pub ip6: in6_addr,
+    pub len: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_decimal64 {
+    pub value: i64,
+    pub fraction_digits: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_identityref {
+    pub ns: u32,
+    pub id: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_dotted_quad {
+    pub quad: [u8; 4],
+}
+
+/// A hashed keypath (C_OBJECTREF). Opaque here: the HA API never uses one.
+pub struct confd_hkeypath {
+    _private: [u8; 0],
+}
+pub type confd_hkeypath_t = confd_hkeypath;
+
+/// An SNMP OID (C_OID). Opaque here: the HA API never uses one.
+pub struct confd_snmp_oid {
+    _private: [u8; 0],
+}
+
+/// The value part of `confd_value_t`; which member is valid depends on
+/// `type`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union confd_value_union {
+    pub xmltag: xml_tag,
+    pub symbol: u32,
+    pub buf: confd_buf_t,
+    pub c_buf: confd_buf_const_t,
+    pub s: *mut c_char,
+    pub c_s: *const c_char,
+    pub i8: i8,
+    pub i16: i16,
+    pub i32: i32,
+    pub i64: i64,
+    pub u8: u8,
+    pub u16: u16,
+    pub u32: u32,
+    pub u64: u64,
+    pub d: f64,
+    pub ip: in_addr,
+    pub ip6: in6_addr,
+    pub boolean: c_int,
+    pub qname: confd_qname,
+    pub datetime: confd_datetime,
+    pub date: confd_date,
+    pub time: confd_time,
+    pub duration: confd_duration,
+    pub enumvalue: i32,
+    pub b32: u32,
+    pub b64: u64,
+    pub list: confd_list,
+    pub hkp: *mut confd_hkeypath_t,
+    pub ptr: confd_vptr,
+    pub oidp: *mut confd_snmp_oid,
+    pub ipv4prefix: confd_ipv4_prefix,
+    pub ipv6prefix: confd_ipv6_prefix,
+    pub d64: confd_decimal64,
+    pub idref: confd_identityref,
+    pub dquad: confd_dotted_quad,
+    pub enumhash: u32,
+}
+
+/// A typed value (40 bytes on x86-64: `type` at 0, `val` at 8). Set it with
+/// the `CONFD_SET_*` macros, read it with `CONFD_GET_*`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_value {
+    pub r#type: VtypeInt,
+    pub val: confd_value_union,
+}
+pub type confd_value_t = confd_value;
+
+/// The address of an HA node; `af` of `struct confd_ha_node` says which
+/// member is valid (AF_INET `ip4`, AF_INET6 `ip6`, AF_UNSPEC `str`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union confd_ha_node_addr {
+    pub ip4: in_addr,
+    pub ip6: in6_addr,
+    pub str: *mut c_char,
+}
+
+/// An HA node: its id and its address (320 bytes on x86-64).
+///
+/// When the library fills one (`confd_ha_get_status()`, notifications), a
+/// C_BUF `nodeid` points into `buf` (NUL-terminated, at most 127 bytes; a
+/// longer id is cut) and an AF_UNSPEC `addr.str` points into `addr_buf`;
+/// those pointers live as long as the struct itself.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_ha_node {
+    pub nodeid: confd_value_t,
+    pub af: c_int,
+    pub addr: confd_ha_node_addr,
+    pub buf: [c_char; 128],
+    pub addr_buf: [c_char; 128],
+}
+
+/// Deepest keypath the data model uses, as the daemon told us in the hello
+/// of the last connection (0 before any connection).
+#[no_mangle]
+pub static mut confd_maxdepth: c_int = 0;
+
+/// Most keys of a list in the data model, as the daemon told us in the hello
+/// of the last connection (0 before any connection).
+#[no_mangle]
+pub static mut confd_maxkeylen: c_int = 0;
+
+/// Kept for source compatibility; this library never writes to syslog.
+#[no_mangle]
+pub static mut confd_lib_use_syslog: c_int = 0;
+
+/// Initialises the library; use it through the `confd_init()` macro, which
+/// passes the header's `CONFD_LIB_API_VSN`, `MAXDEPTH` and `MAXKEYLEN`.
+/// Must be called before any other function; calling it again only updates
+/// the debug settings. Sets SIGPIPE to SIG_IGN if it was SIG_DFL (writes use
+/// MSG_NOSIGNAL anyway).
+///
+/// NULL: `name` may be NULL; `estream` may be NULL (no debug output).
+/// Ownership: the caller keeps `estream` and must keep it open while the
+/// library may write to it (until `confd_set_debug()` replaces it).
+/// Threads: call once, before other threads use the library.
+#[no_mangle]
+pub unsafe extern "C" fn confd_init_vsn_sz(
+    name: *const c_char,
+    estream: *mut FILE,
+    debug: DebugLevelInt,
+    vsn: c_int,
+    maxdepth: c_int,
+    maxkeylen: c_int,
+) {
+    ffi_boundary!("confd_init_vsn_sz", {
+        // SAFETY: a SIG_IGN disposition for SIGPIPE only changes what a
+        // write to a closed socket does.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_DFL
+            {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            }
+        }
+        super::set_debug(debug, estream);
+        super::set_initialized();
+        super::trace(|| {
+            let n = if name.is_null() {
+                "(null)".to_owned()
+            } else {
+                // SAFETY: name is a NUL-terminated string (documented).
+                unsafe { CStr::from_ptr(name) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            format!(
+                "confd_init(name={n}, debug={debug}, vsn={vsn:#010x}, maxdepth={maxdepth}, maxkeylen={maxkeylen}) library {}",
+                crate::VERSION
+            )
+        });
+    })
+}
+
+/// The same as `confd_init(name, estream, debug)` for callers that cannot
+/// use the header's macro (dlopen users such as Python's ctypes).
+/// cbindgen:ignore
+#[export_name = "confd_init"]
+pub unsafe extern "C" fn confd_init_function(
+    name: *const c_char,
+    estream: *mut FILE,
+    debug: DebugLevelInt,
+) {
+    confd_init_vsn_sz(
+        name,
+        estream,
+        debug,
+        CONFD_LIB_API_VSN,
+        crate::proto::hello::DEFAULT_MAXDEPTH.into(),
+        crate::proto::hello::DEFAULT_MAXKEYLEN.into(),
+    )
+}
+
+/// Changes the debug level and stream. Returns CONFD_OK.
+///
+/// NULL: `estream` may be NULL (no debug output).
+/// Ownership: the caller keeps `estream` open while the library may write to it.
+/// Threads: safe from any thread; affects all threads.
+#[no_mangle]
+pub unsafe extern "C" fn confd_set_debug(debug: DebugLevelInt, estream: *mut FILE) -> c_int {
+    ffi_boundary!("confd_set_debug", {
+        super::set_debug(debug, estream);
+        CONFD_OK
+    })
+}
+
+/// The address of this thread's error number; use it through the
+/// `confd_errno` macro. Every failing call sets it.
+///
+/// Lifetime: the pointer is valid for the life of the calling thread.
+/// Threads: each thread has its own `confd_errno`.
+#[no_mangle]
+pub extern "C" fn confd_errno_location() -> *mut c_int {
+    ffi_boundary!("confd_errno_location", { super::errno_location() })
+}
+
+/// The message of this thread's last failed call ("" if none failed yet),
+/// e.g. the daemon's reason text or "confd_ha_connect: token is NULL".
+///
+/// Ownership: the string belongs to the library; do not free or modify it.
+/// Lifetime: valid until the next failing call on the same thread.
+/// Threads: each thread has its own last error.
+#[no_mangle]
+pub extern "C" fn confd_lasterr() -> *mut c_char {
+    ffi_boundary!("confd_lasterr", { super::lasterr_ptr().cast_mut() })
+}
+
+/// ConfD's fixed description of an error number ("Unknown error" for
+/// numbers without one).
+///
+/// Ownership: the string belongs to the library; do not free or modify it.
+/// Lifetime: valid for the life of the process.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub extern "C" fn confd_strerror(code: c_int) -> *mut c_char {
+    ffi_boundary!("confd_strerror", {
+        static TEXTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+        const N: i32 = 128;
+        let texts = TEXTS.get_or_init(|| {
+            (0..N)
+                .map(|c| {
+                    let mut t = crate::errcode::strerror(c).as_bytes().to_vec();
+                    t.push(0);
+                    t
+                })
+                .collect()
+        });
+        let idx = if (0..N).contains(&code) { code } else { 0 };
+        texts[idx as usize].as_ptr().cast::<c_char>().cast_mut()
+    })
+}
+
+/// The version of this library ("0.1.0"), equal to `CONFD_HA_VERSION` of
+/// the header it was built with.
+///
+/// Ownership: the string belongs to the library; do not free it.
+/// Lifetime: valid for the life of the process.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub extern "C" fn confd_ha_lib_version() -> *const c_char {
+    ffi_boundary!("confd_ha_lib_version", {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    })
+}
+
+/// Connects the caller's socket `sock` to the daemon at `srv` and runs the
+/// IPC hello as client `id` (17 = HA, 11 = notifications). Sets
+/// `confd_maxdepth` / `confd_maxkeylen` from the daemon's answer.
+/// Returns CONFD_OK, CONFD_ERR (CONFD_ERR_OS for a failed connect(2),
+/// CONFD_ERR_PROTOUSAGE for bad arguments or a refused hello) or CONFD_EOF.
+///
+/// NULL: `srv` must not be NULL (CONFD_ERR_PROTOUSAGE).
+/// Ownership: the caller keeps `sock` and `srv`; on failure the caller must
+/// close `sock` and create a new socket before retrying.
+/// Threads: safe from any thread for distinct sockets.
+#[no_mangle]
+pub unsafe extern "C" fn confd_do_connect(
+    sock: c_int,
+    srv: *const sockaddr,
+    srv_sz: c_int,
+    id: c_int,
+) -> c_int {
+    ffi_boundary!("confd_do_connect", {
+        const F: &str = "confd_do_connect";
+        tri!(check_init(F));
+        let Ok(id) = u8::try_from(id) else {
+            return usage(F, format!("client id {id} is not in 0..=255"));
+        };
+        tri!(connect_and_hello(F, sock, srv, srv_sz, id));
+        CONFD_OK
+    })
+}
+
+// ---- helpers shared by the other ffi modules (not exported) ----
+
+/// Checks `srv`/`srv_sz`, connects `sock` and runs the hello as `id`.
+///
+/// # Safety
+/// `srv` must be NULL or point to `srv_sz` readable bytes.
+pub(crate) unsafe fn connect_and_hello(
+    func: &str,
+    sock: c_int,
+    srv: *const sockaddr,
+    srv_sz: c_int,
+    id: u8,
+) -> Result<(), c_int> {
+    let desc = check_sockaddr(func, srv, srv_sz)?;
+    super::trace(|| format!("{func}: connecting fd {sock} to {desc}"));
+    connect_fd(sock, srv, srv_sz).map_err(|e| fail(func, &e.with_ctx(&desc)))?;
+    let sh = client::hello(&mut FdStream(sock), id).map_err(|e| fail(func, &e))?;
+    // SAFETY: plain int globals, written as ConfD's library writes them.
+    unsafe {
+        addr_of_mut!(confd_maxdepth).write(sh.maxdepth.into());
+        addr_of_mut!(confd_maxkeylen).write(sh.maxkeylen.into());
+    }
+    Ok(())
+}
+
+/// A failed connect(2), before the address description is attached.
+pub(crate) struct ConnectError(std::io::Error);
+
+impl ConnectError {
+    fn with_ctx(self, desc: &str) -> Error {
+        Error::os(format!("connect to {desc}"), self.0)
+    }
+}
+
+/// Validates a socket address from C and describes it for messages
+/// ("127.0.0.1:4565", "[::1]:4565", "/tmp/ha.sock").
+///
+/// # Safety
+/// `srv` must be NULL or point to `srv_sz` readable bytes.
+pub(crate) unsafe fn check_sockaddr(
+    func: &str,
+    srv: *const sockaddr,
+    srv_sz: c_int,
+) -> Result<String, c_int> {
+    if srv.is_null() {
+        return Err(usage(func, "srv is NULL"));
+    }
+    const FAM: c_int = std::mem::size_of::<libc::sa_family_t>() as c_int;
+    const STORAGE: c_int = std::mem::size_of::<libc::sockaddr_storage>() as c_int;
+    if srv_sz < FAM {
+        return Err(usage(
+            func,
+            format!("srv_sz {srv_sz} is too small for a socket address"),
+        ));
+    }
+    // SAFETY: srv points to at least FAM bytes (checked above); read
+    // unaligned because C may pass any byte buffer.
+    let family = unsafe { addr_of!((*srv).sa_family).read_unaligned() } as c_int;
+    let range = |lo: usize, hi: usize, what: &str| -> Result<(), c_int> {
+        if (srv_sz as usize) < lo || srv_sz as usize > hi {
+            Err(usage(
+                func,
+                format!(
+                    "srv_sz {srv_sz} does not fit {what} (expected {lo}..={hi}, sizeof(struct {}) = {lo})",
+                    match what {
+                        "AF_INET" => "sockaddr_in",
+                        "AF_INET6" => "sockaddr_in6",
+                        _ => "sockaddr_un path",
+                    }
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match family {
+        libc::AF_INET => {
+            range(
+                std::mem::size_of::<libc::sockaddr_in>(),
+                STORAGE as usize,
+                "AF_INET",
+            )?;
+            // SAFETY: size checked.
+            let sin = unsafe { srv.cast::<libc::sockaddr_in>().read_unaligned() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Ok(format!("{ip}:{}", u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            range(
+                std::mem::size_of::<libc::sockaddr_in6>(),
+                STORAGE as usize,
+                "AF_INET6",
+            )?;
+            // SAFETY: size checked.
+            let sin6 = unsafe { srv.cast::<libc::sockaddr_in6>().read_unaligned() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Ok(format!("[{ip}]:{}", u16::from_be(sin6.sin6_port)))
+        }
+        libc::AF_UNIX => {
+            range(
+                FAM as usize + 1,
+                std::mem::size_of::<libc::sockaddr_un>(),
+                "AF_UNIX",
+            )?;
+            // SAFETY: srv_sz bytes are readable; the path follows the family.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    srv.cast::<u8>().add(FAM as usize),
+                    (srv_sz - FAM) as usize,
+                )
+            };
+            let (abstract_, path) = match bytes.split_first() {
+                Some((0, rest)) => (true, rest),
+                _ => (false, bytes),
+            };
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            let p = String::from_utf8_lossy(&path[..end]);
+            Ok(if abstract_ {
+                format!("@{p}")
+            } else {
+                p.into_owned()
+            })
+        }
+        other => Err(usage(
+            func,
+            format!("unsupported address family {other} (expected AF_INET, AF_INET6 or AF_UNIX)"),
+        )),
+    }
+}
+
+/// connect(2) on the caller's socket; EINTR is followed by a wait for the
+/// connection to complete.
+unsafe fn connect_fd(sock: c_int, srv: *const sockaddr, srv_sz: c_int) -> Result<(), ConnectError> {
+    // SAFETY: srv/srv_sz were validated by check_sockaddr.
+    if unsafe { libc::connect(sock, srv, srv_sz as libc::socklen_t) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINTR) {
+        return Err(ConnectError(e));
+    }
+    loop {
+        let mut p = libc::pollfd {
+            fd: sock,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(ConnectError(e));
+        }
+        let mut err: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: err/len are valid out-parameters for SO_ERROR.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(ConnectError(std::io::Error::last_os_error()));
+        }
+        return if err == 0 {
+            Ok(())
+        } else {
+            Err(ConnectError(std::io::Error::from_raw_os_error(err)))
+        };
+    }
+}
+
+/// The name of a `confd_vtype` number for messages ("C_QNAME (18)").
+fn vtype_name(t: c_int) -> String {
+    const NAMES: &[(c_int, &str)] = &[
+        (1, "C_NOEXISTS"),
+        (2, "C_XMLTAG"),
+        (3, "C_SYMBOL"),
+        (4, "C_STR"),
+        (5, "C_BUF"),
+        (18, "C_QNAME"),
+        (19, "C_DATETIME"),
+        (20, "C_DATE"),
+        (23, "C_TIME"),
+        (27, "C_DURATION"),
+        (29, "C_BIT32"),
+        (30, "C_BIT64"),
+        (31, "C_LIST"),
+        (34, "C_OBJECTREF"),
+        (36, "C_PTR"),
+        (38, "C_OID"),
+        (40, "C_IPV4PREFIX"),
+        (41, "C_IPV6PREFIX"),
+        (43, "C_DECIMAL64"),
+        (44, "C_IDENTITYREF"),
+        (46, "C_DQUAD"),
+        (47, "C_HEXSTR"),
+        (50, "C_BITBIG"),
+        (53, "C_EMPTY"),
+    ];
+    match NAMES.iter().find(|(n, _)| *n == t) {
+        Some((_, name)) => format!("{name} ({t})"),
+        None => format!("type {t}"),
+    }
+}
+
+/// Converts a caller's `confd_value_t` into a [`Value`]: the one place where
+/// C values enter the library. `what` names the argument in messages.
+///
+/// # Safety
+/// `v` must be NULL or point to a readable `confd_value_t` whose pointers
+/// (for C_BUF/C_BINARY/C_STR) are valid as the type says.
+pub(crate) unsafe fn value_from_c(
+    func: &str,
+    what: &str,
+    v: *const confd_value_t,
+) -> Result<Value, c_int> {
+    use crate::errcode::CONFD_ERR_BADTYPE;
+    if v.is_null() {
+        return Err(usage(func, format!("{what} is NULL")));
+    }
+    // SAFETY (whole block): v is readable (caller contract); each union
+    // member is read as the type number says, via raw pointers.
+    unsafe {
+        let ty = addr_of!((*v).r#type).read();
+        let val = addr_of!((*v).val);
+        let buf = |kind: &str| -> Result<Vec<u8>, c_int> {
+            let b = (*val).buf;
+            if b.size == 0 {
+                Ok(Vec::new())
+            } else if b.ptr.is_null() {
+                Err(usage(
+                    func,
+                    format!("{what} is a {kind} of {} bytes with a NULL pointer", b.size),
+                ))
+            } else {
+                Ok(std::slice::from_raw_parts(b.ptr, b.size as usize).to_vec())
+            }
+        };
+        Ok(match ty {
+            1 => Value::NoExists,
+            4 => {
+                let s = (*val).c_s;
+                if s.is_null() {
+                    return Err(usage(func, format!("{what} is a C_STR with a NULL pointer")));
+                }
+                Value::Buf(CStr::from_ptr(s).to_bytes().to_vec())
+            }
+            5 => Value::Buf(buf("C_BUF")?),
+            6 => Value::Int8((*val).i8),
+            7 => Value::Int16((*val).i16),
+            8 => Value::Int32((*val).i32),
+            9 => Value::Int64((*val).i64),
+            10 => Value::UInt8((*val).u8),
+            11 => Value::UInt16((*val).u16),
+            12 => Value::UInt32((*val).u32),
+            13 => Value::UInt64((*val).u64),
+            14 => Value::Double((*val).d),
+            15 => Value::Ipv4(Ipv4Addr::from((*val).ip.s_addr.to_ne_bytes())),
+            16 => Value::Ipv6(Ipv6Addr::from((*val).ip6.s6_addr)),
+            17 => Value::Bool((*val).boolean != 0),
+            28 => Value::Enum((*val).enumvalue),
+            39 => Value::Binary(buf("C_BINARY")?),
+            other => {
+                return Err(fail(
+                    func,
+                    &Error::Usage {
+                        code: CONFD_ERR_BADTYPE,
+                        msg: format!(
+                            "{func}: {what} of {} is not supported (use C_BUF, C_STR, an integer, C_BOOL, C_DOUBLE, C_IPV4, C_IPV6, C_ENUM_VALUE or C_BINARY)",
+                            vtype_name(other)
+                        ),
+                    },
+                ))
+            }
+        })
+    }
+}
+
+/// Converts a caller's `struct confd_ha_node` (node id and address).
+///
+/// # Safety
+/// `n` must be NULL or point to a readable `struct confd_ha_node`.
+pub(crate) unsafe fn ha_node_from_c(
+    func: &str,
+    what: &str,
+    n: *const confd_ha_node,
+) -> Result<HaNode, c_int> {
+    if n.is_null() {
+        return Err(usage(func, format!("{what} is NULL")));
+    }
+    // SAFETY: n is readable (caller contract); the address member is read
+    // as `af` says.
+    unsafe {
+        let id = value_from_c(func, &format!("{what}->nodeid"), addr_of!((*n).nodeid))?;
+        let af = addr_of!((*n).af).read();
+        let addr = addr_of!((*n).addr);
+        let addr = match af {
+            libc::AF_INET => NodeAddr::V4(Ipv4Addr::from((*addr).ip4.s_addr.to_ne_bytes())),
+            libc::AF_INET6 => NodeAddr::V6(Ipv6Addr::from((*addr).ip6.s6_addr)),
+            libc::AF_UNSPEC => {
+                let s = (*addr).str;
+                if s.is_null() {
+                    return Err(usage(
+                        func,
+                        format!("{what}->af is AF_UNSPEC but {what}->addr.str is NULL"),
+                    ));
+                }
+                NodeAddr::Str(CStr::from_ptr(s).to_string_lossy().into_owned())
+            }
+            other => {
+                return Err(usage(
+                    func,
+                    format!("{what}->af {other} is not AF_INET, AF_INET6 or AF_UNSPEC"),
+                ))
+            }
+        };
+        Ok(HaNode { id, addr })
+    }
+}
+
+/// Fills a `struct confd_ha_node` from a decoded node: the whole struct is
+/// zeroed first; C_BUF/C_BINARY ids point into `buf`, string addresses into
+/// `addr_buf` (each cut at 127 bytes + NUL). Returns true when something had
+/// to be cut.
+///
+/// # Safety
+/// `dst` must point to a writable `struct confd_ha_node`.
+pub(crate) unsafe fn fill_ha_node(dst: *mut confd_ha_node, n: &HaNode) -> bool {
+    // SAFETY (whole block): dst is writable for the whole struct (caller
+    // contract); all writes go through raw pointers into it.
+    unsafe {
+        std::ptr::write_bytes(dst, 0, 1);
+        let mut cut = false;
+        let bufp = addr_of_mut!((*dst).buf).cast::<c_char>();
+        let mut v: confd_value_t = std::mem::zeroed();
+        let mut in_buf = |ty: c_int, bytes: &[u8], v: &mut confd_value_t| {
+            let (len, c) = super::copy_cstr(bufp, 128, bytes);
+            cut |= c;
+            v.r#type = ty;
+            v.val.buf = confd_buf {
+                size: len as c_uint,
+                ptr: bufp.cast(),
+            };
+        };
+        match &n.id {
+            Value::NoExists => v.r#type = 1,
+            Value::Buf(b) => in_buf(5, b, &mut v),
+            Value::Binary(b) => in_buf(39, b, &mut v),
+            Value::Int8(x) => (v.r#type, v.val.i8) = (6, *x),
+            Value::Int16(x) => (v.r#type, v.val.i16) = (7, *x),
+            Value::Int32(x) => (v.r#type, v.val.i32) = (8, *x),
+            Value::Int64(x) => (v.r#type, v.val.i64) = (9, *x),
+            Value::UInt8(x) => (v.r#type, v.val.u8) = (10, *x),
+            Value::UInt16(x) => (v.r#type, v.val.u16) = (11, *x),
+            Value::UInt32(x) => (v.r#type, v.val.u32) = (12, *x),
+            Value::UInt64(x) => (v.r#type, v.val.u64) = (13, *x),
+            Value::Double(x) => (v.r#type, v.val.d) = (14, *x),
+            Value::Ipv4(a) => {
+                v.r#type = 15;
+                v.val.ip = in_addr {
+                    s_addr: u32::from_ne_bytes(a.octets()),
+                };
+            }
+            Value::Ipv6(a) => {
+                v.r#type = 16;
+                v.val.ip6 = in6_addr {
+                    s6_addr: a.octets(),
+                };
+            }
+            Value::Bool(x) => (v.r#type, v.val.boolean) = (17, c_int::from(*x)),
+            Value::Enum(x) => (v.r#type, v.val.enumvalue) = (28, *x),
+        }
+        addr_of_mut!((*dst).nodeid).write(v);
+        let addr = addr_of_mut!((*dst).addr);
+        match &n.addr {
+            NodeAddr::V4(a) => {
+                addr_of_mut!((*dst).af).write(libc::AF_INET);
+                addr.write(confd_ha_node_addr {
+                    ip4: in_addr {
+                        s_addr: u32::from_ne_bytes(a.octets()),
+                    },
+                });
+            }
+            NodeAddr::V6(a) => {
+                addr_of_mut!((*dst).af).write(libc::AF_INET6);
+                addr.write(confd_ha_node_addr {
+                    ip6: in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                });
+            }
+            NodeAddr::Str(s) => {
+                addr_of_mut!((*dst).af).write(libc::AF_UNSPEC);
+                let ab = addr_of_mut!((*dst).addr_buf).cast::<c_char>();
+                let (_, c) = super::copy_cstr(ab, 128, s.as_bytes());
+                cut |= c;
+                addr.write(confd_ha_node_addr { str: ab });
+            }
+        }
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn layouts_match_confd_on_lp64() {
+        assert_eq!(size_of::<confd_value_t>(), 40);
+        assert_eq!(align_of::<confd_value_t>(), 8);
+        assert_eq!(offset_of!(confd_value_t, val), 8);
+        assert_eq!(size_of::<confd_datetime>(), 16);
+        assert_eq!(size_of::<confd_date>(), 6);
+        assert_eq!(size_of::<confd_time>(), 12);
+        assert_eq!(size_of::<confd_duration>(), 28);
+        assert_eq!(size_of::<confd_ipv6_prefix>(), 20);
+        assert_eq!(size_of::<confd_decimal64>(), 16);
+        assert_eq!(size_of::<confd_ha_node>(), 320);
+        assert_eq!(offset_of!(confd_ha_node, af), 40);
+        assert_eq!(offset_of!(confd_ha_node, addr), 48);
+        assert_eq!(offset_of!(confd_ha_node, buf), 64);
+        assert_eq!(offset_of!(confd_ha_node, addr_buf), 192);
+    }
+
+    #[test]
+    fn versions_match_the_hello_defaults() {
+        use crate::proto::hello::*;
+        assert_eq!(CONFD_LIB_PROTO_VSN, i32::from(DEFAULT_PROTO_VSN));
+        assert_eq!(CONFD_LIB_VSN as u32, DEFAULT_LIB_VSN);
+        assert_eq!(CONFD_PORT, 4565);
+    }
+
+    #[test]
+    fn values_round_trip_through_c() {
+        let vals = [
+            Value::Buf(b"n1".to_vec()),
+            Value::Int32(-5),
+            Value::UInt64(u64::MAX),
+            Value::Ipv4("10.1.2.3".parse().unwrap()),
+            Value::Ipv6("2001:db8::7".parse().unwrap()),
+            Value::Bool(true),
+            Value::Enum(4),
+            Value::Binary(vec![0, 1, 2]),
+        ];
+        for v in vals {
+            let n = HaNode {
+                id: v.clone(),
+                addr: NodeAddr::Str("host.example".into()),
+            };
+            let mut c: confd_ha_node = unsafe { std::mem::zeroed() };
+            assert!(!unsafe { fill_ha_node(&mut c, &n) });
+            let back = unsafe { ha_node_from_c("t", "n", &c) }.unwrap_or_else(|_| panic!());
+            assert_eq!(back, n);
+        }
+    }
+
+    #[test]
+    fn long_ids_are_cut_at_127_bytes() {
+        let n = HaNode {
+            id: Value::Buf(vec![b'x'; 300]),
+            addr: NodeAddr::V4("127.0.0.1".parse().unwrap()),
+        };
+        let mut c: confd_ha_node = unsafe { std::mem::zeroed() };
+        assert!(unsafe { fill_ha_node(&mut c, &n) });
+        unsafe {
+            assert_eq!(c.nodeid.r#type, 5);
+            assert_eq!(c.nodeid.val.buf.size, 127);
+            assert_eq!(c.buf[127], 0);
+            assert_eq!(c.nodeid.val.buf.ptr, c.buf.as_mut_ptr().cast());
+        }
+    }
+}
