@@ -36,6 +36,16 @@ def library_error() -> Optional[LibraryError]:
     return _load_error
 
 
+def lib_version() -> Optional[str]:
+    """The library's own version string (``confd_ha_lib_version()``), or None
+    if this build does not export it; raises LibraryError."""
+    lib = _lib.library()
+    if not lib.has("confd_ha_lib_version"):
+        return None
+    v = lib.fn("confd_ha_lib_version")()
+    return v.decode("utf-8", "replace") if v else None
+
+
 def library_path() -> str:
     """The path (or loader name) of the libconfd_ha in use; raises LibraryError."""
     return _lib.library().path
@@ -44,5 +54,5 @@ def library_path() -> str:
 __all__ = [
     "Error", "LibraryError", "error", "ha", "events", "availability_group",
     "OK", "ERR", "EOF", "CONFD_PORT", "NCS_PORT", "NCS_PATH", "PORT",
-    "ENV_LIBRARY", "library_error", "library_path",
+    "ENV_LIBRARY", "library_error", "library_path", "lib_version",
 ]

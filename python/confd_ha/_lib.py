@@ -90,6 +90,7 @@ _CORE: Dict[str, Tuple[object, List[object], bool]] = {
 _OPTIONAL: Dict[str, Tuple[object, List[object], bool]] = {
     "confd_init_vsn_sz": (None, [c_char_p, c_void_p, c_int, c_int, c_int, c_int], False),
     "confd_init": (None, [c_char_p, c_void_p, c_int], False),
+    "confd_ha_lib_version": (c_char_p, [], False),
     # confd_events.h (HA parts)
     "confd_notifications_connect": (c_int, [c_int, c_void_p, c_int, c_int], True),
     "confd_notifications_connect2": (c_int, [c_int, c_void_p, c_int, c_int, c_void_p], True),

@@ -269,6 +269,21 @@ class HaTest(unittest.TestCase):
         self.assertEqual(e.strerror, "Lost connection to ConfD")
 
 
+class LibraryTest(unittest.TestCase):
+    def test_loaded_and_versions_agree(self):
+        import confd_ha
+
+        support.require_prerequisites()
+        self.assertIsNone(confd_ha.library_error())
+        self.assertTrue(confd_ha.library_path())
+        with open(support.os.path.join(support.PYTHON_DIR, "pyproject.toml")) as f:
+            pyproject = f.read()
+        self.assertIn('version = "%s"' % confd_ha.__version__, pyproject)
+        v = confd_ha.lib_version()
+        if v is not None:
+            self.assertEqual(v, confd_ha.__version__, "library and Python package versions differ")
+
+
 @unittest.skipUnless(support.ipv6_loopback_available(), "this machine has no IPv6 loopback (::1)")
 class HaIpv6Test(unittest.TestCase):
     @classmethod
