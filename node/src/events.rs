@@ -159,10 +159,6 @@ impl Events {
         let sync = sub.mask & NOTIF_HA_INFO_SYNC != 0;
         let hb = (sub.mask & NOTIF_HEARTBEAT != 0)
             .then(|| Duration::from_millis(sub.heartbeat_ms.max(1000) as u64));
-        if let Err(e) = confd_ha::client::send(&mut stream, &Term::ok()) {
-            crate::warn!("events", "{who}: {e}");
-            return;
-        }
         let (Ok(wstream), Ok(sstream)) = (stream.try_clone(), stream.try_clone()) else {
             crate::warn!("events", "{who}: cannot clone the socket");
             return;
@@ -194,6 +190,13 @@ impl Events {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(s.clone());
+        }
+        // Registered before the reply: every event after `ok` is in the stream.
+        if let Err(e) = confd_ha::client::send(&mut stream, &Term::ok()) {
+            crate::warn!("events", "{who}: {e}");
+            s.gone.store(true, Ordering::SeqCst);
+            self.remove(s.id);
+            return;
         }
         crate::info!(
             "events",

@@ -513,10 +513,8 @@ impl Downstream {
                 format!("same transaction {seq}: no copy")
             }
         );
-        if !self.relay {
-            node.events.emit(HaEvent::SecondaryArrived(peer.node()));
-        }
-        // 5. the reader runs in its own thread; the copy (if any) goes out from here.
+        // 5. the reader runs in its own thread (acks flow even while an
+        // HA_INFO_SYNC subscriber holds the event below); the copy goes out from here.
         let d = self.clone();
         let p2 = peer.clone();
         if std::thread::Builder::new()
@@ -526,6 +524,9 @@ impl Downstream {
         {
             self.drop_peer(&peer, "cannot start a reader thread");
             return;
+        }
+        if !self.relay {
+            node.events.emit(HaEvent::SecondaryArrived(peer.node()));
         }
         if let Some(sn) = snapshot {
             self.send_copy(&peer, sn);

@@ -195,6 +195,16 @@ impl Node {
         }
     }
 
+    /// Waits for the process to exit on its own (after a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let st = wait_for(&format!("{} to exit", self.name), timeout, || {
+            c.try_wait().ok().flatten()
+        });
+        self.child = None;
+        st
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
