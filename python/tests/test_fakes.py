@@ -121,12 +121,14 @@ class FakeEventStream:
             self.peers.append(b)
 
     def read(self, sock):
-        f = self.files.get(sock.fileno())
-        if f is None:
-            f = self.files[sock.fileno()] = sock.makefile("rb")
-        line = f.readline()
-        if not line:
-            raise Error(error.ERR_EOF, "Lost connection to ConfD", "", "confd_read_notification")
+        buf = self.files.setdefault(id(sock), bytearray())
+        while b"\n" not in buf:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise Error(error.ERR_EOF, "Lost connection to ConfD", "", "confd_read_notification")
+            buf += chunk
+        line, _, rest = bytes(buf).partition(b"\n")
+        buf[:] = rest
         return {"type": events.NOTIF_HA_INFO, "hnot": json.loads(line)}
 
     def send(self, hnot, peer=None):
