@@ -604,7 +604,7 @@ impl Downstream {
             .node
             .cfg
             .tick
-            .map(|t| (t / 2).max(Duration::from_millis(5)));
+            .map(|t| (t / 10).max(Duration::from_millis(5)));
         let _ = s.set_read_timeout(poll);
         let mut last = Instant::now();
         let mut r = &s;

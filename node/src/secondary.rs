@@ -350,7 +350,10 @@ fn reader(
     atx: Sender<(u64, String, Vec<StoreOp>)>,
 ) {
     let dead_after = node.cfg.dead_after();
-    let poll = node.cfg.tick.map(|t| (t / 2).max(Duration::from_millis(5)));
+    let poll = node
+        .cfg
+        .tick
+        .map(|t| (t / 10).max(Duration::from_millis(5)));
     let _ = s.set_read_timeout(poll);
     let mut last = Instant::now();
     let mut r = &s;
