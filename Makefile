@@ -28,7 +28,7 @@ STATIC_LIBS := -lpthread -ldl -lm -lrt -lutil
 
 BUILD    := build
 CT_DIR   := $(BUILD)/c-tests$(if $(SANITIZE),-$(SANITIZE))
-CT_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Iinclude \
+CT_CFLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Iinclude \
              -DCARGO_PKG_VERSION='"$(VERSION)"' \
              $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer)
 CT_LDFLAGS := -L$(RELEASE) -lconfd_ha -Wl,-rpath,$(abspath $(RELEASE)) -lpthread \
