@@ -78,6 +78,8 @@ pub struct Node {
     pub stats: Counters,
     pub state: Mutex<HaState>,
     order: Mutex<()>,
+    /// Mirror of `state.gen`, readable under the commit lock.
+    pub gen_now: AtomicU64,
     pub commit: Mutex<CommitState>,
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
     ha_conn: Mutex<Option<(u64, Stream)>>,
@@ -115,6 +117,7 @@ impl Node {
                 role: Role::None,
             }),
             order: Mutex::new(()),
+            gen_now: AtomicU64::new(0),
             commit: Mutex::new(CommitState {
                 last,
                 down: None,
@@ -264,6 +267,7 @@ impl Node {
         let old = {
             let mut st = lock(&self.state);
             st.gen += 1;
+            self.gen_now.store(st.gen, Ordering::SeqCst);
             std::mem::replace(
                 &mut st.role,
                 Role::Primary {
@@ -293,6 +297,7 @@ impl Node {
         let old = {
             let mut st = lock(&self.state);
             st.gen += 1;
+            self.gen_now.store(st.gen, Ordering::SeqCst);
             std::mem::replace(&mut st.role, Role::None)
         };
         Self::teardown(old);
@@ -382,6 +387,7 @@ impl Node {
         let (gen, old) = {
             let mut st = lock(&self.state);
             st.gen += 1;
+            self.gen_now.store(st.gen, Ordering::SeqCst);
             let old = std::mem::replace(
                 &mut st.role,
                 Role::Joining {
@@ -495,6 +501,7 @@ impl Node {
                     let mut st = lock(&self.state);
                     if st.gen == gen {
                         st.gen += 1;
+                        self.gen_now.store(st.gen, Ordering::SeqCst);
                         st.role = Role::None;
                         drop(st);
                         self.set_commit(true, String::new(), None, None);
@@ -517,6 +524,7 @@ impl Node {
                 return;
             }
             st.gen += 1;
+            self.gen_now.store(st.gen, Ordering::SeqCst);
             std::mem::replace(&mut st.role, Role::None)
         };
         let primary = match &old {
@@ -604,6 +612,7 @@ impl Node {
         let old = {
             let mut st = lock(&self.state);
             st.gen += 1;
+            self.gen_now.store(st.gen, Ordering::SeqCst);
             std::mem::replace(&mut st.role, Role::None)
         };
         Self::teardown(old);

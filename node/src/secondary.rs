@@ -290,6 +290,13 @@ pub fn join(
                 Ok(PeerMsg::CopyDone { seq, txid }) => {
                     let meta = TxMeta { seq, txid };
                     let mut cs = lock(&node.commit);
+                    if node.gen_now.load(Ordering::SeqCst) != gen {
+                        drop(cs);
+                        return Err(fail(
+                            &tx,
+                            (CONFD_ERR_HA_CLOSED, "superseded by another order".into()),
+                        ));
+                    }
                     w.finish(&meta).map_err(|e| {
                         fail(
                             &tx,

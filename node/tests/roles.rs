@@ -1,0 +1,202 @@
+//! Role changes between connected nodes, replication modes, long copies, and
+//! the primary's checks of joining peers (with hand-made secondaries).
+
+mod common;
+use common::*;
+use confd_ha::client::data::Txn;
+use confd_ha::errcode::*;
+use confd_ha::proto::frame::{read_frame, write_frame};
+use confd_ha::proto::ha::{HaEvent, NOTIF_HA_INFO, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY};
+use confd_ha::proto::term::Term;
+use confd_ha::value::Value;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::net::TcpStream;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn secondary_told_beprimary_keeps_data_and_primary_told_besecondary_drops_its_own() {
+    let port = free_port();
+    let a = Node::start("a", 2, port, &[]);
+    let b = Node::start("b", 3, port, &[]);
+    let c = Node::start("c", 4, port, &[]);
+    let mut ha = a.ha();
+    ha.beprimary("a").unwrap();
+    let mut hb = b.ha();
+    hb.besecondary("b", &a.as_primary(), true).unwrap();
+    let mut hc = c.ha();
+    hc.besecondary("c", &a.as_primary(), true).unwrap();
+    a.set("/v", Value::Int32(1));
+    // b is told beprimary while connected: it keeps its data and stops receiving.
+    let mut eva = a.events(NOTIF_HA_INFO);
+    hb.beprimary("b").unwrap();
+    assert_eq!(b.get("/v"), Some(Value::Int32(1)));
+    match next_ha_event(&mut eva, T) {
+        HaEvent::SecondaryDied(n) => assert_eq!(n.id, buf("b")),
+        e => panic!("{e:?}"),
+    }
+    a.set("/v", Value::Int32(2));
+    assert_eq!(b.get("/v"), Some(Value::Int32(1)));
+    b.set("/w", Value::Int32(3));
+    assert_eq!(hb.get_status().unwrap(), (STATE_PRIMARY, vec![]));
+    // a (primary of c) is told besecondary to b: c is dropped first, a copies from b.
+    ha.besecondary("a", &b.as_primary(), true).unwrap();
+    c.wait_state(STATE_NONE, T);
+    assert_eq!(a.get("/w"), Some(Value::Int32(3)));
+    assert_eq!(a.get("/v"), Some(Value::Int32(1)));
+    assert_eq!(
+        ha.get_status().unwrap(),
+        (STATE_SECONDARY, vec![b.as_primary()])
+    );
+    assert_eq!(a.stat("full_copies_received"), 1);
+}
+
+#[test]
+fn async_replication_mode() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &["--replication", "async"]);
+    let s = Node::start("s", 3, port, &[]);
+    p.ha().beprimary("p").unwrap();
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+    for i in 0..20 {
+        p.set("/a", Value::Int32(i));
+    }
+    wait_for("async replication", T, || {
+        (s.get("/a") == Some(Value::Int32(19))).then_some(())
+    });
+    assert_eq!(s.data().txid().unwrap(), p.data().txid().unwrap());
+}
+
+#[test]
+fn ticks_flow_during_a_long_full_copy() {
+    let port = free_port();
+    let fast = ["--tick-timeout", "50ms"];
+    let p = Node::start("p", 2, port, &fast);
+    let s = Node::start("s", 3, port, &fast);
+    p.ha().beprimary("p").unwrap();
+    let mut d = p.data();
+    let val = vec![7u8; 1024 * 1024];
+    for i in 0..24 {
+        let mut t = Txn::new();
+        t.set(&format!("/blob/{i}"), Value::Binary(val.clone()));
+        d.commit(&t).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+    let took = t0.elapsed();
+    assert_eq!(s.get("/blob/23"), Some(Value::Binary(val)));
+    assert_eq!(s.stat("full_copies_received"), 1);
+    // Still connected after the copy (nobody declared the other dead).
+    p.set("/after", Value::Int32(1));
+    assert_eq!(s.get("/after"), Some(Value::Int32(1)));
+    assert_eq!(s.state(), STATE_SECONDARY);
+    eprintln!("24 MiB copy with 50 ms ticks took {took:?}");
+}
+
+// ---- hand-made secondaries speaking the node-to-node protocol ----
+
+fn mac(label: &str, a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(TOKEN.as_bytes()).unwrap();
+    m.update(label.as_bytes());
+    m.update(a);
+    m.update(b);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn send(s: &mut TcpStream, t: Term) {
+    write_frame(s, &t.encode()).unwrap();
+}
+
+fn recv(s: &mut TcpStream) -> Term {
+    Term::decode(&read_frame(s, 1 << 20).unwrap()).unwrap()
+}
+
+/// Runs the handshake as secondary `id` with protocol version `vsn`; returns
+/// the primary's last answer (welcome or reject) and the open socket.
+fn fake_join(p: &Node, id: &str, vsn: i32, good_mac: bool) -> (Term, TcpStream) {
+    let mut s = TcpStream::connect(format!("{}:{}", p.ip, p.ha_port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let ns = [1u8; 32];
+    send(
+        &mut s,
+        Term::Tuple(vec![
+            Term::atom("ha_hello"),
+            Term::int(vsn),
+            Term::binary(ns),
+        ]),
+    );
+    let ch = recv(&mut s);
+    let e = ch.as_tuple().unwrap().to_vec();
+    if e[0].is_atom("ha_reject") {
+        return (ch, s);
+    }
+    assert!(e[0].is_atom("ha_challenge"), "{ch:?}");
+    let np = e[2].as_binary().unwrap().to_vec();
+    assert_eq!(e[3].as_binary().unwrap(), &mac("primary", &ns, &np)[..]);
+    let m = if good_mac {
+        mac("secondary", &np, &ns)
+    } else {
+        vec![0u8; 32]
+    };
+    send(
+        &mut s,
+        Term::Tuple(vec![
+            Term::atom("ha_auth"),
+            Term::binary(m),
+            Term::binary(id),
+            Term::binary(&p.name),
+            Term::int(0),
+            Term::binary(""),
+        ]),
+    );
+    (recv(&mut s), s)
+}
+
+fn reject_code(t: &Term) -> Option<i128> {
+    match t.as_tuple()? {
+        [r, code, _] if r.is_atom("ha_reject") => code.as_int(),
+        _ => None,
+    }
+}
+
+#[test]
+fn primary_checks_version_token_and_the_255_limit() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &["--tick-timeout", "0"]);
+    p.ha().beprimary("p").unwrap();
+    let (t, _) = fake_join(&p, "v", 2, true);
+    assert_eq!(reject_code(&t), Some(CONFD_ERR_HA_BADVSN as i128), "{t:?}");
+    let (t, _) = fake_join(&p, "x", 1, false);
+    assert_eq!(
+        reject_code(&t),
+        Some(CONFD_ERR_HA_BADTOKEN as i128),
+        "{t:?}"
+    );
+    assert!(p.log_text().contains("TOKEN_MISMATCH"));
+    let mut held = Vec::new();
+    for i in 0..255 {
+        let (t, s) = fake_join(&p, &format!("f{i}"), 1, true);
+        let e = t.as_tuple().unwrap();
+        assert!(
+            e[0].is_atom("ha_welcome") && e[1].is_atom("nocopy"),
+            "{t:?}"
+        );
+        held.push(s);
+    }
+    let (t, _) = fake_join(&p, "f255", 1, true);
+    assert_eq!(
+        reject_code(&t),
+        Some(CONFD_ERR_TOO_MANY_SESSIONS as i128),
+        "{t:?}"
+    );
+    assert_eq!(p.data().node_state().unwrap().secondaries.len(), 255);
+    // One leaves: there is room again.
+    drop(held.pop());
+    wait_for("a free slot", T, || {
+        (p.data().node_state().unwrap().secondaries.len() == 254).then_some(())
+    });
+    let (t, _s) = fake_join(&p, "f255", 1, true);
+    assert!(t.as_tuple().unwrap()[0].is_atom("ha_welcome"), "{t:?}");
+}
