@@ -60,6 +60,7 @@ wait_state() {
 copies() { "$CTL" -a "$(ip_of "$1")" -p "$IPC_PORT" stats 2>/dev/null | awk '$1=="full_copies_received"{print $2}'; }
 
 cleanup() {
+    [ -n "${WATCH:-}" ] && kill "$WATCH" 2>/dev/null
     for p in "${PID[@]}"; do kill "$p" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$WORK"
@@ -72,43 +73,51 @@ bold "1. Three ha-node processes on 127.0.0.1-3 (HA port $HA_PORT, tick $TICK); 
 for n in 1 2 3; do start_node $n; done
 ctl 1 status
 
-bold "2. n1 becomes primary; n2 joins synchronously, n3 asynchronously"
+bold "2. n1 becomes primary and gets its first configuration"
 ctl 1 primary n1
+ctl 1 set /system/hostname demo-router
+
+bold "3. n2 joins synchronously, n3 asynchronously; both need a full copy of n1's store"
+# Watch n2's HA events in the background (printed at step 6).
+"$CTL" -a "$(ip_of 2)" -p "$IPC_PORT" watch >"$WORK/n2-events" 2>&1 &
+WATCH=$!
 ctl 2 secondary n2 n1 "$(ip_of 1)"
 ctl 3 secondary n3 n1 "$(ip_of 1)" --async
 wait_state 3 secondary
 ctl 1 status
+echo "  full copies received: n2 $(copies 2), n3 $(copies 3)"
 
-bold "3. A commit on the primary is on both secondaries when it returns"
-ctl 1 set /system/hostname demo-router
+bold "4. A commit on the primary is on both secondaries when it returns"
 ctl 1 set /servers/server{www}/port 8080 --type uint16
 ctl 2 get /system/hostname
 ctl 3 get /servers/server{www}/port
 ctl 3 list /servers
 
-bold "4. A write on a secondary is refused"
+bold "5. A write on a secondary is refused"
 ctl 2 set /system/hostname rogue
 
-bold "5. Failover: kill -9 of the primary n1; the secondaries notice (no ticks / closed) and go to NONE"
+bold "6. Failover: kill -9 of the primary n1; the secondaries notice and go to NONE"
 kill -9 "${PID[1]}"; wait "${PID[1]}" 2>/dev/null; unset 'PID[1]'
 wait_state 2 none && wait_state 3 none
 ctl 2 status
+echo "  HA events seen on n2 (ha-ctl watch):"
+sed 's/^/    /' "$WORK/n2-events"
 
-bold "6. The HA framework promotes n2; n3 re-joins it without a full copy"
+bold "7. The HA framework promotes n2; n3 re-joins it without a full copy (same transaction id)"
 before=$(copies 3)
 ctl 2 primary n2
 ctl 3 secondary n3 n2 "$(ip_of 2)"
 after=$(copies 3)
 echo "  full copies received by n3: before $before, after $after"
 
-bold "7. n1 restarts from its data directory and re-joins as a secondary, without a full copy"
+bold "8. n1 restarts from its data directory and re-joins as a secondary, without a full copy"
 start_node 1
 ctl 1 get /system/hostname
 ctl 1 secondary n1 n2 "$(ip_of 2)"
-echo "  full copies received by n1: $(copies 1)"
+echo "  full copies received by n1 since its restart: $(copies 1)"
 ctl 2 status
 
-bold "8. A commit on the new primary reaches both"
+bold "9. A commit on the new primary reaches both"
 ctl 2 set /system/hostname demo-router-2
 ctl 1 get /system/hostname
 ctl 3 get /system/hostname
