@@ -103,6 +103,48 @@ fn bench_full_copy_100mb() {
         dt.as_secs_f64(),
         100.0 / dt.as_secs_f64()
     );
+    // The machine's floors, measured in the same run.
+    let tmp = TempDir::new("floor");
+    let f = tmp.path().join("seq");
+    let chunk = vec![0xa5u8; 1 << 20];
+    let t0 = Instant::now();
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&f).unwrap();
+        for _ in 0..100 {
+            file.write_all(&chunk).unwrap();
+        }
+        file.sync_data().unwrap();
+    }
+    let disk = t0.elapsed();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    let rd = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = l.accept().unwrap();
+        let mut b = vec![0u8; 1 << 20];
+        let mut n = 0usize;
+        while n < 100 << 20 {
+            n += s.read(&mut b).unwrap();
+        }
+    });
+    let t0 = Instant::now();
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(a).unwrap();
+        for _ in 0..100 {
+            s.write_all(&chunk).unwrap();
+        }
+    }
+    rd.join().unwrap();
+    let net = t0.elapsed();
+    println!(
+        "BENCH floors: 100 MB sequential write + fdatasync {:.3} s ({:.0} MB/s); 100 MB loopback TCP {:.3} s ({:.0} MB/s)",
+        disk.as_secs_f64(),
+        100.0 / disk.as_secs_f64(),
+        net.as_secs_f64(),
+        100.0 / net.as_secs_f64()
+    );
 }
 
 #[test]
