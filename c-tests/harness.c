@@ -161,16 +161,47 @@ int hn_free_port(const char *ip2)
     return -1;
 }
 
-static int tcp_accepts(int port)
+int have_ipv6_loopback(void)
 {
-    struct sockaddr_in a;
-    int s = socket(AF_INET, SOCK_STREAM, 0), ok;
+    struct sockaddr_in6 a;
+    int s = socket(AF_INET6, SOCK_STREAM, 0), ok;
     if (s < 0) return 0;
     memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok = connect(s, (struct sockaddr *)&a, sizeof a) == 0;
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
+    close(s);
+    return ok;
+}
+
+/* Does the node's IPC endpoint accept a connection? */
+static int ipc_accepts(const struct hn_node *n)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int s, ok;
+    memset(&ss, 0, sizeof ss);
+    if (strcmp(n->ipc_host, "none") == 0) {
+        struct sockaddr_un *u = (struct sockaddr_un *)&ss;
+        u->sun_family = AF_UNIX;
+        snprintf(u->sun_path, sizeof u->sun_path, "%s", n->ipc_path);
+        len = sizeof *u;
+    } else if (strchr(n->ipc_host, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(n->ipc_port);
+        inet_pton(AF_INET6, n->ipc_host, &a->sin6_addr);
+        len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(n->ipc_port);
+        inet_pton(AF_INET, n->ipc_host, &a->sin_addr);
+        len = sizeof *a;
+    }
+    s = socket(ss.ss_family, SOCK_STREAM, 0);
+    if (s < 0) return 0;
+    ok = connect(s, (struct sockaddr *)&ss, len) == 0;
     close(s);
     return ok;
 }
@@ -187,6 +218,12 @@ void hn_dump_log(const struct hn_node *n)
 
 int hn_start(struct hn_node *n, const char *ip, int ha_port, const char *const *extra)
 {
+    return hn_start_ipc(n, ip, ha_port, "127.0.0.1", extra);
+}
+
+int hn_start_ipc(struct hn_node *n, const char *ip, int ha_port, const char *ipc_host,
+                 const char *const *extra)
+{
     const char *bin = getenv("HA_NODE");
     char ipc_addr[64], ha_addr[64], data_dir[128];
     const char *argv[32];
@@ -197,6 +234,7 @@ int hn_start(struct hn_node *n, const char *ip, int ha_port, const char *const *
     if (!bin || !*bin) bin = "target/release/ha-node";
     memset(n, 0, sizeof *n);
     snprintf(n->ip, sizeof n->ip, "%s", ip);
+    snprintf(n->ipc_host, sizeof n->ipc_host, "%s", ipc_host);
     snprintf(n->dir, sizeof n->dir, "/tmp/hnXXXXXX");
     if (!mkdtemp(n->dir)) {
         printf("    hn_start: mkdtemp: %s\n", strerror(errno));
@@ -210,7 +248,12 @@ int hn_start(struct hn_node *n, const char *ip, int ha_port, const char *const *
     }
     snprintf(n->ipc_path, sizeof n->ipc_path, "%s/ipc.sock", n->dir);
     snprintf(n->log, sizeof n->log, "%s/ha-node.log", n->dir);
-    snprintf(ipc_addr, sizeof ipc_addr, "127.0.0.1:%d", n->ipc_port);
+    if (strcmp(ipc_host, "none") == 0)
+        snprintf(ipc_addr, sizeof ipc_addr, "none");
+    else if (strchr(ipc_host, ':'))
+        snprintf(ipc_addr, sizeof ipc_addr, "[%s]:%d", ipc_host, n->ipc_port);
+    else
+        snprintf(ipc_addr, sizeof ipc_addr, "%s:%d", ipc_host, n->ipc_port);
     snprintf(ha_addr, sizeof ha_addr, "%s:%d", ip, n->ha_port);
     snprintf(data_dir, sizeof data_dir, "%s/data", n->dir);
 
@@ -262,10 +305,10 @@ int hn_start(struct hn_node *n, const char *ip, int ha_port, const char *const *
             hn_dump_log(n);
             return -1;
         }
-        if (tcp_accepts(n->ipc_port)) return 0;
+        if (ipc_accepts(n)) return 0;
         poll_pause();
     }
-    printf("    hn_start: ha-node did not accept on 127.0.0.1:%d within 20 s\n", n->ipc_port);
+    printf("    hn_start: ha-node did not accept on %s within 20 s\n", ipc_addr);
     hn_dump_log(n);
     hn_stop(n);
     return -1;
@@ -344,6 +387,22 @@ int ha_connect_tcp(const struct hn_node *n, const char *token)
     return s;
 }
 
+int ha_connect_tcp6(const struct hn_node *n, const char *token)
+{
+    struct sockaddr_in6 a;
+    int s = socket(AF_INET6, SOCK_STREAM, 0);
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(n->ipc_port);
+    a.sin6_addr = in6addr_loopback;
+    if (confd_ha_connect(s, (struct sockaddr *)&a, sizeof a, token) != CONFD_OK) {
+        printf("    ha_connect_tcp6(%d): errno %d: %s\n", n->ipc_port, confd_errno, confd_lasterr());
+        close(s);
+        return -1;
+    }
+    return s;
+}
+
 int ha_connect_unix(const struct hn_node *n, const char *token)
 {
     struct sockaddr_un a;
@@ -361,21 +420,20 @@ int ha_connect_unix(const struct hn_node *n, const char *token)
 
 int wait_state(int sock, int state, int nodes, int timeout_ms, struct confd_ha_status *out)
 {
-    static struct confd_ha_status st;
+    /* Filled in place: the node ids point into the struct itself, so a copy
+       would point into the original. */
+    static struct confd_ha_status own;
+    struct confd_ha_status *st = out ? out : &own;
     long long deadline = now_ms() + timeout_ms;
     for (;;) {
-        int rc = confd_ha_get_status(sock, &st);
-        if (rc == CONFD_OK && (int)st.state == state && (nodes < 0 || st.num_nodes == nodes)) {
-            if (out) memcpy(out, &st, sizeof st);
-            return 0;
-        }
+        int rc = confd_ha_get_status(sock, st);
+        if (rc == CONFD_OK && (int)st->state == state && (nodes < 0 || st->num_nodes == nodes)) return 0;
         if (rc != CONFD_OK || now_ms() >= deadline) {
             if (rc != CONFD_OK)
                 printf("    wait_state: get_status failed: %d errno %d %s\n", rc, confd_errno, confd_lasterr());
             else
                 printf("    wait_state: state %d with %d nodes, wanted %d with %d\n",
-                       (int)st.state, st.num_nodes, state, nodes);
-            if (out) memcpy(out, &st, sizeof st);
+                       (int)st->state, st->num_nodes, state, nodes);
             return -1;
         }
         poll_pause();

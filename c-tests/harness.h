@@ -57,7 +57,8 @@ struct hn_node {
     pid_t pid;          /* 0 when not running */
     char ip[32];        /* its HA address (127.0.0.x) */
     int ha_port;        /* cluster-wide HA port */
-    int ipc_port;       /* TCP IPC on 127.0.0.1 */
+    int ipc_port;       /* TCP IPC port */
+    char ipc_host[48];  /* TCP IPC host: 127.0.0.1, ::1, or "none" */
     char dir[64];       /* scratch dir: data/, ipc.sock, ha-node.log */
     char ipc_path[108]; /* Unix IPC socket */
     char log[96];
@@ -69,6 +70,12 @@ int hn_free_port(const char *ip2);
    extra flags (NULL-terminated list, may be NULL); returns 0 when its IPC
    port accepts connections within 20 s, else -1 (with the log printed). */
 int hn_start(struct hn_node *n, const char *ip, int ha_port, const char *const *extra);
+/* The same with TCP IPC on ipc_host ("127.0.0.1", "::1", or "none" for the
+   Unix socket only; readiness is then checked on the Unix socket). */
+int hn_start_ipc(struct hn_node *n, const char *ip, int ha_port, const char *ipc_host,
+                 const char *const *extra);
+/* Is there an IPv6 loopback (::1) on this machine? */
+int have_ipv6_loopback(void);
 /* SIGTERM, wait (with a deadline) and reap; SIGKILL if it does not stop. */
 void hn_stop(struct hn_node *n);
 /* Sends `sig` and, for fatal signals, reaps. */
@@ -85,6 +92,7 @@ void make_node4(struct confd_ha_node *n, const char *id, const char *ip);
    -1 on failure (the socket is closed). */
 int ha_connect_tcp(const struct hn_node *n, const char *token);
 int ha_connect_unix(const struct hn_node *n, const char *token);
+int ha_connect_tcp6(const struct hn_node *n, const char *token);
 /* Polls confd_ha_get_status on the HA socket `sock` until the node is in
    `state` with `nodes` nodes (nodes < 0: any), within timeout_ms. Fills
    *out (if not NULL) with the last status. Returns 0 when reached. */
