@@ -240,7 +240,7 @@ fn frozen_secondary_is_dropped_and_commits_go_on() {
     }
     // 3 ticks of 200 ms, plus scheduling slack.
     assert!(
-        dropped_after < Duration::from_millis(2000),
+        dropped_after < Duration::from_millis(4000),
         "dropped after {dropped_after:?}"
     );
     assert_eq!(hp.get_status().unwrap().1.len(), 1);
