@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// At most this many secondaries per primary or relay (the C status struct holds 255).
 pub const MAX_SECONDARIES: usize = 255;
+/// Replication data queued for one secondary beyond this cuts it off.
+const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 /// A full copy keeps at most this many bytes queued for the writer.
 const COPY_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -44,6 +46,7 @@ pub struct Peer {
 struct PeerOut {
     copying: bool,
     backlog: Vec<Arc<Vec<u8>>>,
+    backlog_bytes: usize,
 }
 
 impl Peer {
@@ -53,12 +56,25 @@ impl Peer {
     }
 
     /// Queues a transaction frame (held back while a full copy is going out).
+    /// A secondary that lets more than MAX_QUEUED_BYTES pile up is cut off.
     pub fn send(&self, f: Arc<Vec<u8>>) {
         let mut o = lock(&self.out);
         if o.copying {
+            o.backlog_bytes += f.len();
             o.backlog.push(f);
+            if o.backlog_bytes > MAX_QUEUED_BYTES {
+                drop(o);
+                self.kill("too much replication data held back during its full copy");
+            }
         } else {
             self.push(f);
+            drop(o);
+            if self.wstate.queued.load(Ordering::Relaxed) > MAX_QUEUED_BYTES {
+                self.kill(&format!(
+                    "more than {} MiB of replication data unread",
+                    MAX_QUEUED_BYTES >> 20
+                ));
+            }
         }
     }
 
@@ -467,6 +483,7 @@ impl Downstream {
                 out: Mutex::new(PeerOut {
                     copying: copy,
                     backlog: Vec::new(),
+                    backlog_bytes: 0,
                 }),
                 acked: AtomicU64::new(if copy { 0 } else { init_seq }),
                 initialized: AtomicBool::new(!copy),
@@ -581,6 +598,7 @@ impl Downstream {
                 break;
             }
             let b = std::mem::take(&mut o.backlog);
+            o.backlog_bytes = 0;
             drop(o);
             for f in b {
                 peer.push(f);
