@@ -561,7 +561,7 @@ impl Store {
         let mut txn = db.begin_write().map_err(db_err("open"))?;
         txn.set_durability(Durability::Immediate);
         {
-            txn.open_table(DATA).map_err(db_err("open"))?;
+            let data = txn.open_table(DATA).map_err(db_err("open"))?;
             txn.open_table(BLOBS).map_err(db_err("open"))?;
             txn.open_table(BLOB_REFS).map_err(db_err("open"))?;
             let mut meta = txn.open_table(META).map_err(db_err("open"))?;
@@ -569,14 +569,25 @@ impl Store {
                 Some(v) => Some(decode_u64("meta format", v.value())?),
                 None => None,
             };
+            let refuse = |what: String| StoreError::Db {
+                op: "open",
+                msg: format!(
+                    "{}: {what}; this ha-node reads record format {FORMAT} (move the data \
+                     directory away and let the node get a full copy)",
+                    file.display()
+                ),
+            };
             match format {
                 Some(FORMAT) => {}
                 Some(other) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{}: record format {other} is not supported (this ha-node reads \
-                         format {FORMAT})",
-                        file.display()
-                    )))
+                    return Err(refuse(format!("record format {other} is not supported")))
+                }
+                None if !data.is_empty().map_err(db_err("open"))? => {
+                    return Err(refuse(
+                        "the data was written by an early ha-node build without a record \
+                         format"
+                            .into(),
+                    ))
                 }
                 None => {
                     meta.insert(META_FORMAT, FORMAT.to_be_bytes().as_slice())
@@ -800,6 +811,8 @@ impl Store {
 // Snapshot
 
 /// A consistent read view of the whole store (see [`Store::snapshot`]). `Send`.
+///
+/// It keeps the database open: drop it before opening the same directory again.
 pub struct Snapshot {
     // Field order = drop order: the iterator and tables, then the transaction, then the database.
     range: redb::Range<'static, &'static [u8], &'static [u8]>,
@@ -1811,6 +1824,20 @@ mod tests {
             err.to_string().contains("record format 9 is not supported"),
             "{err}"
         );
+        // Data without a format mark (the very first builds) is refused, not misread.
+        let d2 = TempDir::new("noformat");
+        {
+            let s = open(&d2);
+            let txn = s.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(META_FORMAT).unwrap();
+            txn.open_table(DATA)
+                .unwrap()
+                .insert(b"/a".as_slice(), [131u8, 97, 1].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&d2.0).unwrap_err();
+        assert!(err.to_string().contains("without a record format"), "{err}");
     }
 
     /// CPU time of the calling thread (redb does its work on the caller's thread).
