@@ -22,6 +22,11 @@ mod errcode;
 const HEADERS: &[(&str, &str, &str)] = &[
     ("cbindgen.toml", "src/ffi/lib.rs", "confd_lib.h"),
     ("cbindgen-ha.toml", "src/ffi/ha.rs", "confd_ha.h"),
+    (
+        "cbindgen-events.toml",
+        "src/ffi/events.rs",
+        "confd_events.h",
+    ),
 ];
 
 fn main() {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include <confd_events.h>
 
 #ifndef CARGO_PKG_VERSION
 #error "build with -DCARGO_PKG_VERSION=... (the Makefile does)"
@@ -105,6 +106,53 @@ static void test_ha_layout(void)
     OFF(struct confd_ha_status, num_nodes, 81608);
     CHECK(sizeof(((struct confd_ha_status *)0)->nodes) / sizeof(struct confd_ha_node) == 255, "255 nodes");
     SZ(enum confd_ha_status_state, 4);
+}
+
+static void test_events_layout(void)
+{
+    struct confd_notification n;
+    SZ(struct confd_ha_notification, 328);
+    OFF(struct confd_ha_notification, type, 0);
+    OFF(struct confd_ha_notification, data, 8);
+    CHECK((void *)&n.n.hnot.data.secondary_died == (void *)&n.n.hnot.data.slave_arrived, "aliases");
+    SZ(n.n.hnot.data, 320);
+    OFF(struct confd_notification, type, 0);
+    OFF(struct confd_notification, n, 8);
+    CHECK((char *)&n.n.hnot - (char *)&n == 8, "hnot at 8");
+    CHECK(sizeof n >= 8 + 328, "room for hnot");
+    SZ(struct confd_notifications_data, 112);
+    OFF(struct confd_notifications_data, heartbeat_interval, 0);
+    OFF(struct confd_notifications_data, health_check_interval, 4);
+    OFF(struct confd_notifications_data, stream_name, 8);
+    OFF(struct confd_notifications_data, start_time, 16);
+    OFF(struct confd_notifications_data, stop_time, 56);
+    OFF(struct confd_notifications_data, xpath_filter, 96);
+    OFF(struct confd_notifications_data, usid, 104);
+    OFF(struct confd_notifications_data, verbosity, 108);
+    SZ(enum confd_notification_type, 4);
+    SZ(enum confd_ha_info_type, 4);
+    /* enum confd_ha_info_type and old names */
+    EQ(CONFD_HA_INFO_NOPRIMARY, 1); EQ(CONFD_HA_INFO_SECONDARY_DIED, 2); EQ(CONFD_HA_INFO_SECONDARY_ARRIVED, 3);
+    EQ(CONFD_HA_INFO_SECONDARY_INITIALIZED, 4); EQ(CONFD_HA_INFO_IS_PRIMARY, 5); EQ(CONFD_HA_INFO_IS_NONE, 6);
+    EQ(CONFD_HA_INFO_BESECONDARY_RESULT, 7); EQ(CONFD_HA_INFO_NOMASTER, 1); EQ(CONFD_HA_INFO_SLAVE_DIED, 2);
+    EQ(CONFD_HA_INFO_SLAVE_ARRIVED, 3); EQ(CONFD_HA_INFO_SLAVE_INITIALIZED, 4); EQ(CONFD_HA_INFO_IS_MASTER, 5);
+    EQ(CONFD_HA_INFO_BESLAVE_RESULT, 7);
+    /* enum confd_notification_type, spec §C.6 */
+    EQ(CONFD_NOTIF_AUDIT, 1); EQ(CONFD_NOTIF_DAEMON, 2); EQ(CONFD_NOTIF_SYSLOG, 2); EQ(CONFD_NOTIF_TAKEOVER_SYSLOG, 4);
+    EQ(CONFD_NOTIF_SYSLOG_TAKEOVER, 6); EQ(CONFD_NOTIF_COMMIT_SIMPLE, 8); EQ(CONFD_NOTIF_COMMIT_DIFF, 16);
+    EQ(CONFD_NOTIF_USER_SESSION, 32); EQ(CONFD_NOTIF_HA_INFO, 64); EQ(CONFD_NOTIF_SUBAGENT_INFO, 128);
+    EQ(CONFD_NOTIF_COMMIT_FAILED, 256); EQ(CONFD_NOTIF_SNMPA, 512); EQ(CONFD_NOTIF_FORWARD_INFO, 1024);
+    EQ(CONFD_NOTIF_NETCONF, 2048); EQ(CONFD_NOTIF_DEVEL, 4096); EQ(CONFD_NOTIF_HEARTBEAT, 8192);
+    EQ(CONFD_NOTIF_CONFIRMED_COMMIT, 1 << 14); EQ(CONFD_NOTIF_UPGRADE_EVENT, 1 << 15);
+    EQ(CONFD_NOTIF_COMMIT_PROGRESS, 1 << 16); EQ(CONFD_NOTIF_AUDIT_SYNC, 1 << 17);
+    EQ(CONFD_NOTIF_HEALTH_CHECK, 1 << 18); EQ(CONFD_NOTIF_STREAM_EVENT, 1 << 19);
+    EQ(CONFD_NOTIF_HA_INFO_SYNC, 1048576); EQ(NCS_NOTIF_PACKAGE_RELOAD, 1 << 21); EQ(NCS_NOTIF_CQ_PROGRESS, 1 << 22);
+    EQ(CONFD_NOTIF_REOPEN_LOGS, 1 << 23); EQ(CONFD_NOTIF_PROGRESS, 1 << 24); EQ(NCS_NOTIF_CALL_HOME_INFO, 1 << 25);
+    EQ(CONFD_NOTIF_JSONRPC, 1 << 26); EQ(CONFD_NOTIF_WEBUI, 1 << 27); EQ(NCS_NOTIF_AUDIT_NETWORK, 1 << 28);
+    EQ(NCS_NOTIF_AUDIT_NETWORK_SYNC, 1 << 29); EQ(CONFD_NOTIF_COMPACTION, 1 << 30);
+    EQ(CONFD_NOTIF_SYSTEM_GOING_DOWN, 2147483648u);
+    EQ(CONFD_PROGRESS_NORMAL, 0); EQ(CONFD_PROGRESS_VERBOSE, 1); EQ(CONFD_PROGRESS_VERY_VERBOSE, 2);
+    EQ(CONFD_PROGRESS_DEBUG, 3);
 }
 
 static void test_enums(void)
@@ -279,6 +327,7 @@ int main(void)
 {
     t_run("value_layout", test_value_layout);
     t_run("ha_layout", test_ha_layout);
+    t_run("events_layout", test_events_layout);
     t_run("enums_and_constants", test_enums);
     t_run("error_numbers_and_texts", test_error_numbers_and_texts);
     t_run("version", test_version);

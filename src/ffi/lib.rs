@@ -7,6 +7,10 @@
 //! `*Int` aliases below, printed as `enum ...` in the header by cbindgen's
 //! rename table): a number coming from C is never read as a Rust enum.
 
+// The C contract of every exported function (pointer validity, NULL,
+// ownership, threads) is in its doc comment's fixed phrases, which the
+// header carries; a Rust `# Safety` heading would only repeat it.
+#![allow(clippy::missing_safety_doc)]
 #![allow(non_camel_case_types, non_upper_case_globals)]
 
 use super::{check_init, fail, ffi_boundary, tri, usage};

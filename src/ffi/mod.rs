@@ -21,6 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
+pub mod events;
 pub mod ha;
 pub mod lib;
 
@@ -168,7 +169,7 @@ impl PanicResult for () {
 impl PanicResult for *const c_char {
     fn on_panic(func: &str, msg: &str) -> *const c_char {
         <() as PanicResult>::on_panic(func, msg);
-        b"internal error\0".as_ptr().cast()
+        c"internal error".as_ptr()
     }
 }
 
