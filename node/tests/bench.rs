@@ -2,7 +2,12 @@
 //!   cargo test -p ha-node --release --test bench -- --ignored --nocapture --test-threads 1
 //! Prints commit latency p50/p99 with sync replication to 0, 1 and 2
 //! secondaries, throughput with 8 clients, full-copy time, and failover
-//! detection time with a 100 ms tick.
+//! detection time with a 100 ms tick, and the latency of HA events after a
+//! role change.
+//!
+//! Output for scripts/bench.sh: one line per figure, `BENCH <name> <value> <unit>`
+//! (lines starting with `#` are commentary). `BENCH_SCALE=0.1` shrinks the
+//! iteration counts (for a quick try; figures then are rough).
 
 mod common;
 use common::*;
@@ -14,6 +19,33 @@ use std::time::{Duration, Instant};
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+/// One machine-readable figure.
+fn bench(name: &str, value: f64, unit: &str) {
+    println!("BENCH {name} {value:.3} {unit}");
+}
+
+/// `n` scaled by BENCH_SCALE (default 1), at least `min`.
+fn scaled(n: usize, min: usize) -> usize {
+    let f: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|f: &f64| *f > 0.0)
+        .unwrap_or(1.0);
+    ((n as f64 * f) as usize).max(min)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Bytes a process caused to be written to storage (/proc/PID/io write_bytes).
+fn write_bytes(pid: i32) -> Option<u64> {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    t.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn cluster(n_sec: usize) -> (Node, Vec<Node>) {
@@ -36,7 +68,7 @@ fn bench_commit_latency_and_throughput() {
     for n_sec in [0usize, 1, 2] {
         let (p, _secs) = cluster(n_sec);
         let mut d = p.data();
-        let n = 2000;
+        let n = scaled(2000, 50);
         let mut lat = Vec::with_capacity(n);
         for i in 0..n {
             let mut t = Txn::new();
@@ -49,7 +81,8 @@ fn bench_commit_latency_and_throughput() {
         let p99 = pct(&mut lat, 0.99);
         // 8 concurrent clients.
         let ep = p.ep();
-        let per = 500;
+        let per = scaled(500, 20) as u32;
+        let commits0 = p.stat("commits");
         let t0 = Instant::now();
         let hs: Vec<_> = (0..8)
             .map(|c| {
@@ -68,12 +101,17 @@ fn bench_commit_latency_and_throughput() {
             h.join().unwrap();
         }
         let tput = (8 * per) as f64 / t0.elapsed().as_secs_f64();
+        assert_eq!(p.stat("commits") - commits0, 8 * per as i64);
         println!(
-            "BENCH commit sync to {n_sec} secondaries: 1 client p50 {:.3} ms p99 {:.3} ms; 8 clients {:.0} commits/s",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
+            "# commit sync to {n_sec} secondaries: 1 client p50 {:.3} ms p99 {:.3} ms; 8 clients {:.0} commits/s",
+            ms(p50),
+            ms(p99),
             tput
         );
+        bench(&format!("commit.sec{n_sec}.calls"), n as f64, "count");
+        bench(&format!("commit.sec{n_sec}.p50"), ms(p50), "ms");
+        bench(&format!("commit.sec{n_sec}.p99"), ms(p99), "ms");
+        bench(&format!("commit.sec{n_sec}.tput8"), tput, "commits/s");
     }
 }
 
@@ -93,16 +131,28 @@ fn bench_full_copy_100mb() {
         d.commit(&t).unwrap();
     }
     let mut hs = s.ha();
+    let wb0 = write_bytes(s.pid());
     let t0 = Instant::now();
     hs.besecondary("s", &p.as_primary(), true).unwrap();
     let dt = t0.elapsed();
+    let wb1 = write_bytes(s.pid());
     assert_eq!(s.stat("full_copies_received"), 1);
     println!(
-        "BENCH full copy of {} MB: {:.3} s ({:.0} MB/s)",
+        "# full copy of {} MB: {:.3} s ({:.0} MB/s)",
         400 * 256 / 1024,
         dt.as_secs_f64(),
         100.0 / dt.as_secs_f64()
     );
+    bench("copy.100mb.time", dt.as_secs_f64(), "s");
+    bench("copy.100mb.rate", 100.0 / dt.as_secs_f64(), "MB/s");
+    if let (Some(a), Some(b)) = (wb0, wb1) {
+        // What the secondary wrote to storage during the copy (redb's pages,
+        // its free list and the old copy's pages count too).
+        bench("copy.100mb.secondary_written", (b - a) as f64 / 1e6, "MB");
+    }
+    if let Ok(md) = std::fs::metadata(s.dir.join("store.redb")) {
+        bench("copy.100mb.secondary_file", md.len() as f64 / 1e6, "MB");
+    }
     // The machine's floors, measured in the same run.
     let tmp = TempDir::new("floor");
     let f = tmp.path().join("seq");
@@ -139,17 +189,21 @@ fn bench_full_copy_100mb() {
     rd.join().unwrap();
     let net = t0.elapsed();
     println!(
-        "BENCH floors: 100 MB sequential write + fdatasync {:.3} s ({:.0} MB/s); 100 MB loopback TCP {:.3} s ({:.0} MB/s)",
+        "# floors: 100 MB sequential write + fdatasync {:.3} s ({:.0} MB/s); 100 MB loopback TCP {:.3} s ({:.0} MB/s)",
         disk.as_secs_f64(),
         100.0 / disk.as_secs_f64(),
         net.as_secs_f64(),
         100.0 / net.as_secs_f64()
     );
+    bench("floor.disk_100mb.time", disk.as_secs_f64(), "s");
+    bench("floor.disk_100mb.rate", 100.0 / disk.as_secs_f64(), "MB/s");
+    bench("floor.tcp_100mb.time", net.as_secs_f64(), "s");
+    bench("floor.tcp_100mb.rate", 100.0 / net.as_secs_f64(), "MB/s");
 }
 
-#[test]
-#[ignore]
-fn bench_failover_detection_100ms_tick() {
+/// A primary and a secondary with a 100 ms tick; `how` freezes or kills the
+/// primary; returns the time until the secondary reports NOPRIMARY.
+fn failover_once(how: i32) -> Duration {
     let port = free_port();
     let p = Node::start(
         "p",
@@ -167,13 +221,104 @@ fn bench_failover_detection_100ms_tick() {
     s.ha().besecondary("s", &p.as_primary(), true).unwrap();
     let mut ev = s.events(NOTIF_HA_INFO);
     let t0 = Instant::now();
-    p.signal(libc::SIGSTOP);
+    p.signal(how);
     let e = next_ha_event(&mut ev, Duration::from_secs(10));
     let dt = t0.elapsed();
     p.signal(libc::SIGCONT);
-    assert!(matches!(e, HaEvent::NoPrimary { .. }));
-    println!(
-        "BENCH failover detection with 100 ms tick: {:.1} ms (goal <= 350 ms)",
-        dt.as_secs_f64() * 1e3
-    );
+    assert!(matches!(e, HaEvent::NoPrimary { .. }), "got {e:?}");
+    dt
+}
+
+#[test]
+#[ignore]
+fn bench_failover_detection_100ms_tick() {
+    let reps = scaled(7, 2);
+    for (name, sig) in [("sigstop", libc::SIGSTOP), ("kill9", libc::SIGKILL)] {
+        let mut v: Vec<Duration> = (0..reps).map(|_| failover_once(sig)).collect();
+        v.sort();
+        println!(
+            "# failover detection with 100 ms tick after {name} of the primary: {:?} ms (goal <= 350 ms)",
+            v.iter().map(|d| (ms(*d) * 10.0).round() / 10.0).collect::<Vec<_>>()
+        );
+        bench(&format!("failover.{name}.reps"), reps as f64, "count");
+        bench(&format!("failover.{name}.min"), ms(v[0]), "ms");
+        bench(&format!("failover.{name}.p50"), ms(v[v.len() / 2]), "ms");
+        bench(&format!("failover.{name}.max"), ms(v[v.len() - 1]), "ms");
+    }
+}
+
+/// Issue 4: from a role-change call returning (beprimary / benone
+/// alternating) to the HA_INFO event read by a subscriber blocked in read
+/// on its own thread. Also from the call's start, which cannot be negative
+/// (the daemon emits the event before it answers, so the subscriber may
+/// read it before the call returns: then the first figure is negative).
+#[test]
+#[ignore]
+fn bench_event_latency() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &["--log-level", "warn"]);
+    let mut ev = p.events(NOTIF_HA_INFO);
+    let _ = ev.stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let n = scaled(2000, 50);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sub = std::thread::spawn(move || {
+        for _ in 0..n {
+            let e = loop {
+                match ev.read() {
+                    Ok(confd_ha::client::events::Event::Ha(e)) => break e,
+                    Ok(_) => {}
+                    Err(e) => panic!("reading events: {e}"),
+                }
+            };
+            if tx.send((Instant::now(), e)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut ha = p.ha();
+    let mut from_return = Vec::with_capacity(n);
+    let mut from_call = Vec::with_capacity(n);
+    let mut call = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        if i % 2 == 0 {
+            ha.beprimary("p").unwrap();
+        } else {
+            ha.benone().unwrap();
+        }
+        let t1 = Instant::now();
+        let (t2, e) = rx.recv_timeout(Duration::from_secs(10)).expect("event");
+        let want = if i % 2 == 0 {
+            HaEvent::IsPrimary
+        } else {
+            HaEvent::IsNone
+        };
+        assert_eq!(e, want);
+        // Signed, in microseconds: negative when read before the call returned.
+        let fr = if t2 >= t1 {
+            (t2 - t1).as_secs_f64()
+        } else {
+            -(t1 - t2).as_secs_f64()
+        } * 1e6;
+        from_return.push(fr);
+        from_call.push((t2 - t0).as_secs_f64() * 1e6);
+        call.push((t1 - t0).as_secs_f64() * 1e6);
+    }
+    sub.join().unwrap();
+    let q = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() as f64 - 1.0) * p) as usize]
+    };
+    let early = from_return.iter().filter(|x| **x < 0.0).count();
+    bench("event.calls", n as f64, "count");
+    for (name, v) in [
+        ("from_return", &mut from_return),
+        ("from_call", &mut from_call),
+        ("call", &mut call),
+    ] {
+        bench(&format!("event.{name}.p50"), q(v, 0.5), "us");
+        bench(&format!("event.{name}.p99"), q(v, 0.99), "us");
+        bench(&format!("event.{name}.max"), q(v, 1.0), "us");
+    }
+    bench("event.read_before_return", early as f64, "count");
 }
