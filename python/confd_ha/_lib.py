@@ -97,6 +97,10 @@ _OPTIONAL: Dict[str, Tuple[object, List[object], bool]] = {
     "confd_read_notification": (c_int, [c_int, c_void_p], True),
     "confd_free_notification": (None, [c_void_p], False),
     "confd_sync_ha_notification": (c_int, [c_int], True),
+    # cha.h: the availability-group API
+    "cha_node_state_get": (c_int, [c_void_p, c_int, c_void_p], True),
+    "cha_subscribe": (c_int, [c_void_p, c_int, c_int, c_int, c_void_p, c_void_p, c_void_p], True),
+    "cha_unsubscribe": (None, [c_void_p], False),
 }
 
 EVENTS_FUNCTIONS = (

@@ -379,3 +379,65 @@ def signed32(mask: int) -> int:
         raise ValueError("mask %d does not fit 32 bits" % m)
     return m - (1 << 32) if m & 0x80000000 else m
 
+
+
+# --------------------------------------------------------------------------
+# The project's availability-group C API (cha.h)
+
+CHA_ID_SIZE = 128
+CHA_ADDR_SIZE = 128
+CHA_TXID_SIZE = 256
+CHA_MAX_SECONDARIES = 255
+
+
+class ChaPeer(Structure):
+    """struct cha_peer: 264 bytes."""
+
+    _fields_ = [
+        ("id", c_char * CHA_ID_SIZE),
+        ("address", c_char * CHA_ADDR_SIZE),
+        ("last_tick_ms", c_int64),
+    ]
+
+
+class ChaNodeState(Structure):
+    """struct cha_node_state: 67992 bytes."""
+
+    _fields_ = [
+        ("role", c_int),
+        ("has_primary", c_int),
+        ("node_id", c_char * CHA_ID_SIZE),
+        ("primary", ChaPeer),
+        ("num_secondaries", c_int),
+        ("secondaries", ChaPeer * CHA_MAX_SECONDARIES),
+        ("seq", c_int64),
+        ("txid", c_char * CHA_TXID_SIZE),
+    ]
+
+
+class ChaEvent(Structure):
+    """struct cha_event: 288 bytes."""
+
+    _fields_ = [
+        ("type", c_int),
+        ("previous_role", c_int),
+        ("new_role", c_int),
+        ("ha_info_type", c_int),
+        ("ha_info_value", c_int),
+        ("ha_info_node", ChaPeer),
+    ]
+
+
+# void (*cha_event_cb)(const struct cha_event *ev, void *user_data)
+CHA_EVENT_CB = ctypes.CFUNCTYPE(None, ctypes.POINTER(ChaEvent), c_void_p)
+
+
+def address_dict(address: str) -> Dict[str, Any]:
+    """'af' and 'ip4' / 'ip6' / 'str' for an address given as text."""
+    for fam, key in ((AF_INET, "ip4"), (AF_INET6, "ip6")):
+        try:
+            socket.inet_pton(fam, address)
+            return {"af": fam, key: address}
+        except (OSError, ValueError):
+            pass
+    return {"af": AF_UNSPEC, "str": address or None}

@@ -18,25 +18,35 @@ way NSO's libraries find it -- ``NCS_IPC_PATH`` (a Unix socket) wins; else
 ``CONFD_IPC_ADDR`` / ``CONFD_IPC_PORT``; else ConfD's 127.0.0.1:4565. Every
 function also takes ``address=`` / ``port=`` or ``path=`` explicitly.
 
-Threading and ordering: each subscription has its own notification socket
-and its own daemon thread; its callbacks run on that thread, one at a time, in
+Threading and ordering: each subscription has its own connection to the
+node and its own thread; its callbacks run on that thread, one at a time, in
 the order the node sent the events. A callback that raises is logged (logger
-``confd_ha.availability_group``) and the subscription goes on. ``unsubscribe``
-wakes the thread and joins it, so no callback of that subscription runs after
-``unsubscribe`` returns; called from inside the subscription's own callback it
-returns at once and no further callback runs. If the node closes the socket
-the subscription ends (logged; ``subscription_error(sid)`` tells why).
+``confd_ha.availability_group``) and the subscription goes on.
+``unsubscribe`` stops the thread and joins it, so no callback of that
+subscription runs after ``unsubscribe`` returns; called from inside the
+subscription's own callback it returns at once and no further callback runs.
+Subscriptions still open at interpreter exit are ended by an atexit hook.
 
-Roles come from the HA events themselves: IS_PRIMARY -> PRIMARY; IS_NONE,
-NOPRIMARY and a failed BESECONDARY_RESULT -> NONE; SECONDARY_INITIALIZED and a
-successful BESECONDARY_RESULT -> SECONDARY. (``berelay`` produces no HA event,
-so RELAY is seen only through ``get_node_state``.) The role before the first
-event is taken from ``get_node_state()`` when the library offers it, else it is
-unknown and the first change reports ``previous=None``.
+Two engines give the same events:
+
+* When the library has the availability-group C API (``cha_subscribe``), the
+  library runs the subscription: after each HA event it reads the node state,
+  so roles are exact (RELAY included), the role before the first event is
+  known, and two quick changes may be reported as one (first role to last).
+* Otherwise the package runs it in Python over ``confd_ha.events`` and
+  derives roles from the HA events: IS_PRIMARY -> PRIMARY; IS_NONE, NOPRIMARY
+  and a failed BESECONDARY_RESULT -> NONE; SECONDARY_INITIALIZED and a
+  successful BESECONDARY_RESULT -> SECONDARY (``berelay`` has no event of its
+  own). The role before the first event comes from ``get_node_state()`` when
+  available, else the first change reports ``previous=None``. If the node
+  closes the socket the subscription ends (logged; ``subscription_error(sid)``
+  tells why).
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import datetime as _dt
 import enum
 import itertools
@@ -47,7 +57,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import _lib, events
+from . import _lib, _types, events
 from .error import ERR_EOF, Error
 
 __all__ = [
@@ -131,6 +141,10 @@ class Endpoint:
     def socket(self) -> socket.socket:
         return socket.socket(self.family, socket.SOCK_STREAM)
 
+    def sockaddr(self):
+        """(struct sockaddr buffer, size) for the C API."""
+        return _types.sockaddr(self.family, self.ip, self.port, self.path)
+
     def __str__(self) -> str:
         if self.path is not None:
             return self.path
@@ -181,19 +195,49 @@ def get_node_state(
     *, address: Optional[str] = None, port: Any = None, path: Optional[str] = None
 ) -> NodeState:
     """The node's role, id, primary, secondaries, last transaction id and
-    last heartbeat time. Needs the library's ``cha_node_state()``."""
+    last heartbeat time, through the library's ``cha_node_state_get()``
+    (NotImplementedError if this build of the library lacks it)."""
     ep = local_endpoint(address, port, path)
-    if not _lib.has("cha_node_state"):
+    if not _lib.has("cha_node_state_get"):
         raise NotImplementedError(
-            "get_node_state() needs cha_node_state() from libconfd_ha (the "
+            "get_node_state() needs cha_node_state_get() from libconfd_ha (the "
             "availability-group C API), which this build of the library lacks"
         )
-    return _cha_node_state(ep)  # pragma: no cover - bound when the C API lands
+    sa, size = ep.sockaddr()
+    out = _types.ChaNodeState()
+    _lib.fn("cha_node_state_get")(sa, size, ctypes.byref(out))
+    return _node_state(out)
 
 
-def _cha_node_state(ep: Endpoint) -> NodeState:  # pragma: no cover
-    raise NotImplementedError(
-        "cha_node_state() is exported but its binding is not written yet"
+def _text(b: bytes) -> str:
+    return _types.decode_text(b)
+
+
+def _peer(p: _types.ChaPeer) -> Peer:
+    return Peer(
+        node_id=_text(p.id),
+        address=_text(p.address),
+        last_heartbeat_time=_ms_to_datetime(p.last_tick_ms),
+    )
+
+
+def _node_state(st: _types.ChaNodeState) -> NodeState:
+    n = max(0, min(int(st.num_secondaries), _types.CHA_MAX_SECONDARIES))
+    primary = _peer(st.primary) if st.has_primary else None
+    secondaries = tuple(_peer(st.secondaries[i]) for i in range(n))
+    if primary is not None:
+        heartbeat = primary.last_heartbeat_time
+    else:
+        ticks = [p.last_heartbeat_time for p in secondaries if p.last_heartbeat_time]
+        heartbeat = max(ticks) if ticks else None
+    return NodeState(
+        node_role=NodeRole.from_state(st.role),
+        node_id=_text(st.node_id) or None,
+        primary=primary,
+        secondaries=secondaries,
+        last_txid=_text(st.txid),
+        last_seq=int(st.seq),
+        last_heartbeat_time=heartbeat,
     )
 
 
@@ -222,7 +266,10 @@ def role_after(hnot: Dict[str, Any]) -> Optional[NodeRole]:
     return None
 
 
-class _Subscription:
+class _PySubscription:
+    """A subscription run in Python over confd_ha.events (used when the
+    library has no cha_subscribe()): one notification socket, one thread."""
+
     def __init__(self, sid: int, event_id: EventId, callback: Callable[..., Any], ep: Endpoint):
         self.sid = sid
         self.event_id = event_id
@@ -240,7 +287,7 @@ class _Subscription:
         except BaseException:
             self._sock.close()
             raise
-        if event_id == EventId.NODE_ROLE_CHANGED and _lib.has("cha_node_state"):
+        if event_id == EventId.NODE_ROLE_CHANGED and _lib.has("cha_node_state_get"):
             try:
                 self.role = get_node_state(address=ep.ip, port=ep.port, path=ep.path).node_role
             except (Error, NotImplementedError) as e:
@@ -304,8 +351,103 @@ class _Subscription:
             self._thread.join()
 
 
+# cha_event.type
+_CHA_EVENT_ROLE_CHANGED = 1
+_CHA_EVENT_HA_INFO = 2
+
+# Trampolines of subscriptions ended from inside their own callback: the C
+# thread is still running in them when unsubscribe returns, and nothing tells
+# when it has left, so they are kept (a few hundred bytes each).
+_retired_trampolines: list = []
+
+
+def _hnot_from_cha(ev: _types.ChaEvent) -> Dict[str, Any]:
+    """An HA_INFO cha_event as events.read_notification()['hnot'] shapes it."""
+    t = int(ev.ha_info_type)
+    v = int(ev.ha_info_value)
+    d: Dict[str, Any] = {"type": t}
+    if t == events.HA_INFO_NOPRIMARY:
+        d["noprimary"] = d["nomaster"] = v
+    elif t in (events.HA_INFO_SECONDARY_DIED, events.HA_INFO_SECONDARY_ARRIVED):
+        node = {"nodeid": _text(ev.ha_info_node.id)}
+        node.update(_types.address_dict(_text(ev.ha_info_node.address)))
+        if t == events.HA_INFO_SECONDARY_DIED:
+            d["secondary_died"], d["slave_died"] = node, dict(node)
+        else:
+            d["secondary_arrived"], d["slave_arrived"] = node, dict(node)
+    elif t == events.HA_INFO_SECONDARY_INITIALIZED:
+        d["cdb_initialized_by_copy"] = v
+    elif t == events.HA_INFO_BESECONDARY_RESULT:
+        d["besecondary_result"] = d["beslave_result"] = v
+    return d
+
+
+class _CSubscription:
+    """A subscription run by the library (cha_subscribe): its thread, role
+    tracking through the node state (relays included), its unsubscribe
+    guarantee. The callback arrives through a ctypes trampoline."""
+
+    def __init__(self, sid: int, event_id: EventId, callback: Callable[..., Any], ep: Endpoint):
+        self.sid = sid
+        self.event_id = event_id
+        self.callback = callback
+        self.endpoint = ep
+        self.error: Optional[BaseException] = None
+        self._stopping = threading.Event()
+        self._in_callback = threading.local()
+        self._trampoline = _types.CHA_EVENT_CB(self._on_event)
+        mask = _CHA_EVENT_HA_INFO if event_id == EventId.HA_INFO else _CHA_EVENT_ROLE_CHANGED
+        sa, size = ep.sockaddr()
+        handle = ctypes.c_void_p()
+        _lib.fn("cha_subscribe")(
+            sa, size, mask, 0, ctypes.cast(self._trampoline, ctypes.c_void_p), None,
+            ctypes.byref(handle),
+        )
+        self._handle: Optional[int] = handle.value
+
+    def _on_event(self, ev_ptr, _user_data) -> None:
+        # Runs on the library's thread; must never raise into C.
+        try:
+            if self._stopping.is_set() or not ev_ptr:
+                return
+            ev = ev_ptr.contents
+            if ev.type == _CHA_EVENT_ROLE_CHANGED:
+                event: Any = NodeRoleChangedEvent(
+                    previous=NodeRole.from_state(ev.previous_role),
+                    new=NodeRole.from_state(ev.new_role),
+                )
+            elif ev.type == _CHA_EVENT_HA_INFO:
+                hnot = _hnot_from_cha(ev)
+                event = HaInfoEvent(type=hnot["type"], data=hnot)
+            else:
+                return
+            self._in_callback.active = True
+            try:
+                self.callback(event, subscription_id=self.sid)
+            finally:
+                self._in_callback.active = False
+        except Exception:
+            log.exception("subscription %d: callback %r raised", self.sid, self.callback)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        inside = getattr(self._in_callback, "active", False)
+        # From another thread this joins the library's thread (the GIL is
+        # released during the call, so a running callback can finish).
+        _lib.fn("cha_unsubscribe")(handle)
+        if inside:
+            _retired_trampolines.append(self._trampoline)
+
+
 _subs_lock = threading.Lock()
-_subs: Dict[int, _Subscription] = {}
+_subs: Dict[int, Any] = {}
+
+#: use the library's cha_subscribe() when it has one (tests turn this off to
+#: exercise the Python implementation against a real node too)
+use_library_subscriptions = True
 _ids = itertools.count(1)
 
 
@@ -327,7 +469,10 @@ def subscribe(
         raise TypeError("callback must be callable")
     ep = local_endpoint(address, port, path)
     sid = next(_ids)
-    sub = _Subscription(sid, eid, callback, ep)
+    if use_library_subscriptions and _lib.has("cha_subscribe") and _lib.has("cha_unsubscribe"):
+        sub: Any = _CSubscription(sid, eid, callback, ep)
+    else:
+        sub = _PySubscription(sid, eid, callback, ep)
     with _subs_lock:
         _subs[sid] = sub
     return sid
@@ -351,3 +496,16 @@ def subscription_error(subscription_id: int) -> Optional[BaseException]:
     if sub is None:
         raise KeyError("no subscription %r" % (subscription_id,))
     return sub.error
+
+
+@atexit.register
+def _unsubscribe_all() -> None:
+    """No callback may run into a finalising interpreter."""
+    with _subs_lock:
+        subs = list(_subs.values())
+        _subs.clear()
+    for sub in subs:
+        try:
+            sub.stop()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import threading
 import unittest
 
@@ -19,7 +20,8 @@ R = ag.NodeRole
 needs_events = support.skip_unless_library_has(
     "confd_notifications_connect", "confd_read_notification"
 )
-needs_node_state = support.skip_unless_library_has("cha_node_state")
+needs_node_state = support.skip_unless_library_has("cha_node_state_get")
+needs_cha_subscribe = support.skip_unless_library_has("cha_subscribe", "cha_unsubscribe")
 
 
 class Collector:
@@ -38,8 +40,11 @@ class Collector:
             raise AssertionError("no callback within %.0f s" % timeout) from None
 
 
-@needs_events
-class SubscribeTest(unittest.TestCase):
+class SubscribeTests:
+    """Run once per engine (the library's cha_subscribe, the Python one)."""
+
+    library_engine = True
+
     @classmethod
     def setUpClass(cls):
         support.require_prerequisites()
@@ -48,6 +53,9 @@ class SubscribeTest(unittest.TestCase):
         c.wait_ready()
 
     def setUp(self):
+        saved = ag.use_library_subscriptions
+        ag.use_library_subscriptions = self.library_engine
+        self.addCleanup(setattr, ag, "use_library_subscriptions", saved)
         self.h = self.n.ha()
         self.addCleanup(self.h.close)
         ha.benone(self.h)
@@ -64,7 +72,16 @@ class SubscribeTest(unittest.TestCase):
         kw.setdefault("port", self.n.ipc_port)
         sid = ag.subscribe(event_id, cb, **kw)
         self.subs.append(sid)
+        expected = ag._CSubscription if self.library_engine else ag._PySubscription
+        self.assertIsInstance(ag._subs[sid], expected)
         return sid
+
+    def assertStopped(self, sub):
+        thread = getattr(sub, "_thread", None)  # the Python engine's
+        if thread is not None:
+            self.assertFalse(thread.is_alive(), "the subscription thread still runs")
+        else:
+            self.assertIsNone(sub._handle, "the library subscription was not ended")
 
     def test_role_changed_none_to_primary(self):
         col = Collector()
@@ -74,8 +91,11 @@ class SubscribeTest(unittest.TestCase):
         ev, kw = col.next()
         self.assertEqual(ev.event_id, ag.EventId.NODE_ROLE_CHANGED)
         self.assertEqual(ev.new, R.PRIMARY)
-        # the role before the first event is known only through cha_node_state
-        self.assertIn(ev.previous, (R.NONE, None) if not _lib.has("cha_node_state") else (R.NONE,))
+        # the role before the first event is known through cha_node_state_get
+        if self.library_engine or _lib.has("cha_node_state_get"):
+            self.assertEqual(ev.previous, R.NONE)
+        else:
+            self.assertIn(ev.previous, (R.NONE, None))
         self.assertEqual(kw, {"subscription_id": sid})
         ha.benone(self.h)
         ev, _ = col.next()
@@ -83,7 +103,8 @@ class SubscribeTest(unittest.TestCase):
         ha.beprimary(self.h, "ag1")
         ev, _ = col.next()
         self.assertEqual((ev.previous, ev.new), (R.NONE, R.PRIMARY))
-        self.assertEqual(ev.ha_info, {"type": 5})
+        if not self.library_engine:
+            self.assertEqual(ev.ha_info, {"type": 5})
         self.assertNotIn(threading.get_ident(), col.threads)
 
     def test_unix_path_and_env(self):
@@ -119,7 +140,7 @@ class SubscribeTest(unittest.TestCase):
         self.subscribe(ag.EventId.NODE_ROLE_CHANGED, witness)
         sub = ag._subs[sid]
         ag.unsubscribe(sid)
-        self.assertFalse(sub._thread.is_alive(), "unsubscribe returned with the thread running")
+        self.assertStopped(sub)
         ha.beprimary(self.h, "ag1")
         witness.next()  # the event was delivered to live subscriptions
         self.assertTrue(gone.q.empty())
@@ -166,7 +187,9 @@ class SubscribeTest(unittest.TestCase):
         self.subscribe(ag.EventId.NODE_ROLE_CHANGED, witness)
         ha.beprimary(self.h, "ag1")
         self.assertTrue(returned.wait(EVENT_TIMEOUT), "unsubscribe inside the callback hung")
-        wait_for(lambda: not sub._thread.is_alive(), 10, "the subscription thread to end")
+        if hasattr(sub, "_thread"):  # it ends when the callback has returned
+            wait_for(lambda: not sub._thread.is_alive(), 10, "the subscription thread to end")
+        self.assertStopped(sub)
         ha.benone(self.h)
         witness.next()
         witness.next()
@@ -188,11 +211,17 @@ class SubscribeTest(unittest.TestCase):
             wait_for(lambda: len(logs.records) >= 2, 10, "two logged callback errors")
         self.assertIn("boom", logs.output[0])
 
-    def test_subscription_ends_on_eof(self):
+    def test_node_goes_away(self):
         c = support.Cluster(self.addCleanup, "ag-eof")
         n = c.add("ag7", "127.0.0.7", support.free_port("127.0.0.7"), unix=False)
         c.wait_ready()
         sid = self.subscribe(ag.EventId.NODE_ROLE_CHANGED, Collector(), port=n.ipc_port)
+        if self.library_engine:
+            # the library's thread ends quietly; unsubscribe still returns
+            n.stop()
+            ag.unsubscribe(sid)
+            self.assertIsNone(ag._subs.get(sid))
+            return
         with self.assertLogs("confd_ha.availability_group", "WARNING"):
             n.stop()
             err = wait_for(lambda: ag.subscription_error(sid), 10, "the subscription to end")
@@ -203,6 +232,17 @@ class SubscribeTest(unittest.TestCase):
         with self.assertRaises(Error) as cm:
             ag.subscribe(ag.EventId.NODE_ROLE_CHANGED, Collector(), port=support.free_port())
         self.assertEqual(cm.exception.confd_errno, error.ERR_OS)
+
+
+@needs_events
+@needs_cha_subscribe
+class SubscribeLibraryEngineTest(SubscribeTests, unittest.TestCase):
+    library_engine = True
+
+
+@needs_events
+class SubscribePythonEngineTest(SubscribeTests, unittest.TestCase):
+    library_engine = False
 
 
 class NodeStateTest(unittest.TestCase):
@@ -216,9 +256,9 @@ class NodeStateTest(unittest.TestCase):
         c.wait_ready()
 
     def test_without_the_c_api(self):
-        if _lib.has("cha_node_state"):
-            self.skipTest("the library has cha_node_state; see test_node_state")
-        with self.assertRaisesRegex(NotImplementedError, "cha_node_state"):
+        if _lib.has("cha_node_state_get"):
+            self.skipTest("the library has cha_node_state_get; see test_node_state")
+        with self.assertRaisesRegex(NotImplementedError, "cha_node_state_get"):
             ag.get_node_state(port=self.n1.ipc_port)
 
     @needs_node_state
@@ -245,11 +285,62 @@ class NodeStateTest(unittest.TestCase):
         ha.benone(h2)
         ha.benone(h1)
 
+    def join(self):
+        h1, h2 = self.n1.ha(), self.n2.ha()
+        self.addCleanup(h1.close)
+        self.addCleanup(h2.close)
+        ha.benone(h2)
+        ha.benone(h1)
+        self.addCleanup(ha.benone, h1)
+        self.addCleanup(ha.benone, h2)
+        return h1, h2
+
+    @needs_events
+    def test_secondary_arrived_same_shape_from_both_engines(self):
+        h1, h2 = self.join()
+        ha.beprimary(h1, "ns1")
+        cols = []
+        for engine in ([True] if _lib.has("cha_subscribe") else []) + [False]:
+            saved = ag.use_library_subscriptions
+            ag.use_library_subscriptions = engine
+            try:
+                col = Collector()
+                sid = ag.subscribe(ag.EventId.HA_INFO, col, port=self.n1.ipc_port)
+                self.addCleanup(ag.unsubscribe, sid)
+                cols.append(col)
+            finally:
+                ag.use_library_subscriptions = saved
+        ha.besecondary(h2, "ns2", "ns1", "127.0.0.1", 1)
+        node = {"nodeid": "ns2", "af": socket.AF_INET, "ip4": "127.0.0.2"}
+        for col in cols:
+            while True:
+                ev, _ = col.next()
+                if ev.type == 3:
+                    break
+            self.assertEqual(ev.data, {"type": 3, "secondary_arrived": node, "slave_arrived": node})
+
+    @needs_events
+    @needs_cha_subscribe
+    def test_relay_role_seen_by_library_engine(self):
+        h1, h2 = self.join()
+        col = Collector()
+        sid = ag.subscribe(ag.EventId.NODE_ROLE_CHANGED, col, port=self.n2.ipc_port)
+        self.addCleanup(ag.unsubscribe, sid)
+        ha.beprimary(h1, "ns1")
+        ha.besecondary(h2, "ns2", "ns1", "127.0.0.1", 1)
+        ev, _ = col.next()
+        self.assertEqual((ev.previous, ev.new), (R.NONE, R.SECONDARY))
+        ha.berelay(h2)
+        ev, _ = col.next()
+        self.assertEqual((ev.previous, ev.new), (R.SECONDARY, R.RELAY))
+        self.assertEqual(ag.get_node_state(port=self.n2.ipc_port).node_role, R.RELAY)
+
+    @needs_node_state
     def test_absent_node(self):
-        if not _lib.has("cha_node_state"):
-            self.skipTest("the library lacks cha_node_state (availability-group C API not landed)")
-        with self.assertRaises(Error):
+        with self.assertRaises(Error) as cm:
             ag.get_node_state(port=support.free_port())
+        self.assertEqual(cm.exception.confd_errno, error.ERR_OS)
+        self.assertEqual(cm.exception.function, "cha_node_state_get")
 
 
 if __name__ == "__main__":
