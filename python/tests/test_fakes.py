@@ -103,6 +103,65 @@ class ReadNotificationShapeTest(unittest.TestCase):
         self.assertEqual(self.read(going_down), {"type": events.NOTIF_SYSTEM_GOING_DOWN})
 
 
+class ChaConversionTest(unittest.TestCase):
+    """cha_event / cha_node_state -> the Python objects, without a library."""
+
+    def test_ha_info_events(self):
+        ev = _types.ChaEvent()
+        ev.type = 2
+        ev.ha_info_type = 3
+        ev.ha_info_node.id = b"n2"
+        ev.ha_info_node.address = b"::1"
+        node = {"nodeid": "n2", "af": socket.AF_INET6, "ip6": "::1"}
+        self.assertEqual(ag._hnot_from_cha(ev),
+                         {"type": 3, "secondary_arrived": node, "slave_arrived": node})
+        ev.ha_info_type = 2
+        ev.ha_info_node.address = b"host-b"
+        node = {"nodeid": "n2", "af": 0, "str": "host-b"}
+        self.assertEqual(ag._hnot_from_cha(ev), {"type": 2, "secondary_died": node, "slave_died": node})
+        ev.ha_info_type, ev.ha_info_value = 1, 31
+        self.assertEqual(ag._hnot_from_cha(ev), {"type": 1, "noprimary": 31, "nomaster": 31})
+        ev.ha_info_type, ev.ha_info_value = 7, 28
+        self.assertEqual(ag._hnot_from_cha(ev), {"type": 7, "besecondary_result": 28, "beslave_result": 28})
+        ev.ha_info_type, ev.ha_info_value = 4, 1
+        self.assertEqual(ag._hnot_from_cha(ev), {"type": 4, "cdb_initialized_by_copy": 1})
+        ev.ha_info_type = 5
+        self.assertEqual(ag._hnot_from_cha(ev), {"type": 5})
+
+    def test_node_state(self):
+        st = _types.ChaNodeState()
+        st.role = 2
+        st.has_primary = 1
+        st.node_id = b"n2"
+        st.primary.id = b"n1"
+        st.primary.address = b"127.0.0.1"
+        st.primary.last_tick_ms = 1_700_000_000_123
+        st.seq = 42
+        st.txid = b"n1-42"
+        ns = ag._node_state(st)
+        self.assertEqual(ns.node_role, ag.NodeRole.SECONDARY)
+        self.assertEqual(ns.node_id, "n2")
+        self.assertEqual((ns.primary.node_id, ns.primary.address), ("n1", "127.0.0.1"))
+        self.assertEqual(ns.last_heartbeat_time.timestamp(), 1_700_000_000.123)
+        self.assertEqual((ns.last_seq, ns.last_txid, ns.secondaries), (42, "n1-42", ()))
+        st = _types.ChaNodeState()
+        st.role = 3
+        st.node_id = b"n1"
+        st.num_secondaries = 2
+        for i, tick in enumerate((1000, -1)):
+            st.secondaries[i].id = b"s%d" % i
+            st.secondaries[i].address = b"10.0.0.%d" % i
+            st.secondaries[i].last_tick_ms = tick
+        ns = ag._node_state(st)
+        self.assertIsNone(ns.primary)
+        self.assertEqual([p.node_id for p in ns.secondaries], ["s0", "s1"])
+        self.assertIsNone(ns.secondaries[1].last_heartbeat_time)
+        self.assertEqual(ns.last_heartbeat_time.timestamp(), 1.0)
+        st = _types.ChaNodeState()
+        st.role = 1
+        self.assertEqual((ag._node_state(st).node_id, ag._node_state(st).last_heartbeat_time), (None, None))
+
+
 class FakeEventStream:
     """notifications_connect / read_notification over a socketpair: the test
     writes one JSON 'hnot' per line; EOF -> Error(ERR_EOF), as the library."""

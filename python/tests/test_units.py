@@ -54,6 +54,19 @@ class LayoutTest(unittest.TestCase):
         )
         self.assertEqual(ctypes.alignment(_types.NotificationStorage), 8)
 
+    def test_cha_layouts(self):
+        P, S, E = _types.ChaPeer, _types.ChaNodeState, _types.ChaEvent
+        self.assertEqual(ctypes.sizeof(P), 264)
+        self.assertEqual((P.address.offset, P.last_tick_ms.offset), (128, 256))
+        self.assertEqual(ctypes.sizeof(S), 67992)
+        self.assertEqual(
+            [S.has_primary.offset, S.node_id.offset, S.primary.offset, S.num_secondaries.offset,
+             S.secondaries.offset, S.seq.offset, S.txid.offset],
+            [4, 8, 136, 400, 408, 67728, 67736],
+        )
+        self.assertEqual(ctypes.sizeof(E), 288)
+        self.assertEqual((E.ha_info_value.offset, E.ha_info_node.offset), (16, 24))
+
 
 class ConstantsTest(unittest.TestCase):
     def test_states(self):
