@@ -77,6 +77,9 @@ class NodeRole(str, enum.Enum):
     RELAY = "relay"
     NONE = "none"
 
+    def __str__(self) -> str:
+        return self.value
+
     @classmethod
     def from_state(cls, state: int) -> "NodeRole":
         """From a confd_ha_status_state number (STATE_NONE .. STATE_SECONDARY_RELAY)."""
@@ -87,6 +90,9 @@ class EventId(str, enum.Enum):
     NODE_ROLE_CHANGED = "node_role_changed"
     #: every HA_INFO event as it comes (an :class:`HaInfoEvent`)
     HA_INFO = "ha_info"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)

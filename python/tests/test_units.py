@@ -381,6 +381,9 @@ class RoleTest(unittest.TestCase):
 
     def test_enums(self):
         self.assertEqual(ag.NodeRole.PRIMARY.value, "primary")
+        self.assertEqual(str(ag.NodeRole.PRIMARY), "primary")
+        self.assertEqual(f"{ag.NodeRole.RELAY}", "relay")
+        self.assertEqual(ag.NodeRole.NONE, "none")
         self.assertEqual(ag.NodeRole("secondary"), ag.NodeRole.SECONDARY)
         self.assertEqual(ag.NodeRole.from_state(4), ag.NodeRole.RELAY)
         self.assertEqual(ag.EventId("node_role_changed"), ag.EventId.NODE_ROLE_CHANGED)
