@@ -422,6 +422,8 @@ struct Writer<'t> {
     data: redb::Table<'t, &'static [u8], &'static [u8]>,
     blobs: redb::Table<'t, u64, &'static [u8]>,
     refs: redb::Table<'t, u64, u64>,
+    /// Blob id → references released, applied by `finish`.
+    unrefs: std::collections::BTreeMap<u64, u64>,
     bytes: u64,
     op: &'static str,
 }
@@ -432,33 +434,48 @@ impl<'t> Writer<'t> {
             data: txn.open_table(DATA).map_err(db_err(op))?,
             blobs: txn.open_table(BLOBS).map_err(db_err(op))?,
             refs: txn.open_table(BLOB_REFS).map_err(db_err(op))?,
+            unrefs: std::collections::BTreeMap::new(),
             bytes,
             op,
         })
     }
 
     /// Accounts for a record that was removed or replaced (`summary` of [`Entry::summary`]).
-    fn release(&mut self, key: &[u8], summary: (u64, Option<u64>)) -> Result<(), StoreError> {
+    /// Blob references are only counted here and released by [`Writer::finish`], once per
+    /// blob (a subtree delete of a copied tree drops thousands of references to each blob).
+    fn release(&mut self, key: &[u8], summary: (u64, Option<u64>)) {
         let (value_len, blob) = summary;
         self.bytes = self.bytes.saturating_sub(key.len() as u64 + value_len);
         if let Some(blob) = blob {
+            *self.unrefs.entry(blob).or_insert(0) += 1;
+        }
+    }
+
+    /// Applies the released blob references (a blob goes with its last reference) and
+    /// returns the byte counter. Must be called before the transaction commits.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        for (blob, n) in std::mem::take(&mut self.unrefs) {
             let count = match self.refs.get(blob).map_err(db_err(self.op))? {
                 Some(c) => c.value(),
                 None => {
                     return Err(StoreError::Corrupt(format!(
-                        "blob {blob} (used by {}) has no reference count",
-                        Shown(&String::from_utf8_lossy(key))
+                        "blob {blob} is used but has no reference count"
                     )))
                 }
             };
-            if count <= 1 {
+            if count <= n {
+                if count < n {
+                    return Err(StoreError::Corrupt(format!(
+                        "blob {blob} has {count} references but {n} records used it"
+                    )));
+                }
                 self.refs.remove(blob).map_err(db_err(self.op))?;
                 self.blobs.remove(blob).map_err(db_err(self.op))?;
             } else {
-                self.refs.insert(blob, count - 1).map_err(db_err(self.op))?;
+                self.refs.insert(blob, count - n).map_err(db_err(self.op))?;
             }
         }
-        Ok(())
+        Ok(self.bytes)
     }
 
     /// Writes a record (an encoded entry) for `key` whose value is `value_len` bytes long.
@@ -468,7 +485,7 @@ impl<'t> Writer<'t> {
             None => None,
         };
         if let Some(old) = old {
-            self.release(key, old)?;
+            self.release(key, old);
         }
         self.bytes = self.bytes.saturating_add(key.len() as u64 + value_len);
         Ok(())
@@ -483,10 +500,10 @@ impl<'t> Writer<'t> {
             Some(g) => Some(Entry::decode(key, g.value())?.summary()),
             None => None,
         };
-        match old {
-            Some(old) => self.release(key, old),
-            None => Ok(()),
+        if let Some(old) = old {
+            self.release(key, old);
         }
+        Ok(())
     }
 
     /// Removes `path` and every descendant.
@@ -734,7 +751,7 @@ impl Store {
                     }
                 }
             }
-            w.bytes
+            w.finish()?
         };
         write_meta(&txn, last_meta, bytes, OP)?;
         txn.commit().map_err(db_err(OP))?;
@@ -952,8 +969,7 @@ impl CopyWriter {
         if !blob.is_empty() {
             self.next_blob = flush_blob(&mut w, self.next_blob, &blob, &packed)?;
         }
-        self.stats.bytes = w.bytes;
-        drop(w);
+        self.stats.bytes = w.finish()?;
         self.stats.entries = {
             let t = txn.open_table(DATA).map_err(db_err(OP))?;
             t.len().map_err(db_err(OP))?
@@ -1649,6 +1665,37 @@ mod tests {
         (b, r)
     }
 
+    /// Every blob's reference count equals the records that point into it, and no blob is
+    /// left without references.
+    fn check_refs(s: &Store) {
+        let txn = s.db.begin_read().unwrap();
+        let data = txn.open_table(DATA).unwrap();
+        let mut counted = std::collections::BTreeMap::new();
+        for item in data.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            if let Entry::Ref { blob, .. } = Entry::decode(k.value(), v.value()).unwrap() {
+                *counted.entry(blob).or_insert(0u64) += 1;
+            }
+        }
+        let refs = txn.open_table(BLOB_REFS).unwrap();
+        let stored: std::collections::BTreeMap<u64, u64> = refs
+            .iter()
+            .unwrap()
+            .map(|i| {
+                let (k, v) = i.unwrap();
+                (k.value(), v.value())
+            })
+            .collect();
+        assert_eq!(counted, stored, "reference counts");
+        let blobs = txn.open_table(BLOBS).unwrap();
+        let ids: Vec<u64> = blobs
+            .iter()
+            .unwrap()
+            .map(|i| i.unwrap().0.value())
+            .collect();
+        assert_eq!(ids, stored.keys().copied().collect::<Vec<_>>(), "blob ids");
+    }
+
     fn big(i: usize, len: usize) -> Vec<u8> {
         (0..len).map(|j| (i * 31 + j) as u8).collect()
     }
@@ -1689,6 +1736,7 @@ mod tests {
         let (blobs, refs) = blob_tables(&s);
         assert!(blobs > 5, "expected several blobs, got {blobs}");
         assert_eq!(blobs, refs);
+        check_refs(&s);
         for (k, v) in &want {
             assert_eq!(s.get(k).unwrap().as_ref(), Some(v), "{k}");
         }
@@ -1734,8 +1782,21 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(get_s(&s, &half1[0]).as_deref(), Some("now inline"));
-        assert_eq!(s.get(&half2[0]).unwrap().as_ref(), want.get(&half2[0]));
+        for k in half2 {
+            assert_eq!(s.get(k).unwrap().as_ref(), want.get(k), "{k}");
+        }
         assert_eq!(s.stats(), real_stats(&s));
+        check_refs(&s);
+        let (fewer, _) = blob_tables(&s);
+        assert!(fewer > 0 && fewer < blobs, "{fewer} of {blobs} blobs left");
+        // Deleting part of a blob-backed subtree keeps the rest readable.
+        let some: Vec<StoreOp> = half2.iter().step_by(3).map(|k| del(k)).collect();
+        s.commit(&[(meta(78), some)]).unwrap();
+        check_refs(&s);
+        for (i, k) in half2.iter().enumerate() {
+            let want_v = if i % 3 == 0 { None } else { want.get(k) };
+            assert_eq!(s.get(k).unwrap().as_ref(), want_v, "{k}");
+        }
         s.commit(&[(meta(79), vec![del("/l"), del("/dup")])])
             .unwrap();
         assert_eq!(
