@@ -6,6 +6,7 @@ use crate::proto::data::{parse_reply, stats_from_term, DataRequest, NodeState, O
 use crate::proto::hello::CLIENT_HADATA;
 use crate::proto::term::Term;
 use crate::value::Value;
+use std::io::{Read, Write};
 
 /// An owned data connection.
 #[derive(Debug)]
@@ -59,40 +60,77 @@ impl DataClient {
         })
     }
     pub fn get(&mut self, path: &str) -> Result<Value> {
-        let t = request(&mut self.stream, &DataRequest::Get(path.into()))?;
-        Value::from_term(&t).map_err(|e| Error::Protocol(e.to_string()))
+        get(&mut self.stream, path)
     }
     pub fn exists(&mut self, path: &str) -> Result<bool> {
-        let t = request(&mut self.stream, &DataRequest::Exists(path.into()))?;
-        Ok(t.is_atom("true"))
+        exists(&mut self.stream, path)
     }
     pub fn list(&mut self, path: &str) -> Result<Vec<String>> {
-        let t = request(&mut self.stream, &DataRequest::List(path.into()))?;
-        t.as_list()
-            .ok_or_else(|| Error::Protocol(format!("expected a list, got {t:?}")))?
-            .iter()
-            .map(text)
-            .collect()
+        list(&mut self.stream, path)
     }
     /// Commits the transaction; returns its transaction id.
     pub fn commit(&mut self, txn: &Txn) -> Result<String> {
-        let t = request(&mut self.stream, &DataRequest::Commit(txn.ops.clone()))?;
-        text(&t)
+        commit(&mut self.stream, txn)
     }
     /// The node's counters (`commits`, `seq`, `full_copies_received`, ...).
     pub fn stats(&mut self) -> Result<Vec<(String, i64)>> {
-        let t = request(&mut self.stream, &DataRequest::Stats)?;
-        stats_from_term(&t).ok_or_else(|| Error::Protocol(format!("malformed stats {t:?}")))
+        stats(&mut self.stream)
     }
     /// Role, ids, peers, last transaction and last ticks of the node.
     pub fn node_state(&mut self) -> Result<NodeState> {
-        let t = request(&mut self.stream, &DataRequest::NodeState)?;
-        NodeState::from_term(&t)
-            .ok_or_else(|| Error::Protocol(format!("malformed node state {t:?}")))
+        node_state(&mut self.stream)
     }
     /// The last committed transaction id ("" if none).
     pub fn txid(&mut self) -> Result<String> {
-        let t = request(&mut self.stream, &DataRequest::TxId)?;
-        text(&t)
+        txid(&mut self.stream)
     }
+}
+
+// The requests of [`DataClient`] over any connected stream (the C layer
+// passes the caller's descriptor as a borrowed `FdStream`).
+
+/// The value at `path` (`CONFD_ERR_NOEXISTS` if there is none).
+pub fn get<S: Read + Write + ?Sized>(s: &mut S, path: &str) -> Result<Value> {
+    let t = request(s, &DataRequest::Get(path.into()))?;
+    Value::from_term(&t).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// Whether `path` is a leaf or has descendants.
+pub fn exists<S: Read + Write + ?Sized>(s: &mut S, path: &str) -> Result<bool> {
+    let t = request(s, &DataRequest::Exists(path.into()))?;
+    Ok(t.is_atom("true"))
+}
+
+/// The names of the immediate children of `path`, sorted.
+pub fn list<S: Read + Write + ?Sized>(s: &mut S, path: &str) -> Result<Vec<String>> {
+    let t = request(s, &DataRequest::List(path.into()))?;
+    t.as_list()
+        .ok_or_else(|| Error::Protocol(format!("expected a list, got {t:?}")))?
+        .iter()
+        .map(text)
+        .collect()
+}
+
+/// Commits `txn`; returns its transaction id.
+pub fn commit<S: Read + Write + ?Sized>(s: &mut S, txn: &Txn) -> Result<String> {
+    let t = request(s, &DataRequest::Commit(txn.ops.clone()))?;
+    text(&t)
+}
+
+/// The node's counters.
+pub fn stats<S: Read + Write + ?Sized>(s: &mut S) -> Result<Vec<(String, i64)>> {
+    let t = request(s, &DataRequest::Stats)?;
+    stats_from_term(&t).ok_or_else(|| Error::Protocol(format!("malformed stats {t:?}")))
+}
+
+/// Role, ids, peers, last transaction and last ticks of the node.
+pub fn node_state<S: Read + Write + ?Sized>(s: &mut S) -> Result<NodeState> {
+    let t = request(s, &DataRequest::NodeState)?;
+    NodeState::from_term(&t).ok_or_else(|| Error::Protocol(format!("malformed node state {t:?}")))
+}
+
+/// The last committed transaction id ("" if none).
+pub fn txid<S: Read + Write + ?Sized>(s: &mut S) -> Result<String> {
+    let t = request(s, &DataRequest::TxId)?;
+    text(&t)
 }
