@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import unittest
+from unittest import mock
 
 import support  # noqa: F401  (puts the source tree first on sys.path)
 from confd_ha import _lib, _types, availability_group as ag, error, events, ha
@@ -272,15 +273,14 @@ def _run_python(code: str, env: dict) -> subprocess.CompletedProcess:
 
 class LibraryFindingTest(unittest.TestCase):
     def test_env_var_is_the_only_candidate(self):
-        os.environ[_lib.ENV_LIBRARY] = "/nonexistent/libconfd_ha.so"
-        try:
+        with mock.patch.dict(os.environ, {_lib.ENV_LIBRARY: "/nonexistent/libconfd_ha.so"}):
             self.assertEqual(_lib.candidates(), [("$CONFD_HA_LIBRARY", "/nonexistent/libconfd_ha.so")])
-        finally:
-            del os.environ[_lib.ENV_LIBRARY]
 
     def test_source_tree_candidate(self):
         built = os.path.join(support.REPO, "target", "release", "libconfd_ha.so")
-        paths = [p for _, p in _lib.candidates()]
+        with mock.patch.dict(os.environ):
+            os.environ.pop(_lib.ENV_LIBRARY, None)
+            paths = [p for _, p in _lib.candidates()]
         if os.path.exists(built):
             self.assertIn(built, paths)
         self.assertEqual(paths[-1], "libconfd_ha.so")
