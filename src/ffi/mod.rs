@@ -4,6 +4,8 @@
 //!   `confd_init`, `confd_errno`, `confd_lasterr`, `confd_strerror`.
 //! - [`ha`] → `include/confd_ha.h`: the seven `confd_ha_*` functions.
 //! - [`events`] → `include/confd_events.h`: HA event notifications.
+//! - [`cha`] → `include/cha.h`: the project's own `cha_*` API (data API,
+//!   node state, subscriptions with callbacks).
 //!
 //! Every exported function checks its pointers, converts, calls the safe
 //! client in [`crate::client`] over a borrowed descriptor
@@ -21,6 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
+pub mod cha;
 pub mod events;
 pub mod ha;
 pub mod lib;
