@@ -4,6 +4,7 @@ only while the library lacks the notification functions."""
 from __future__ import annotations
 
 import socket
+import time
 import unittest
 
 import support
@@ -119,6 +120,22 @@ class EventsTest(unittest.TestCase):
                                          port=support.free_port())
         self.assertEqual(cm.exception.confd_errno, error.ERR_OS)
 
+    def test_read_on_unconnected_socket(self):
+        s = socket.socket()
+        self.addCleanup(s.close)
+        with self.assertRaises(Error) as cm:
+            events.read_notification(s)
+        self.assertEqual(cm.exception.confd_errno, error.ERR_OS)
+        self.assertTrue(cm.exception.lasterr)
+
+    def test_empty_mask_is_refused(self):
+        s = self.n1.tcp_socket()
+        self.addCleanup(s.close)
+        with self.assertRaises(Error) as cm:
+            events.notifications_connect(s, 0, ip="127.0.0.1", port=self.n1.ipc_port)
+        self.assertEqual(cm.exception.confd_errno, error.ERR_PROTOUSAGE)
+        self.assertIn("mask", cm.exception.lasterr)
+
     def test_argument_errors(self):
         s = socket.socket()
         self.addCleanup(s.close)
@@ -144,6 +161,22 @@ class EventsEofTest(unittest.TestCase):
             read_event(s)
         self.assertEqual(cm.exception.confd_errno, error.ERR_EOF)
         self.assertEqual(cm.exception.function, "confd_read_notification")
+
+    def test_sync_after_node_stops(self):
+        support.require_prerequisites()
+        c = support.Cluster(self.addCleanup, "sync-eof")
+        n = c.add("n8", "127.0.0.8", support.free_port("127.0.0.8"), unix=False)
+        c.wait_ready()
+        s = n.events(events.NOTIF_HA_INFO | events.NOTIF_HA_INFO_SYNC)
+        self.addCleanup(s.close)
+        n.stop()
+        # the first write may still be accepted by the kernel; a later one fails
+        deadline = time.monotonic() + 10
+        with self.assertRaises(Error) as cm:
+            while time.monotonic() < deadline:
+                events.sync_ha_notification(s)
+        self.assertEqual(cm.exception.confd_errno, error.ERR_EOF)
+        self.assertEqual(cm.exception.function, "confd_sync_ha_notification")
 
 
 class EventsAvailabilityTest(unittest.TestCase):
