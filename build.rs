@@ -27,6 +27,7 @@ const HEADERS: &[(&str, &str, &str)] = &[
         "src/ffi/events.rs",
         "confd_events.h",
     ),
+    ("cbindgen-cha.toml", "src/ffi/cha.rs", "cha.h"),
 ];
 
 fn main() {
