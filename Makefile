@@ -23,7 +23,7 @@ RELEASE  := target/release
 LIB_SO   := $(RELEASE)/libconfd_ha.so
 LIB_A    := $(RELEASE)/libconfd_ha.a
 HA_NODE  := $(RELEASE)/ha-node
-HEADERS  := confd_lib.h confd_ha.h $(notdir $(wildcard include/confd_events.h))
+HEADERS  := confd_lib.h confd_ha.h $(notdir $(wildcard include/confd_events.h)) cha.h
 STATIC_LIBS := -lpthread -ldl -lm -lrt -lutil
 
 BUILD    := build
