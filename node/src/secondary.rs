@@ -13,7 +13,7 @@ use confd_ha::proto::ha::{HaNode, NodeAddr};
 use confd_ha::value::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -261,16 +261,41 @@ pub fn join(
     let next_seq;
     if copy {
         let t0 = Instant::now();
-        let mut w = node.store.begin_copy().map_err(|e| {
+        let w = node.store.begin_copy().map_err(|e| {
             fail(
                 &tx,
                 (CONFD_ERR_INTERNAL, format!("cannot start the copy: {e}")),
             )
         })?;
+        // Chunks are staged in the store by a second thread, so decoding the next
+        // chunk overlaps with writing this one.
+        let (ctx, crx) = sync_channel::<Vec<(String, Vec<u8>)>>(4);
+        let stager = std::thread::Builder::new()
+            .name("ha-copy".into())
+            .spawn(move || {
+                let mut w = w;
+                for c in crx {
+                    w.put_chunk(&c)?;
+                }
+                Ok::<_, crate::store::StoreError>(w)
+            })
+            .map_err(|e| fail(&tx, (CONFD_ERR_OS, format!("cannot start a thread: {e}"))))?;
+        let mut ctx = Some(ctx);
+        let mut stager = Some(stager);
+        // Stops the stager and returns its writer (or why it failed).
+        let mut finish_staging = |ctx: &mut Option<SyncSender<_>>| {
+            drop(ctx.take());
+            match stager.take().map(|h| h.join()) {
+                Some(Ok(Ok(w))) => Ok(w),
+                Some(Ok(Err(e))) => Err(format!("full copy from {pname}: {e}")),
+                _ => Err("the copy thread failed".to_string()),
+            }
+        };
         let silence = node.cfg.dead_after().unwrap_or(Duration::from_secs(3600));
         let mut entries = 0usize;
         loop {
             if lock(&node.state).gen != gen {
+                let _ = finish_staging(&mut ctx);
                 return Err(fail(
                     &tx,
                     (CONFD_ERR_HA_CLOSED, "superseded by another order".into()),
@@ -280,15 +305,19 @@ pub fn join(
                 Ok(PeerMsg::Tick) => {}
                 Ok(PeerMsg::CopyChunk(c)) => {
                     entries += c.len();
-                    w.put_chunk(&c).map_err(|e| {
-                        fail(
-                            &tx,
-                            (CONFD_ERR_INTERNAL, format!("full copy from {pname}: {e}")),
-                        )
-                    })?;
+                    let sent = ctx.as_ref().map(|t| t.send(c).is_ok()).unwrap_or(false);
+                    if !sent {
+                        let e = match finish_staging(&mut ctx) {
+                            Err(e) => e,
+                            Ok(_) => "the copy thread stopped".into(),
+                        };
+                        return Err(fail(&tx, (CONFD_ERR_INTERNAL, e)));
+                    }
                 }
                 Ok(PeerMsg::CopyDone { seq, txid }) => {
                     let meta = TxMeta { seq, txid };
+                    let w =
+                        finish_staging(&mut ctx).map_err(|e| fail(&tx, (CONFD_ERR_INTERNAL, e)))?;
                     let mut cs = lock(&node.commit);
                     if node.gen_now.load(Ordering::SeqCst) != gen {
                         drop(cs);
@@ -318,15 +347,19 @@ pub fn join(
                     break;
                 }
                 Ok(m) => {
+                    let _ = finish_staging(&mut ctx);
                     return Err(fail(
                         &tx,
                         (
                             CONFD_ERR_HA_CLOSED,
                             format!("protocol error during the copy from {pname}: {m:?}"),
                         ),
-                    ))
+                    ));
                 }
-                Err(e) => return Err(fail(&tx, e)),
+                Err(e) => {
+                    let _ = finish_staging(&mut ctx);
+                    return Err(fail(&tx, e));
+                }
             }
         }
     } else {
