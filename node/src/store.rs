@@ -1425,6 +1425,58 @@ mod tests {
         assert_eq!(s.stats(), real_stats(&s));
     }
 
+    /// Runs `f` in a forked child that ends with `_exit` (no destructors, no clean close of
+    /// the database: like kill -9 right after `f`), and checks that the child succeeded.
+    fn in_child_then_vanish(f: impl FnOnce()) {
+        // SAFETY: the child runs only `f` on this thread (store code, no locks shared with
+        // other test threads except malloc's, which glibc resets at fork) and leaves with
+        // _exit; a panic there becomes exit status 1.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(r, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed: status {status}"
+        );
+    }
+
+    #[test]
+    fn store_unclean_stop_keeps_every_commit_and_copy() {
+        let d = TempDir::new("unclean");
+        let dir = d.0.clone();
+        in_child_then_vanish(|| {
+            let s = Store::open(&dir).unwrap();
+            let mut w = s.begin_copy().unwrap();
+            w.put_chunk(&[("/c/a".into(), big(1, 3000)), ("/c/b".into(), big(2, 30))])
+                .unwrap();
+            w.finish(meta(10)).unwrap();
+            s.commit(&[
+                (meta(11), vec![set("/x", "1")]),
+                (meta(12), vec![set("/x", "2"), del("/c/b")]),
+            ])
+            .unwrap();
+            // A copy in progress when the process dies must leave no trace.
+            let mut w = s.begin_copy().unwrap();
+            w.put_chunk(&[("/junk".into(), big(3, 5000))]).unwrap();
+            std::mem::forget(w);
+        });
+        let s = open(&d);
+        assert_eq!(s.last_tx().unwrap(), meta(12));
+        assert_eq!(get_s(&s, "/x").as_deref(), Some("2"));
+        assert_eq!(s.get("/c/a").unwrap(), Some(big(1, 3000)));
+        assert_eq!(s.list("/").unwrap(), vec!["c", "x"]);
+        assert_eq!(s.list("/c").unwrap(), vec!["a"]);
+        assert_eq!(s.stats(), real_stats(&s));
+        check_refs(&s);
+    }
+
     #[test]
     fn store_open_fails_clearly_on_bad_dir() {
         let d = TempDir::new("baddir");
@@ -1899,6 +1951,50 @@ mod tests {
         }
         let err = Store::open(&d2.0).unwrap_err();
         assert!(err.to_string().contains("without a record format"), "{err}");
+    }
+
+    /// Timing, not a test: how long `open` takes after an unclean stop (redb repairs the file).
+    /// `cargo test -p ha-node --release store_bench_repair -- --ignored --nocapture --test-threads=1`
+    #[test]
+    #[ignore]
+    fn store_bench_repair() {
+        let d = TempDir::new("repair");
+        // SAFETY: the child only runs store code on its own thread and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let s = Store::open(&d.0).unwrap();
+            let mut w = s.begin_copy().unwrap();
+            for c in 0..100 {
+                let chunk: Vec<(String, Vec<u8>)> = (0..1000)
+                    .map(|i| {
+                        let n = c * 1000 + i;
+                        (format!("/config/item{{{n:06}}}/blob"), big(n, 1024))
+                    })
+                    .collect();
+                w.put_chunk(&chunk).unwrap();
+            }
+            w.finish(meta(5)).unwrap();
+            commit1(&s, 6, vec![set("/after", "1")]);
+            // Like kill -9: no destructor runs, the file is not marked clean.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0);
+        let t = Instant::now();
+        let s = open(&d);
+        println!(
+            "open after an unclean stop of a 100 MB store: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(s.last_tx().unwrap(), meta(6));
+        assert_eq!(s.stats().entries, 100_001);
+        drop(s);
+        let t = Instant::now();
+        let _s = open(&d);
+        println!("open after a clean stop: {:?}", t.elapsed());
     }
 
     /// CPU time of the calling thread (redb does its work on the caller's thread).
