@@ -113,6 +113,9 @@ class HaTest(unittest.TestCase):
     def test_second_connect_replaces_first(self):
         a = self.n1.ha()
         self.addCleanup(a.close)
+        # connect returns once the token is sent; a round trip makes sure the
+        # node has taken `a` as its HA connection before `b` arrives
+        self.assertEqual(ha.status(a)[0], ha.STATE_NONE)
         b = self.n1.ha()
         self.addCleanup(b.close)
         self.assertEqual(ha.status(b)[0], ha.STATE_NONE)
