@@ -183,14 +183,12 @@ impl Events {
             gone: AtomicBool::new(false),
             stream: sstream,
         });
-        {
-            // Subscribe between events so the stream starts at an event boundary.
-            let _g = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.subs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(s.clone());
-        }
+        // `emit` delivers to all subscribers under this lock, so the stream
+        // starts at an event boundary (without waiting for a held HA_INFO_SYNC).
+        self.subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.clone());
         // Registered before the reply: every event after `ok` is in the stream.
         if let Err(e) = confd_ha::client::send(&mut stream, &Term::ok()) {
             crate::warn!("events", "{who}: {e}");

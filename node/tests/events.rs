@@ -130,10 +130,13 @@ fn ha_info_sync_holds_the_next_role_change_until_acked() {
         "benone completed before the ack"
     );
     assert_eq!(a.state(), STATE_PRIMARY);
+    // New subscribers can still connect during the hold.
+    let mut late = a.events(NOTIF_HA_INFO);
     ev.sync_ha().unwrap();
     assert!(rx.recv_timeout(T).unwrap());
     t.join().unwrap();
     assert_eq!(next_ha_event(&mut ev, T), HaEvent::IsNone);
+    assert_eq!(next_ha_event(&mut late, T), HaEvent::IsNone);
     ev.sync_ha().unwrap();
     // A sync subscriber that goes away releases the hold.
     let mut ha3 = a.ha();
