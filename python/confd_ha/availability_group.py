@@ -285,13 +285,19 @@ class _PySubscription:
         self.role: Optional[NodeRole] = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # guards shutdown vs close of the socket
-        self._sock: Optional[socket.socket] = ep.socket()
+        self._sock: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        ep, sid, event_id = self.endpoint, self.sid, self.event_id
+        self._sock = ep.socket()
         try:
             events.notifications_connect(
                 self._sock, events.NOTIF_HA_INFO, ip=ep.ip, port=ep.port, path=ep.path
             )
         except BaseException:
             self._sock.close()
+            self._sock = None
             raise
         if event_id == EventId.NODE_ROLE_CHANGED and _lib.has("cha_node_state_get"):
             try:
@@ -353,8 +359,9 @@ class _PySubscription:
                     self._sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        t = self._thread
+        if t is not None and threading.current_thread() is not t:
+            t.join()
 
 
 # cha_event.type
@@ -402,14 +409,24 @@ class _CSubscription:
         self._stopping = threading.Event()
         self._in_callback = threading.local()
         self._trampoline = _types.CHA_EVENT_CB(self._on_event)
-        mask = _CHA_EVENT_HA_INFO if event_id == EventId.HA_INFO else _CHA_EVENT_ROLE_CHANGED
-        sa, size = ep.sockaddr()
+        self._lock = threading.Lock()  # guards _handle
+        self._handle: Optional[int] = None
+
+    def start(self) -> None:
+        mask = _CHA_EVENT_HA_INFO if self.event_id == EventId.HA_INFO else _CHA_EVENT_ROLE_CHANGED
+        sa, size = self.endpoint.sockaddr()
         handle = ctypes.c_void_p()
         _lib.fn("cha_subscribe")(
             sa, size, mask, 0, ctypes.cast(self._trampoline, ctypes.c_void_p), None,
             ctypes.byref(handle),
         )
-        self._handle: Optional[int] = handle.value
+        with self._lock:
+            if not self._stopping.is_set():
+                self._handle = handle.value
+                return
+        # unsubscribed from a callback that ran before cha_subscribe returned:
+        # end it here (joins the library's thread once that callback is done)
+        _lib.fn("cha_unsubscribe")(handle.value)
 
     def _on_event(self, ev_ptr, _user_data) -> None:
         # Runs on the library's thread; must never raise into C.
@@ -436,16 +453,17 @@ class _CSubscription:
             log.exception("subscription %d: callback %r raised", self.sid, self.callback)
 
     def stop(self) -> None:
-        self._stopping.set()
-        handle, self._handle = self._handle, None
-        if handle is None:
-            return
+        with self._lock:
+            self._stopping.set()
+            handle, self._handle = self._handle, None
         inside = getattr(self._in_callback, "active", False)
+        if inside:
+            _retired_trampolines.append(self._trampoline)
+        if handle is None:
+            return  # not started, or start() ends it (see there)
         # From another thread this joins the library's thread (the GIL is
         # released during the call, so a running callback can finish).
         _lib.fn("cha_unsubscribe")(handle)
-        if inside:
-            _retired_trampolines.append(self._trampoline)
 
 
 _subs_lock = threading.Lock()
@@ -479,8 +497,15 @@ def subscribe(
         sub: Any = _CSubscription(sid, eid, callback, ep)
     else:
         sub = _PySubscription(sid, eid, callback, ep)
+    # registered before it starts: a callback may unsubscribe(sid) at once
     with _subs_lock:
         _subs[sid] = sub
+    try:
+        sub.start()
+    except BaseException:
+        with _subs_lock:
+            _subs.pop(sid, None)
+        raise
     return sid
 
 

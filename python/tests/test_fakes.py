@@ -167,6 +167,7 @@ class FakeEventStream:
     writes one JSON 'hnot' per line; EOF -> Error(ERR_EOF), as the library."""
 
     def __init__(self):
+        self.preload = []
         self.peers = []
         self.lock = threading.Lock()
         self.files = {}
@@ -178,6 +179,8 @@ class FakeEventStream:
         a.close()
         with self.lock:
             self.peers.append(b)
+        for hnot in self.preload:  # events that arrive before subscribe() returns
+            b.sendall((json.dumps(hnot) + "\n").encode())
 
     def read(self, sock):
         buf = self.files.setdefault(id(sock), bytearray())
@@ -282,6 +285,25 @@ class SubscriptionLogicTest(unittest.TestCase):
         support.wait_for(lambda: not sub._thread.is_alive(), 10, "the thread to end")
         self.assertEqual(len(calls), 1)
         self.assertIsNone(sub._sock, "the thread should close its socket")
+
+    def test_unsubscribe_in_a_callback_before_subscribe_returns(self):
+        self.fake.preload = [{"type": 5}, {"type": 6}]
+        calls, errors = [], []
+        done = threading.Event()
+
+        def cb(ev, subscription_id, **kw):
+            calls.append(ev)
+            try:
+                ag.unsubscribe(subscription_id)
+            except Exception as e:  # pragma: no cover - the failure being tested
+                errors.append(e)
+            done.set()
+
+        sid = self.subscribe(cb)
+        self.assertTrue(done.wait(10))
+        self.assertEqual(errors, [])
+        self.assertNotIn(sid, ag._subs)
+        self.assertEqual(len(calls), 1)
 
     def test_eof_ends_subscription(self):
         sid = self.subscribe(lambda ev, **kw: None)
