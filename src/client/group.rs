@@ -18,6 +18,7 @@ use crate::proto::ha::{
     HaEvent, NOTIF_HA_INFO, NOTIF_HEARTBEAT, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY,
     STATE_SECONDARY_RELAY,
 };
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
@@ -83,6 +84,14 @@ pub enum GroupEvent {
     Heartbeat,
 }
 
+thread_local! {
+    /// On a subscription's thread: the address of its stop flag, which tells
+    /// `unsubscribe` that it runs inside that subscription's callback. (Not
+    /// `thread::current()`: on a thread Rust did not start, a C program's,
+    /// that allocates a handle which is never freed.)
+    static RUNNING: Cell<usize> = const { Cell::new(0) };
+}
+
 /// How often the subscription thread re-reads the node state when no event
 /// comes (becoming a relay has no HA_INFO event of its own).
 const POLL: Duration = Duration::from_secs(1);
@@ -137,6 +146,7 @@ where
     let thread = thread::Builder::new()
         .name("confd-ha-subscription".into())
         .spawn(move || {
+            RUNNING.with(|r| r.set(Arc::as_ptr(&stop2) as usize));
             let mut emit = |ev: GroupEvent, stop: &AtomicBool| {
                 if !stop.load(Ordering::SeqCst) {
                     callback(&ev);
@@ -195,7 +205,8 @@ impl Subscription {
         self.stop.store(true, Ordering::SeqCst);
         self.wake.shutdown();
         if let Some(t) = self.thread.take() {
-            if thread::current().id() != self.thread_id {
+            let own = RUNNING.with(|r| r.get()) == Arc::as_ptr(&self.stop) as usize;
+            if !own {
                 let _ = t.join();
             }
         }
