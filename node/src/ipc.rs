@@ -213,7 +213,13 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str) {
         crate::warn!("ipc", "{who}: cannot clone the socket");
         return;
     };
-    node.set_ha_conn(id, ctl, token);
+    if !node.set_ha_conn(id, ctl, token) {
+        crate::info!(
+            "ipc",
+            "{who}: a newer HA control connection already holds the token; closing this one"
+        );
+        return;
+    }
     crate::info!("ipc", "{who}: HA control connection #{id} (token set)");
     while let Some(t) = read_request(&mut s, who) {
         let req = match HaRequest::from_term(&t) {

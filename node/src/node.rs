@@ -136,12 +136,22 @@ impl Node {
     }
 
     /// A new HA control connection: closes the previous one and sets the token.
-    pub fn set_ha_conn(&self, id: u64, s: Stream, token: Vec<u8>) {
+    /// Makes connection `id` the HA control connection and sets the token,
+    /// closing the previous one. Connection ids grow in accept order, so a
+    /// connection accepted earlier than the current one (its token frame
+    /// merely arrived later) is the stale one: it is refused (false) and
+    /// the current connection and token stay.
+    pub fn set_ha_conn(&self, id: u64, s: Stream, token: Vec<u8>) -> bool {
+        let mut c = lock(&self.ha_conn);
+        if matches!(&*c, Some((cur, _)) if *cur > id) {
+            return false;
+        }
         *lock(&self.token) = Arc::new(token);
-        if let Some((old, os)) = lock(&self.ha_conn).replace((id, s)) {
+        if let Some((old, os)) = c.replace((id, s)) {
             crate::info!("ipc", "HA connection #{id} replaces HA connection #{old}");
             os.shutdown();
         }
+        true
     }
 
     pub fn clear_ha_conn(&self, id: u64) {

@@ -167,3 +167,35 @@ fn ha_orders_and_states() {
     a.set("/n", Value::Bool(true));
     assert_eq!(a.get("/n"), Some(Value::Bool(true)));
 }
+
+#[test]
+fn the_later_accepted_ha_connection_wins_whatever_order_tokens_arrive_in() {
+    use confd_ha::client::ha as hac;
+    use confd_ha::proto::hello::CLIENT_HA;
+    let port = free_port();
+    let a = Node::start("a", 2, port, &[]);
+    let b = Node::start("b", 3, port, &[]);
+    // `early` is accepted first but sends its token last.
+    let mut early = a.ep().connect(CLIENT_HA).unwrap();
+    let mut late = a.ep().connect(CLIENT_HA).unwrap();
+    hac::send_token(&mut late, b"late-token").unwrap();
+    assert_eq!(hac::get_status(&mut late).unwrap().0, STATE_NONE);
+    hac::send_token(&mut early, b"early-token").unwrap();
+    // The stale connection is closed; the newer one keeps working.
+    let e = hac::get_status(&mut early).unwrap_err();
+    assert!(e.is_eof(), "stale HA connection: {e:?}");
+    assert_eq!(hac::get_status(&mut late).unwrap().0, STATE_NONE);
+    assert!(a
+        .log_text()
+        .contains("a newer HA control connection already holds the token"));
+    // And the token is still the newer connection's.
+    hac::beprimary(&mut late, &buf("a")).unwrap();
+    let err = b
+        .ha_token("early-token")
+        .besecondary("b", &a.as_primary(), true)
+        .unwrap_err();
+    assert_eq!(remote_code(&err), CONFD_ERR_HA_BADTOKEN);
+    b.ha_token("late-token")
+        .besecondary("b", &a.as_primary(), true)
+        .unwrap();
+}
