@@ -268,6 +268,23 @@ static void test_hello_sizes_recorded(void)
     CHECK(confd_maxdepth == 33 && confd_maxkeylen == 7, "maxdepth %d maxkeylen %d", confd_maxdepth, confd_maxkeylen);
 }
 
+static void test_hello_versions_from_env(void)
+{
+    int s;
+    setenv("CONFD_HA_LIB_PROTO_VSN", "86", 1);
+    setenv("CONFD_HA_LIB_VSN", "0x08060800", 1);
+    fake_start(s_hello_sizes);
+    CHECK_RC(client_connect(&s), CONFD_OK, 0);
+    close(s);
+    fake_stop();
+    unsetenv("CONFD_HA_LIB_PROTO_VSN");
+    unsetenv("CONFD_HA_LIB_VSN");
+    CHECK(fk.hello[0] == 17 && fk.hello[1] == 0 && fk.hello[2] == 86 && fk.hello[3] == 8 && fk.hello[4] == 6 &&
+              fk.hello[5] == 8 && fk.hello[6] == 0,
+          "hello %02x %02x %02x %02x %02x %02x %02x", fk.hello[0], fk.hello[1], fk.hello[2], fk.hello[3],
+          fk.hello[4], fk.hello[5], fk.hello[6]);
+}
+
 /* One reply after one request: the reply is prepared by the case. */
 static struct bytes *canned;
 static int canned_raw; /* 1: canned is a whole frame (header included) */
@@ -551,6 +568,7 @@ int main(void)
     t_run("hello_rejected", test_hello_rejected);
     t_run("closed_during_hello", test_closed_during_hello);
     t_run("hello_sizes_recorded", test_hello_sizes_recorded);
+    t_run("hello_versions_from_env", test_hello_versions_from_env);
     t_run("malformed_frame", test_malformed_frame);
     t_run("wrong_shape", test_wrong_shape);
     t_run("oversized_and_truncated_frames", test_oversized_frame);
