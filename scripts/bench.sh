@@ -9,10 +9,12 @@
 #      throughput with sync replication to 0, 1, 2 secondaries; 100 MB full
 #      copy beside the disk and loopback floors; failover detection with a
 #      100 ms tick (SIGSTOP and kill -9 of the primary);
-#   3. events (node/tests/bench.rs): role change returned -> HA_INFO read.
+#   3. events (bench/ha_event.c through the C API, and node/tests/bench.rs
+#      through the Rust client): role change returned -> HA_INFO read.
 #
 # Prints a summary and writes bench/RESULTS.md. Knobs (environment):
 #   BENCH_RTT_CALLS  calls per library/ping-pong figure (default 20000, >= 10000 for the record)
+#   BENCH_EVENT_CALLS  role changes per transport in ha_event (default 2000)
 #   BENCH_SCALE      scales the node benchmarks' iteration counts (default 1)
 #   BENCH_OUT        results file (default bench/RESULTS.md)
 #   BENCH_SKIP_BUILD=1  use what target/release holds
@@ -63,6 +65,9 @@ fi
 mkdir -p "$ROOT/build/bench"
 ${CC:-cc} -O2 -std=gnu11 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/bench/ha_rtt.c" \
     -o "$ROOT/build/bench/ha_rtt" -L"$RELEASE" -lconfd_ha -Wl,-rpath,"$RELEASE"
+${CC:-cc} -O2 -std=gnu11 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/bench/ha_event.c" \
+    -o "$ROOT/build/bench/ha_event" -L"$RELEASE" -lconfd_ha -lpthread -Wl,-rpath,"$RELEASE"
+EVENT_CALLS=${BENCH_EVENT_CALLS:-2000}
 
 # The build leaves hundreds of MB of dirty pages (linked binaries); their
 # writeback makes every fdatasync wait (seen: commit p50 4 ms instead of 0.2 ms).
@@ -95,6 +100,9 @@ start_node
 "$ROOT/build/bench/ha_rtt" --tcp "127.0.0.1:$IPC_PORT" --unix "$WORK/rtt/ipc.sock" \
     --daemon-pid "$NODE_PID" --token bench-token -n "$RTT_CALLS" -r 5 --tmp "$WORK" \
     | tee "$WORK/rtt.out" | grep -E '^BENCH rtt\.[a-z]+\.ratio' >&2
+say "events through the C API: ha_event, $EVENT_CALLS calls per transport"
+"$ROOT/build/bench/ha_event" --tcp "127.0.0.1:$IPC_PORT" --unix "$WORK/rtt/ipc.sock" \
+    --token bench-token -n "$EVENT_CALLS" | tee "$WORK/event.out" | grep -E 'from_return.p99' >&2
 kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true; NODE_PID=""
 
 # ---- 2 + 3. node and events (Rust, real ha-node processes) ----
@@ -110,7 +118,7 @@ ELAPSED=$(( $(date +%s) - T_START ))
 
 # ---- tables ----
 # (cargo's "test name ... " may precede a figure on its line)
-cat "$WORK/rtt.out" "$WORK/node.out" | sed -n 's/^.*BENCH \([^ ]*\) \([-0-9.e+]*\) \([^ ]*\)$/\1 \2 \3/p' >"$WORK/all"
+cat "$WORK/rtt.out" "$WORK/event.out" "$WORK/node.out" | sed -n 's/^.*BENCH \([^ ]*\) \([-0-9.e+]*\) \([^ ]*\)$/\1 \2 \3/p' >"$WORK/all"
 v() { awk -v k="$1" '$1==k {print $2; f=1} END {if (!f) print "n/a"}' "$WORK/all"; }
 # fmt VALUE DECIMALS
 f() { if [ "$1" = n/a ]; then echo n/a; else printf "%.${2}f" "$1"; fi; }
@@ -211,17 +219,23 @@ echo
 echo "## 3. Events (issue 4)"
 echo
 echo "A subscriber thread blocked reading HA_INFO events; the main thread alternates"
-echo "beprimary / benone over an HA connection ($(f "$(v event.calls)" 0) calls, Rust client)."
+echo "beprimary / benone over an HA connection: through the C API (bench/ha_event.c,"
+echo "confd_read_notification, $(f "$(v cevent.tcp.calls)" 0) calls per transport) and the Rust client"
+echo "(node/tests/bench.rs, EventClient, TCP, $(f "$(v event.calls)" 0) calls)."
 echo "*from return*: from the call returning to the event read (negative when the event was"
-echo "read first: the daemon emits before it answers; $(f "$(v event.read_before_return)" 0) such); *from call*: from the call's start."
+echo "read first: the daemon emits the event before it answers); *from call*: from the call's start."
 echo
-echo "| interval | p50 µs | p99 µs | max µs |"
-echo "|---|---:|---:|---:|"
-echo "| call returned -> event read | $(f "$(v event.from_return.p50)" 1) | $(f "$(v event.from_return.p99)" 1) | $(f "$(v event.from_return.max)" 1) |"
-echo "| call started -> event read | $(f "$(v event.from_call.p50)" 1) | $(f "$(v event.from_call.p99)" 1) | $(f "$(v event.from_call.max)" 1) |"
-echo "| the call itself | $(f "$(v event.call.p50)" 1) | $(f "$(v event.call.p99)" 1) | $(f "$(v event.call.max)" 1) |"
+echo "| client | interval | p50 µs | p99 µs | max µs | read before the return |"
+echo "|---|---|---:|---:|---:|---:|"
+for c in "C, TCP:cevent.tcp" "C, Unix:cevent.unix" "Rust, TCP:event"; do
+  lab=${c%%:*}; k=${c#*:}
+  echo "| $lab | call returned -> event read | $(f "$(v $k.from_return.p50)" 1) | $(f "$(v $k.from_return.p99)" 1) | $(f "$(v $k.from_return.max)" 1) | $(f "$(v $k.read_before_return)" 0) of $(f "$(v $k.calls)" 0) |"
+  echo "| $lab | call started -> event read | $(f "$(v $k.from_call.p50)" 1) | $(f "$(v $k.from_call.p99)" 1) | $(f "$(v $k.from_call.max)" 1) | |"
+  echo "| $lab | the call itself | $(f "$(v $k.call.p50)" 1) | $(f "$(v $k.call.p99)" 1) | $(f "$(v $k.call.max)" 1) | |"
+done
 echo
-echo "Goal: <= 1 ms p99 (from return): $(verdict "$(v event.from_return.p99)" '<=' 1000)."
+echo "Goal: <= 1 ms p99 (from return): C over TCP $(verdict "$(v cevent.tcp.from_return.p99)" '<=' 1000),"\
+     "C over Unix $(verdict "$(v cevent.unix.from_return.p99)" '<=' 1000), Rust $(verdict "$(v event.from_return.p99)" '<=' 1000)."
 echo
 echo "## Raw figures"
 echo
