@@ -424,6 +424,7 @@ static void test_unsubscribe_inside_callback(void)
 {
     static struct recorder self, control;
     struct cha_subscription *ss = NULL, *cs = NULL;
+    long long deadline;
     int i, c0;
     rec_init(&self);
     rec_init(&control);
@@ -432,10 +433,16 @@ static void test_unsubscribe_inside_callback(void)
     CHECK_RC(subscribe_to(&n1, CHA_EVENT_ROLE_CHANGED | CHA_EVENT_HA_INFO, &control, &cs), CONFD_OK, 0);
     if (!ss || !cs) return;
     atomic_store(&self.self, ss);
-    c0 = rec_count(&control);
-    for (i = 0; i < 20; i++) CHECK_RC(toggle(i), CONFD_OK, 0);
-    CHECK(wait_count(&control, c0 + 20, 20000) == 0, "control saw the changes (%d)", rec_count(&control));
+    /* The first event: the callback ends its own subscription. */
+    CHECK_RC(toggle(0), CONFD_OK, 0);
+    deadline = now_ms() + 10000;
+    while (atomic_load(&self.calls) < 1 && now_ms() < deadline) poll_pause();
+    CHECK(atomic_load(&self.calls) == 1, "the first callback returned");
     CHECK(atomic_load(&self.self) == NULL, "the callback ended its subscription");
+    /* More events flow (the control sees them); none reaches the callback. */
+    c0 = rec_count(&control);
+    for (i = 1; i <= 20; i++) CHECK_RC(toggle(i), CONFD_OK, 0);
+    CHECK(wait_count(&control, c0 + 20, 20000) == 0, "control saw the changes (%d)", rec_count(&control));
     CHECK(rec_count(&self) == 1 && atomic_load(&self.calls) == 1, "one callback only: %d", rec_count(&self));
     cha_unsubscribe(cs);
     pthread_mutex_destroy(&self.mu);
