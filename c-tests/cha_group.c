@@ -7,7 +7,7 @@
  * library thread, HA_INFO with the arriving secondary, heartbeats;
  * unsubscribe while events flow (from the main thread with a slow callback,
  * and from inside the callback): after it returns no callback runs;
- * argument errors.
+ * argument errors; a subscription whose node goes away.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -480,6 +480,24 @@ static void test_subscribe_errors(void)
     pthread_mutex_destroy(&r.mu);
 }
 
+/* The node goes away under a subscription: its thread ends quietly, and
+   cha_unsubscribe still ends and frees it. Stops n2. */
+static void test_node_goes_away(void)
+{
+    static struct recorder r;
+    static struct cha_node_state st;
+    struct cha_subscription *sub = NULL;
+    struct sockaddr_in a;
+    socklen_t len = addr_of_node(&n2, &a);
+    rec_init(&r);
+    CHECK_RC(subscribe_to(&n2, CHA_EVENT_ROLE_CHANGED | CHA_EVENT_HA_INFO, &r, &sub), CONFD_OK, 0);
+    hn_stop(&n2);
+    CHECK_RC(cha_node_state_get((struct sockaddr *)&a, len, &st), CONFD_ERR, CONFD_ERR_OS);
+    cha_unsubscribe(sub); /* returns: the thread ended or is stopped */
+    CHECK(atomic_load(&r.in_cb) == 0, "no callback running");
+    pthread_mutex_destroy(&r.mu);
+}
+
 int main(void)
 {
     int ha_port;
@@ -505,6 +523,7 @@ int main(void)
     t_run("unsubscribe_while_events_flow", test_unsubscribe_while_events_flow);
     t_run("unsubscribe_inside_callback", test_unsubscribe_inside_callback);
     t_run("subscribe_errors", test_subscribe_errors);
+    t_run("node_goes_away", test_node_goes_away);
     close(h1);
     close(h2);
     hn_stop(&n1);
