@@ -62,9 +62,41 @@ fn cluster(n_sec: usize) -> (Node, Vec<Node>) {
     (p, secs)
 }
 
+/// The floor under a durable commit: rewriting one 4 KiB block of a file in
+/// the same file system as the nodes' data (the temp dir) and fdatasync.
+fn fdatasync_floor(tag: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    let tmp = TempDir::new("fsync-floor");
+    let mut f = std::fs::File::create(tmp.path().join("f")).unwrap();
+    let block = vec![0x3cu8; 4096];
+    for _ in 0..16 {
+        f.write_all(&block).unwrap();
+    }
+    f.sync_all().unwrap();
+    let n = scaled(500, 50);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        f.seek(SeekFrom::Start(((i % 16) * 4096) as u64)).unwrap();
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        lat.push(t0.elapsed());
+    }
+    let p50 = pct(&mut lat, 0.5);
+    let p99 = pct(&mut lat, 0.99);
+    println!(
+        "# floor ({tag}): 4 KiB rewrite + fdatasync p50 {:.3} ms p99 {:.3} ms",
+        ms(p50),
+        ms(p99)
+    );
+    bench(&format!("floor.fdatasync_{tag}.p50"), ms(p50), "ms");
+    bench(&format!("floor.fdatasync_{tag}.p99"), ms(p99), "ms");
+}
+
 #[test]
 #[ignore]
 fn bench_commit_latency_and_throughput() {
+    fdatasync_floor("before");
     for n_sec in [0usize, 1, 2] {
         let (p, _secs) = cluster(n_sec);
         let mut d = p.data();
@@ -123,6 +155,7 @@ fn bench_commit_latency_and_throughput() {
             "commits/batch",
         );
     }
+    fdatasync_floor("after");
 }
 
 #[test]
