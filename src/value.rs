@@ -159,7 +159,7 @@ impl Value {
             "enum" => Value::Enum(num(text, type_name)?),
             "binary" => {
                 let t = text.trim();
-                if t.len() % 2 != 0 {
+                if !t.len().is_multiple_of(2) {
                     return Err(format!("'{t}' is not an even number of hex digits"));
                 }
                 let mut v = Vec::with_capacity(t.len() / 2);
