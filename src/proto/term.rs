@@ -31,8 +31,10 @@ const SMALL_ATOM_UTF8_EXT: u8 = 119;
 
 /// Deepest nesting of tuples and lists the decoder accepts.
 pub const MAX_DEPTH: usize = 64;
-/// Largest uncompressed size accepted for a compressed term (tag 80).
-pub const MAX_INFLATED: usize = 64 * 1024 * 1024;
+/// Largest uncompressed size accepted for a compressed term (tag 80): no
+/// more than a plain frame may carry (`frame::DEFAULT_MAX_FRAME`), so that
+/// compression (up to ~1000:1) cannot multiply what a small frame costs.
+pub const MAX_INFLATED: usize = 16 * 1024 * 1024;
 /// Most elements reserved up front for a tuple or list; beyond that the
 /// vector grows only as elements are actually decoded, so a count field
 /// cannot make the decoder reserve memory the input does not back.
@@ -656,7 +658,7 @@ mod tests {
         ));
         // Deep nesting.
         let mut deep = vec![131];
-        deep.extend(std::iter::repeat([104u8, 1]).take(1000).flatten());
+        deep.extend(std::iter::repeat_n([104u8, 1], 1000).flatten());
         deep.push(106);
         assert_eq!(Term::decode(&deep), Err(DecodeError::TooDeep));
         // Unknown tag, trailing bytes.
@@ -747,8 +749,8 @@ mod tests {
         assert_eq!(t, Term::List((0..1000).map(Term::int).collect()));
         // Nesting through list *elements* is still bounded.
         let mut deep = vec![131];
-        deep.extend(std::iter::repeat([108u8, 0, 0, 0, 1]).take(100).flatten());
-        deep.extend(std::iter::repeat(106u8).take(101));
+        deep.extend(std::iter::repeat_n([108u8, 0, 0, 0, 1], 100).flatten());
+        deep.extend(std::iter::repeat_n(106u8, 101));
         assert_eq!(Term::decode(&deep), Err(DecodeError::TooDeep));
     }
 
