@@ -449,8 +449,9 @@ int cha_data_node_state(int sock, struct cha_node_state *out);
  * Subscribes to the events in `event_mask` (CHA_EVENT_* bits) of the node
  * at `srv` (NULL: found from the environment as for
  * `cha_node_state_get()`), with heartbeats every `heartbeat_ms` ms when the
- * mask has CHA_EVENT_HEARTBEAT. On success `*sub` is the running
- * subscription; on failure it is set to NULL.
+ * mask has CHA_EVENT_HEARTBEAT (ha-node sends them at most once a second).
+ * On success `*sub` is the running subscription; on failure it is set to
+ * NULL.
  *
  * The callback runs on a thread the subscription owns: one thread per
  * subscription, one callback at a time, events in the order the node
