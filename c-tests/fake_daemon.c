@@ -268,6 +268,19 @@ static void test_hello_sizes_recorded(void)
     CHECK(confd_maxdepth == 33 && confd_maxkeylen == 7, "maxdepth %d maxkeylen %d", confd_maxdepth, confd_maxkeylen);
 }
 
+/* A program compiled with other MAXDEPTH / MAXKEYLEN announces them. */
+static void test_hello_announces_init_limits(void)
+{
+    int s;
+    confd_init_vsn_sz("fake_daemon", stderr, CONFD_SILENT, CONFD_LIB_API_VSN, 30, 12);
+    fake_start(s_hello_sizes);
+    CHECK_RC(client_connect(&s), CONFD_OK, 0);
+    close(s);
+    fake_stop();
+    CHECK(fk.hello[7] == 30 && fk.hello[8] == 12, "hello bytes 7-8: %u %u", fk.hello[7], fk.hello[8]);
+    confd_init("fake_daemon", stderr, CONFD_SILENT);
+}
+
 static void test_hello_versions_from_env(void)
 {
     int s;
@@ -568,6 +581,7 @@ int main(void)
     t_run("hello_rejected", test_hello_rejected);
     t_run("closed_during_hello", test_closed_during_hello);
     t_run("hello_sizes_recorded", test_hello_sizes_recorded);
+    t_run("hello_announces_init_limits", test_hello_announces_init_limits);
     t_run("hello_versions_from_env", test_hello_versions_from_env);
     t_run("malformed_frame", test_malformed_frame);
     t_run("wrong_shape", test_wrong_shape);

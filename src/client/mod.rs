@@ -20,13 +20,29 @@ use std::path::PathBuf;
 
 /// Runs the 9-byte hello as client `client_id` and checks the answer.
 pub fn hello<S: Read + Write + ?Sized>(s: &mut S, client_id: u8) -> Result<ServerHello> {
+    hello_with_limits(
+        s,
+        client_id,
+        hello::DEFAULT_MAXDEPTH,
+        hello::DEFAULT_MAXKEYLEN,
+    )
+}
+
+/// The hello, announcing the program's keypath limits (what C programs pass
+/// to `confd_init_vsn_sz` as MAXDEPTH and MAXKEYLEN).
+pub fn hello_with_limits<S: Read + Write + ?Sized>(
+    s: &mut S,
+    client_id: u8,
+    maxdepth: u8,
+    maxkeylen: u8,
+) -> Result<ServerHello> {
     let (proto, vsn) = hello::lib_versions();
     let h = ClientHello {
         client_id,
         proto_vsn: proto,
         lib_vsn: vsn,
-        maxdepth: hello::DEFAULT_MAXDEPTH,
-        maxkeylen: hello::DEFAULT_MAXKEYLEN,
+        maxdepth,
+        maxkeylen,
     };
     s.write_all(&h.encode())
         .map_err(|e| Error::from_io("sending the hello", e))?;

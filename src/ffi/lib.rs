@@ -23,6 +23,7 @@ use libc::{in6_addr, in_addr, sockaddr, FILE};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ptr::{addr_of, addr_of_mut};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Success.
@@ -393,6 +394,9 @@ pub unsafe extern "C" fn confd_init_vsn_sz(
             }
         }
         super::set_debug(debug, estream);
+        let clamp = |v: c_int| u8::try_from(v.max(0)).unwrap_or(u8::MAX);
+        HELLO_MAXDEPTH.store(clamp(maxdepth), Ordering::Relaxed);
+        HELLO_MAXKEYLEN.store(clamp(maxkeylen), Ordering::Relaxed);
         super::set_initialized();
         super::trace(|| {
             let n = if name.is_null() {
@@ -532,6 +536,11 @@ pub unsafe extern "C" fn confd_do_connect(
 
 // ---- helpers shared by the other ffi modules (not exported) ----
 
+/// The MAXDEPTH / MAXKEYLEN the program passed to `confd_init_vsn_sz`,
+/// announced in every hello (bytes 7 and 8).
+static HELLO_MAXDEPTH: AtomicU8 = AtomicU8::new(crate::proto::hello::DEFAULT_MAXDEPTH);
+static HELLO_MAXKEYLEN: AtomicU8 = AtomicU8::new(crate::proto::hello::DEFAULT_MAXKEYLEN);
+
 /// Checks `srv`/`srv_sz`, connects `sock` and runs the hello as `id`.
 ///
 /// # Safety
@@ -546,7 +555,13 @@ pub(crate) unsafe fn connect_and_hello(
     let desc = check_sockaddr(func, srv, srv_sz)?;
     super::trace(|| format!("{func}: connecting fd {sock} to {desc}"));
     connect_fd(sock, srv, srv_sz).map_err(|e| fail(func, &e.with_ctx(&desc)))?;
-    let sh = client::hello(&mut FdStream(sock), id).map_err(|e| fail(func, &e))?;
+    let sh = client::hello_with_limits(
+        &mut FdStream(sock),
+        id,
+        HELLO_MAXDEPTH.load(Ordering::Relaxed),
+        HELLO_MAXKEYLEN.load(Ordering::Relaxed),
+    )
+    .map_err(|e| fail(func, &e))?;
     // SAFETY: plain int globals, written as ConfD's library writes them.
     unsafe {
         addr_of_mut!(confd_maxdepth).write(sh.maxdepth.into());
