@@ -190,12 +190,15 @@ echo
 echo "Floor under a durable commit, same file system, measured before and after the commits:"
 echo "4 KiB rewrite + fdatasync p50 $(f "$(v floor.fdatasync_before.p50)" 3) / $(f "$(v floor.fdatasync_after.p50)" 3) ms,"\
      "p99 $(f "$(v floor.fdatasync_before.p99)" 3) / $(f "$(v floor.fdatasync_after.p99)" 3) ms. Each commit pays one such"
-echo "fdatasync on the primary and, in parallel, one on each secondary. fdatasync on this VM is"
-echo "bimodal: well under 1 ms, or about 4 ms for stretches of time (an ext4 journal commit"
-echo "to wait for; it follows the machine's other disk activity, not the program: seen here, a"
-echo "4 KiB-rewrite loop had 0 of 600 or 365 of 600 fdatasyncs of about 4 ms depending on the"
-echo "moment, and the node's own fdatasyncs 34 of 300 or 234 of 300, strace -T). Compare commit"
-echo "figures with the floor of the same run."
+echo "fdatasync on the primary and, in parallel, one on each secondary."
+echo
+echo "The same floor with one CPU kept busy by a spinning thread: p50 $(f "$(v floor.fdatasync_busy_cpu.p50)" 3) ms, p99 $(f "$(v floor.fdatasync_busy_cpu.p99)" 3) ms."
+echo "On this VM (Firecracker, 250 Hz tick) an fdatasync issued while the CPUs are otherwise idle"
+echo "takes one timer tick, about 4 ms; with a CPU busy it takes 0.05-0.2 ms. So commit latency"
+echo "depends on how busy the machine is: a quiet machine gives about 4 ms per commit with no"
+echo "secondary (one process, idle CPUs), and the secondaries' activity keeps CPUs awake. This is"
+echo "the machine, not the node: the node does exactly one fdatasync per commit (strace), and the"
+echo "bare 4 KiB-rewrite loop above shows the same two modes."
 echo
 echo "A group commit is one durable store write (one fdatasync per node, checked with strace:"
 echo "50 single commits = 50 fdatasync on the primary and on each secondary); batches are counted"
