@@ -480,8 +480,9 @@ static void test_subscribe_errors(void)
     pthread_mutex_destroy(&r.mu);
 }
 
-/* The node goes away under a subscription: its thread ends quietly, and
-   cha_unsubscribe still ends and frees it. Stops n2. */
+/* The node goes away under a subscription: the callback gets a last
+   CHA_EVENT_CLOSED (CONFD_ERR_EOF), and cha_unsubscribe still ends and frees
+   the subscription. Stops n2. */
 static void test_node_goes_away(void)
 {
     static struct recorder r;
@@ -493,6 +494,15 @@ static void test_node_goes_away(void)
     CHECK_RC(subscribe_to(&n2, CHA_EVENT_ROLE_CHANGED | CHA_EVENT_HA_INFO, &r, &sub), CONFD_OK, 0);
     hn_stop(&n2);
     CHECK_RC(cha_node_state_get((struct sockaddr *)&a, len, &st), CONFD_ERR, CONFD_ERR_OS);
+    {
+        struct cha_event ev;
+        int i = wait_event(&r, 0, CHA_EVENT_CLOSED, 0, 10000, &ev);
+        CHECK(i >= 0, "a CHA_EVENT_CLOSED event");
+        if (i >= 0) {
+            CHECK(ev.closed_errno == CONFD_ERR_EOF, "closed_errno %d", ev.closed_errno);
+            CHECK(i == rec_count(&r) - 1, "CLOSED is the last event (%d of %d)", i, rec_count(&r));
+        }
+    }
     cha_unsubscribe(sub); /* returns: the thread ended or is stopped */
     CHECK(atomic_load(&r.in_cb) == 0, "no callback running");
     pthread_mutex_destroy(&r.mu);

@@ -20,7 +20,7 @@
 
 _Static_assert(sizeof(struct cha_peer) == 264, "cha_peer is 264 bytes");
 _Static_assert(sizeof(struct cha_node_state) == 67992, "cha_node_state is 67992 bytes");
-_Static_assert(sizeof(struct cha_event) == 288, "cha_event is 288 bytes");
+_Static_assert(sizeof(struct cha_event) == 296, "cha_event is 296 bytes");
 _Static_assert(sizeof(enum cha_role) == sizeof(int), "enums are ints");
 
 static void test_layout(void)
@@ -38,13 +38,14 @@ static void test_layout(void)
     OFF(struct cha_node_state, secondaries, 408);
     OFF(struct cha_node_state, seq, 67728);
     OFF(struct cha_node_state, txid, 67736);
-    SZ(struct cha_event, 288);
+    SZ(struct cha_event, 296);
     OFF(struct cha_event, type, 0);
     OFF(struct cha_event, previous_role, 4);
     OFF(struct cha_event, new_role, 8);
     OFF(struct cha_event, ha_info_type, 12);
     OFF(struct cha_event, ha_info_value, 16);
     OFF(struct cha_event, ha_info_node, 24);
+    OFF(struct cha_event, closed_errno, 288);
 }
 
 static void test_constants(void)

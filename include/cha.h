@@ -81,6 +81,14 @@ enum cha_event_type {
    * A heartbeat, every `heartbeat_ms` milliseconds; no other field set.
    */
   CHA_EVENT_HEARTBEAT = 4,
+  /**
+   * The subscription lost its node (it stopped or closed the
+   * connection): `closed_errno` is set. The last event of a subscription,
+   * delivered whatever `event_mask` says (not a bit to ask for), and never
+   * after `cha_unsubscribe()`; the subscription must still be released
+   * with `cha_unsubscribe()`.
+   */
+  CHA_EVENT_CLOSED = 8,
 };
 
 /**
@@ -218,13 +226,14 @@ struct cha_node_state {
 };
 
 /**
- * One event of a subscription, given to the callback (288 bytes on
+ * One event of a subscription, given to the callback (296 bytes on
  * x86-64). Fields that do not apply to `type` are zero (`ha_info_node`:
  * empty strings and `last_tick_ms` -1).
  */
 struct cha_event {
   /**
-   * CHA_EVENT_ROLE_CHANGED, CHA_EVENT_HA_INFO or CHA_EVENT_HEARTBEAT.
+   * CHA_EVENT_ROLE_CHANGED, CHA_EVENT_HA_INFO, CHA_EVENT_HEARTBEAT or
+   * CHA_EVENT_CLOSED.
    */
   enum cha_event_type type;
   /**
@@ -249,6 +258,11 @@ struct cha_event {
    * CHA_EVENT_HA_INFO SECONDARY_DIED / SECONDARY_ARRIVED: the secondary.
    */
   struct cha_peer ha_info_node;
+  /**
+   * CHA_EVENT_CLOSED: why, as a confd_errno value (CONFD_ERR_EOF when the
+   * node closed the connection).
+   */
+  int closed_errno;
 };
 
 /**

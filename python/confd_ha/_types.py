@@ -416,7 +416,7 @@ class ChaNodeState(Structure):
 
 
 class ChaEvent(Structure):
-    """struct cha_event: 288 bytes."""
+    """struct cha_event: 296 bytes."""
 
     _fields_ = [
         ("type", c_int),
@@ -425,6 +425,7 @@ class ChaEvent(Structure):
         ("ha_info_type", c_int),
         ("ha_info_value", c_int),
         ("ha_info_node", ChaPeer),
+        ("closed_errno", c_int),
     ]
 
 

@@ -367,6 +367,7 @@ class _PySubscription:
 # cha_event.type
 _CHA_EVENT_ROLE_CHANGED = 1
 _CHA_EVENT_HA_INFO = 2
+_CHA_EVENT_CLOSED = 8
 
 # Trampolines of subscriptions ended from inside their own callback: the C
 # thread is still running in them when unsubscribe returns, and nothing tells
@@ -442,6 +443,12 @@ class _CSubscription:
             elif ev.type == _CHA_EVENT_HA_INFO:
                 hnot = _hnot_from_cha(ev)
                 event = HaInfoEvent(type=hnot["type"], data=hnot)
+            elif ev.type == _CHA_EVENT_CLOSED:
+                # The library lost the node: the subscription has ended.
+                self.error = Error(ev.closed_errno, function="cha_subscribe")
+                log.warning("subscription %d: lost node %s (%s)", self.sid, self.endpoint,
+                            self.error.strerror)
+                return
             else:
                 return
             self._in_callback.active = True

@@ -65,7 +65,7 @@ class LayoutTest(unittest.TestCase):
              S.secondaries.offset, S.seq.offset, S.txid.offset],
             [4, 8, 136, 400, 408, 67728, 67736],
         )
-        self.assertEqual(ctypes.sizeof(E), 288)
+        self.assertEqual(ctypes.sizeof(E), 296)
         self.assertEqual((E.ha_info_value.offset, E.ha_info_node.offset), (16, 24))
 
 

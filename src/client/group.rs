@@ -82,6 +82,14 @@ pub enum GroupEvent {
     /// An HA_INFO event, as the node sent it.
     Ha(HaEvent),
     Heartbeat,
+    /// The subscription lost its node (the node stopped or closed the
+    /// connection): the last event of the subscription, delivered whatever
+    /// the mask. `errno` is a `confd_errno` value (CONFD_ERR_EOF when the
+    /// node closed the connection). Not sent after an unsubscribe.
+    Closed {
+        errno: i32,
+        reason: String,
+    },
 }
 
 thread_local! {
@@ -152,16 +160,19 @@ where
                     callback(&ev);
                 }
             };
-            while !stop2.load(Ordering::SeqCst) {
+            let lost = loop {
+                if stop2.load(Ordering::SeqCst) {
+                    break None;
+                }
                 // Wait for a whole frame to start arriving rather than using a
                 // read timeout, which could cut a frame in two.
                 let ev = match events.stream.wait_readable(POLL) {
                     Ok(false) => None,
                     Ok(true) => match events.read() {
                         Ok(ev) => Some(ev),
-                        Err(_) => break,
+                        Err(e) => break Some(e),
                     },
-                    Err(_) => break,
+                    Err(e) => break Some(Error::os("waiting for events", e)),
                 };
                 match &ev {
                     Some(Event::Heartbeat) if mask & EVENT_HEARTBEAT != 0 => {
@@ -175,13 +186,20 @@ where
                 if mask & EVENT_ROLE_CHANGED != 0 && !matches!(ev, Some(Event::Heartbeat)) {
                     let new = match data.node_state() {
                         Ok(st) => Role::from_state(st.state),
-                        Err(_) => break,
+                        Err(e) => break Some(e),
                     };
                     if new != role {
                         let previous = std::mem::replace(&mut role, new);
                         emit(GroupEvent::RoleChanged { previous, new }, &stop2);
                     }
                 }
+            };
+            if let Some(e) = lost {
+                let closed = GroupEvent::Closed {
+                    errno: e.errno(),
+                    reason: e.to_string(),
+                };
+                emit(closed, &stop2);
             }
         })
         .map_err(|e| Error::os("starting the subscription thread", e))?;

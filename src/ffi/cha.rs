@@ -72,6 +72,12 @@ pub enum cha_event_type {
     CHA_EVENT_HA_INFO = 2,
     /// A heartbeat, every `heartbeat_ms` milliseconds; no other field set.
     CHA_EVENT_HEARTBEAT = 4,
+    /// The subscription lost its node (it stopped or closed the
+    /// connection): `closed_errno` is set. The last event of a subscription,
+    /// delivered whatever `event_mask` says (not a bit to ask for), and never
+    /// after `cha_unsubscribe()`; the subscription must still be released
+    /// with `cha_unsubscribe()`.
+    CHA_EVENT_CLOSED = 8,
 }
 
 /// `enum cha_event_type` as it sits in memory (an int).
@@ -141,12 +147,13 @@ pub struct cha_node_state {
     pub txid: [c_char; CHA_TXID_SIZE],
 }
 
-/// One event of a subscription, given to the callback (288 bytes on
+/// One event of a subscription, given to the callback (296 bytes on
 /// x86-64). Fields that do not apply to `type` are zero (`ha_info_node`:
 /// empty strings and `last_tick_ms` -1).
 #[repr(C)]
 pub struct cha_event {
-    /// CHA_EVENT_ROLE_CHANGED, CHA_EVENT_HA_INFO or CHA_EVENT_HEARTBEAT.
+    /// CHA_EVENT_ROLE_CHANGED, CHA_EVENT_HA_INFO, CHA_EVENT_HEARTBEAT or
+    /// CHA_EVENT_CLOSED.
     pub r#type: EventTypeInt,
     /// CHA_EVENT_ROLE_CHANGED: the role before the change.
     pub previous_role: RoleInt,
@@ -160,6 +167,9 @@ pub struct cha_event {
     pub ha_info_value: c_int,
     /// CHA_EVENT_HA_INFO SECONDARY_DIED / SECONDARY_ARRIVED: the secondary.
     pub ha_info_node: cha_peer,
+    /// CHA_EVENT_CLOSED: why, as a confd_errno value (CONFD_ERR_EOF when the
+    /// node closed the connection).
+    pub closed_errno: c_int,
 }
 
 /// The callback of a subscription: `ev` points to the event (valid only
@@ -972,6 +982,7 @@ fn event_to_c(ev: &GroupEvent) -> cha_event {
         ha_info_type: 0,
         ha_info_value: 0,
         ha_info_node: empty_peer(),
+        closed_errno: 0,
     };
     match ev {
         GroupEvent::RoleChanged { previous, new } => {
@@ -980,6 +991,10 @@ fn event_to_c(ev: &GroupEvent) -> cha_event {
             e.new_role = new.state();
         }
         GroupEvent::Heartbeat => e.r#type = cha_event_type::CHA_EVENT_HEARTBEAT as c_int,
+        GroupEvent::Closed { errno, .. } => {
+            e.r#type = cha_event_type::CHA_EVENT_CLOSED as c_int;
+            e.closed_errno = *errno;
+        }
         GroupEvent::Ha(h) => {
             e.r#type = cha_event_type::CHA_EVENT_HA_INFO as c_int;
             e.ha_info_type = h.info_type();
@@ -1020,7 +1035,8 @@ mod tests {
         assert_eq!(size_of::<cha_node_state>(), 67992);
         assert_eq!(offset_of!(cha_event, ha_info_value), 16);
         assert_eq!(offset_of!(cha_event, ha_info_node), 24);
-        assert_eq!(size_of::<cha_event>(), 288);
+        assert_eq!(offset_of!(cha_event, closed_errno), 288);
+        assert_eq!(size_of::<cha_event>(), 296);
     }
 
     #[test]
