@@ -26,12 +26,20 @@ RTT_CALLS=${BENCH_RTT_CALLS:-20000}
 OUT=${BENCH_OUT:-$ROOT/bench/RESULTS.md}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ha-bench.XXXXXX")
 NODE_PID=""
+CHILD=""
 T_START=$(date +%s)
 
 # ---- cleanup: every process this script started, by pid ----
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ -n "$CHILD" ]; then
+        # its whole process group: cargo, the test binary, the nodes it started
+        kill -CONT -- -"$CHILD" 2>/dev/null || true
+        kill -TERM -- -"$CHILD" 2>/dev/null || true
+        sleep 0.5
+        kill -KILL -- -"$CHILD" 2>/dev/null || true
+    fi
     if [ -n "$NODE_PID" ]; then kill -CONT "$NODE_PID" 2>/dev/null || true; kill "$NODE_PID" 2>/dev/null || true; fi
     # ha-node processes started by the Rust benchmarks live under $WORK
     # (TMPDIR); if the test binary was interrupted they may be left over.
@@ -49,6 +57,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Runs a command in its own process group and waits for it, so that a
+# signal to this script is handled at once and cleanup can end the group.
+run() {
+    setsid "$@" &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return $rc
+}
+
 say() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 
 free_port() {
@@ -58,9 +77,9 @@ free_port() {
 # ---- build (release) ----
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     say "build (release)"
-    cargo build --release --workspace >&2
+    run cargo build --release --workspace >&2
     ln -sf libconfd_ha.so "$RELEASE/libconfd_ha.so.0"
-    cargo test -p ha-node --release --test bench --no-run >&2
+    run cargo test -p ha-node --release --test bench --no-run >&2
 fi
 mkdir -p "$ROOT/build/bench"
 ${CC:-cc} -O2 -std=gnu11 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/bench/ha_rtt.c" \
@@ -97,19 +116,20 @@ start_node() {
     echo "ha-node did not start; its log:" >&2; cat "$WORK/rtt/node.log" >&2; return 1
 }
 start_node
-"$ROOT/build/bench/ha_rtt" --tcp "127.0.0.1:$IPC_PORT" --unix "$WORK/rtt/ipc.sock" \
-    --daemon-pid "$NODE_PID" --token bench-token -n "$RTT_CALLS" -r 5 --tmp "$WORK" \
-    | tee "$WORK/rtt.out" | grep -E '^BENCH rtt\.[a-z]+\.ratio' >&2
+run "$ROOT/build/bench/ha_rtt" --tcp "127.0.0.1:$IPC_PORT" --unix "$WORK/rtt/ipc.sock" \
+    --daemon-pid "$NODE_PID" --token bench-token -n "$RTT_CALLS" -r 5 --tmp "$WORK" >"$WORK/rtt.out"
+grep -E '^BENCH rtt\.[a-z]+\.ratio' "$WORK/rtt.out" >&2 || true
 say "events through the C API: ha_event, $EVENT_CALLS calls per transport"
-"$ROOT/build/bench/ha_event" --tcp "127.0.0.1:$IPC_PORT" --unix "$WORK/rtt/ipc.sock" \
-    --token bench-token -n "$EVENT_CALLS" | tee "$WORK/event.out" | grep -E 'from_return.p99' >&2
+run "$ROOT/build/bench/ha_event" --tcp "127.0.0.1:$IPC_PORT" --unix "$WORK/rtt/ipc.sock" \
+    --token bench-token -n "$EVENT_CALLS" >"$WORK/event.out"
+grep -E 'from_return.p99' "$WORK/event.out" >&2 || true
 kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true; NODE_PID=""
 
 # ---- 2 + 3. node and events (Rust, real ha-node processes) ----
 say "node and event benchmarks: cargo test -p ha-node --release --test bench"
 NODE_CMD="cargo test -p ha-node --release --test bench -- --ignored --nocapture --test-threads 1"
 sync
-TMPDIR=$WORK BENCH_SCALE=${BENCH_SCALE:-1} $NODE_CMD >"$WORK/node.out" 2>"$WORK/node.err" || {
+run env TMPDIR="$WORK" BENCH_SCALE="${BENCH_SCALE:-1}" $NODE_CMD >"$WORK/node.out" 2>"$WORK/node.err" || {
     echo "node benchmarks failed:" >&2; tail -50 "$WORK/node.err" >&2; cat "$WORK/node.out" >&2; exit 1; }
 grep -o '# .*' "$WORK/node.out" >&2 || true
 
@@ -172,9 +192,11 @@ for pl in natural same cross; do
 done
 echo
 echo "A round trip between two CPUs costs more than on one CPU (cross-CPU wake-ups; on this"
-echo "VM roughly 2x). The like-for-like comparisons are *same* and *cross*; in *natural* the"
-echo "forked ping-pong peer tends to run on the client's CPU while the daemon's thread"
-echo "does not, so that ratio mostly measures placement, not the library."
+echo "VM roughly 2x). The like-for-like comparisons are *same* and *cross*. In *natural* the"
+echo "scheduler places the two ends as it likes: the forked ping-pong peer often stays on the"
+echo "client's CPU while the daemon's thread may not, so that ratio can swing with placement"
+echo "(seen during development on a busy machine: 1.07x to 2.4x for the same binaries, while"
+echo "*same* and *cross* stayed within 1.0x-1.25x)."
 echo
 echo "## 2. Node (issue 3)"
 echo
