@@ -176,21 +176,24 @@ fn bench_commit_latency_and_throughput() {
     fdatasync_floor("after");
 }
 
-#[test]
-#[ignore]
-fn bench_full_copy_100mb() {
+/// Loads `txns` transactions of `per_txn` values of `size` bytes into a
+/// primary, then times the full copy to a new secondary (besecondary with
+/// waitreply until it returns).
+fn full_copy(tag: &str, txns: usize, per_txn: usize, size: usize) {
     let port = free_port();
     let p = Node::start("p", 2, port, &["--log-level", "warn"]);
     let s = Node::start("s", 3, port, &["--log-level", "warn"]);
     p.ha().beprimary("p").unwrap();
-    // 100 MB in 1 MiB... as 400 transactions of 256 KiB values.
     let mut d = p.data();
-    let val = vec![0x5au8; 256 * 1024];
-    for i in 0..400 {
+    let val = vec![0x5au8; size];
+    for i in 0..txns {
         let mut t = Txn::new();
-        t.set(&format!("/big/v{i}"), Value::Binary(val.clone()));
+        for j in 0..per_txn {
+            t.set(&format!("/big/v{i}/k{j}"), Value::Binary(val.clone()));
+        }
         d.commit(&t).unwrap();
     }
+    let mb = (txns * per_txn * size) as f64 / (1 << 20) as f64;
     let mut hs = s.ha();
     let wb0 = write_bytes(s.pid());
     let t0 = Instant::now();
@@ -199,21 +202,44 @@ fn bench_full_copy_100mb() {
     let wb1 = write_bytes(s.pid());
     assert_eq!(s.stat("full_copies_received"), 1);
     println!(
-        "# full copy of {} MB: {:.3} s ({:.0} MB/s)",
-        400 * 256 / 1024,
+        "# full copy of {mb:.0} MiB as {} values of {size} bytes: {:.3} s ({:.0} MiB/s)",
+        txns * per_txn,
         dt.as_secs_f64(),
-        100.0 / dt.as_secs_f64()
+        mb / dt.as_secs_f64()
     );
-    bench("copy.100mb.time", dt.as_secs_f64(), "s");
-    bench("copy.100mb.rate", 100.0 / dt.as_secs_f64(), "MB/s");
+    bench(
+        &format!("copy.{tag}.values"),
+        (txns * per_txn) as f64,
+        "count",
+    );
+    bench(&format!("copy.{tag}.value_size"), size as f64, "bytes");
+    bench(&format!("copy.{tag}.time"), dt.as_secs_f64(), "s");
+    bench(&format!("copy.{tag}.rate"), mb / dt.as_secs_f64(), "MB/s");
     if let (Some(a), Some(b)) = (wb0, wb1) {
         // What the secondary wrote to storage during the copy (redb's pages,
         // its free list and the old copy's pages count too).
-        bench("copy.100mb.secondary_written", (b - a) as f64 / 1e6, "MB");
+        bench(
+            &format!("copy.{tag}.secondary_written"),
+            (b - a) as f64 / 1e6,
+            "MB",
+        );
     }
     if let Ok(md) = std::fs::metadata(s.dir.join("store.redb")) {
-        bench("copy.100mb.secondary_file", md.len() as f64 / 1e6, "MB");
+        bench(
+            &format!("copy.{tag}.secondary_file"),
+            md.len() as f64 / 1e6,
+            "MB",
+        );
     }
+}
+
+#[test]
+#[ignore]
+fn bench_full_copy_100mb() {
+    // 100 MiB as 400 values of 256 KiB, and as 102400 values of 1 KiB (a
+    // configuration store has many small leaves).
+    full_copy("100mb", 400, 1, 256 * 1024);
+    full_copy("100mb_1k", 100, 1024, 1024);
     // The machine's floors, measured in the same run.
     let tmp = TempDir::new("floor");
     let f = tmp.path().join("seq");
