@@ -824,7 +824,12 @@ fn run_erl(erl: &Path) -> Run {
     std::fs::write(dir.join("b.bin"), records(b)).unwrap();
 
     let start = Instant::now();
-    let mut child = Command::new(erl)
+    let mut cmd = Command::new(erl);
+    if std::env::var_os("HOME").is_none() {
+        // erl refuses to start without HOME.
+        cmd.env("HOME", &dir);
+    }
+    let mut child = cmd
         .args(["-noshell", "-eval", ERL_SCRIPT, "-extra"])
         .arg(&dir)
         .stdin(Stdio::null())
@@ -1064,25 +1069,31 @@ fn b_every_erlang_encoding_form_is_covered() {
         }
     }
     eprintln!("tags written by OTP {}: {tags:?}", run.otp);
-    let want: &[(u8, &str)] = &[
-        (80, "compressed"),
-        (70, "NEW_FLOAT_EXT"),
-        (99, "FLOAT_EXT"),
-        (97, "SMALL_INTEGER_EXT"),
-        (98, "INTEGER_EXT"),
-        (110, "SMALL_BIG_EXT"),
-        (111, "LARGE_BIG_EXT"),
-        (100, "ATOM_EXT (Latin-1)"),
-        (118, "ATOM_UTF8_EXT"),
-        (119, "SMALL_ATOM_UTF8_EXT"),
-        (104, "SMALL_TUPLE_EXT"),
-        (105, "LARGE_TUPLE_EXT"),
-        (106, "NIL_EXT"),
-        (107, "STRING_EXT"),
-        (108, "LIST_EXT"),
-        (109, "BINARY_EXT"),
+    // Each entry: the tags any of which covers it (which atom tags OTP picks
+    // for Latin-1 atoms under minor versions 0 and 1 depends on the release).
+    let want: &[(&[u8], &str)] = &[
+        (&[80], "compressed"),
+        (&[70], "NEW_FLOAT_EXT"),
+        (&[99], "FLOAT_EXT"),
+        (&[97], "SMALL_INTEGER_EXT"),
+        (&[98], "INTEGER_EXT"),
+        (&[110], "SMALL_BIG_EXT"),
+        (&[111], "LARGE_BIG_EXT"),
+        (&[100, 115], "ATOM_EXT or SMALL_ATOM_EXT (Latin-1)"),
+        (&[118], "ATOM_UTF8_EXT"),
+        (&[119], "SMALL_ATOM_UTF8_EXT"),
+        (&[104], "SMALL_TUPLE_EXT"),
+        (&[105], "LARGE_TUPLE_EXT"),
+        (&[106], "NIL_EXT"),
+        (&[107], "STRING_EXT"),
+        (&[108], "LIST_EXT"),
+        (&[109], "BINARY_EXT"),
     ];
-    let missing: Vec<_> = want.iter().filter(|(t, _)| !tags.contains(t)).collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(alts, _)| !alts.iter().any(|t| tags.contains(t)))
+        .map(|(_, name)| name)
+        .collect();
     assert!(missing.is_empty(), "never written by Erlang: {missing:?}");
 }
 
