@@ -21,6 +21,11 @@
  * too); TCP_NODELAY is set on both ends, as the daemon and the Rust client
  * set it.
  *
+ * Placements (with --daemon-pid): "natural" leaves both ends to the
+ * scheduler; "same" pins this process, every daemon thread and the ping-pong
+ * peer to one CPU; "cross" puts this process on one CPU and the daemon / the
+ * peer on another (the first two CPUs this process may use).
+ *
  * Rounds: every kind of measurement runs in ROUNDS slices interleaved with
  * the others, so that a noisy neighbour hits all of them alike.
  *
@@ -161,16 +166,28 @@ static void nodelay(int s)
 
 /* ---- CPU placement ---- */
 
+/* The CPUs this process may use at start; cpu -1 = all of them. */
+static cpu_set_t allowed;
+
 static void set_cpu(pid_t tid, int cpu)
 {
     cpu_set_t set;
-    int i, n = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    CPU_ZERO(&set);
-    if (cpu < 0)
-        for (i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET(i, &set);
-    else
+    if (cpu < 0) {
+        set = allowed;
+    } else {
+        CPU_ZERO(&set);
         CPU_SET(cpu, &set);
+    }
     if (sched_setaffinity(tid, sizeof set, &set) != 0 && errno != ESRCH) die("sched_setaffinity");
+}
+
+/* The n-th allowed CPU (0-based), or -1. */
+static int nth_cpu(int n)
+{
+    int i;
+    for (i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &allowed) && n-- == 0) return i;
+    return -1;
 }
 
 /* Pins every thread of the daemon (threads it starts later inherit it). */
@@ -461,7 +478,7 @@ static void run_placement(const char *pname, int self_cpu, int srv_cpu)
 
 int main(int argc, char **argv)
 {
-    int i, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int i, cpu0, cpu1;
 
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tcp") && i + 1 < argc) opt_tcp = argv[++i];
@@ -477,6 +494,9 @@ int main(int argc, char **argv)
     }
     if (!opt_tcp || !opt_unix || opt_n < 1 || opt_rounds < 1) usage();
     signal(SIGPIPE, SIG_IGN);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) die("sched_getaffinity");
+    cpu0 = nth_cpu(0);
+    cpu1 = nth_cpu(1);
     confd_init("ha_rtt", stderr, CONFD_SILENT);
     CONFD_SET_BUF(&myid, (unsigned char *)"bench", 5);
 
@@ -502,15 +522,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "ha_rtt: implausible frame sizes\n");
         return 1;
     }
-    /* natural: the scheduler decides; same: everything on CPU 0; cross:
-       this process on CPU 0, the daemon / ping-pong peer on CPU 1. */
+    /* natural: the scheduler decides; same: everything on the first allowed
+       CPU; cross: this process on the first, the daemon / ping-pong peer on
+       the second. */
+    printf("BENCH cpus.first %d id\nBENCH cpus.second %d id\n", cpu0, cpu1);
     if (!strcmp(opt_placement, "all") || !strcmp(opt_placement, "natural"))
         run_placement("natural", -1, -1);
     if (opt_daemon_pid > 0 && (!strcmp(opt_placement, "all") || !strcmp(opt_placement, "same")))
-        run_placement("same", 0, 0);
-    if (opt_daemon_pid > 0 && ncpu >= 2 &&
+        run_placement("same", cpu0, cpu0);
+    if (opt_daemon_pid > 0 && cpu1 >= 0 &&
         (!strcmp(opt_placement, "all") || !strcmp(opt_placement, "cross")))
-        run_placement("cross", 0, 1);
+        run_placement("cross", cpu0, cpu1);
     set_cpu(0, -1);
     if (opt_daemon_pid > 0) pin_daemon(-1);
     return 0;
