@@ -324,6 +324,32 @@ fn arb_data_request() -> impl Strategy<Value = DataRequest> {
     ]
 }
 
+fn arb_peer() -> impl Strategy<Value = data::PeerState> {
+    (arb_node(), prop::option::of(any::<i64>()))
+        .prop_map(|(node, last_tick_ms)| data::PeerState { node, last_tick_ms })
+}
+
+fn arb_node_state() -> impl Strategy<Value = NodeState> {
+    (
+        1i32..=4,
+        prop::option::of(arb_value()),
+        prop::option::of(arb_peer()),
+        prop::collection::vec(arb_peer(), 0..4),
+        any::<i64>(),
+        chars(0..20),
+    )
+        .prop_map(
+            |(state, node_id, primary, secondaries, seq, txid)| NodeState {
+                state,
+                node_id,
+                primary,
+                secondaries,
+                seq,
+                txid,
+            },
+        )
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Flip(usize, u8),
@@ -403,6 +429,7 @@ fn arb_valid_encoding() -> impl Strategy<Value = Vec<u8>> {
         arb_reply().prop_map(|r| r.to_term().encode()),
         arb_data_request().prop_map(|r| r.to_term().encode()),
         arb_value().prop_map(|v| v.to_term().encode()),
+        arb_node_state().prop_map(|st| data::ok_term(st.to_term()).encode()),
         arb_term().prop_map(|t| compress(&t)),
     ]
 }
@@ -470,6 +497,13 @@ proptest! {
     fn ha_replies_round_trip(r in arb_reply()) {
         let t = Term::decode(&r.to_term().encode()).unwrap();
         prop_assert_eq!(HaReply::from_term(&t), Some(r));
+    }
+
+    #[test]
+    fn node_states_round_trip(st in arb_node_state()) {
+        let t = Term::decode(&data::ok_term(st.to_term()).encode()).unwrap();
+        let inner = data::parse_reply(&t).unwrap().unwrap();
+        prop_assert_eq!(NodeState::from_term(&inner), Some(st));
     }
 
     #[test]

@@ -328,6 +328,28 @@ fn shape_cases() -> Vec<(String, Term, String)> {
         "{ok,[{<<99,111,109,109,105,116,115>>,3},{<<115,101,113>>,9223372036854775807}]}",
     );
     add(
+        "data node_state reply",
+        data::ok_term(
+            data::NodeState {
+                state: STATE_SECONDARY,
+                node_id: Some(buf("n2")),
+                primary: Some(data::PeerState {
+                    node: node("n1", "127.0.0.1"),
+                    last_tick_ms: Some(1_795_000_000_123),
+                }),
+                secondaries: vec![data::PeerState {
+                    node: node("n3", "127.0.0.3"),
+                    last_tick_ms: None,
+                }],
+                seq: 7,
+                txid: "t7".into(),
+            }
+            .to_term(),
+        ),
+        "{ok,[{state,2},{node_id,<<110,50>>},{primary,{<<110,49>>,{127,0,0,1},1795000000123}},\
+         {secondaries,[{<<110,51>>,{127,0,0,3},undefined}]},{seq,7},{txid,<<116,55>>}]}",
+    );
+    add(
         "data error reply",
         data::error_reply(1, "no such path /a"),
         "{error,1,<<110,111,32,115,117,99,104,32,112,97,116,104,32,47,97>>}",
