@@ -88,8 +88,8 @@ ${CC:-cc} -O2 -std=gnu11 -Wall -Wextra -Werror -I"$ROOT/include" "$ROOT/bench/ha
     -o "$ROOT/build/bench/ha_event" -L"$RELEASE" -lconfd_ha -lpthread -Wl,-rpath,"$RELEASE"
 EVENT_CALLS=${BENCH_EVENT_CALLS:-2000}
 
-# The build leaves hundreds of MB of dirty pages (linked binaries); their
-# writeback makes every fdatasync wait (seen: commit p50 4 ms instead of 0.2 ms).
+# Flush the build's dirty pages (linked binaries) so that their writeback does
+# not compete with the disk measurements.
 sync
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -99,6 +99,7 @@ start_node() {
     local i ipc ha
     for _ in 1 2 3 4 5; do
         ipc=$(free_port); ha=$(free_port)
+        [ "$ha" != "$ipc" ] || continue
         rm -rf "$WORK/rtt"; mkdir -p "$WORK/rtt"
         "$RELEASE/ha-node" --ipc-addr "127.0.0.1:$ipc" --ipc-path "$WORK/rtt/ipc.sock" \
             --ha-addr "127.0.0.1:$ha" --data-dir "$WORK/rtt/data" --log-level warn \
