@@ -404,7 +404,7 @@ static void test_unsubscribe_while_events_flow(void)
             CHECK(atomic_load(&victim.in_cb) == 0, "no callback running after cha_unsubscribe");
             calls_at_unsub = atomic_load(&victim.calls);
             control_at_unsub = rec_count(&control);
-            i = 400 - 30; /* 30 more role changes */
+            i = 400 - 30 - 1; /* 30 more role changes (the loop's i++ comes first) */
         }
     }
     CHECK(unsubscribed, "the victim saw events before the unsubscribe");
