@@ -137,6 +137,9 @@ static void test_order_bad_args(void)
     v.type = C_QNAME;
     CHECK_RC(confd_ha_beprimary(-1, &v), CONFD_ERR, CONFD_ERR_BADTYPE);
     EXPECT_MSG("C_QNAME (18) is not supported");
+    CONFD_SET_DOUBLE(&v, 0.0 / 0.0); /* NaN: the term format has no such float */
+    CHECK_RC(confd_ha_beprimary(-1, &v), CONFD_ERR, CONFD_ERR_BADTYPE);
+    EXPECT_MSG("only finite doubles");
     v.type = (enum confd_vtype)12345; /* garbage type number from C */
     CHECK_RC(confd_ha_secondary_dead(-1, &v), CONFD_ERR, CONFD_ERR_BADTYPE);
     EXPECT_MSG("type 12345");

@@ -152,7 +152,14 @@ impl Value {
             "uint16" => Value::UInt16(num(text, type_name)?),
             "uint32" => Value::UInt32(num(text, type_name)?),
             "uint64" => Value::UInt64(num(text, type_name)?),
-            "double" => Value::Double(num(text, type_name)?),
+            "double" => match num::<f64>(text, type_name)? {
+                d if d.is_finite() => Value::Double(d),
+                d => {
+                    return Err(format!(
+                        "double {d} is not finite (the term format has no NaN or infinity)"
+                    ))
+                }
+            },
             "bool" => Value::Bool(num(text, type_name)?),
             "ipv4" => Value::Ipv4(num(text, type_name)?),
             "ipv6" => Value::Ipv6(num(text, type_name)?),
@@ -212,7 +219,8 @@ impl Value {
         Ok(match t {
             Term::Binary(b) => Value::Buf(b.clone()),
             Term::Int(_) => Value::Int32(conv(t).ok_or_else(bad)?),
-            Term::Float(x) => Value::Double(*x),
+            // Erlang has no NaN or infinite floats: refuse them as it does.
+            Term::Float(x) if x.is_finite() => Value::Double(*x),
             Term::Atom(a) => match a.as_str() {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
@@ -305,12 +313,16 @@ mod tests {
         );
         assert!(Value::from_term(&Term::Tuple(vec![Term::int(6), Term::int(300)])).is_err());
         assert!(Value::from_term(&Term::atom("maybe")).is_err());
+        assert!(Value::from_term(&Term::Float(f64::NAN)).is_err());
+        assert!(Value::from_term(&Term::Float(f64::INFINITY)).is_err());
     }
 
     #[test]
     fn parse_and_display() {
         assert_eq!(Value::parse("uint16", "8080").unwrap(), Value::UInt16(8080));
         assert!(Value::parse("uint8", "300").is_err());
+        assert!(Value::parse("double", "NaN").is_err());
+        assert!(Value::parse("double", "inf").is_err());
         assert_eq!(Value::parse("binary", "00ff").unwrap().to_string(), "00ff");
         assert_eq!(Value::parse("ipv6", "::1").unwrap().to_string(), "::1");
     }

@@ -809,6 +809,18 @@ pub(crate) unsafe fn value_from_c(
             11 => Value::UInt16((*val).u16),
             12 => Value::UInt32((*val).u32),
             13 => Value::UInt64((*val).u64),
+            14 if !(*val).d.is_finite() => {
+                return Err(fail(
+                    func,
+                    &Error::Usage {
+                        code: CONFD_ERR_BADTYPE,
+                        msg: format!(
+                            "{func}: {what} is the C_DOUBLE {}, which the Erlang term format cannot carry (only finite doubles)",
+                            (*val).d
+                        ),
+                    },
+                ))
+            }
             14 => Value::Double((*val).d),
             15 => Value::Ipv4(Ipv4Addr::from((*val).ip.s_addr.to_ne_bytes())),
             16 => Value::Ipv6(Ipv6Addr::from((*val).ip6.s6_addr)),
