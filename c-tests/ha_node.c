@@ -6,6 +6,7 @@
  * the first; CONFD_EOF when the daemon goes away.
  */
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,13 @@ static void test_connect_tcp_v4(void)
     CHECK(st.state == CONFD_HA_STATE_NONE && st.num_nodes == 0, "state %d nodes %d", st.state, st.num_nodes);
     CHECK(confd_maxdepth > 0 && confd_maxkeylen > 0, "maxdepth %d maxkeylen %d from the hello",
           confd_maxdepth, confd_maxkeylen);
+    {
+        /* Small requests must not wait for delayed ACKs (Nagle). */
+        int nodelay = 0;
+        socklen_t len = sizeof nodelay;
+        CHECK(getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len) == 0 && nodelay,
+              "TCP_NODELAY set on the caller's socket (%d)", nodelay);
+    }
     close(s);
 }
 

@@ -555,6 +555,26 @@ pub(crate) unsafe fn connect_and_hello(
     let desc = check_sockaddr(func, srv, srv_sz)?;
     super::trace(|| format!("{func}: connecting fd {sock} to {desc}"));
     connect_fd(sock, srv, srv_sz).map_err(|e| fail(func, &e.with_ctx(&desc)))?;
+    // Requests are small and answered at once: without TCP_NODELAY a write
+    // that follows a write with no reply (async besecondary, the token)
+    // waits for the peer's delayed ACK (~40 ms). Not an error where the
+    // option does not apply (AF_UNIX).
+    // SAFETY: srv was validated by check_sockaddr; `one` outlives the call.
+    if matches!(
+        c_int::from(unsafe { (*srv).sa_family }),
+        libc::AF_INET | libc::AF_INET6
+    ) {
+        let one: c_int = 1;
+        unsafe {
+            libc::setsockopt(
+                sock,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const c_int).cast(),
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+    }
     let sh = client::hello_with_limits(
         &mut FdStream(sock),
         id,
