@@ -274,18 +274,13 @@ impl Node {
                 return err(CONFD_ERR_HA_BIND, e);
             }
         };
-        let old = {
-            let mut st = lock(&self.state);
-            st.gen += 1;
-            self.gen_now.store(st.gen, Ordering::SeqCst);
-            std::mem::replace(
-                &mut st.role,
-                Role::Primary {
-                    me: me.clone(),
-                    down: down.clone(),
-                },
-            )
-        };
+        let (_, old) = self.switch_role(
+            &mut lock(&self.state),
+            Role::Primary {
+                me: me.clone(),
+                down: down.clone(),
+            },
+        );
         let was_secondary = matches!(old, Role::Secondary { .. });
         Self::teardown(old);
         self.set_commit(true, String::new(), Some(down), Some(&me));
@@ -303,13 +298,17 @@ impl Node {
         HaReply::Ok
     }
 
+    /// Installs `role` as a new generation (background threads of the old
+    /// one stop acting); returns the new generation and the old role, which
+    /// the caller tears down after releasing `state`.
+    fn switch_role(&self, st: &mut HaState, role: Role) -> (u64, Role) {
+        st.gen += 1;
+        self.gen_now.store(st.gen, Ordering::SeqCst);
+        (st.gen, std::mem::replace(&mut st.role, role))
+    }
+
     fn benone(&self) -> HaReply {
-        let old = {
-            let mut st = lock(&self.state);
-            st.gen += 1;
-            self.gen_now.store(st.gen, Ordering::SeqCst);
-            std::mem::replace(&mut st.role, Role::None)
-        };
+        let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
         self.set_commit(true, String::new(), None, None);
         crate::info!("ha", "this node is now NONE (benone)");
@@ -394,19 +393,13 @@ impl Node {
                 }
             }
         }
-        let (gen, old) = {
-            let mut st = lock(&self.state);
-            st.gen += 1;
-            self.gen_now.store(st.gen, Ordering::SeqCst);
-            let old = std::mem::replace(
-                &mut st.role,
-                Role::Joining {
-                    me: me.clone(),
-                    primary: primary.clone(),
-                },
-            );
-            (st.gen, old)
-        };
+        let (gen, old) = self.switch_role(
+            &mut lock(&self.state),
+            Role::Joining {
+                me: me.clone(),
+                primary: primary.clone(),
+            },
+        );
         Self::teardown(old);
         self.set_commit(
             false,
@@ -510,9 +503,7 @@ impl Node {
                 {
                     let mut st = lock(&self.state);
                     if st.gen == gen {
-                        st.gen += 1;
-                        self.gen_now.store(st.gen, Ordering::SeqCst);
-                        st.role = Role::None;
+                        self.switch_role(&mut st, Role::None);
                         drop(st);
                         self.set_commit(true, String::new(), None, None);
                     }
@@ -533,9 +524,7 @@ impl Node {
             if st.gen != gen || !matches!(st.role, Role::Secondary { .. }) {
                 return;
             }
-            st.gen += 1;
-            self.gen_now.store(st.gen, Ordering::SeqCst);
-            std::mem::replace(&mut st.role, Role::None)
+            self.switch_role(&mut st, Role::None).1
         };
         let primary = match &old {
             Role::Secondary { primary, .. } => format!("{} at {}", primary.id, primary.addr),
@@ -619,12 +608,7 @@ impl Node {
 
     /// Stops everything that listens or talks to peers (at shutdown).
     pub fn stop(&self) {
-        let old = {
-            let mut st = lock(&self.state);
-            st.gen += 1;
-            self.gen_now.store(st.gen, Ordering::SeqCst);
-            std::mem::replace(&mut st.role, Role::None)
-        };
+        let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
     }
 }
