@@ -14,7 +14,7 @@ USAGE: ha-node [OPTIONS]
 OPTIONS (flags override the config file):
   --config FILE            TOML config file with the same keys as the flags
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
-                           tick-timeout, replication, log-level)
+                           tick-timeout, replication, log-level, max-connections)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -30,6 +30,8 @@ OPTIONS (flags override the config file):
   --replication MODE       sync (default: a commit returns when every connected secondary
                            has it durable) or async (returns after local durability)
   --log-level LEVEL        error | warn | info (default) | debug
+  --max-connections N      most client IPC connections served at once (default 1024);
+                           more are closed at once, with a log line
   -h, --help               this text
   -V, --version            the version
 
@@ -59,6 +61,8 @@ pub struct Config {
     pub tick: Option<Duration>,
     pub sync: bool,
     pub log_level: Level,
+    /// Most client IPC connections served at once; more are closed at accept.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             tick: Some(Duration::from_secs(20)),
             sync: true,
             log_level: Level::Info,
+            max_connections: 1024,
         }
     }
 }
@@ -112,6 +117,7 @@ struct FileConfig {
     tick_timeout: Option<TomlDuration>,
     replication: Option<String>,
     log_level: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -208,6 +214,16 @@ fn apply_level(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_max_connections(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.max_connections = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("bad max-connections '{s}' (a positive number)"))?;
+    Ok(())
+}
+
 fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
     cfg.ipc_addr = if s == "none" || s.is_empty() {
         None
@@ -247,6 +263,9 @@ fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
     if let Some(l) = f.log_level {
         apply_level(cfg, &l)?;
     }
+    if let Some(n) = f.max_connections {
+        apply_max_connections(cfg, &n.to_string())?;
+    }
     Ok(f.extra_listen.unwrap_or_default())
 }
 
@@ -277,6 +296,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--tick-timeout",
             "--replication",
             "--log-level",
+            "--max-connections",
         ];
         if !KNOWN.contains(&name.as_str()) {
             return Err(format!("unknown argument '{a}' (see --help)"));
@@ -312,6 +332,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--tick-timeout" => apply_tick(&mut cfg, &v)?,
             "--replication" => apply_replication(&mut cfg, &v)?,
             "--log-level" => apply_level(&mut cfg, &v)?,
+            "--max-connections" => apply_max_connections(&mut cfg, &v)?,
             _ => unreachable!("checked above"),
         }
     }

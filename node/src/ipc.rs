@@ -20,7 +20,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,12 +92,37 @@ pub fn serve_unix(node: Arc<Node>, l: UnixListener) {
     }
 }
 
+/// Client connections being served (each has a thread).
+static LIVE_CONNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one live connection while it exists.
+struct LiveConn;
+
+impl Drop for LiveConn {
+    fn drop(&mut self) {
+        LIVE_CONNS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn spawn_conn(node: Arc<Node>, s: Stream, peer: String) {
     let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let who = format!("client #{id} ({peer})");
+    let max = node.cfg.max_connections;
+    if LIVE_CONNS.fetch_add(1, Ordering::SeqCst) >= max {
+        LIVE_CONNS.fetch_sub(1, Ordering::SeqCst);
+        crate::warn!(
+            "ipc",
+            "{who}: {max} client connections already served (--max-connections); closing"
+        );
+        return;
+    }
+    let live = LiveConn;
     let r = std::thread::Builder::new()
         .name("ipc-conn".into())
-        .spawn(move || conn(node, s, id, who));
+        .spawn(move || {
+            let _live = live;
+            conn(node, s, id, who)
+        });
     if let Err(e) = r {
         crate::error!("ipc", "cannot start a connection thread: {e}");
     }

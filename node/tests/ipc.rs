@@ -203,3 +203,34 @@ fn extra_listen_address_serves_secondaries() {
     s.ha().besecondary("s", &prim, true).unwrap();
     assert_eq!(s.get("/e"), Some(Value::Int32(5)));
 }
+
+#[test]
+fn connections_beyond_max_connections_are_closed_and_slots_come_back() {
+    let n = Node::start("n", 2, free_port(), &["--max-connections", "3"]);
+    // Three data clients hold every slot (retried: the readiness probe's
+    // connection may still hold one for a moment).
+    let mut held: Vec<DataClient> = (0..3)
+        .map(|_| {
+            wait_for("a connection slot", Duration::from_secs(5), || {
+                DataClient::connect(&n.ep()).ok()
+            })
+        })
+        .collect();
+    for c in held.iter_mut() {
+        assert_eq!(c.txid().unwrap(), "");
+    }
+    // A fourth is closed at once, before any hello answer.
+    let mut extra = raw(&n);
+    let _ = extra.write_all(&hello(CLIENT_HADATA));
+    assert!(closed_by_daemon(&mut extra));
+    assert!(n
+        .log_text()
+        .contains("3 client connections already served (--max-connections); closing"));
+    // The held ones still work; once one goes, its slot is free again.
+    assert_eq!(held[0].txid().unwrap(), "");
+    held.pop();
+    let mut again = wait_for("a free connection slot", Duration::from_secs(5), || {
+        DataClient::connect(&n.ep()).ok()
+    });
+    assert_eq!(again.txid().unwrap(), "");
+}
