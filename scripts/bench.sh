@@ -158,7 +158,7 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- machine: $(nproc) CPUs ($CPU), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -sr)"
 echo "- load average before / after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine skews every figure)"
-echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . ":(exclude)bench/RESULTS.md" 2>/dev/null || echo ' (with uncommitted changes)')"
 echo "- commands: \`scripts/bench.sh\` = \`build/bench/ha_rtt --tcp 127.0.0.1:PORT --unix PATH --daemon-pid PID -n $RTT_CALLS -r 5\`"
 echo "  against one \`ha-node --log-level warn\`, then \`BENCH_SCALE=${BENCH_SCALE:-1} $NODE_CMD\`"
 echo "- total time: ${ELAPSED} s"
