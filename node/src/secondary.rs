@@ -465,7 +465,13 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         if up.is_stopped() {
             break;
         }
-        if let Some(d) = &cs.down {
+        // A relay forwards first, so its sub-secondaries apply in parallel.
+        let down = cs.down.clone();
+        let targets = down
+            .as_ref()
+            .map(|d| d.initialized_peers())
+            .unwrap_or_default();
+        if let Some(d) = &down {
             for (seq, txid, ops) in &batch {
                 d.broadcast(&Arc::new(crate::peer::txn_term(*seq, txid, ops).encode()));
             }
@@ -485,6 +491,16 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         cs.last = last.clone();
         drop(cs);
         node.stats.txns_applied.fetch_add(n, Ordering::Relaxed);
+        // Sync mode: a relay acknowledges once its sub-secondaries have the
+        // transactions durable too (or were dropped), so a commit on the
+        // primary returns when the whole tree has it. Half the primary's
+        // deadline, so that a stalled sub-secondary is dropped here before
+        // the primary gives up on the relay.
+        if node.cfg.sync && !targets.is_empty() {
+            if let Some(d) = &down {
+                d.wait_acks(&targets, last.seq, node.cfg.ack_timeout() / 2);
+            }
+        }
         up.ack(last.seq);
     }
 }

@@ -276,3 +276,40 @@ fn frozen_primary_gives_noprimary_notick() {
     assert_eq!(hs.get_status().unwrap().0, STATE_NONE);
     p.signal(libc::SIGCONT);
 }
+
+#[test]
+fn sync_commit_through_a_relay_waits_for_its_sub_secondaries() {
+    let port = free_port();
+    let m = Node::start("m", 2, port, &[]);
+    let r = Node::start("r", 3, port, &[]);
+    let s = Node::start("s", 4, port, &[]);
+    m.ha().beprimary("m").unwrap();
+    let mut hr = r.ha();
+    hr.besecondary("r", &m.as_primary(), true).unwrap();
+    hr.berelay().unwrap();
+    s.ha().besecondary("s", &r.as_primary(), true).unwrap();
+    // When a commit on the primary returns, the sub-secondary has it: no polling.
+    for i in 0..20 {
+        m.set("/a", Value::Int32(i));
+        assert_eq!(s.get("/a"), Some(Value::Int32(i)), "commit {i}");
+    }
+    // A frozen sub-secondary is dropped by the relay before the primary's
+    // deadline runs out for the relay: commits go on, the relay stays.
+    s.signal(libc::SIGSTOP);
+    for i in 20..23 {
+        m.set("/a", Value::Int32(i));
+        assert_eq!(r.get("/a"), Some(Value::Int32(i)));
+    }
+    wait_for("the relay to drop its frozen sub-secondary", T, || {
+        (hr.get_status().unwrap().1.len() == 1).then_some(())
+    });
+    // Dropped for the missing acknowledgement (the relay waited for it),
+    // before its missing ticks would have been noticed.
+    assert!(
+        r.log_text().contains("no ack for transaction"),
+        "{}",
+        r.log_text()
+    );
+    assert_eq!(m.ha().get_status().unwrap().1, vec![r.as_primary()]);
+    s.signal(libc::SIGCONT);
+}
