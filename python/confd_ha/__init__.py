@@ -1,6 +1,7 @@
 """Python bindings for libconfd_ha: ConfD/NSO HA control (``confd_ha.ha``, as
 NSO's ``_ncs.ha``), HA event notifications (``confd_ha.events``, as
-``_ncs.events``) and an availability-group API (``confd_ha.availability_group``).
+``_ncs.events``), an availability-group API (``confd_ha.availability_group``)
+and ha-node's data API (``confd_ha.data``).
 
 Pure Python over the shared library with ctypes; see README.md for how the
 library is found. The library is loaded and ``confd_init()`` is called once,
@@ -28,7 +29,7 @@ from . import _lib  # noqa: E402
 
 _load_error = _lib.try_load()
 
-from . import availability_group, events, ha  # noqa: E402
+from . import availability_group, data, events, ha  # noqa: E402
 
 
 def library_error() -> Optional[LibraryError]:

@@ -101,6 +101,19 @@ _OPTIONAL: Dict[str, Tuple[object, List[object], bool]] = {
     "cha_node_state_get": (c_int, [c_void_p, c_int, c_void_p], True),
     "cha_subscribe": (c_int, [c_void_p, c_int, c_int, c_int, c_void_p, c_void_p, c_void_p], True),
     "cha_unsubscribe": (None, [c_void_p], False),
+    # cha.h: the data API
+    "cha_data_connect": (c_int, [c_int, c_void_p, c_int], True),
+    "cha_get": (c_int, [c_int, c_char_p, c_void_p], True),
+    "cha_free_value": (None, [c_void_p], False),
+    "cha_exists": (c_int, [c_int, c_char_p, c_void_p], True),
+    "cha_list": (c_int, [c_int, c_char_p, c_void_p], True),
+    "cha_free_list": (None, [POINTER(c_char_p)], False),
+    "cha_txid": (c_int, [c_int, c_char_p, c_int], True),
+    "cha_txn_new": (c_void_p, [], False),
+    "cha_txn_set": (c_int, [c_void_p, c_char_p, c_void_p], True),
+    "cha_txn_delete": (c_int, [c_void_p, c_char_p], True),
+    "cha_txn_commit": (c_int, [c_int, c_void_p, c_char_p, c_int], True),
+    "cha_txn_free": (None, [c_void_p], False),
 }
 
 EVENTS_FUNCTIONS = (
