@@ -89,6 +89,14 @@ def _to_c(v: Any, vtype: Optional[int]):
         return val, keep
     if vtype not in (None, C_BUF, C_BOOL, C_DOUBLE, C_IPV4, C_IPV6):
         raise ValueError("unsupported value type %r" % (vtype,))
+    val, keep = _infer(v)
+    if vtype is not None and val.type != vtype:
+        raise TypeError("a %s is not a value of type %d" % (type(v).__name__, vtype))
+    return val, keep
+
+
+def _infer(v: Any):
+    """(confd_value_t, keepalive) with the type the Python value implies."""
     val = _types.ConfdValue()
     if isinstance(v, (str, bytes, bytearray, memoryview)):
         return _types.make_value(v, "value")

@@ -78,6 +78,8 @@ class DataTest(unittest.TestCase):
             data.Transaction().set("/x", 300, vtype=data.C_UINT8)
         with self.assertRaises(TypeError):
             data.Transaction().set("/x", object())
+        with self.assertRaises(TypeError):
+            data.Transaction().set("/x", "text", vtype=data.C_BOOL)
 
     def test_secondary_reads_and_refuses_writes(self):
         hs = self.s.ha()
