@@ -8,7 +8,6 @@
 //! do not ack within the deadline are cut off; the commit still succeeds.
 
 use crate::node::{lock, Node};
-use crate::peer::txn_term;
 use crate::store::{StoreOp, TxMeta};
 use confd_ha::errcode::*;
 use std::sync::atomic::Ordering;
@@ -75,15 +74,7 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
             replies.push(r.reply);
         }
         let down = cs.down.clone();
-        let targets = down
-            .as_ref()
-            .map(|d| d.initialized_peers())
-            .unwrap_or_default();
-        if let Some(d) = &down {
-            for (m, ops) in &txns {
-                d.broadcast(&Arc::new(txn_term(m.seq, &m.txid, ops).encode()));
-            }
-        }
+        let targets = down.as_ref().map(|d| d.forward(&txns)).unwrap_or_default();
         let last = txns.last().map(|t| t.0.clone()).unwrap_or_default();
         if let Err(e) = node.store.commit(&txns) {
             drop(cs);

@@ -7,7 +7,7 @@ use crate::peer::{
     chunk_term, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr,
     WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN,
 };
-use crate::store::Snapshot;
+use crate::store::{Snapshot, StoreOp, TxMeta};
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
 use confd_ha::value::Value;
@@ -208,6 +208,19 @@ impl Downstream {
             .filter(|p| p.initialized.load(Ordering::SeqCst) && !p.is_dead())
             .cloned()
             .collect()
+    }
+
+    /// Queues each transaction, in order, for every connected peer; returns
+    /// the peers that held our data when they were sent (those whose
+    /// acknowledgements a sync commit waits for).
+    pub fn forward(&self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Vec<Arc<Peer>> {
+        let targets = self.initialized_peers();
+        for (m, ops) in txns {
+            self.broadcast(&Arc::new(
+                crate::peer::txn_term(m.seq, &m.txid, ops).encode(),
+            ));
+        }
+        targets
     }
 
     /// Queues a frame for every connected peer.

@@ -465,22 +465,14 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         if up.is_stopped() {
             break;
         }
-        // A relay forwards first, so its sub-secondaries apply in parallel.
-        let down = cs.down.clone();
-        let targets = down
-            .as_ref()
-            .map(|d| d.initialized_peers())
-            .unwrap_or_default();
-        if let Some(d) = &down {
-            for (seq, txid, ops) in &batch {
-                d.broadcast(&Arc::new(crate::peer::txn_term(*seq, txid, ops).encode()));
-            }
-        }
         let n = batch.len() as u64;
         let txns: Vec<(TxMeta, Vec<StoreOp>)> = batch
             .into_iter()
             .map(|(seq, txid, ops)| (TxMeta { seq, txid }, ops))
             .collect();
+        // A relay forwards first, so its sub-secondaries apply in parallel.
+        let down = cs.down.clone();
+        let targets = down.as_ref().map(|d| d.forward(&txns)).unwrap_or_default();
         let last = txns.last().map(|t| t.0.clone()).unwrap_or_default();
         if let Err(e) = node.store.commit(&txns) {
             drop(cs);

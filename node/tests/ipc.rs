@@ -176,6 +176,7 @@ fn help_and_bad_flags() {
         "--tick-timeout",
         "--replication",
         "--log-level",
+        "--max-connections",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
