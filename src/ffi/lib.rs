@@ -56,6 +56,13 @@ pub const CONFD_LIB_API_VSN: c_int = 0x0807_0000;
 /// `CONFD_TIMEZONE_UNDEF`: no time zone in a date/time value.
 pub const CONFD_TIMEZONE_UNDEF: c_int = -111;
 
+/// Longest user name (with its NUL) in `struct confd_user_info`.
+pub const MAXUSERNAMELEN: usize = 255;
+/// Longest session context (with its NUL) in `struct confd_user_info`.
+pub const MAXCTXLEN: usize = 32;
+/// Longest daemon name (with its NUL) in a commit-failed event.
+pub const MAX_DAEMON_NAME_LEN: usize = 255;
+
 /// Value types (`confd_value_t.type`). The numbers never change.
 #[repr(C)]
 pub enum confd_vtype {
@@ -265,9 +272,12 @@ pub struct confd_hkeypath {
 }
 pub type confd_hkeypath_t = confd_hkeypath;
 
-/// An SNMP OID (C_OID). Opaque here: the HA API never uses one.
+/// An SNMP OID (C_OID): `len` numbers of `oid` are used.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct confd_snmp_oid {
-    _private: [u8; 0],
+    pub oid: [u32; 128],
+    pub len: c_int,
 }
 
 /// The value part of `confd_value_t`; which member is valid depends on
@@ -347,6 +357,235 @@ pub struct confd_ha_node {
     pub addr: confd_ha_node_addr,
     pub buf: [c_char; 128],
     pub addr_buf: [c_char; 128],
+}
+
+/// A tagged value (`confd_tag_value_t`): an XML tag and its value, as in
+/// the values of a notification stream event. Set and read it with the
+/// `CONFD_SET_TAG_*` / `CONFD_GET_TAG_*` macros.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_tag_value {
+    pub tag: xml_tag,
+    pub v: confd_value_t,
+}
+pub type confd_tag_value_t = confd_tag_value;
+
+/// Datastores (`enum confd_dbname`).
+#[repr(C)]
+pub enum confd_dbname {
+    CONFD_NO_DB = 0,
+    CONFD_CANDIDATE = 1,
+    CONFD_RUNNING = 2,
+    CONFD_STARTUP = 3,
+    CONFD_OPERATIONAL = 4,
+    CONFD_TRANSACTION = 5,
+    CONFD_PRE_COMMIT_RUNNING = 6,
+}
+
+/// `enum confd_dbname` as it sits in memory (an int).
+pub type DbnameInt = c_int;
+
+/// Verbosity of progress events (`confd_notifications_data.verbosity`).
+#[repr(C)]
+pub enum confd_progress_verbosity {
+    CONFD_VERBOSITY_NORMAL = 0,
+    CONFD_VERBOSITY_VERBOSE = 1,
+    CONFD_VERBOSITY_VERY_VERBOSE = 2,
+    CONFD_VERBOSITY_DEBUG = 3,
+}
+
+/// Northbound protocols of a user session (`enum confd_proto`).
+#[repr(C)]
+pub enum confd_proto {
+    CONFD_PROTO_UNKNOWN = 0,
+    CONFD_PROTO_TCP = 1,
+    CONFD_PROTO_SSH = 2,
+    CONFD_PROTO_SYSTEM = 3,
+    CONFD_PROTO_CONSOLE = 4,
+    CONFD_PROTO_SSL = 5,
+    CONFD_PROTO_HTTP = 6,
+    CONFD_PROTO_HTTPS = 7,
+    CONFD_PROTO_UDP = 8,
+}
+
+/// `enum confd_proto` as it sits in memory (an int).
+pub type ProtoInt = c_int;
+
+/// Locks a user session holds (`enum confd_usess_lock_mode`).
+#[repr(C)]
+pub enum confd_usess_lock_mode {
+    CONFD_USESS_LOCK_MODE_NONE = 0,
+    CONFD_USESS_LOCK_MODE_PRIVATE = 1,
+    CONFD_USESS_LOCK_MODE_EXCLUSIVE = 2,
+    CONFD_USESS_LOCK_MODE_SHARED = 3,
+}
+
+/// `enum confd_usess_lock_mode` as it sits in memory (an int).
+pub type LockModeInt = c_int;
+
+/// Error classes of a callback's error (`enum confd_errcode`).
+#[repr(C)]
+pub enum confd_errcode {
+    CONFD_ERRCODE_IN_USE = 0,
+    CONFD_ERRCODE_RESOURCE_DENIED = 1,
+    CONFD_ERRCODE_INCONSISTENT_VALUE = 2,
+    CONFD_ERRCODE_ACCESS_DENIED = 3,
+    CONFD_ERRCODE_APPLICATION = 4,
+    CONFD_ERRCODE_APPLICATION_INTERNAL = 5,
+    CONFD_ERRCODE_PROTO_USAGE = 6,
+    CONFD_ERRCODE_INTERNAL = 7,
+    CONFD_ERRCODE_DATA_MISSING = 8,
+    CONFD_ERRCODE_INTERRUPT = 9,
+}
+
+/// `enum confd_errcode` as it sits in memory (an int).
+pub type ErrcodeInt = c_int;
+
+/// A callback's error (`struct confd_error`, 32 bytes on x86-64).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_error {
+    pub code: ErrcodeInt,
+    pub apptag: xml_tag,
+    pub str: *mut c_char,
+    pub info: *mut c_void,
+}
+
+/// A data provider daemon's context. Opaque here: this library has no
+/// data provider API.
+pub struct confd_daemon_ctx {
+    _private: [u8; 0],
+}
+
+/// A data provider's action callbacks. Opaque here.
+pub struct confd_action_cbs {
+    _private: [u8; 0],
+}
+
+/// A transaction of a data provider or MAAPI (`struct confd_trans_ctx`).
+/// Opaque here: this library has neither API; a commit-diff event would
+/// carry one.
+pub struct confd_trans_ctx {
+    _private: [u8; 0],
+}
+
+/// An action callback's context (`struct confd_action_ctx`, 120 bytes on
+/// x86-64), part of `struct confd_user_info`. This library never fills
+/// one.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_action_ctx {
+    pub fd: c_int,
+    pub dx: *mut confd_daemon_ctx,
+    pub t_opaque: *mut c_void,
+    pub error: confd_error,
+    pub cb_opaque: *mut c_void,
+    pub thandle: c_int,
+    pub actionpoint_opaque: *mut c_char,
+    pub state: c_int,
+    pub last_op: c_int,
+    pub seen_reply: c_int,
+    pub rterm: *mut c_void,
+    pub query_ref: c_int,
+    pub acb: *mut confd_action_cbs,
+}
+
+/// An IPv4 or IPv6 address; `af` of the enclosing struct says which.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union confd_ip_addr {
+    pub v4: in_addr,
+    pub v6: in6_addr,
+}
+
+/// An address with its family (`struct confd_ip`, 20 bytes): `af` is
+/// AF_INET (`ip.v4`) or AF_INET6 (`ip.v6`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_ip {
+    pub af: c_int,
+    pub ip: confd_ip_addr,
+}
+
+/// A user session (`struct confd_user_info`, 992 bytes on x86-64), as
+/// carried by commit, user-session, forward and confirmed-commit events.
+/// This library never fills one.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_user_info {
+    pub af: c_int,
+    pub ip: confd_ip_addr,
+    pub port: u16,
+    pub username: [c_char; MAXUSERNAMELEN],
+    pub usid: c_int,
+    pub context: [c_char; MAXCTXLEN],
+    pub proto: ProtoInt,
+    pub actx: confd_action_ctx,
+    pub logintime: libc::time_t,
+    pub lmode: LockModeInt,
+    pub snmp_v3_ctx: [c_char; 255],
+    pub clearpass: [c_char; 255],
+    pub flags: c_int,
+    pub u_opaque: *mut c_void,
+    pub errstr: *mut c_char,
+    pub refc: c_int,
+}
+
+/// What an SNMP varbind names (`enum confd_snmp_var_type`).
+#[repr(C)]
+pub enum confd_snmp_var_type {
+    CONFD_SNMP_VARIABLE = 1,
+    CONFD_SNMP_OID = 2,
+    CONFD_SNMP_COL_ROW = 3,
+}
+
+/// `enum confd_snmp_var_type` as it sits in memory (an int).
+pub type SnmpVarTypeInt = c_int;
+
+/// SNMP value types (`enum confd_snmp_type`).
+#[repr(C)]
+pub enum confd_snmp_type {
+    CONFD_SNMP_NULL = 0,
+    CONFD_SNMP_INTEGER = 1,
+    CONFD_SNMP_Interger32 = 2,
+    CONFD_SNMP_OCTET_STRING = 3,
+    CONFD_SNMP_OBJECT_IDENTIFIER = 4,
+    CONFD_SNMP_IpAddress = 5,
+    CONFD_SNMP_Counter32 = 6,
+    CONFD_SNMP_TimeTicks = 7,
+    CONFD_SNMP_Opaque = 8,
+    CONFD_SNMP_Counter64 = 9,
+    CONFD_SNMP_Unsigned32 = 10,
+}
+
+/// `enum confd_snmp_type` as it sits in memory (an int).
+pub type SnmpTypeInt = c_int;
+
+/// A table column and row index of an SNMP varbind.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_snmp_col_row {
+    pub column: [c_char; 256],
+    pub rowindex: confd_snmp_oid,
+}
+
+/// The name part of an SNMP varbind; `type` of the varbind says which.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union confd_snmp_var {
+    pub name: [c_char; 256],
+    pub oid: confd_snmp_oid,
+    pub cr: confd_snmp_col_row,
+}
+
+/// An SNMP varbind (`struct confd_snmp_varbind`), as in SNMP events.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_snmp_varbind {
+    pub r#type: SnmpVarTypeInt,
+    pub var: confd_snmp_var,
+    pub val: confd_value_t,
+    pub vartype: SnmpTypeInt,
 }
 
 /// Deepest keypath the data model uses, as the daemon told us in the hello
@@ -532,6 +771,281 @@ pub unsafe extern "C" fn confd_do_connect(
         tri!(connect_and_hello(F, sock, srv, srv_sz, id));
         CONFD_OK
     })
+}
+
+/// Writes the text form of the value `*v` into `buf`, as snprintf(3)
+/// does: at most `bufsiz` bytes including the terminating NUL, and returns
+/// the length of the whole text (not counting the NUL) even when it was
+/// cut, so a result >= `bufsiz` means the text was cut. Never negative.
+///
+/// Forms: C_BUF/C_STR as their bytes; integers in decimal; C_DOUBLE in
+/// the shortest decimal that reads back the same; C_BOOL "true"/"false";
+/// C_IPV4/C_IPV6 (and their prefixes "a.b.c.d/len") in the usual
+/// notation; C_BINARY as upper-case hex digits; C_HEXSTR as "0a:ff";
+/// C_ENUM_VALUE "enum<N>"; C_BIT32/C_BIT64/C_BITBIG "bits<X>" (hex);
+/// C_DECIMAL64 with its fraction digits ("invalid64<N>" when they are not
+/// 1..18); C_XMLTAG/C_XMLBEGIN/C_XMLEND/C_XMLBEGINDEL "tag<N>";
+/// C_IDENTITYREF "idref<N>" (no schema is loaded by this library);
+/// C_DATETIME/C_DATE/C_TIME/C_DURATION in their XML Schema forms; C_QNAME
+/// "prefix:name"; C_DQUAD "a.b.c.d"; C_OID "1.3.6"; C_LIST its elements
+/// between "[" and "]" separated by spaces; C_NOEXISTS, C_DEFAULT and
+/// C_EMPTY as "". Any other type prints as "<type N>".
+///
+/// NULL: `buf` may be NULL when `bufsiz` is 0; `v` NULL prints "".
+/// Ownership: the caller keeps `buf` and `*v`; nothing is retained.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn confd_pp_value(
+    buf: *mut c_char,
+    bufsiz: c_int,
+    v: *const confd_value_t,
+) -> c_int {
+    ffi_boundary!("confd_pp_value", {
+        // SAFETY: v is NULL or a readable value whose pointers are valid as
+        // its type says (caller contract).
+        let text = if v.is_null() {
+            Vec::new()
+        } else {
+            unsafe { pp_bytes(v, 0) }
+        };
+        if bufsiz > 0 && !buf.is_null() {
+            // SAFETY: buf has room for bufsiz bytes (caller contract).
+            unsafe { super::copy_cstr(buf, bufsiz as usize, &text) };
+        }
+        c_int::try_from(text.len()).unwrap_or(c_int::MAX)
+    })
+}
+
+/// How deep C_LIST values may nest in `confd_pp_value()` before the rest
+/// prints as "[...]" (a list of lists does not occur in ConfD's values;
+/// the bound only stops a self-referencing list).
+const PP_MAX_LIST_DEPTH: usize = 4;
+
+/// The text of one C value (see `confd_pp_value`).
+///
+/// # Safety
+/// `v` must point to a readable value whose pointers are valid as its type
+/// says.
+unsafe fn pp_bytes(v: *const confd_value_t, depth: usize) -> Vec<u8> {
+    use crate::value::pp;
+    // SAFETY (whole block): v is readable; each union member is read as the
+    // type number says.
+    unsafe {
+        let ty = addr_of!((*v).r#type).read();
+        let u = addr_of!((*v).val);
+        let bytes = |b: confd_buf| -> Vec<u8> {
+            if b.ptr.is_null() || b.size == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(b.ptr, b.size as usize).to_vec()
+            }
+        };
+        let s: String = match ty {
+            4 => {
+                let p = (*u).c_s;
+                return if p.is_null() {
+                    Vec::new()
+                } else {
+                    CStr::from_ptr(p).to_bytes().to_vec()
+                };
+            }
+            5 => return bytes((*u).buf),
+            6 => (*u).i8.to_string(),
+            7 => (*u).i16.to_string(),
+            8 => (*u).i32.to_string(),
+            9 => (*u).i64.to_string(),
+            10 => (*u).u8.to_string(),
+            11 => (*u).u16.to_string(),
+            12 => (*u).u32.to_string(),
+            13 => (*u).u64.to_string(),
+            14 => (*u).d.to_string(),
+            15 => Ipv4Addr::from((*u).ip.s_addr.to_ne_bytes()).to_string(),
+            16 => Ipv6Addr::from((*u).ip6.s6_addr).to_string(),
+            17 => if (*u).boolean != 0 { "true" } else { "false" }.to_owned(),
+            18 => {
+                let q = (*u).qname;
+                let (pre, name) = (bytes(q.prefix), bytes(q.name));
+                let mut out = pre;
+                if !out.is_empty() {
+                    out.push(b':');
+                }
+                out.extend_from_slice(&name);
+                return out;
+            }
+            19 => {
+                let d = (*u).datetime;
+                pp::datetime(
+                    d.year,
+                    d.month,
+                    d.day,
+                    d.hour,
+                    d.min,
+                    d.sec,
+                    d.micro,
+                    d.timezone,
+                    d.timezone_minutes,
+                )
+            }
+            20 => {
+                let d = (*u).date;
+                pp::date(d.year, d.month, d.day, d.timezone, d.timezone_minutes)
+            }
+            23 => {
+                let t = (*u).time;
+                pp::time(
+                    t.hour,
+                    t.min,
+                    t.sec,
+                    t.micro,
+                    t.timezone,
+                    t.timezone_minutes,
+                )
+            }
+            27 => {
+                let d = (*u).duration;
+                pp::duration(d.years, d.months, d.days, d.hours, d.mins, d.secs, d.micros)
+            }
+            28 => format!("enum<{}>", (*u).enumvalue),
+            29 => format!("bits<{:x}>", (*u).b32),
+            30 => format!("bits<{:x}>", (*u).b64),
+            31 => {
+                let l = (*u).list;
+                if depth >= PP_MAX_LIST_DEPTH {
+                    return b"[...]".to_vec();
+                }
+                let mut out = b"[".to_vec();
+                if !l.ptr.is_null() {
+                    for i in 0..l.size as usize {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        out.extend(pp_bytes(l.ptr.add(i), depth + 1));
+                    }
+                }
+                out.push(b']');
+                return out;
+            }
+            2 | 32 | 33 | 45 => format!("tag<{}>", (*u).xmltag.tag),
+            38 => {
+                let p = (*u).oidp;
+                if p.is_null() {
+                    String::new()
+                } else {
+                    let n = usize::try_from((*p).len).unwrap_or(0).min(128);
+                    let oid = &(*p).oid;
+                    let parts: Vec<String> = oid[..n].iter().map(u32::to_string).collect();
+                    parts.join(".")
+                }
+            }
+            39 => pp::hex_upper(&bytes((*u).buf)),
+            40 | 48 => {
+                let p = (*u).ipv4prefix;
+                format!("{}/{}", Ipv4Addr::from(p.ip.s_addr.to_ne_bytes()), p.len)
+            }
+            41 | 49 => {
+                let p = (*u).ipv6prefix;
+                format!("{}/{}", Ipv6Addr::from(p.ip6.s6_addr), p.len)
+            }
+            43 => pp::decimal64((*u).d64.value, (*u).d64.fraction_digits),
+            44 => format!("idref<{}>", (*u).idref.id),
+            46 => {
+                let q = (*u).dquad.quad;
+                format!("{}.{}.{}.{}", q[0], q[1], q[2], q[3])
+            }
+            47 => pp::hex_colon(&bytes((*u).buf)),
+            50 => pp::bitbig(&bytes((*u).buf)),
+            1 | 42 | 53 => String::new(),
+            other => format!("<type {other}>"),
+        };
+        s.into_bytes()
+    }
+}
+
+/// Releases the memory a value points to when that memory came from
+/// malloc(3) — as values from `cha_get()` do (and, with ConfD, values from
+/// CDB/MAAPI reads and `confd_str2val()`): the buffer of C_BUF, C_BINARY,
+/// C_HEXSTR and C_BITBIG, both buffers of C_QNAME, the elements and array
+/// of C_LIST, the OID of C_OID and the keypath of C_OBJECTREF. The freed
+/// pointers are set to NULL (sizes to 0); other types are left alone. The
+/// struct itself is not freed.
+///
+/// Never pass a value whose memory the program or the library owns
+/// otherwise: the node ids in `confd_ha_get_status()` results and in
+/// notifications point into their struct's `buf`, and a value set with
+/// `CONFD_SET_BUF` points wherever the program pointed it.
+///
+/// NULL: `v` may be NULL (nothing happens).
+/// Threads: one thread at a time per value.
+#[no_mangle]
+pub unsafe extern "C" fn confd_free_value(v: *mut confd_value_t) {
+    ffi_boundary!("confd_free_value", {
+        if !v.is_null() {
+            // SAFETY: v is a writable value whose pointers came from malloc
+            // as its type says (caller contract).
+            unsafe { free_value(v, 0) }
+        }
+    })
+}
+
+/// # Safety
+/// As `confd_free_value`.
+unsafe fn free_value(v: *mut confd_value_t, depth: usize) {
+    // SAFETY (whole block): see confd_free_value.
+    unsafe {
+        let u = addr_of_mut!((*v).val);
+        let free_buf = |b: *mut confd_buf| {
+            libc::free((*b).ptr.cast());
+            (*b).ptr = std::ptr::null_mut();
+            (*b).size = 0;
+        };
+        match addr_of!((*v).r#type).read() {
+            5 | 39 | 47 | 50 => free_buf(addr_of_mut!((*u).buf)),
+            18 => {
+                free_buf(addr_of_mut!((*u).qname.prefix));
+                free_buf(addr_of_mut!((*u).qname.name));
+            }
+            31 => {
+                let l = addr_of_mut!((*u).list);
+                if !(*l).ptr.is_null() && depth < PP_MAX_LIST_DEPTH {
+                    for i in 0..(*l).size as usize {
+                        free_value((*l).ptr.add(i), depth + 1);
+                    }
+                }
+                libc::free((*l).ptr.cast());
+                (*l).ptr = std::ptr::null_mut();
+                (*l).size = 0;
+            }
+            34 => {
+                libc::free((*u).hkp.cast());
+                (*u).hkp = std::ptr::null_mut();
+            }
+            38 => {
+                libc::free((*u).oidp.cast());
+                (*u).oidp = std::ptr::null_mut();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Formats the printf(3)-style message `fmt` and its arguments, writes it
+/// to stderr and exits the process with status 1, as ConfD's
+/// `confd_fatal()` does. No newline is added.
+///
+/// NULL: `fmt` must not be NULL.
+/// Threads: safe from any thread; ends the whole process.
+///
+/// The header declares it as `void confd_fatal(const char *fmt, ...)`.
+/// The entry point jumps to the C body with every register and the stack
+/// untouched, so the variadic arguments arrive as the caller passed them.
+/// cbindgen:ignore
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn confd_fatal(fmt: *const c_char) -> ! {
+    #[cfg(target_arch = "x86_64")]
+    std::arch::naked_asm!("jmp {body}", body = sym super::confd_ha_fatal_impl);
+    #[cfg(target_arch = "aarch64")]
+    std::arch::naked_asm!("b {body}", body = sym super::confd_ha_fatal_impl);
 }
 
 // ---- helpers shared by the other ffi modules (not exported) ----
