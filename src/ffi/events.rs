@@ -835,10 +835,41 @@ mod tests {
     use std::mem::{offset_of, size_of};
 
     #[test]
+    fn bit_table_agrees_with_the_constants_the_library_uses() {
+        let bit = |name: &str| {
+            let (_, b) = NOTIF_BITS.iter().find(|(n, _)| *n == name).unwrap();
+            1i64 << b
+        };
+        assert_eq!(bit("CONFD_NOTIF_HA_INFO"), i64::from(HA_INFO));
+        assert_eq!(bit("CONFD_NOTIF_HEARTBEAT"), i64::from(HEARTBEAT));
+        assert_eq!(bit("CONFD_NOTIF_HEALTH_CHECK"), i64::from(HEALTH_CHECK));
+        assert_eq!(bit("CONFD_NOTIF_STREAM_EVENT"), i64::from(STREAM_EVENT));
+        assert_eq!(bit("CONFD_NOTIF_HA_INFO_SYNC"), 1 << 20);
+        assert_eq!(bit("CONFD_NOTIF_SYSTEM_GOING_DOWN"), 1 << 31);
+        // Every bit once, 0..=31.
+        let mut bits: Vec<u32> = NOTIF_BITS.iter().map(|(_, b)| *b).collect();
+        bits.sort_unstable();
+        assert_eq!(bits, (0..32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_upper_half_of_a_mask_is_ignored() {
+        assert_eq!(mask_low_bits(0x5a5a_0000_0000_0040), 0x40);
+        assert_eq!(mask_low_bits(1 << 31), i32::MIN);
+    }
+
+    #[test]
     fn layouts() {
         assert_eq!(size_of::<confd_ha_notification>(), 328);
         assert_eq!(offset_of!(confd_ha_notification, data), 8);
         assert_eq!(offset_of!(confd_notification, n), 8);
+        assert_eq!(size_of::<confd_notification_type>(), 8);
+        // NSO 6.2.5's size; the audit event (BUFSIZ 8192) is the largest.
+        if BUFSIZ == 8192 {
+            assert_eq!(size_of::<confd_notification>(), 8464);
+            assert_eq!(size_of::<confd_audit_notification>(), 8456);
+        }
+        assert_eq!(size_of::<confd_user_info>(), 992);
         assert_eq!(size_of::<confd_notifications_data>(), 112);
         assert_eq!(offset_of!(confd_notifications_data, stream_name), 8);
         assert_eq!(offset_of!(confd_notifications_data, start_time), 16);
