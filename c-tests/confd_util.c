@@ -104,6 +104,8 @@ static void test_pp_value_is_snprintf(void)
     CHECK(n == 11 && b[0] == '\0' && b[1] == 'X', "bufsiz 1: only the NUL");
     n = confd_pp_value(b, -5, &v);
     CHECK(n == 11, "negative bufsiz writes nothing (%d)", n);
+    n = confd_ns_pp_value(b, sizeof b, &v, 1234);
+    CHECK(n == 11 && strcmp(b, "hello w") == 0, "confd_ns_pp_value is confd_pp_value: \"%s\"", b);
 }
 
 static unsigned char *dup_bytes(const char *s)

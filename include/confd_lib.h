@@ -825,6 +825,15 @@ int confd_do_connect(int sock, const struct sockaddr *srv, int srv_sz, int id);
 int confd_pp_value(char *buf, int bufsiz, const confd_value_t *v);
 
 /**
+ * ConfD's deprecated variant of `confd_pp_value()`: `ns` is ignored and
+ * the result is `confd_pp_value(buf, bufsiz, v)`.
+ *
+ * NULL: as `confd_pp_value()`.
+ * Threads: safe from any thread.
+ */
+int confd_ns_pp_value(char *buf, int bufsiz, const confd_value_t *v, int ns);
+
+/**
  * Releases the memory a value points to when that memory came from
  * malloc(3) — as values from `cha_get()` do (and, with ConfD, values from
  * CDB/MAAPI reads and `confd_str2val()`): the buffer of C_BUF, C_BINARY,

@@ -816,6 +816,23 @@ pub unsafe extern "C" fn confd_pp_value(
     })
 }
 
+/// ConfD's deprecated variant of `confd_pp_value()`: `ns` is ignored and
+/// the result is `confd_pp_value(buf, bufsiz, v)`.
+///
+/// NULL: as `confd_pp_value()`.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn confd_ns_pp_value(
+    buf: *mut c_char,
+    bufsiz: c_int,
+    v: *const confd_value_t,
+    ns: c_int,
+) -> c_int {
+    let _ = ns;
+    // SAFETY: same contract as confd_pp_value.
+    unsafe { confd_pp_value(buf, bufsiz, v) }
+}
+
 /// How deep C_LIST values may nest in `confd_pp_value()` before the rest
 /// prints as "[...]" (a list of lists does not occur in ConfD's values;
 /// the bound only stops a self-referencing list).
