@@ -610,6 +610,10 @@ extern "C" {
  * Ownership: the caller keeps `sock` (and closes it); on failure close it
  * and create a new socket before retrying.
  * Threads: one thread at a time per socket.
+ *
+ * Mask: only its lower 32 bits are read (every defined event bit is below
+ * bit 32), so a program built against ConfD 7.x or older headers, which
+ * pass the mask as an `int`, subscribes to what it asked for.
  */
 int confd_notifications_connect(int sock,
                                 const struct sockaddr *srv,
@@ -626,6 +630,8 @@ int confd_notifications_connect(int sock,
  * CONFD_NOTIF_HEARTBEAT or CONFD_NOTIF_HEALTH_CHECK.
  * Ownership: `data` stays the caller's; it is not retained.
  * Threads: one thread at a time per socket.
+ *
+ * Mask: as in `confd_notifications_connect()`, only the lower 32 bits.
  */
 int confd_notifications_connect2(int sock,
                                  const struct sockaddr *srv,
@@ -635,7 +641,7 @@ int confd_notifications_connect2(int sock,
 
 /**
  * Blocks until the next event on the notification socket `sock` and fills
- * `*n`: `n->type` is the event's flag; for CONFD_NOTIF_HA_INFO `n->n.hnot`
+ * `*n`: `n->type` is the event's flag (all 8 bytes written); for CONFD_NOTIF_HA_INFO `n->n.hnot`
  * holds it (node ids and string addresses point into the struct itself,
  * as in `confd_ha_get_status()`). Returns CONFD_OK, CONFD_ERR, or CONFD_EOF
  * when the daemon closed the socket. With CONFD_NOTIF_HA_INFO_SYNC the
