@@ -1045,6 +1045,9 @@ unsafe fn free_value(v: *mut confd_value_t, depth: usize) {
     }
 }
 
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("confd_fatal's entry point (a jump to its C body) is written for x86-64 and aarch64 only");
+
 /// Formats the printf(3)-style message `fmt` and its arguments, writes it
 /// to stderr and exits the process with status 1, as ConfD's
 /// `confd_fatal()` does. No newline is added.
@@ -1055,6 +1058,7 @@ unsafe fn free_value(v: *mut confd_value_t, depth: usize) {
 /// The header declares it as `void confd_fatal(const char *fmt, ...)`.
 /// The entry point jumps to the C body with every register and the stack
 /// untouched, so the variadic arguments arrive as the caller passed them.
+///
 /// cbindgen:ignore
 #[no_mangle]
 #[unsafe(naked)]
