@@ -257,8 +257,7 @@ void confd_free_notification(struct confd_notification *n);
 /**
  * Acknowledges the last HA event on a socket subscribed with
  * CONFD_NOTIF_HA_INFO_SYNC, letting the daemon go on with HA processing.
- * The acknowledgement term is project-defined (`{0, ha_info_synced}`);
- * ConfD's is not public.
+ * Sends the bare atom `ha_synced`, as ConfD's own libraries do.
  *
  * Threads: one thread at a time per socket.
  */

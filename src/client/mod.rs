@@ -412,3 +412,124 @@ impl Write for Stream {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// A daemon end that answers one hello: status 0 for `accept`, else
+    /// status 1, with its version `proto`; returns the hello it got.
+    fn daemon(mut s: UnixStream, proto: u16, status_for: fn(&ClientHello) -> u8) -> ClientHello {
+        let mut b = [0u8; 9];
+        s.read_exact(&mut b).unwrap();
+        let h = ClientHello::decode(&b);
+        let a = ServerHello {
+            status: status_for(&h),
+            proto_vsn: proto,
+            vsn: 0x0606_0000,
+            maxdepth: 20,
+            maxkeylen: 9,
+        };
+        s.write_all(&a.encode()).unwrap();
+        h
+    }
+
+    fn only_66(h: &ClientHello) -> u8 {
+        if h.proto_vsn == 66 {
+            HELLO_OK
+        } else {
+            HELLO_BAD_VSN
+        }
+    }
+
+    #[test]
+    fn a_refused_hello_is_repeated_with_the_daemons_version_and_remembered() {
+        let key = "unit-test-daemon-66";
+        let (a, b) = UnixStream::pair().unwrap();
+        let first = std::thread::spawn(move || daemon(b, 66, only_66));
+        let mut threads = Vec::new();
+        let mut notes = Vec::new();
+        let (_s, settled) = hello_adapting(
+            key,
+            17,
+            a,
+            &mut || {
+                let (a, b) = UnixStream::pair().unwrap();
+                threads.push(std::thread::spawn(move || daemon(b, 66, only_66)));
+                Ok(a)
+            },
+            &mut |l, m| notes.push((l, m.to_owned())),
+        )
+        .unwrap();
+        let h1 = first.join().unwrap();
+        assert_eq!(h1.proto_vsn, hello::DEFAULT_PROTO_VSN);
+        assert_eq!((h1.maxdepth, h1.maxkeylen), (0, 0));
+        assert_eq!(threads.len(), 1);
+        let h2 = threads.pop().unwrap().join().unwrap();
+        assert_eq!((h2.proto_vsn, h2.lib_vsn), (66, 0x0606_0000));
+        assert_eq!(settled.proto_vsn, 66);
+        assert!(settled.adapted);
+        assert!(notes
+            .iter()
+            .any(|(l, m)| *l == NoteLevel::Debug && m.contains("refused")));
+        // The next connection starts with the version this daemon accepted.
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || daemon(b, 66, only_66));
+        let (_s, settled) =
+            hello_adapting(key, 17, a, &mut || panic!("no reconnect"), &mut |_, _| {}).unwrap();
+        assert_eq!(t.join().unwrap().proto_vsn, 66);
+        assert!(!settled.adapted);
+    }
+
+    #[test]
+    fn status_2_and_self_refusal_are_errors_without_a_retry() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || daemon(b, 66, |_| HELLO_BAD_SIZES));
+        let e = hello_adapting("unit-sizes", 17, a, &mut || panic!("no retry"), &mut |_, _| {})
+            .unwrap_err();
+        t.join().unwrap();
+        assert!(matches!(e, Error::BadSizes { .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("MAXDEPTH/MAXKEYLEN 0/0") && msg.contains("depth 20, keys 9"),
+            "{msg}"
+        );
+        // A daemon that refuses its own version (an unknown client id).
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || daemon(b, hello::DEFAULT_PROTO_VSN, |_| HELLO_BAD_VSN));
+        let e = hello_adapting("unit-self", 99, a, &mut || panic!("no retry"), &mut |_, _| {})
+            .unwrap_err();
+        t.join().unwrap();
+        assert!(e.to_string().contains("refuses its own version"), "{e}");
+        // A daemon that refuses both versions: one retry, then an error.
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || daemon(b, 66, |_| HELLO_BAD_VSN));
+        let mut retries = Vec::new();
+        let e = hello_adapting(
+            "unit-never",
+            17,
+            a,
+            &mut || {
+                let (a, b) = UnixStream::pair().unwrap();
+                retries.push(std::thread::spawn(move || daemon(b, 66, |_| HELLO_BAD_VSN)));
+                Ok(a)
+            },
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        t.join().unwrap();
+        assert_eq!(retries.len(), 1);
+        for r in retries {
+            r.join().unwrap();
+        }
+        assert!(e.to_string().contains("refuses its own version"), "{e}");
+        // Unknown status.
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || daemon(b, 66, |_| 7));
+        let e = hello_adapting("unit-7", 17, a, &mut || panic!("no retry"), &mut |_, _| {})
+            .unwrap_err();
+        t.join().unwrap();
+        assert!(e.to_string().contains("unknown status 7"), "{e}");
+    }
+}
