@@ -203,7 +203,10 @@ extern "C" {
  * notification socket subscribed to the events in `mask`
  * (CONFD_NOTIF_* bits). The same as `confd_notifications_connect2()` with
  * `data` NULL, so `mask` must not contain CONFD_NOTIF_HEARTBEAT,
- * CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT.
+ * CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT. The hello adapts
+ * to the daemon's protocol version as in `confd_ha_connect()`, and the
+ * subscription takes that version's shape (without the verbosity element
+ * for ConfD 6.x daemons, protocol versions below 70).
  *
  * NULL: `srv` must not be NULL.
  * Ownership: the caller keeps `sock` (and closes it); on failure close it

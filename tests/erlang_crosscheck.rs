@@ -313,11 +313,7 @@ fn shape_cases() -> Vec<(String, Term, String)> {
         ha::legacy_ha_sync_ack(),
         "{0,ha_info_synced}",
     );
-    add(
-        "heartbeat, ConfD 6.x",
-        ha::heartbeat_term_for(66),
-        "{8192}",
-    );
+    add("heartbeat, ConfD 6.x", ha::heartbeat_term_for(66), "{8192}");
     add(
         "event of an unknown type",
         HaEvent::Unknown {

@@ -486,8 +486,14 @@ mod tests {
     fn status_2_and_self_refusal_are_errors_without_a_retry() {
         let (a, b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || daemon(b, 66, |_| HELLO_BAD_SIZES));
-        let e = hello_adapting("unit-sizes", 17, a, &mut || panic!("no retry"), &mut |_, _| {})
-            .unwrap_err();
+        let e = hello_adapting(
+            "unit-sizes",
+            17,
+            a,
+            &mut || panic!("no retry"),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         t.join().unwrap();
         assert!(matches!(e, Error::BadSizes { .. }));
         let msg = e.to_string();
@@ -498,8 +504,14 @@ mod tests {
         // A daemon that refuses its own version (an unknown client id).
         let (a, b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || daemon(b, hello::DEFAULT_PROTO_VSN, |_| HELLO_BAD_VSN));
-        let e = hello_adapting("unit-self", 99, a, &mut || panic!("no retry"), &mut |_, _| {})
-            .unwrap_err();
+        let e = hello_adapting(
+            "unit-self",
+            99,
+            a,
+            &mut || panic!("no retry"),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         t.join().unwrap();
         assert!(e.to_string().contains("refuses its own version"), "{e}");
         // A daemon that refuses both versions: one retry, then an error.

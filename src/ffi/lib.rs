@@ -41,12 +41,15 @@ pub const CONFD_PORT: c_int = 4565;
 /// NSO's default IPC port.
 pub const NCS_PORT: c_int = 4569;
 
-/// The protocol version this library announces in its hello (NSO 6.7);
-/// overridable at run time with the environment variable
-/// `CONFD_HA_LIB_PROTO_VSN`.
+/// The protocol version this library starts its hello with (NSO 6.7). A
+/// daemon of another release refuses it and names its own; the library then
+/// connects again with that one (same fd) and remembers it for the daemon.
+/// The environment variable `CONFD_HA_LIB_PROTO_VSN` pins a version instead
+/// (no adaptation).
 pub const CONFD_LIB_PROTO_VSN: c_int = 87;
-/// The library version this library announces in its hello (NSO 6.7);
-/// overridable at run time with `CONFD_HA_LIB_VSN` (decimal or 0x-hex).
+/// The library version this library starts its hello with (NSO 6.7); after
+/// a refusal the daemon's own is sent. `CONFD_HA_LIB_VSN` (decimal or
+/// 0x-hex) pins it.
 pub const CONFD_LIB_VSN: c_int = 0x0807_0000;
 /// The API version `confd_init()` passes to `confd_init_vsn_sz()`.
 pub const CONFD_LIB_API_VSN: c_int = 0x0807_0000;
