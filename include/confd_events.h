@@ -604,7 +604,10 @@ extern "C" {
  * notification socket subscribed to the events in `mask`
  * (CONFD_NOTIF_* bits). The same as `confd_notifications_connect2()` with
  * `data` NULL, so `mask` must not contain CONFD_NOTIF_HEARTBEAT,
- * CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT.
+ * CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT. The hello adapts
+ * to the daemon's protocol version as in `confd_ha_connect()`, and the
+ * subscription takes that version's shape (without the verbosity element
+ * for ConfD 6.x daemons, protocol versions below 70).
  *
  * NULL: `srv` must not be NULL.
  * Ownership: the caller keeps `sock` (and closes it); on failure close it
@@ -667,8 +670,7 @@ void confd_free_notification(struct confd_notification *n);
 /**
  * Acknowledges the last HA event on a socket subscribed with
  * CONFD_NOTIF_HA_INFO_SYNC, letting the daemon go on with HA processing.
- * The acknowledgement term is project-defined (`{0, ha_info_synced}`);
- * ConfD's is not public.
+ * Sends the bare atom `ha_synced`, as ConfD's own libraries do.
  *
  * Threads: one thread at a time per socket.
  */

@@ -157,15 +157,18 @@
 #define NCS_PORT 4569
 
 /**
- * The protocol version this library announces in its hello (NSO 6.7);
- * overridable at run time with the environment variable
- * `CONFD_HA_LIB_PROTO_VSN`.
+ * The protocol version this library starts its hello with (NSO 6.7). A
+ * daemon of another release refuses it and names its own; the library then
+ * connects again with that one (same fd) and remembers it for the daemon.
+ * The environment variable `CONFD_HA_LIB_PROTO_VSN` pins a version instead
+ * (no adaptation).
  */
 #define CONFD_LIB_PROTO_VSN 87
 
 /**
- * The library version this library announces in its hello (NSO 6.7);
- * overridable at run time with `CONFD_HA_LIB_VSN` (decimal or 0x-hex).
+ * The library version this library starts its hello with (NSO 6.7); after
+ * a refusal the daemon's own is sent. `CONFD_HA_LIB_VSN` (decimal or
+ * 0x-hex) pins it.
  */
 #define CONFD_LIB_VSN 134676480
 

@@ -598,7 +598,10 @@ const STREAM_EVENT: c_int = 1 << 19;
 /// notification socket subscribed to the events in `mask`
 /// (CONFD_NOTIF_* bits). The same as `confd_notifications_connect2()` with
 /// `data` NULL, so `mask` must not contain CONFD_NOTIF_HEARTBEAT,
-/// CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT.
+/// CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT. The hello adapts
+/// to the daemon's protocol version as in `confd_ha_connect()`, and the
+/// subscription takes that version's shape (without the verbosity element
+/// for ConfD 6.x daemons, protocol versions below 70).
 ///
 /// NULL: `srv` must not be NULL.
 /// Ownership: the caller keeps `sock` (and closes it); on failure close it
@@ -706,7 +709,7 @@ unsafe fn connect2(
             return usage(f, format!("data->verbosity {verbosity} is not 0..3"));
         }
     }
-    tri!(unsafe { connect_and_hello(f, sock, srv, srv_sz, CLIENT_EVENT_MGR) });
+    let settled = tri!(unsafe { connect_and_hello(f, sock, srv, srv_sz, CLIENT_EVENT_MGR) });
     let sub = Subscription {
         // The mask is a bit set: bit 31 stays a positive number on the wire.
         mask: i128::from(mask as u32),
@@ -714,7 +717,17 @@ unsafe fn connect2(
         health_check_ms: hc,
         verbosity,
     };
-    if let Err(e) = evc::subscribe(&mut FdStream(sock), &sub) {
+    // The subscription's shape follows the protocol version the hello
+    // settled on: a 4-tuple for ConfD 6.x daemons, with verbosity after.
+    let term = sub.to_term_for(settled.proto_vsn);
+    if super::debug_level() >= super::LEVEL_DEBUG {
+        super::log_line(&format!(
+            "DEBUG {f}: subscription of {} elements for protocol version {}",
+            term.as_tuple().map_or(0, <[_]>::len),
+            settled.proto_vsn
+        ));
+    }
+    if let Err(e) = evc::subscribe_term(&mut FdStream(sock), &term) {
         return fail(f, &e);
     }
     trace(|| format!("{f}(fd {sock}, mask {mask:#x}) -> CONFD_OK"));
@@ -786,8 +799,7 @@ pub extern "C" fn confd_free_notification(n: *mut confd_notification) {
 
 /// Acknowledges the last HA event on a socket subscribed with
 /// CONFD_NOTIF_HA_INFO_SYNC, letting the daemon go on with HA processing.
-/// The acknowledgement term is project-defined (`{0, ha_info_synced}`);
-/// ConfD's is not public.
+/// Sends the bare atom `ha_synced`, as ConfD's own libraries do.
 ///
 /// Threads: one thread at a time per socket.
 #[no_mangle]
@@ -827,7 +839,8 @@ unsafe fn fill_ha_notification(dst: *mut confd_ha_notification, ev: &HaEvent) {
             HaEvent::SecondaryInitialized { by_copy } => {
                 addr_of_mut!((*data).cdb_initialized_by_copy).write(c_int::from(*by_copy))
             }
-            HaEvent::IsPrimary | HaEvent::IsNone => {}
+            // An unknown type is delivered with its number and no data.
+            HaEvent::IsPrimary | HaEvent::IsNone | HaEvent::Unknown { .. } => {}
             HaEvent::BeSecondaryResult { result } => {
                 addr_of_mut!((*data).besecondary_result).write(*result)
             }

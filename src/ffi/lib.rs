@@ -16,14 +16,12 @@
 use super::{check_init, fail, ffi_boundary, tri, usage};
 use crate::client;
 use crate::error::Error;
-use crate::proto::frame::FdStream;
 use crate::proto::ha::{HaNode, NodeAddr};
 use crate::value::Value;
 use libc::{in6_addr, in_addr, sockaddr, FILE};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ptr::{addr_of, addr_of_mut};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Success.
@@ -43,12 +41,15 @@ pub const CONFD_PORT: c_int = 4565;
 /// NSO's default IPC port.
 pub const NCS_PORT: c_int = 4569;
 
-/// The protocol version this library announces in its hello (NSO 6.7);
-/// overridable at run time with the environment variable
-/// `CONFD_HA_LIB_PROTO_VSN`.
+/// The protocol version this library starts its hello with (NSO 6.7). A
+/// daemon of another release refuses it and names its own; the library then
+/// connects again with that one (same fd) and remembers it for the daemon.
+/// The environment variable `CONFD_HA_LIB_PROTO_VSN` pins a version instead
+/// (no adaptation).
 pub const CONFD_LIB_PROTO_VSN: c_int = 87;
-/// The library version this library announces in its hello (NSO 6.7);
-/// overridable at run time with `CONFD_HA_LIB_VSN` (decimal or 0x-hex).
+/// The library version this library starts its hello with (NSO 6.7); after
+/// a refusal the daemon's own is sent. `CONFD_HA_LIB_VSN` (decimal or
+/// 0x-hex) pins it.
 pub const CONFD_LIB_VSN: c_int = 0x0807_0000;
 /// The API version `confd_init()` passes to `confd_init_vsn_sz()`.
 pub const CONFD_LIB_API_VSN: c_int = 0x0807_0000;
@@ -633,9 +634,9 @@ pub unsafe extern "C" fn confd_init_vsn_sz(
             }
         }
         super::set_debug(debug, estream);
-        let clamp = |v: c_int| u8::try_from(v.max(0)).unwrap_or(u8::MAX);
-        HELLO_MAXDEPTH.store(clamp(maxdepth), Ordering::Relaxed);
-        HELLO_MAXKEYLEN.store(clamp(maxkeylen), Ordering::Relaxed);
+        // maxdepth / maxkeylen size the program's own keypath arrays; the
+        // hello announces the library's (no limit), see
+        // proto::hello::ANNOUNCED_MAXDEPTH.
         super::set_initialized();
         super::trace(|| {
             let n = if name.is_null() {
@@ -1071,12 +1072,9 @@ pub unsafe extern "C" fn confd_fatal(fmt: *const c_char) -> ! {
 
 // ---- helpers shared by the other ffi modules (not exported) ----
 
-/// The MAXDEPTH / MAXKEYLEN the program passed to `confd_init_vsn_sz`,
-/// announced in every hello (bytes 7 and 8).
-static HELLO_MAXDEPTH: AtomicU8 = AtomicU8::new(crate::proto::hello::DEFAULT_MAXDEPTH);
-static HELLO_MAXKEYLEN: AtomicU8 = AtomicU8::new(crate::proto::hello::DEFAULT_MAXKEYLEN);
-
-/// Checks `srv`/`srv_sz`, connects `sock` and runs the hello as `id`.
+/// Checks `srv`/`srv_sz`, connects `sock` and runs the hello as `id`,
+/// adapting to the daemon's protocol version (see `ffi::connect`). Sets
+/// `confd_maxdepth` / `confd_maxkeylen` from the daemon's answer.
 ///
 /// # Safety
 /// `srv` must be NULL or point to `srv_sz` readable bytes.
@@ -1086,52 +1084,16 @@ pub(crate) unsafe fn connect_and_hello(
     srv: *const sockaddr,
     srv_sz: c_int,
     id: u8,
-) -> Result<(), c_int> {
+) -> Result<client::Settled, c_int> {
     let desc = check_sockaddr(func, srv, srv_sz)?;
-    super::trace(|| format!("{func}: connecting fd {sock} to {desc}"));
-    connect_fd(sock, srv, srv_sz).map_err(|e| fail(func, &e.with_ctx(&desc)))?;
-    // Requests are small and answered at once: without TCP_NODELAY a write
-    // that follows a write with no reply (async besecondary, the token)
-    // waits for the peer's delayed ACK (~40 ms). Not an error where the
-    // option does not apply (AF_UNIX).
-    // SAFETY: srv was validated by check_sockaddr; `one` outlives the call.
-    if matches!(
-        c_int::from(unsafe { (*srv).sa_family }),
-        libc::AF_INET | libc::AF_INET6
-    ) {
-        let one: c_int = 1;
-        unsafe {
-            libc::setsockopt(
-                sock,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const c_int).cast(),
-                std::mem::size_of::<c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    let sh = client::hello_with_limits(
-        &mut FdStream(sock),
-        id,
-        HELLO_MAXDEPTH.load(Ordering::Relaxed),
-        HELLO_MAXKEYLEN.load(Ordering::Relaxed),
-    )
-    .map_err(|e| fail(func, &e))?;
+    // SAFETY: srv/srv_sz were validated by check_sockaddr.
+    let settled = unsafe { super::connect::connect_adapting(func, sock, srv, srv_sz, &desc, id)? };
     // SAFETY: plain int globals, written as ConfD's library writes them.
     unsafe {
-        addr_of_mut!(confd_maxdepth).write(sh.maxdepth.into());
-        addr_of_mut!(confd_maxkeylen).write(sh.maxkeylen.into());
+        addr_of_mut!(confd_maxdepth).write(settled.daemon.maxdepth.into());
+        addr_of_mut!(confd_maxkeylen).write(settled.daemon.maxkeylen.into());
     }
-    Ok(())
-}
-
-/// A failed connect(2), before the address description is attached.
-pub(crate) struct ConnectError(std::io::Error);
-
-impl ConnectError {
-    fn with_ctx(self, desc: &str) -> Error {
-        Error::os(format!("connect to {desc}"), self.0)
-    }
+    Ok(settled)
 }
 
 /// Validates a socket address from C and describes it for messages
@@ -1227,55 +1189,6 @@ pub(crate) unsafe fn check_sockaddr(
             func,
             format!("unsupported address family {other} (expected AF_INET, AF_INET6 or AF_UNIX)"),
         )),
-    }
-}
-
-/// connect(2) on the caller's socket; EINTR is followed by a wait for the
-/// connection to complete.
-unsafe fn connect_fd(sock: c_int, srv: *const sockaddr, srv_sz: c_int) -> Result<(), ConnectError> {
-    // SAFETY: srv/srv_sz were validated by check_sockaddr.
-    if unsafe { libc::connect(sock, srv, srv_sz as libc::socklen_t) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::EINTR) {
-        return Err(ConnectError(e));
-    }
-    loop {
-        let mut p = libc::pollfd {
-            fd: sock,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut p, 1, -1) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(ConnectError(e));
-        }
-        let mut err: c_int = 0;
-        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-        // SAFETY: err/len are valid out-parameters for SO_ERROR.
-        let rc = unsafe {
-            libc::getsockopt(
-                sock,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(ConnectError(std::io::Error::last_os_error()));
-        }
-        return if err == 0 {
-            Ok(())
-        } else {
-            Err(ConnectError(std::io::Error::from_raw_os_error(err)))
-        };
     }
 }
 

@@ -24,6 +24,7 @@ use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 pub mod cha;
+mod connect;
 pub mod events;
 pub mod ha;
 pub mod lib;
