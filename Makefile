@@ -9,6 +9,7 @@
 #   make check SANITIZE=address   C tests built with -fsanitize=address
 #   make install PREFIX=/usr/local DESTDIR=
 #   make demo / make bench
+#   make bench-peers      ha-node beside PostgreSQL, Redis and etcd (bench/PEERS.md; not in check)
 
 CARGO    ?= cargo
 CC       ?= cc
@@ -51,7 +52,7 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind erl-note install uninstall demo bench clean FORCE
+        check-link check-install check-python check-valgrind erl-note install uninstall demo bench bench-peers clean FORCE
 
 all: build
 
@@ -172,6 +173,10 @@ demo: build
 
 bench: build
 	@if [ -x scripts/bench.sh ]; then scripts/bench.sh; elif [ -f scripts/bench.sh ]; then sh scripts/bench.sh; else echo "bench: not yet (scripts/bench.sh does not exist)"; fi
+
+# Not part of check: installs packages (root), runs for minutes. BENCH_PEERS_QUICK=1 for a short run.
+bench-peers: build
+	BENCH_SKIP_BUILD=1 scripts/bench-peers.sh
 
 clean:
 	rm -rf $(BUILD)
