@@ -217,7 +217,7 @@ rd_start() { # I [replicaof args]
     RD_PID[$i]=$!; PIDS+=($!)
     wait_tcp 127.0.0.1 "${RD_PORT[$i]}" "${RD_PID[$i]}" || die "redis $i did not start"
 }
-rd_stop() { rcli "$1" shutdown || true; wait "${RD_PID[$1]}" 2>/dev/null || true; RD_PID[$1]=""; }
+rd_stop() { kill -TERM "${RD_PID[$1]}"; wait "${RD_PID[$1]}" 2>/dev/null || true; RD_PID[$1]=""; }
 rd_setup() { rd_start 0; rd_start 1; rd_start 2; }
 rd_config() { # N
     local i
