@@ -217,7 +217,20 @@ rd_start() { # I [replicaof args]
     RD_PID[$i]=$!; PIDS+=($!)
     wait_tcp 127.0.0.1 "${RD_PORT[$i]}" "${RD_PID[$i]}" || die "redis $i did not start"
 }
-rd_stop() { kill -TERM "${RD_PID[$1]}"; wait "${RD_PID[$1]}" 2>/dev/null || true; RD_PID[$1]=""; }
+# Until replica I has no AOF rewrite running or scheduled: after a full sync a replica
+# rewrites its AOF from the loaded data, and only then has it durable (it also refuses to
+# shut down before: "Writing initial AOF, can't exit").
+rd_durable() {
+    local info
+    for _ in $(seq 1 6000); do
+        info=$(redis-cli -h 127.0.0.1 -p "${RD_PORT[$1]}" info persistence | tr -d '\r')
+        if echo "$info" | grep -q '^aof_rewrite_in_progress:0' && echo "$info" | grep -q '^aof_rewrite_scheduled:0' \
+            && echo "$info" | grep -q '^loading:0'; then return 0; fi
+        sleep 0.005
+    done
+    die "redis $1: AOF rewrite did not finish"
+}
+rd_stop() { rd_durable "$1"; kill -TERM "${RD_PID[$1]}"; wait "${RD_PID[$1]}" 2>/dev/null || true; RD_PID[$1]=""; }
 rd_setup() { rd_start 0; rd_start 1; rd_start 2; }
 rd_config() { # N
     local i
@@ -326,7 +339,7 @@ full_copy() { # SYS TAG
     redis)
         rd_stop 1; rm -rf "$WORK/redis/1"; rd_start 1
         t0=$(now_ms)
-        rcli 1 replicaof 127.0.0.1 "${RD_PORT[0]}"; "$LOAD" --addr "$(rd_addr)" wait-redis 1
+        rcli 1 replicaof 127.0.0.1 "${RD_PORT[0]}"; "$LOAD" --addr "$(rd_addr)" wait-redis 1; rd_durable 1
         rec "redis.copy.$2" $(( $(now_ms) - t0 )) ms
         rcli 1 replicaof no one ;;
     esac
@@ -347,7 +360,7 @@ rejoin() { # SYS MISSED TAG
     case $1 in
     ha) ha_start 1; ha_secondary 1 ;;
     pg) pg_start 1 -W; "$LOAD" --addr "$(pg_addr)" wait-pg s1 ;;
-    redis) rd_start 1 --replicaof 127.0.0.1 "${RD_PORT[0]}"; "$LOAD" --addr "$(rd_addr)" wait-redis 1 ;;
+    redis) rd_start 1 --replicaof 127.0.0.1 "${RD_PORT[0]}"; "$LOAD" --addr "$(rd_addr)" wait-redis 1; rd_durable 1 ;;
     esac
     rec "$1.rejoin.$3" $(( $(now_ms) - t0 )) ms
 }
@@ -501,13 +514,16 @@ echo "  SHUTDOWN), $MISSED commits on the primary (or none), then timed from sta
 echo "  process until it has everything: ha-node until \`ha-ctl secondary\` (besecondary, waiting)"
 echo "  returns; PostgreSQL until the primary's pg_stat_replication shows s1 streaming with"
 echo "  replay_lsn at the primary's WAL position (WAL catch-up); Redis until the primary lists the"
-echo "  replica online at its replication offset (restarted with --replicaof). Redis on its"
+echo "  replica online at its replication offset and no AOF rewrite runs on it (restarted with"
+echo "  --replicaof). Redis on its"
 echo "  primary's log over the whole run: $RD_PARTIAL partial resyncs accepted, $RD_FULL full syncs."
 echo "  ha-node's primary log lines mentioning a full copy: $HA_FULL."
 echo "- Full copy: ha-node: besecondary of a node with an empty data directory until it returns"
 echo "  (the secondary has the copy durable); PostgreSQL: \`pg_basebackup -X stream -c fast\` until it"
-echo "  exits (the copy fsync'ed); Redis: REPLICAOF of an empty replica until online (diskless"
-echo "  sync, delay 0; the replica loads the RDB and rewrites its AOF)."
+echo "  exits (the copy fsync'ed); Redis: REPLICAOF of an empty replica until the primary lists it"
+echo "  online at its offset **and** the replica's AOF rewrite after the sync has finished (before"
+echo "  that the copy is not durable on the replica; diskless sync, delay 0). Redis re-joins are"
+echo "  timed to the same point."
 [ "$BIG" = 1 ] || echo "- 1 GiB full copies: not run (BENCH_PEERS_1G=1 runs them; filling three systems to 1 GiB takes minutes)."
 echo
 echo "## Raw figures"
