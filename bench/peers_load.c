@@ -20,7 +20,8 @@
  *                    prints BENCH NAME.tputC (commits/s) and NAME.cpuC (server
  *                    CPU µs per commit, from /proc/PID/stat of the --cpu-pids
  *                    and their direct children)
- *   fill MIB KIB     writes MIB MiB of incompressible values of KIB KiB
+ *   fill MIB KIB [FIRST]  writes MIB MiB of incompressible values of KIB KiB at
+ *                    blob keys FIRST, FIRST+1, ... (default 0)
  *   wait-redis N     polls the Redis primary until N replicas are online with
  *                    the primary's replication offset as read at the start
  *   wait-pg NAME     polls the PostgreSQL primary until standby NAME has
@@ -416,7 +417,7 @@ static void mode_tput(int clients, double secs)
         printf("BENCH %s.cpu%d %.1f us/commit\n", o_name, clients, (cpu1 - cpu0) * 1e6 / (double)total);
 }
 
-static void mode_fill(long mib, long kib)
+static void mode_fill(long mib, long kib, long first)
 {
     struct conn c;
     size_t len = (size_t)kib * 1024;
@@ -426,8 +427,8 @@ static void mode_fill(long mib, long kib)
     if (!val) die("out of memory%s", "");
     conn_open(&c);
     for (long i = 0; i < n; i++) {
-        fill_random(val, len, (uint64_t)i + 7777);
-        commit(&c, i, val, len, 1);
+        fill_random(val, len, (uint64_t)(first + i) + 7777);
+        commit(&c, first + i, val, len, 1);
     }
     conn_close(&c);
     printf("BENCH %s.fill %.3f s (%ld values of %ld KiB)\n", o_name, (double)(now_ns() - t0) / 1e9, n, kib);
@@ -604,7 +605,7 @@ int main(int argc, char **argv)
     const char *a1 = i + 1 < argc ? argv[i + 1] : "0", *a2 = i + 2 < argc ? argv[i + 2] : "0";
     if (!strcmp(m, "lat")) mode_lat(atol(a1));
     else if (!strcmp(m, "tput")) mode_tput(atoi(a1), atof(a2));
-    else if (!strcmp(m, "fill")) mode_fill(atol(a1), atol(a2));
+    else if (!strcmp(m, "fill")) mode_fill(atol(a1), atol(a2), i + 3 < argc ? atol(argv[i + 3]) : 0);
     else if (!strcmp(m, "wait-redis")) mode_wait_redis(atoi(a1));
     else if (!strcmp(m, "wait-pg")) mode_wait_pg(a1);
     else if (!strcmp(m, "floor-fsync")) mode_floor_fsync(a1, atol(a2));

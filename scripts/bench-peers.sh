@@ -321,9 +321,9 @@ done
 # an empty data directory, until it returns. PostgreSQL: pg_basebackup -X stream -c fast.
 # Redis: a replica with an empty data directory, REPLICAOF until it is online at the
 # primary's offset.
-fill() { # SYS MIB
+fill() { # SYS MIB [FIRST KEY]
     config "$1" 0
-    bench --sys "$1" --addr "$(addr_of "$1")" --name "$1.fill$2" fill "$2" "$VAL_KIB"
+    bench --sys "$1" --addr "$(addr_of "$1")" --name "$1.fill$2" fill "$2" "$VAL_KIB" "${3:-0}"
 }
 full_copy() { # SYS TAG
     local t0
@@ -383,7 +383,7 @@ RD_FULL=$(grep -c 'Starting BGSAVE for SYNC\|Starting diskless\|Full resync requ
 if [ "$BIG" = 1 ]; then
     for s in ha pg redis; do
         say "$s: fill to 1 GiB, full copy"
-        fill "$s" $(( BIG_MIB - COPY_MIB ))
+        fill "$s" $(( BIG_MIB - COPY_MIB )) $(( COPY_MIB * 1024 / VAL_KIB ))
         full_copy "$s" 1g
     done
 fi
@@ -479,7 +479,7 @@ echo "| commit p50 vs PostgreSQL remote_apply, 1 / 2 replicas | $(ratio "${P50[h
 echo "| re-join after $MISSED commits missed ($COPY_MIB MiB store) | $(ratio "$RJM_ha" "$RJM_pg") | $(ratio "$RJM_ha" "$RJM_redis") | – |"
 echo "| re-join after a restart, nothing missed | $(ratio "$RJS_ha" "$RJS_pg") | $(ratio "$RJS_ha" "$RJS_redis") | – |"
 echo "| full copy, $COPY_MIB MiB | $(ratio "$CP_ha" "$CP_pg") | $(ratio "$CP_ha" "$CP_redis") | – |"
-echo "| full copy, 1 GiB | $(ratio "$CPG_ha" "$CPG_pg") | $(ratio "$CPG_ha" "$CPG_redis") | – |"
+echo "| full copy, $BIG_MIB MiB | $(ratio "$CPG_ha" "$CPG_pg") | $(ratio "$CPG_ha" "$CPG_redis") | – |"
 echo
 echo "Commit p50 with no replica against the 4 KiB fdatasync floor: $(ratio "${P50[ha,0]}" "$FS50")."
 echo
@@ -506,7 +506,7 @@ echo "|---|---:|---:|---:|"
 echo "| re-join after $MISSED commits missed | $RJM_ha | $RJM_pg | $RJM_redis |"
 echo "| re-join after a restart, nothing missed | $RJS_ha | $RJS_pg | $RJS_redis |"
 echo "| full copy, $COPY_MIB MiB | $CP_ha | $CP_pg | $CP_redis |"
-echo "| full copy, 1 GiB | $CPG_ha | $CPG_pg | $CPG_redis |"
+echo "| full copy, $BIG_MIB MiB | $CPG_ha | $CPG_pg | $CPG_redis |"
 echo
 echo "- Stores: filled with ${VAL_KIB} KiB incompressible values to $COPY_MIB MiB (PostgreSQL: a bytea column"
 echo "  with STORAGE EXTERNAL, no TOAST compression) before the copies and re-joins."
