@@ -459,6 +459,12 @@ echo
 echo "Floors, same run, median over rounds: 4 KiB rewrite + fdatasync on the same file system"
 echo "p50 $(f1 "$FS50") µs / p99 $(f1 "$FS99") µs; loopback TCP ping-pong of 100 bytes p50 $(f1 "$RT50") µs / p99 $(f1 "$RT99") µs."
 echo
+echo "On this VM an fdatasync takes either ~0.1 ms or about one 4 ms timer tick depending on how"
+echo "busy the machine is (bench/RESULTS.md), so single-client latencies of *every* system swing"
+echo "between those modes from slice to slice on a loaded machine; the interleaving spreads that"
+echo "over all systems, but a cell of a short or loaded run can still be off by a factor of"
+echo "several. Compare ratios from runs with several rounds, and read each against the floors."
+echo
 echo "## Ratios ha-node / peer"
 echo
 echo "For times > 1 means ha-node is slower; for throughput < 1 means lower; for CPU > 1 means more."
@@ -482,6 +488,27 @@ echo "| full copy, $COPY_MIB MiB | $(ratio "$CP_ha" "$CP_pg") | $(ratio "$CP_ha"
 echo "| full copy, $BIG_MIB MiB | $(ratio "$CPG_ha" "$CPG_pg") | $(ratio "$CPG_ha" "$CPG_redis") | – |"
 echo
 echo "Commit p50 with no replica against the 4 KiB fdatasync floor: $(ratio "${P50[ha,0]}" "$FS50")."
+echo
+echo "Goals of issue 11 (a benchmark, not a test; same run):"
+echo
+goal() { # TEXT A B OP LIMIT
+    local r; r=$(awk -v a="$2" -v b="$3" 'BEGIN {if (a=="n/a" || b=="n/a" || b+0==0) print "n/a"; else printf "%.2f", a/b}')
+    if [ "$r" = n/a ]; then echo "- $1: not measured"; return; fi
+    if awk -v x="$r" -v l="$5" -v op="$4" 'BEGIN {exit !((op=="<=") ? x<=l : x>=l)}'; then echo "- $1: ${r}x — met"; else echo "- $1: ${r}x — **missed**"; fi
+}
+for n in 1 2; do
+    goal "commit p50, sync to $n, ≤ 0.9x PostgreSQL" "${P50[ha,$n]}" "${P50[pg,$n]}" '<=' 0.9
+    goal "commit p50, sync to $n, ≤ 0.9x Redis" "${P50[ha,$n]}" "${P50[redis,$n]}" '<=' 0.9
+done
+for c in 8 32; do
+    for n in 1 2; do
+        A=T$c; eval "x=\${$A[ha,$n]}; yp=\${$A[pg,$n]}; yr=\${$A[redis,$n]}"
+        goal "throughput, $c clients, $n replicas, ≥ 1.1x PostgreSQL" "$x" "$yp" '>=' 1.1
+        goal "throughput, $c clients, $n replicas, ≥ 1.1x Redis" "$x" "$yr" '>=' 1.1
+    done
+done
+goal "re-join after $MISSED missed commits ≤ 2x PostgreSQL's standby catch-up" "$RJM_ha" "$RJM_pg" '<=' 2
+goal "commit p50, no replica, ≤ 1.3x the 4 KiB fdatasync floor" "${P50[ha,0]}" "$FS50" '<=' 1.3
 echo
 echo "## Absolute figures"
 echo
