@@ -31,7 +31,7 @@ pub const LOCAL_STORE_ERR: i32 = CONFD_ERR_OS;
 /// Exit status of `--on-store-error exit`.
 pub const STORE_ERROR_EXIT_STATUS: i32 = 3;
 /// After a store I/O error, how often the store is reopened until that works.
-pub const STORE_REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
+pub const STORE_REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2000);
 /// The file in the data directory that remembers the highest seq ever given out, when a
 /// commit failed after its transactions were sent (so that no seq names two transactions).
 pub const SEQ_FLOOR_FILE: &str = "seq-floor";
@@ -561,6 +561,8 @@ impl Node {
         let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
         self.set_commit(true, String::new(), None, None);
+        // Transactions committed in NONE are named for no HA role (as at start).
+        lock(&self.commit).my_id = "none".into();
         crate::info!("ha", "this node is now NONE (benone)");
         self.events.emit(HaEvent::IsNone);
         self.in_sync_changed();

@@ -688,6 +688,7 @@ impl Downstream {
         }
         if !self.relay {
             node.events.emit(HaEvent::SecondaryArrived(peer.node()));
+            node.in_sync_changed();
         }
         if let Some(sn) = snapshot {
             self.send_copy(&peer, sn);

@@ -1715,7 +1715,7 @@ mod tests {
         let s = open(&d);
         commit1(&s, 1, vec![set("/a", "1")]);
         // Damage the records behind the store's back.
-        let txn = s.db.begin_write().unwrap();
+        let txn = s.db().unwrap().begin_write().unwrap();
         {
             let mut m = txn.open_table(META).unwrap();
             m.insert(META_SEQ, [1u8, 2, 3].as_slice()).unwrap();
@@ -1926,7 +1926,7 @@ mod tests {
     }
 
     fn blob_tables(s: &Store) -> (u64, u64) {
-        let txn = s.db.begin_read().unwrap();
+        let txn = s.db().unwrap().begin_read().unwrap();
         let b = txn.open_table(BLOBS).unwrap().len().unwrap();
         let r = txn.open_table(BLOB_REFS).unwrap().len().unwrap();
         (b, r)
@@ -1935,7 +1935,7 @@ mod tests {
     /// Every blob's reference count equals the records that point into it, and no blob is
     /// left without references.
     fn check_refs(s: &Store) {
-        let txn = s.db.begin_read().unwrap();
+        let txn = s.db().unwrap().begin_read().unwrap();
         let data = txn.open_table(DATA).unwrap();
         let mut counted = std::collections::BTreeMap::new();
         for item in data.iter().unwrap() {
@@ -2096,7 +2096,7 @@ mod tests {
         w.put_chunk(&[("/a".into(), big(1, 500)), ("/b".into(), big(2, 500))])
             .unwrap();
         w.finish(meta(1)).unwrap();
-        let txn = s.db.begin_write().unwrap();
+        let txn = s.db().unwrap().begin_write().unwrap();
         {
             let mut t = txn.open_table(DATA).unwrap();
             t.insert(b"/a".as_slice(), Entry::encode_ref(1, 700, 500).as_slice())
@@ -2140,7 +2140,7 @@ mod tests {
         let d = TempDir::new("format");
         {
             let s = open(&d);
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert(META_FORMAT, 9u64.to_be_bytes().as_slice())
@@ -2156,7 +2156,7 @@ mod tests {
         let d2 = TempDir::new("noformat");
         {
             let s = open(&d2);
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META).unwrap().remove(META_FORMAT).unwrap();
             txn.open_table(DATA)
                 .unwrap()
