@@ -580,3 +580,95 @@ fn damaged_store_files_are_refused_at_start() {
     n.spawn(&[], &[]);
     assert_eq!(n.data().get("/k49").unwrap(), buf(&"v".repeat(200)));
 }
+
+/// The primary (min-secondaries 1) is frozen (SIGSTOP) while commits wait for its
+/// secondary; the secondary gives up on it and is promoted; when the old primary wakes,
+/// it acknowledges nothing the new primary lacks: a commit its secondary confirmed
+/// before leaving is OK, any other fails (HA_ABORT: outcome unknown; or NOT_WRITABLE
+/// once it has no secondary). Its time frozen does not make it declare the secondary
+/// dead (which would let a waiting commit succeed).
+#[test]
+fn frozen_primary_does_not_acknowledge_what_it_could_not_replicate() {
+    let port = free_port();
+    let slow: &[&str] = if have_strace() {
+        &[
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            "inject=fdatasync:delay_exit=100000",
+        ]
+    } else {
+        &[]
+    };
+    let n1 = Proc::start("n1", 2, port, &["--min-secondaries", "1"], &[]);
+    let n2 = Proc::start("n2", 3, port, &[], slow);
+    n1.ha().beprimary("n1").unwrap();
+    n2.ha().besecondary("n2", &n1.as_primary(), true).unwrap();
+    wait_for("n2 in sync", T, || {
+        (n1.stat("min_secondaries_met") == 1).then_some(())
+    });
+    let acked: Arc<Mutex<Vec<(String, u32, String)>>> = Arc::default();
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let writers: Vec<_> = (0..3)
+        .map(|c| {
+            let (ep, acked, errors) = (n1.ep(), acked.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut d = DataClient::connect(&ep).unwrap();
+                for i in 0.. {
+                    let path = format!("/w{c}/i{i}");
+                    let mut t = Txn::new();
+                    t.set(&path, Value::UInt32(i));
+                    match d.commit(&t) {
+                        Ok(txid) => acked.lock().unwrap().push((path, i, txid)),
+                        Err(e) => {
+                            errors.lock().unwrap().push(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("commits", T, || {
+        (acked.lock().unwrap().len() >= 10).then_some(())
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(n1.child.as_ref().unwrap().id() as i32, libc::SIGSTOP);
+    }
+    wait_for("n2 to give up on n1", T, || {
+        (n2.stat("state") == i64::from(STATE_NONE)).then_some(())
+    });
+    n2.ha().beprimary("n2").unwrap();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(n1.child.as_ref().unwrap().id() as i32, libc::SIGCONT);
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap();
+    let mut d2 = n2.data();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(p, i, _)| d2.get(p).ok() != Some(Value::UInt32(*i)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged commits missing on the new primary: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    let errors = errors.lock().unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("outcome is unknown") || e.contains("min-secondaries 1")),
+        "{errors:?}"
+    );
+    eprintln!(
+        "frozen primary: {} acknowledged, all on n2; {} failed with an unknown outcome",
+        acked.len(),
+        errors.len()
+    );
+}
