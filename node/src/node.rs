@@ -408,7 +408,7 @@ impl Node {
                     return;
                 }
                 Err(e) => {
-                    if tries == 1 || tries % 60 == 0 {
+                    if tries == 1 || tries.is_multiple_of(30) {
                         crate::warn!("store", "reopening the store failed (try {tries}): {e}");
                     }
                     self.store.close();

@@ -1710,6 +1710,85 @@ mod tests {
     }
 
     #[test]
+    fn store_refuses_empty_and_truncated_files() {
+        let d = TempDir::new("damaged");
+        let s = open(&d);
+        for i in 1..=20 {
+            commit1(&s, i, vec![set(&format!("/k{i}"), &"v".repeat(300))]);
+        }
+        drop(s);
+        let file = d.0.join(STORE_FILE);
+        let good = std::fs::read(&file).unwrap();
+        for cut in [0, 100, 4096, good.len() / 2] {
+            std::fs::write(&file, &good[..cut]).unwrap();
+            let err = Store::open(&d.0).unwrap_err();
+            assert!(matches!(err, StoreError::Damaged { .. }), "{cut}: {err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("store.redb"), "{msg}");
+            assert!(msg.contains("move the data directory away"), "{msg}");
+            if cut == 0 {
+                assert!(msg.contains("empty (0 bytes)"), "{msg}");
+            }
+        }
+        std::fs::write(&file, &good).unwrap();
+        let s = Store::open(&d.0).unwrap();
+        assert_eq!(s.last_tx().unwrap(), meta(20));
+    }
+
+    #[test]
+    fn store_txlog_keeps_the_last_transactions_and_a_copy_clears_it() {
+        let d = TempDir::new("txlog");
+        let s = open(&d);
+        commit1(&s, 1, vec![set("/a", "1")]);
+        s.commit(&[
+            (meta(2), vec![set("/b", "2"), del("/a")]),
+            (meta(3), vec![set("/c", "3")]),
+        ])
+        .unwrap();
+        let log = s.txlog_from(2).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].0, meta(2));
+        assert_eq!(log[0].1, vec![set("/b", "2"), del("/a")]);
+        assert_eq!(
+            s.txlog_ids(1, 2).unwrap(),
+            vec![(1, meta(1).txid), (2, meta(2).txid)]
+        );
+        assert!(s.txlog_ids(3, 2).unwrap().is_empty());
+        // Trimmed to TXLOG_MAX_TXNS.
+        let far = TXLOG_MAX_TXNS + 10;
+        commit1(&s, far, vec![set("/z", "z")]);
+        let log = s.txlog_from(0).unwrap();
+        assert_eq!(
+            log.len(),
+            1,
+            "{:?}",
+            log.iter().map(|t| t.0.seq).collect::<Vec<_>>()
+        );
+        // A full copy replaces the history.
+        let w = s.begin_copy().unwrap();
+        w.finish(meta(50)).unwrap();
+        assert!(s.txlog_from(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn store_close_and_reopen() {
+        let d = TempDir::new("reopen");
+        let s = open(&d);
+        commit1(&s, 1, vec![set("/a", "1")]);
+        s.close();
+        let err = s.get("/a").unwrap_err();
+        assert!(matches!(err, StoreError::Closed { .. }), "{err:?}");
+        assert!(err.is_fault());
+        assert_eq!(s.reopen().unwrap(), meta(1));
+        assert_eq!(get_s(&s, "/a").as_deref(), Some("1"));
+        // Refused while a snapshot holds the database.
+        let sn = s.snapshot().unwrap();
+        assert!(s.reopen().is_err());
+        drop(sn);
+        assert_eq!(s.reopen().unwrap(), meta(1));
+    }
+
+    #[test]
     fn store_corrupt_meta_is_an_error_not_a_panic() {
         let d = TempDir::new("corrupt");
         let s = open(&d);
