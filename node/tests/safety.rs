@@ -672,3 +672,41 @@ fn frozen_primary_does_not_acknowledge_what_it_could_not_replicate() {
         errors.len()
     );
 }
+
+/// Handshake failures say what happened: a secondary with another token refuses the
+/// primary (and the primary logs that, not a guess); a peer that goes silent after its
+/// hello is logged as a handshake timeout, not as a token mismatch.
+#[test]
+fn handshake_failures_say_what_happened() {
+    use confd_ha::proto::frame::write_frame;
+    use confd_ha::proto::term::Term;
+    let port = free_port();
+    let n1 = Proc::start("n1", 2, port, &[], &[]);
+    let n2 = Proc::start("n2", 3, port, &[], &[]);
+    n1.ha().beprimary("n1").unwrap();
+    let e = HaClient::connect(&n2.ep(), "another-token")
+        .unwrap()
+        .besecondary("n2", &n1.as_primary(), true)
+        .unwrap_err();
+    assert_eq!(errno(&e), CONFD_ERR_HA_BADTOKEN, "{e}");
+    wait_for("n1 to log the refusal", T, || {
+        n1.log_text()
+            .contains("refused this node during the handshake: token mismatch")
+            .then_some(())
+    });
+    // A hello, then silence: the primary gives up after its handshake deadline.
+    let mut s = std::net::TcpStream::connect(format!("{}:{}", n1.ip, n1.ha_port)).unwrap();
+    let hello = Term::Tuple(vec![
+        Term::atom("ha_hello"),
+        Term::int(1),
+        Term::binary([7u8; 32]),
+    ]);
+    write_frame(&mut s, &hello.encode()).unwrap();
+    wait_for("n1 to log the handshake timeout", T, || {
+        n1.log_text()
+            .contains("did not finish the handshake: no message within 1000 ms (handshake timeout)")
+            .then_some(())
+    });
+    assert!(!n1.log_text().contains("token mismatch on its side"));
+    drop(s);
+}
