@@ -710,3 +710,66 @@ fn handshake_failures_say_what_happened() {
     assert!(!n1.log_text().contains("token mismatch on its side"));
     drop(s);
 }
+
+/// Starts one commit on `n1` in a thread and returns once n1 made it durable locally (its
+/// `commits` counter moved), i.e. while it waits for the secondaries' acks.
+fn commit_in_flight(
+    n1: &Proc,
+    path: &str,
+) -> std::thread::JoinHandle<Result<String, confd_ha::error::Error>> {
+    let before = n1.stat("commits");
+    let (ep, path) = (n1.ep(), path.to_string());
+    let h = std::thread::spawn(move || {
+        let mut t = Txn::new();
+        t.set(&path, Value::Int32(1));
+        DataClient::connect(&ep).unwrap().commit(&t)
+    });
+    wait_for("the commit to be durable on n1", T, || {
+        (n1.stat("commits") > before).then_some(())
+    });
+    h
+}
+
+/// Mode 0 (ConfD's): a secondary that goes away (kill -9) before confirming a commit
+/// makes that commit fail with HA_ABORT (outcome unknown), not succeed; benone while a
+/// commit waits lets the secondary confirm it first, and the commit succeeds.
+#[test]
+fn a_commit_succeeds_only_when_confirmed_or_the_secondary_is_declared_dead() {
+    if !have_strace() {
+        eprintln!("SKIPPED: strace cannot slow the secondary's disk here");
+        return;
+    }
+    let port = free_port();
+    let slow = &[
+        "-e",
+        "trace=fdatasync",
+        "-e",
+        "inject=fdatasync:delay_exit=400000",
+    ];
+    let n1 = Proc::start("n1", 2, port, &[], &[]);
+    let mut n2 = Proc::start("n2", 3, port, &[], slow);
+    n1.ha().beprimary("n1").unwrap();
+    n2.ha().besecondary("n2", &n1.as_primary(), true).unwrap();
+
+    // benone while the commit waits: it is confirmed first, then the role changes.
+    let h = commit_in_flight(&n1, "/drained");
+    n1.ha().benone().unwrap();
+    h.join()
+        .unwrap()
+        .expect("the commit sent before benone succeeds");
+    assert_eq!(n2.data().get("/drained").unwrap(), Value::Int32(1));
+
+    // The secondary dies while the commit waits: the commit fails, outcome unknown.
+    n1.ha().beprimary("n1").unwrap();
+    n2.ha().besecondary("n2", &n1.as_primary(), true).unwrap();
+    let h = commit_in_flight(&n1, "/unconfirmed");
+    n2.kill9();
+    let e = h
+        .join()
+        .unwrap()
+        .expect_err("an unconfirmed commit must not succeed");
+    assert_eq!(errno(&e), CONFD_ERR_HA_ABORT, "{e}");
+    assert!(e.to_string().contains("outcome is unknown"), "{e}");
+    // With the secondary gone, commits succeed again (ConfD's behaviour).
+    n1.commit("/alone", Value::Int32(2)).unwrap();
+}
