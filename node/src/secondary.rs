@@ -310,7 +310,19 @@ pub fn join(
         };
         let rb_file = match &rollback {
             Some((txns, common)) if !txns.is_empty() => {
-                match write_rollback(node, &pname, &last, txns, *common) {
+                let reason = if history.is_empty() {
+                    // The primary's log does not reach our seqs: it cannot say; keep them.
+                    format!(
+                        "full copy from primary {pname} (at seq {wseq}), whose transaction log \
+                         does not reach seq {}: these transactions may or may not be there",
+                        last.seq
+                    )
+                } else {
+                    format!(
+                        "full copy from primary {pname}, which does not have these transactions"
+                    )
+                };
+                match write_rollback(node, &pname, &reason, &last, txns, *common) {
                     Ok(f) => Some(f),
                     Err(e) => {
                         crate::error!("ha", "{e}");
@@ -664,12 +676,13 @@ fn discarded(
 fn write_rollback(
     node: &Node,
     primary: &str,
+    reason: &str,
     last: &TxMeta,
     txns: &[(TxMeta, Vec<StoreOp>)],
     common: Option<u64>,
 ) -> Result<std::path::PathBuf, String> {
     let info = crate::rollback::Info {
-        reason: format!("full copy from primary {primary}, which does not have these transactions"),
+        reason: reason.to_string(),
         primary: primary.to_string(),
         time_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
