@@ -1,0 +1,318 @@
+//! ha-node does what ConfD 6.6 measurably does for the same program
+//! (docs/confd-compat.md): one test per behaviour, with real ha-node processes.
+
+mod common;
+use common::*;
+use confd_ha::client::events::EventClient;
+use confd_ha::errcode::*;
+use confd_ha::proto::frame::{read_frame, write_frame};
+use confd_ha::proto::ha::{
+    HaEvent, HaNode, NodeAddr, NOTIF_HA_INFO, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY,
+    STATE_SECONDARY_RELAY,
+};
+use confd_ha::proto::term::Term;
+use confd_ha::value::Value;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(15);
+
+fn at(name: &str, ip: &str) -> HaNode {
+    HaNode {
+        id: buf(name),
+        addr: NodeAddr::V4(ip.parse().unwrap()),
+    }
+}
+
+/// Reads HA events until `last` arrives; returns every event read, `last` included.
+fn events_until(ev: &mut EventClient, last: &HaEvent) -> Vec<HaEvent> {
+    let mut seen = vec![];
+    loop {
+        let e = next_ha_event(ev, T);
+        let done = e == *last;
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// n1 primary ← n2 relay ← n3.
+struct Chain {
+    n1: Node,
+    n2: Node,
+    n3: Node,
+    ev1: EventClient,
+}
+
+fn chain() -> Chain {
+    let port = free_port();
+    let n1 = Node::start("n1", 2, port, &[]);
+    let n2 = Node::start("n2", 3, port, &[]);
+    let n3 = Node::start("n3", 4, port, &[]);
+    let mut ev1 = n1.events(NOTIF_HA_INFO);
+    n1.ha().beprimary("n1").unwrap();
+    assert_eq!(next_ha_event(&mut ev1, T), HaEvent::IsPrimary);
+    let mut h2 = n2.ha();
+    h2.besecondary("n2", &n1.as_primary(), true).unwrap();
+    h2.berelay().unwrap();
+    assert_eq!(
+        next_ha_event(&mut ev1, T),
+        HaEvent::SecondaryArrived(at("n2", "127.0.0.3"))
+    );
+    n3.ha().besecondary("n3", &n2.as_primary(), true).unwrap();
+    Chain { n1, n2, n3, ev1 }
+}
+
+#[test]
+fn primary_status_lists_the_secondaries_behind_its_relays() {
+    let c = chain();
+    // Each node with the address its connection came from.
+    let want = vec![at("n2", "127.0.0.3"), at("n3", "127.0.0.4")];
+    wait_for("n3 in the primary's status", T, || {
+        (c.n1.status() == (STATE_PRIMARY, want.clone())).then_some(())
+    });
+    assert_eq!(
+        c.n2.status(),
+        (
+            STATE_SECONDARY_RELAY,
+            vec![c.n1.as_primary(), at("n3", "127.0.0.4")]
+        )
+    );
+    // n3 leaves: the primary no longer lists it.
+    c.n3.ha().benone().unwrap();
+    wait_for("n3 gone from the primary's status", T, || {
+        (c.n1.status() == (STATE_PRIMARY, vec![at("n2", "127.0.0.3")])).then_some(())
+    });
+}
+
+#[test]
+fn primary_announces_nodes_joining_and_leaving_through_a_relay() {
+    let mut c = chain();
+    assert_eq!(
+        next_ha_event(&mut c.ev1, T),
+        HaEvent::SecondaryArrived(at("n3", "127.0.0.4"))
+    );
+    c.n3.ha().benone().unwrap();
+    assert_eq!(
+        next_ha_event(&mut c.ev1, T),
+        HaEvent::SecondaryDied(at("n3", "127.0.0.4"))
+    );
+    // The relay itself dying: SECONDARY_DIED for it and for the node behind it.
+    c.n3.ha()
+        .besecondary("n3", &c.n2.as_primary(), true)
+        .unwrap();
+    assert_eq!(
+        next_ha_event(&mut c.ev1, T),
+        HaEvent::SecondaryArrived(at("n3", "127.0.0.4"))
+    );
+    c.n2.kill9();
+    let mut died = vec![next_ha_event(&mut c.ev1, T), next_ha_event(&mut c.ev1, T)];
+    died.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        died,
+        vec![
+            HaEvent::SecondaryDied(at("n2", "127.0.0.3")),
+            HaEvent::SecondaryDied(at("n3", "127.0.0.4")),
+        ]
+    );
+    assert_eq!(c.n1.status(), (STATE_PRIMARY, vec![]));
+}
+
+#[test]
+fn secondary_dead_announces_only_the_nodes_behind_the_dead_relay() {
+    let mut c = chain();
+    assert_eq!(
+        next_ha_event(&mut c.ev1, T),
+        HaEvent::SecondaryArrived(at("n3", "127.0.0.4"))
+    );
+    let mut h1 = c.n1.ha();
+    h1.secondary_dead("n2").unwrap();
+    c.n2.wait_state(STATE_NONE, T);
+    c.n3.wait_state(STATE_NONE, T);
+    // A marker event ends the stream to look at.
+    h1.benone().unwrap();
+    assert_eq!(
+        events_until(&mut c.ev1, &HaEvent::IsNone),
+        vec![
+            HaEvent::SecondaryDied(at("n3", "127.0.0.4")),
+            HaEvent::IsNone
+        ]
+    );
+}
+
+#[test]
+fn secondary_dead_of_a_direct_secondary_emits_no_event() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    let s = Node::start("s", 3, port, &[]);
+    let mut ev = p.events(NOTIF_HA_INFO);
+    let mut hp = p.ha();
+    hp.beprimary("p").unwrap();
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+    hp.secondary_dead("s").unwrap();
+    s.wait_state(STATE_NONE, T);
+    assert_eq!(hp.get_status().unwrap(), (STATE_PRIMARY, vec![]));
+    hp.benone().unwrap();
+    assert_eq!(
+        events_until(&mut ev, &HaEvent::IsNone),
+        vec![
+            HaEvent::IsPrimary,
+            HaEvent::SecondaryArrived(at("s", "127.0.0.3")),
+            HaEvent::IsNone
+        ]
+    );
+}
+
+#[test]
+fn first_join_of_an_empty_node_is_initialized_by_copy() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    let s = Node::start("s", 3, port, &[]);
+    p.ha().beprimary("p").unwrap();
+    assert_eq!((p.stat("seq"), s.stat("seq")), (0, 0), "both are empty");
+    let mut ev = s.events(NOTIF_HA_INFO);
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+    assert_eq!(
+        next_ha_event(&mut ev, T),
+        HaEvent::SecondaryInitialized { by_copy: true }
+    );
+    // A re-join once both hold the same transaction needs no copy.
+    p.set("/a", Value::Int32(1));
+    let mut hs = s.ha();
+    hs.benone().unwrap();
+    assert_eq!(next_ha_event(&mut ev, T), HaEvent::IsNone);
+    hs.besecondary("s", &p.as_primary(), true).unwrap();
+    assert_eq!(
+        next_ha_event(&mut ev, T),
+        HaEvent::SecondaryInitialized { by_copy: false }
+    );
+}
+
+#[test]
+fn status_right_after_async_besecondary_is_secondary() {
+    let port = free_port();
+    let s = Node::start("s", 3, port, &[]);
+    // A "primary" that accepts the connection and says nothing keeps the
+    // join running for the whole handshake deadline.
+    let silent = TcpListener::bind(format!("127.0.0.5:{port}")).unwrap();
+    let mut ev = s.events(NOTIF_HA_INFO);
+    let mut hs = s.ha();
+    let mute = at("mute", "127.0.0.5");
+    hs.besecondary("s", &mute, false).unwrap();
+    assert_eq!(hs.get_status().unwrap(), (STATE_SECONDARY, vec![mute]));
+    let _held = silent.accept().unwrap();
+    let r = next_ha_event(&mut ev, T);
+    assert!(
+        matches!(r, HaEvent::BeSecondaryResult { result } if result != 0),
+        "{r:?}"
+    );
+    assert_eq!(hs.get_status().unwrap(), (STATE_NONE, vec![]));
+
+    // With a real primary: SECONDARY at once and after the join.
+    let p = Node::start("p", 2, port, &[]);
+    p.ha().beprimary("p").unwrap();
+    hs.besecondary("s", &p.as_primary(), false).unwrap();
+    assert_eq!(
+        hs.get_status().unwrap(),
+        (STATE_SECONDARY, vec![p.as_primary()])
+    );
+    assert_eq!(
+        events_until(&mut ev, &HaEvent::BeSecondaryResult { result: 0 }),
+        vec![
+            HaEvent::SecondaryInitialized { by_copy: true },
+            HaEvent::BeSecondaryResult { result: 0 }
+        ]
+    );
+    assert_eq!(
+        hs.get_status().unwrap(),
+        (STATE_SECONDARY, vec![p.as_primary()])
+    );
+}
+
+#[test]
+fn benone_then_besecondary_at_once_never_meets_a_duplicate_node_id() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    let s = Node::start("s", 3, port, &[]);
+    let mut hp = p.ha();
+    hp.beprimary("p").unwrap();
+    let mut hs = s.ha();
+    hs.besecondary("s", &p.as_primary(), true).unwrap();
+    // Busy threads make the scheduling uneven, as on a loaded machine, so
+    // that the new join often reaches the primary before the close of the
+    // old link is read there.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut failed = None;
+    for i in 0..60 {
+        hs.benone().unwrap();
+        if let Err(e) = hs.besecondary("s", &p.as_primary(), true) {
+            failed = Some(format!(
+                "round {i}: besecondary failed: {e} ({})",
+                e.errno()
+            ));
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in spinners {
+        t.join().unwrap();
+    }
+    assert_eq!(failed, None);
+    wait_for("one s in the primary's status", T, || {
+        (hp.get_status().unwrap() == (STATE_PRIMARY, vec![at("s", "127.0.0.3")])).then_some(())
+    });
+    // Another node using the same id is still refused.
+    let other = Node::start("other", 4, port, &[]);
+    let e = other
+        .ha()
+        .besecondary("s", &p.as_primary(), true)
+        .unwrap_err();
+    assert_eq!(e.errno(), CONFD_ERR_HA_BADNAME, "{e}");
+    assert!(e.to_string().contains("HA_DUPLICATE_NODEID"), "{e}");
+}
+
+/// Node-to-node hello: the primary answers with the lower of the offered
+/// version and its own, down to version 1 (an older ha-node), and refuses
+/// anything below.
+#[test]
+fn node_protocol_version_is_negotiated() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    p.ha().beprimary("p").unwrap();
+    let hello = |vsn: i64| -> Term {
+        let mut s = TcpStream::connect(format!("127.0.0.2:{port}")).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let t = Term::Tuple(vec![
+            Term::atom("ha_hello"),
+            Term::int(vsn),
+            Term::binary([7u8; 32]),
+        ]);
+        write_frame(&mut s, &t.encode()).unwrap();
+        Term::decode(&read_frame(&mut s, 1 << 20).unwrap()).unwrap()
+    };
+    let answer = |t: &Term| -> (String, i128) {
+        let e = t.as_tuple().unwrap();
+        (e[0].as_atom().unwrap().to_owned(), e[1].as_int().unwrap())
+    };
+    assert_eq!(answer(&hello(1)), ("ha_challenge".into(), 1));
+    assert_eq!(answer(&hello(2)), ("ha_challenge".into(), 2));
+    assert_eq!(answer(&hello(99)), ("ha_challenge".into(), 2));
+    assert_eq!(
+        answer(&hello(0)),
+        ("ha_reject".into(), i128::from(CONFD_ERR_HA_BADVSN))
+    );
+    // A real join still works after all that.
+    let s = Node::start("s", 3, port, &[]);
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+}
