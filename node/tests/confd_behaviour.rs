@@ -316,3 +316,96 @@ fn node_protocol_version_is_negotiated() {
     let s = Node::start("s", 3, port, &[]);
     s.ha().besecondary("s", &p.as_primary(), true).unwrap();
 }
+
+fn proof(label: &str, a: &[u8], b: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(TOKEN.as_bytes()).unwrap();
+    m.update(label.as_bytes());
+    m.update(a);
+    m.update(b);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn recv_term(s: &mut TcpStream) -> Term {
+    Term::decode(&read_frame(s, 1 << 20).unwrap()).unwrap()
+}
+
+/// A secondary joining a primary of the previous release (node-to-node
+/// protocol version 1, which refuses any other version) connects again with
+/// version 1 and speaks it: the 6-element ha_auth, no sub_secondaries report.
+/// The old primary is played by the test (no such release binary is at hand).
+#[test]
+fn secondary_falls_back_to_an_old_primarys_protocol_version() {
+    let port = free_port();
+    let old = TcpListener::bind(format!("127.0.0.5:{port}")).unwrap();
+    let s = Node::start("s", 3, port, &[]);
+    let join = std::thread::spawn({
+        let ep = s.ep();
+        move || {
+            let mut h = confd_ha::client::ha::HaClient::connect(&ep, TOKEN).unwrap();
+            h.besecondary("s", &at("old", "127.0.0.5"), true)?;
+            h.berelay()?;
+            Ok::<_, confd_ha::error::Error>(h)
+        }
+    });
+    // First attempt: version 2 offered, refused as a version-1 node does.
+    let (mut c, _) = old.accept().unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let hello = recv_term(&mut c);
+    let e = hello.as_tuple().unwrap();
+    assert!(e[0].is_atom("ha_hello"), "{hello:?}");
+    assert_eq!(e[1].as_int(), Some(2));
+    let reject = Term::Tuple(vec![
+        Term::atom("ha_reject"),
+        Term::int(CONFD_ERR_HA_BADVSN),
+        Term::binary("incompatible HA version (2, expected 1)"),
+    ]);
+    write_frame(&mut c, &reject.encode()).unwrap();
+    drop(c);
+    // Second attempt: version 1.
+    let (mut c, _) = old.accept().unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let hello = recv_term(&mut c);
+    let e = hello.as_tuple().unwrap().to_vec();
+    assert_eq!(e[1].as_int(), Some(1), "{hello:?}");
+    let ns = e[2].as_binary().unwrap().to_vec();
+    let np = [9u8; 32];
+    let ch = Term::Tuple(vec![
+        Term::atom("ha_challenge"),
+        Term::int(1),
+        Term::binary(np),
+        Term::binary(proof("primary", &ns, &np)),
+    ]);
+    write_frame(&mut c, &ch.encode()).unwrap();
+    let auth = recv_term(&mut c);
+    let a = auth.as_tuple().unwrap().to_vec();
+    assert!(a[0].is_atom("ha_auth") && a.len() == 6, "{auth:?}");
+    assert_eq!(a[1].as_binary().unwrap(), &proof("secondary", &np, &ns)[..]);
+    let welcome = Term::Tuple(vec![
+        Term::atom("ha_welcome"),
+        Term::atom("copy"),
+        Term::int(0),
+        Term::binary(""),
+    ]);
+    write_frame(&mut c, &welcome.encode()).unwrap();
+    let done = Term::Tuple(vec![
+        Term::atom("copy_done"),
+        Term::int(0),
+        Term::binary(""),
+    ]);
+    write_frame(&mut c, &done.encode()).unwrap();
+    let mut h = join.join().unwrap().expect("besecondary and berelay");
+    assert_eq!(
+        h.get_status().unwrap(),
+        (STATE_SECONDARY_RELAY, vec![at("old", "127.0.0.5")])
+    );
+    // Only acks and ticks come back: never a sub_secondaries report.
+    // (The secondary ticks every 200 ms, so three frames come quickly.)
+    for _ in 0..3 {
+        let t = recv_term(&mut c);
+        let ok = t.is_atom("tick") || t.as_tuple().is_some_and(|e| e[0].is_atom("ack"));
+        assert!(ok, "a version-1 primary was sent {t:?}");
+        write_frame(&mut c, &Term::atom("tick").encode()).unwrap();
+    }
+    assert!(s.log_text().contains("refused HA protocol version 2"));
+}
