@@ -409,3 +409,27 @@ fn secondary_falls_back_to_an_old_primarys_protocol_version() {
     }
     assert!(s.log_text().contains("refused HA protocol version 2"));
 }
+
+/// A node that does not bind its side of the link (HA address 0.0.0.0)
+/// is reported with the address the kernel gave its connection.
+#[test]
+fn a_nodes_address_is_where_its_connection_comes_from() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    let any = format!("0.0.0.0:{port}");
+    let s = Node::start("s", 3, port, &["--ha-addr", &any]);
+    let mut ev = p.events(NOTIF_HA_INFO);
+    let mut hp = p.ha();
+    hp.beprimary("p").unwrap();
+    // Where an unbound connection to the primary comes from on this host.
+    let probe = TcpStream::connect(format!("127.0.0.2:{port}")).unwrap();
+    let src = probe.local_addr().unwrap().ip().to_string();
+    drop(probe);
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+    let want = at("s", &src);
+    assert_eq!(
+        events_until(&mut ev, &HaEvent::SecondaryArrived(want.clone())).last(),
+        Some(&HaEvent::SecondaryArrived(want.clone()))
+    );
+    assert_eq!(hp.get_status().unwrap(), (STATE_PRIMARY, vec![want]));
+}
