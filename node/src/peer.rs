@@ -48,10 +48,11 @@ pub enum PeerMsg {
         expected_primary: Value,
         seq: u64,
         txid: String,
-        /// Version 2 on: the joining node process's random instance id, so a
-        /// primary can tell a re-join of the same node from a second node
-        /// using the same node id.
-        instance: Option<Vec<u8>>,
+        /// Version 2 on: the joining node process's random instance id and
+        /// the number of the join attempt in that process (it grows), so a
+        /// primary can tell a newer re-join of the same node from its older
+        /// links and from a second node using the same node id.
+        instance: Option<(Vec<u8>, u64)>,
     },
     Reject {
         code: i32,
@@ -154,8 +155,9 @@ impl PeerMsg {
                     u(*seq),
                     Term::binary(txid),
                 ];
-                if let Some(i) = instance {
+                if let Some((i, attempt)) = instance {
                     t.push(Term::binary(i));
+                    t.push(u(*attempt));
                 }
                 Term::Tuple(t)
             }
@@ -221,13 +223,16 @@ impl PeerMsg {
                 nonce: bin(&e[2])?,
                 mac: bin(&e[3])?,
             },
-            ("ha_auth", 6 | 7) => PeerMsg::Auth {
+            ("ha_auth", 6 | 8) => PeerMsg::Auth {
                 mac: bin(&e[1])?,
                 my_id: val(&e[2])?,
                 expected_primary: val(&e[3])?,
                 seq: seq(&e[4])?,
                 txid: text(&e[5])?,
-                instance: e.get(6).map(&bin).transpose()?,
+                instance: match (e.get(6), e.get(7)) {
+                    (Some(i), Some(n)) => Some((bin(i)?, seq(n)?)),
+                    _ => None,
+                },
             },
             ("ha_reject", 3) => PeerMsg::Reject {
                 code: e[1]
@@ -557,7 +562,7 @@ mod tests {
                 expected_primary: Value::Buf(b"n1".to_vec()),
                 seq: 7,
                 txid: "n1-7-1".into(),
-                instance: Some(vec![5; 16]),
+                instance: Some((vec![5; 32], 9)),
             },
             PeerMsg::Reject {
                 code: 28,

@@ -42,8 +42,8 @@ pub struct Peer {
     kill_reason: Mutex<Option<String>>,
     stream: TcpStream,
     pub last_rx: Mutex<Instant>,
-    /// The node process's instance id (protocol version 2 on).
-    instance: Option<Vec<u8>>,
+    /// The node process's instance id and join attempt (protocol version 2 on).
+    instance: Option<(Vec<u8>, u64)>,
     /// The nodes behind this peer when it is a relay, as it last reported them.
     subs: Mutex<Vec<HaNode>>,
     /// Dropped by a `secondary_dead` order: no SECONDARY_DIED for the peer itself.
@@ -548,15 +548,20 @@ impl Downstream {
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
-            // A node holds one link to its primary at a time: a peer with the
-            // same id AND the same node instance is that node's older link
-            // (e.g. benone then besecondary at once, before its close was
-            // read here), so the new link replaces it. A different instance
-            // is a second node using the same id: refused.
+            // A node holds one link to its primary at a time, and gives up the
+            // old one before it joins again: a peer with the same id, the same
+            // node instance and an older join attempt is that node's stale
+            // link (e.g. benone then besecondary at once, before its close was
+            // read here), so the new link replaces it. A different instance is
+            // a second node using the same id, and an older attempt arriving
+            // late is one its node has already abandoned: both are refused.
             let mut replaced = None;
             if let Some(i) = peers.iter().position(|p| p.id == id) {
-                let same = instance.is_some() && peers[i].instance == instance;
-                if !same {
+                let newer = match (&instance, &peers[i].instance) {
+                    (Some((new, na)), Some((old, oa))) => new == old && na > oa,
+                    _ => false,
+                };
+                if !newer {
                     drop(peers);
                     drop(cs);
                     reject(

@@ -262,7 +262,7 @@ fn join_vsn(
         expected_primary: primary.id.clone(),
         seq: last.seq,
         txid: last.txid.clone(),
-        instance: (vsn >= 2).then(|| node.instance.clone()),
+        instance: (vsn >= 2).then(|| (node.instance.clone(), gen)),
     })?;
     let (copy, wseq) = match recv(&mut fr, Instant::now() + hs)? {
         PeerMsg::Welcome { copy, seq, txid } => {

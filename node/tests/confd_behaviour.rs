@@ -433,3 +433,68 @@ fn a_nodes_address_is_where_its_connection_comes_from() {
     );
     assert_eq!(hp.get_status().unwrap(), (STATE_PRIMARY, vec![want]));
 }
+
+/// A version-2 handshake as secondary `id` of node process `instance`,
+/// join attempt `attempt`; returns the primary's answer and the socket.
+fn v2_join(p: &Node, id: &str, instance: [u8; 32], attempt: i64) -> (Term, TcpStream) {
+    let mut s = TcpStream::connect(format!("{}:{}", p.ip, p.ha_port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let ns = [3u8; 32];
+    let hello = Term::Tuple(vec![Term::atom("ha_hello"), Term::int(2), Term::binary(ns)]);
+    write_frame(&mut s, &hello.encode()).unwrap();
+    let ch = recv_term(&mut s);
+    let np = ch.as_tuple().unwrap()[2].as_binary().unwrap().to_vec();
+    let auth = Term::Tuple(vec![
+        Term::atom("ha_auth"),
+        Term::binary(proof("secondary", &np, &ns)),
+        Term::binary(id),
+        Term::binary(&p.name),
+        Term::int(1),
+        Term::binary("x"),
+        Term::binary(instance),
+        Term::int(attempt),
+    ]);
+    write_frame(&mut s, &auth.encode()).unwrap();
+    (recv_term(&mut s), s)
+}
+
+fn is_welcome(t: &Term) -> bool {
+    t.as_tuple().is_some_and(|e| e[0].is_atom("ha_welcome"))
+}
+
+fn is_duplicate(t: &Term) -> bool {
+    match t.as_tuple() {
+        Some([r, code, why]) => {
+            r.is_atom("ha_reject")
+                && code.as_int() == Some(i128::from(CONFD_ERR_HA_BADNAME))
+                && String::from_utf8_lossy(why.as_binary().unwrap_or_default())
+                    .contains("HA_DUPLICATE_NODEID")
+        }
+        _ => false,
+    }
+}
+
+#[test]
+fn rejoin_replaces_only_an_older_link_of_the_same_node_process() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &["--tick-timeout", "0"]);
+    p.ha().beprimary("p").unwrap();
+    let (me, other) = ([1u8; 32], [2u8; 32]);
+    let (t, _first) = v2_join(&p, "s", me, 5);
+    assert!(is_welcome(&t), "{t:?}");
+    // Another node process with the same id: refused.
+    let (t, _) = v2_join(&p, "s", other, 9);
+    assert!(is_duplicate(&t), "{t:?}");
+    // An older attempt of the same process arriving late: refused.
+    let (t, _) = v2_join(&p, "s", me, 4);
+    assert!(is_duplicate(&t), "{t:?}");
+    let (t, _) = v2_join(&p, "s", me, 5);
+    assert!(is_duplicate(&t), "{t:?}");
+    // A newer attempt of the same process replaces its link.
+    let (t, _second) = v2_join(&p, "s", me, 6);
+    assert!(is_welcome(&t), "{t:?}");
+    assert_eq!(p.status().1.len(), 1);
+    assert!(p
+        .log_text()
+        .contains("replaced by a new connection from the same node"));
+}
