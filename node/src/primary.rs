@@ -671,9 +671,9 @@ impl Downstream {
             }
         );
         // 5. the reader runs in its own thread (acks flow even while an
-        // HA_INFO_SYNC subscriber holds the event below); the copy goes out from here.
-        // Its arrival is announced before anything its reader reports
-        // (the nodes behind it, its death): they wait for `died`.
+        // HA_INFO_SYNC subscriber holds the event below). The peer's arrival
+        // is announced before anything its reader reports (the nodes behind
+        // it, its death): they wait for `died`.
         let died = lock(&peer.died);
         let d = self.clone();
         let p2 = peer.clone();
