@@ -498,3 +498,36 @@ fn rejoin_replaces_only_an_older_link_of_the_same_node_process() {
         .log_text()
         .contains("replaced by a new connection from the same node"));
 }
+
+/// Reports travel up a chain of relays: n1 ← n2 (relay) ← n3 (relay) ← n4.
+#[test]
+fn primary_lists_the_nodes_behind_a_chain_of_relays() {
+    let mut c = chain();
+    let mut h3 = c.n3.ha();
+    h3.berelay().unwrap();
+    let n4 = Node::start("n4", 5, c.n1.ha_port, &[]);
+    n4.ha().besecondary("n4", &c.n3.as_primary(), true).unwrap();
+    let want = vec![
+        at("n2", "127.0.0.3"),
+        at("n3", "127.0.0.4"),
+        at("n4", "127.0.0.5"),
+    ];
+    wait_for("n4 in the primary's status", T, || {
+        (c.n1.status() == (STATE_PRIMARY, want.clone())).then_some(())
+    });
+    let mut arrived = vec![];
+    while arrived.len() < 2 {
+        match next_ha_event(&mut c.ev1, T) {
+            HaEvent::SecondaryArrived(n) => arrived.push(n.id.to_string()),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(arrived, vec!["n3", "n4"]);
+    // The middle relay stops relaying: n4 goes, n3 stays.
+    h3.besecondary("n3", &c.n2.as_primary(), true).unwrap();
+    assert_eq!(
+        next_ha_event(&mut c.ev1, T),
+        HaEvent::SecondaryDied(at("n4", "127.0.0.5"))
+    );
+    assert_eq!(c.n1.status(), (STATE_PRIMARY, want[..2].to_vec()));
+}
