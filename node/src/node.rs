@@ -105,6 +105,9 @@ pub struct Node {
     store_fault: Mutex<Option<String>>,
     /// min-secondaries was met at the last check (for the log line marking a change).
     min_met: AtomicBool,
+    /// Random id of this process, sent when joining a primary, so that the
+    /// primary can tell our re-join from another node using our node id.
+    pub instance: Vec<u8>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,6 +161,7 @@ impl Node {
             token: Mutex::new(Arc::new(Vec::new())),
             store_fault: Mutex::new(None),
             min_met,
+            instance: crate::peer::nonce().map_err(|e| format!("node instance id: {e}"))?,
         }))
     }
 
@@ -471,7 +475,10 @@ impl Node {
         }
         let st = lock(&self.state);
         let (state, nodes) = match &st.role {
-            Role::None | Role::Joining { .. } => (STATE_NONE, vec![]),
+            Role::None => (STATE_NONE, vec![]),
+            // As ConfD: right after besecondary the node is SECONDARY of the
+            // primary it was ordered to join (an async join still running).
+            Role::Joining { primary, .. } => (STATE_SECONDARY, vec![primary.clone()]),
             Role::Primary { down, .. } => (STATE_PRIMARY, down.nodes()),
             Role::Secondary {
                 primary,
@@ -602,8 +609,11 @@ impl Node {
         };
         let mut st = lock(&self.state);
         match &mut st.role {
-            Role::Secondary { relay, primary, .. } => {
+            Role::Secondary {
+                relay, primary, up, ..
+            } => {
                 *relay = Some(down.clone());
+                down.set_upstream(up.clone());
                 let reason = relay_refusal(primary);
                 lock(&self.commit).down = Some(down);
                 lock(&self.commit).refusal = reason;
