@@ -363,7 +363,7 @@ fn join_vsn(
                         "full copy from primary {pname}, which does not have these transactions"
                     )
                 };
-                match write_rollback(node, &pname, &reason, &last, txns, *common) {
+                match write_rollback(node, pname, &reason, &last, txns, *common) {
                     Ok(f) => Some(f),
                     Err(e) => {
                         crate::error!("ha", "{e}");
