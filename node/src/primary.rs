@@ -722,7 +722,8 @@ impl Downstream {
             };
             // The txids we hold at the secondary's latest seqs: it compares them with its
             // own log to name what the copy discards there.
-            let history = if copy && seq > 0 {
+            // (Protocol version 2 on: a version-1 peer knows only the 4-element welcome.)
+            let history = if copy && seq > 0 && vsn >= 2 {
                 let lo = seq.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
                 node.store
                     .txlog_ids(lo, seq.min(cs.last.seq))
