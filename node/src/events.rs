@@ -30,7 +30,8 @@ struct Sub {
     who: String,
     ha: bool,
     sync: bool,
-    tx: SyncSender<Arc<Vec<u8>>>,
+    /// Frames for the writer; `None` tells it to stop.
+    tx: SyncSender<Option<Arc<Vec<u8>>>>,
     /// HA events sent to it / acknowledged by it (HA_INFO_SYNC).
     sent: AtomicU64,
     acked: AtomicU64,
@@ -47,21 +48,40 @@ impl Sub {
     }
 }
 
-#[derive(Default)]
 pub struct Events {
     subs: Mutex<Vec<Arc<Sub>>>,
     cv: Condvar,
     emit_lock: Mutex<()>,
     next_id: AtomicU64,
+    /// Longest an HA_INFO_SYNC subscriber may hold HA processing
+    /// (`info-sync-timeout`); then it is dropped.
+    sync_timeout: Duration,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
 }
 
 impl Events {
     pub fn new() -> Events {
-        Events::default()
+        Events::with_sync_timeout(Duration::from_secs(30))
+    }
+
+    pub fn with_sync_timeout(sync_timeout: Duration) -> Events {
+        Events {
+            subs: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+            emit_lock: Mutex::new(()),
+            next_id: AtomicU64::new(0),
+            sync_timeout,
+        }
     }
 
     /// Waits until every HA_INFO_SYNC subscriber has acknowledged every event it
-    /// was sent (or went away).
+    /// was sent (or went away). One that has not within `info-sync-timeout`
+    /// is dropped with a WARN, and HA processing goes on.
     pub fn wait_synced(&self) {
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
@@ -77,6 +97,16 @@ impl Events {
                 .collect();
             if pending.is_empty() {
                 return;
+            }
+            if start.elapsed() >= self.sync_timeout {
+                for p in pending {
+                    p.drop_it(&format!(
+                        "no ha_sync_ack within {} ms (info-sync-timeout); HA processing goes on",
+                        self.sync_timeout.as_millis()
+                    ));
+                }
+                self.cv.notify_all();
+                continue;
             }
             let waited = start.elapsed().as_secs() / 15;
             if waited > warned {
@@ -112,7 +142,7 @@ impl Events {
             .filter(|s| s.ha && !s.gone.load(Ordering::SeqCst))
         {
             s.sent.fetch_add(1, Ordering::SeqCst);
-            match s.tx.try_send(frame.clone()) {
+            match s.tx.try_send(Some(frame.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => s.drop_it("its event queue is full (not reading)"),
                 Err(TrySendError::Disconnected(_)) => s.drop_it("its writer stopped"),
@@ -128,9 +158,9 @@ impl Events {
 
     /// Serves one subscriber connection after the hello: reads the
     /// subscription, replies `ok`, then streams events until the peer goes.
-    pub fn serve(self: &Arc<Self>, mut stream: Stream, who: String) {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let sub = match confd_ha::client::recv(&mut stream) {
+    /// The subscription must arrive by `until` (the hello's deadline).
+    pub fn serve(self: &Arc<Self>, mut stream: Stream, who: String, until: Instant) {
+        let sub = match crate::ipc::recv_small(&mut stream, Some(until)) {
             Ok(t) => match Subscription::from_term(&t) {
                 Some(s) => s,
                 None => {
@@ -216,7 +246,7 @@ impl Events {
         // Reader: acknowledgements, or the end of the connection.
         let ack = ha_sync_ack();
         loop {
-            match confd_ha::client::recv(&mut stream) {
+            match crate::ipc::recv_small(&mut stream, None) {
                 Ok(t) if t == ack => {
                     s.acked.fetch_add(1, Ordering::SeqCst);
                     let _g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,7 +261,7 @@ impl Events {
                 }
                 Err(e) => {
                     if !s.gone.load(Ordering::SeqCst) {
-                        if e.is_eof() {
+                        if e == "closed" {
                             crate::info!("events", "{who}: subscriber closed its socket");
                         } else {
                             crate::warn!("events", "{who}: {e}; closing");
@@ -243,11 +273,20 @@ impl Events {
         }
         s.gone.store(true, Ordering::SeqCst);
         s.stream.shutdown();
+        // Wake the writer now, whatever its heartbeat interval: it holds a
+        // descriptor and a thread until it sees this. A full queue means it
+        // is writing, and its write fails on the shut-down socket.
+        let _ = s.tx.try_send(None);
         self.remove(s.id);
     }
 }
 
-fn writer(mut s: Stream, rx: Receiver<Arc<Vec<u8>>>, hb: Option<Duration>, sub: Arc<Sub>) {
+fn writer(
+    mut s: Stream,
+    rx: Receiver<Option<Arc<Vec<u8>>>>,
+    hb: Option<Duration>,
+    sub: Arc<Sub>,
+) {
     let hb_frame = heartbeat_term().encode();
     let mut next_hb = hb.map(|d| Instant::now() + d);
     loop {
@@ -266,13 +305,15 @@ fn writer(mut s: Stream, rx: Receiver<Arc<Vec<u8>>>, hb: Option<Duration>, sub: 
                     continue;
                 }
                 match rx.recv_timeout(t - now) {
-                    Ok(m) => m,
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             None => match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(m) => m,
+                Ok(Some(m)) => m,
+                Ok(None) => break,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             },

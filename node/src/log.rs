@@ -89,7 +89,6 @@ struct Inert<'a> {
 
 impl std::fmt::Write for Inert<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        use std::fmt::Write as _;
         for c in s.chars() {
             let start = self.out.len();
             match c {
@@ -141,6 +140,38 @@ pub fn write(l: Level, target: &str, msg: std::fmt::Arguments<'_>) {
         inert(msg)
     );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Shortest time between two lines of one throttled warning.
+pub const THROTTLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A warning that an attacker could repeat at will (a refused connection):
+/// logged at most once per [`THROTTLE_PERIOD`], with how many were not.
+#[derive(Default)]
+pub struct Throttle {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn warn(&mut self, target: &str, msg: &str) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < THROTTLE_PERIOD) {
+            self.suppressed += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.suppressed);
+        self.last = Some(now);
+        if more > 0 {
+            write(
+                Level::Warn,
+                target,
+                format_args!("{msg} (and {more} more like it in the last seconds)"),
+            );
+        } else {
+            write(Level::Warn, target, format_args!("{msg}"));
+        }
+    }
 }
 
 #[macro_export]

@@ -107,10 +107,11 @@ impl Node {
         let last = store
             .last_tx()
             .map_err(|e| format!("cannot read the store's last transaction: {e}"))?;
+        let sync_timeout = cfg.info_sync_timeout;
         Ok(Arc::new(Node {
             cfg,
             store,
-            events: Arc::new(Events::new()),
+            events: Arc::new(Events::with_sync_timeout(sync_timeout)),
             stats: Counters::default(),
             state: Mutex::new(HaState {
                 gen: 0,
