@@ -432,6 +432,33 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant) 
                 continue;
             }
         };
+        if let Err(e) = check_order_ids(&req) {
+            crate::warn!("ipc", "{who}: {e}");
+            if !reply(
+                &mut s,
+                &HaReply::Error {
+                    code: CONFD_ERR_PROTOUSAGE,
+                    reason: e,
+                }
+                .to_term(),
+            ) {
+                break;
+            }
+            continue;
+        }
+        if req != HaRequest::GetStatus {
+            // An HA_INFO_SYNC subscriber may hold the order (bounded by
+            // info-sync-timeout); an order whose client went away meanwhile,
+            // or whose connection was replaced, is not executed.
+            node.events.wait_synced();
+            if peer_gone(&s) {
+                crate::warn!(
+                    "ipc",
+                    "{who}: the HA control connection closed before its order {req:?} could run; not executed"
+                );
+                break;
+            }
+        }
         if let Some(r) = node.order(req) {
             if !reply(&mut s, &r.to_term()) {
                 break;
@@ -439,6 +466,36 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant) 
         }
     }
     node.clear_ha_conn(id);
+}
+
+/// The node ids in an HA order are valid (non-empty, bounded).
+fn check_order_ids(req: &HaRequest) -> Result<(), String> {
+    use crate::peer::check_node_id;
+    match req {
+        HaRequest::BePrimary { me } => check_node_id(me),
+        HaRequest::BeSecondary { me, primary, .. } => {
+            check_node_id(me).and_then(|_| check_node_id(&primary.id))
+        }
+        HaRequest::SecondaryDead { node } => check_node_id(node),
+        _ => Ok(()),
+    }
+}
+
+/// The peer closed (or this side shut the socket down): poll says so at once.
+fn peer_gone(s: &Stream) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = match s {
+        Stream::Tcp(t) => t.as_raw_fd(),
+        Stream::Unix(u) => u.as_raw_fd(),
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 fn store_err(e: StoreError) -> (i32, String) {

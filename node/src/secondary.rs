@@ -206,6 +206,8 @@ pub fn join(
                     format!("token mismatch: primary {pname} does not hold our token"),
                 ));
             }
+            // The primary proved the token: its frames may now be full size.
+            fr.authenticated();
             nonce
         }
         m => {
