@@ -415,33 +415,47 @@ impl FrameReader {
         Ok(Some(f))
     }
 
-    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+    /// One read into the buffer: `Ok(false)` when it timed out.
+    fn fill<R: Read>(&mut self, r: &mut R) -> Result<bool, ReadErr> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // The buffer holds at most one frame (within the limit) plus one read.
+        let mut tmp = [0u8; 64 * 1024];
         loop {
-            if let Some(f) = self.take_frame()? {
-                return Ok(Some(f));
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            // The buffer holds at most one frame (within the limit) plus one read.
-            let mut tmp = [0u8; 64 * 1024];
             match r.read(&mut tmp) {
                 Ok(0) => return Err(ReadErr::Closed),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::TimedOut =>
                 {
-                    return Ok(None)
+                    return Ok(false)
                 }
                 Err(e) => return Err(ReadErr::Io(e)),
             }
         }
     }
 
-    /// Waits for one frame until `deadline`; `Ok(None)` on timeout.
+    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+        loop {
+            if let Some(f) = self.take_frame()? {
+                return Ok(Some(f));
+            }
+            if !self.fill(r)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits for one frame until `deadline`; `Ok(None)` on timeout. The
+    /// deadline holds for the whole frame: a peer sending a byte at a time
+    /// does not extend it.
     pub fn read_until(
         &mut self,
         s: &TcpStream,
@@ -458,9 +472,7 @@ impl FrameReader {
             let wait = (deadline - now).max(Duration::from_millis(1));
             s.set_read_timeout(Some(wait)).map_err(ReadErr::Io)?;
             let mut r = s;
-            if let Some(f) = self.poll(&mut r)? {
-                return Ok(Some(f));
-            }
+            self.fill(&mut r)?;
         }
     }
 }
