@@ -178,6 +178,7 @@ fn ha_ctl(n: &Node, args: &[&str]) -> std::process::Output {
 
 /// Peak RSS of the node grows by less than `limit_mb` while `attack` runs.
 fn hwm_growth_mb(n: &Node, attack: impl FnOnce()) -> u64 {
+    // (A daemon without the bounds takes a while to decode these.)
     let before = proc_kb(n.pid(), "VmHWM:");
     attack();
     let after = proc_kb(n.pid(), "VmHWM:");
@@ -197,6 +198,7 @@ fn bomb_frames_cost_little_on_both_ports() {
             let _ = write_frame(c, &bomb);
         }
         for c in conns.iter_mut() {
+            c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
             assert!(closed_by_daemon(c));
         }
     });
@@ -207,6 +209,7 @@ fn bomb_frames_cost_little_on_both_ports() {
             let _ = write_frame(c, &bomb);
         }
         for c in conns.iter_mut() {
+            c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
             assert!(closed_by_daemon(c));
         }
     });
