@@ -649,7 +649,10 @@ fn huge_counts_in_terms_fail_fast_and_small() {
     b.resize(b.len() + body, 97);
     let (res, peak) = peak_heap(|| Term::decode(&b));
     assert!(
-        matches!(res, Err(DecodeError::Truncated(_) | DecodeError::TooCostly(_))),
+        matches!(
+            res,
+            Err(DecodeError::Truncated(_) | DecodeError::TooCostly(_))
+        ),
         "{res:?}"
     );
     assert!(

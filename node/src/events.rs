@@ -281,12 +281,7 @@ impl Events {
     }
 }
 
-fn writer(
-    mut s: Stream,
-    rx: Receiver<Option<Arc<Vec<u8>>>>,
-    hb: Option<Duration>,
-    sub: Arc<Sub>,
-) {
+fn writer(mut s: Stream, rx: Receiver<Option<Arc<Vec<u8>>>>, hb: Option<Duration>, sub: Arc<Sub>) {
     let hb_frame = heartbeat_term().encode();
     let mut next_hb = hb.map(|d| Instant::now() + d);
     loop {

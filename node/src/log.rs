@@ -156,7 +156,10 @@ pub struct Throttle {
 impl Throttle {
     pub fn warn(&mut self, target: &str, msg: &str) {
         let now = std::time::Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < THROTTLE_PERIOD) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < THROTTLE_PERIOD)
+        {
             self.suppressed += 1;
             return;
         }

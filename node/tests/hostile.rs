@@ -244,9 +244,15 @@ fn bomb_frames_cost_little_on_both_ports() {
     assert!(ipc < 32, "6 bombs on the IPC port: +{ipc} MiB");
     assert!(big_ha < 32, "40 MiB frame on the HA port: +{big_ha} MiB");
     assert!(big_ipc < 32, "40 MiB frame on the IPC port: +{big_ipc} MiB");
-    assert!(nils_ipc < 80, "16 MiB of [] on the IPC port: +{nils_ipc} MiB");
+    assert!(
+        nils_ipc < 80,
+        "16 MiB of [] on the IPC port: +{nils_ipc} MiB"
+    );
     let log = n.log_text();
-    assert!(log.contains("compressed terms are not accepted here"), "{log}");
+    assert!(
+        log.contains("compressed terms are not accepted here"),
+        "{log}"
+    );
     n.set("/alive", Value::Int32(1));
 }
 
@@ -379,7 +385,9 @@ fn ha_ctl_status_with_a_wrong_token_leaves_ha_control_alone() {
     s.ha().besecondary("s", &p.as_primary(), true).unwrap();
     let (_, nodes) = framework.get_status().unwrap();
     assert_eq!(nodes.len(), 1);
-    framework.benone().expect("an order on the framework's connection");
+    framework
+        .benone()
+        .expect("an order on the framework's connection");
 }
 
 // ------------------------------------------------- 5. HA_INFO_SYNC bounded
@@ -406,14 +414,12 @@ fn a_silent_ha_info_sync_subscriber_is_dropped_and_stale_orders_do_not_run() {
     let mut a = [0u8; 9];
     raw.read_exact(&mut a).unwrap();
     write_frame(&mut raw, TOKEN.as_bytes()).unwrap();
-    send(
-        &mut raw,
-        &HaRequest::BePrimary { me: buf("n") }.to_term(),
-    )
-    .unwrap();
+    send(&mut raw, &HaRequest::BePrimary { me: buf("n") }.to_term()).unwrap();
     drop(raw);
     wait_for("the refusal", Duration::from_secs(10), || {
-        n.log_text().contains("could run; not executed").then_some(())
+        n.log_text()
+            .contains("could run; not executed")
+            .then_some(())
     });
     assert_ne!(n.state(), STATE_PRIMARY);
 }
@@ -437,7 +443,11 @@ fn logs_and_replies_are_bounded_and_inert() {
     write_frame(&mut c, &req.encode()).unwrap();
     let reply = recv(&mut c).unwrap();
     let text = format!("{reply:?}");
-    assert!(reply.encode().len() < 2048, "reply of {} bytes", reply.encode().len());
+    assert!(
+        reply.encode().len() < 2048,
+        "reply of {} bytes",
+        reply.encode().len()
+    );
     assert!(text.contains("unknown data request"), "{text}");
     // A 4 KiB garbage message before the handshake.
     let mut s = ha_raw(&p);

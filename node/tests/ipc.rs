@@ -260,9 +260,11 @@ fn connections_beyond_max_connections_are_refused_clearly_and_ha_control_gets_in
         "{e}"
     );
     assert!(e.to_string().contains("max-connections"), "{e}");
-    assert!(n.log_text().contains("refused: 3 client connections already served"));
+    assert!(n
+        .log_text()
+        .contains("refused: 3 client connections already served"));
     // The held ones still work; once one goes, its slot is free again.
-    assert_eq!(held[0].txid().unwrap().is_empty(), false);
+    assert!(!held[0].txid().unwrap().is_empty());
     held.pop();
     drop(ro);
     let mut again = wait_for("a free connection slot", Duration::from_secs(5), || {

@@ -528,7 +528,10 @@ impl<'a> Decoder<'a> {
     }
     /// Charges `n` element slots (each a `Term`), before they are reserved.
     fn charge_elems(&mut self, n: usize) -> Result<(), DecodeError> {
-        self.charge(n.checked_mul(TERM_BYTES).ok_or(DecodeError::TooCostly(self.limit))?)
+        self.charge(
+            n.checked_mul(TERM_BYTES)
+                .ok_or(DecodeError::TooCostly(self.limit))?,
+        )
     }
     /// Makes room for `n` more elements in `v`, charging the slots it
     /// allocates. A list sent as a chain of short list headers (the C `ei`
@@ -984,7 +987,10 @@ mod tests {
         let mut flat = vec![131, LIST_EXT];
         flat.extend_from_slice(&(1u32 << 20).to_be_bytes());
         flat.resize(flat.len() + (1 << 20) + 1, NIL_EXT);
-        assert!(matches!(Term::decode(&flat), Err(DecodeError::TooCostly(_))));
+        assert!(matches!(
+            Term::decode(&flat),
+            Err(DecodeError::TooCostly(_))
+        ));
         // A tuple of empty lists, and a long STRING_EXT, likewise.
         let mut tup = vec![131, LARGE_TUPLE_EXT];
         tup.extend_from_slice(&(1u32 << 20).to_be_bytes());
