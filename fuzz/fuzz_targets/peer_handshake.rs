@@ -7,6 +7,8 @@
 
 #[path = "peer_common.rs"]
 mod peer_common;
+// node/src/peer.rs names `crate::store`.
+pub(crate) use peer_common::store;
 use peer_common::peer::{
     FrameReader, PeerMsg, ReadErr, MAX_HANDSHAKE_FRAME, MAX_PEER_FRAME,
 };

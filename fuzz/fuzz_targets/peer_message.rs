@@ -4,6 +4,8 @@
 
 #[path = "peer_common.rs"]
 mod peer_common;
+// node/src/peer.rs names `crate::store`.
+pub(crate) use peer_common::store;
 use peer_common::peer::{PeerMsg, MAC_LEN, NONCE_LEN};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -81,11 +81,13 @@ impl Events {
 
     /// Waits until every HA_INFO_SYNC subscriber has acknowledged every event it
     /// was sent (or went away). One that has not within `info-sync-timeout`
-    /// is dropped with a WARN, and HA processing goes on.
-    pub fn wait_synced(&self) {
+    /// is dropped with a WARN, and HA processing goes on. Returns whether it
+    /// had to wait.
+    pub fn wait_synced(&self) -> bool {
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         let mut warned = 0u64;
+        let mut held = false;
         loop {
             let pending: Vec<&Arc<Sub>> = subs
                 .iter()
@@ -96,8 +98,9 @@ impl Events {
                 })
                 .collect();
             if pending.is_empty() {
-                return;
+                return held;
             }
+            held = true;
             if start.elapsed() >= self.sync_timeout {
                 for p in pending {
                     p.drop_it(&format!(
