@@ -302,13 +302,12 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
     if s.write_all(&server_hello(HELLO_OK)).is_err() {
         return;
     }
-    drop(pending);
     crate::debug!("ipc", "{who}: {kind} connection");
     let max = node.cfg.max_connections;
     // HA control always gets in: at most one is current (a newer one
     // replaces it), and the token read below has the hello's deadline.
     if h.client_id == CLIENT_HA {
-        return ha_conn(&node, s, id, &who, until);
+        return ha_conn(&node, s, id, &who, until, pending);
     }
     let (slot, read_only) = match Slot::take(&CLIENTS, max) {
         Some(sl) => (sl, false),
@@ -316,6 +315,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
             Some(sl) if h.client_id == CLIENT_HADATA => (sl, true),
             other => {
                 drop(other);
+                // Still counted as pending while it lingers to be refused.
                 crate::warn!(
                     "ipc",
                     "{who}: {kind} connection refused: {max} client connections already served (max-connections)"
@@ -330,6 +330,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
         },
     };
     let _slot = slot;
+    drop(pending);
     match h.client_id {
         CLIENT_EVENT_MGR => node.events.serve(s, who, until),
         _ => {
@@ -388,7 +389,14 @@ fn reply(s: &mut Stream, t: &Term) -> bool {
     write_frame(s, &t.encode()).is_ok()
 }
 
-fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant) {
+fn ha_conn(
+    node: &Arc<Node>,
+    mut s: Stream,
+    id: u64,
+    who: &str,
+    until: Instant,
+    pending: Pending,
+) {
     let token = match read_frame(&mut Deadline { s: &mut s, until }, MAX_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => {
@@ -400,6 +408,7 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant) 
             return;
         }
     };
+    drop(pending);
     let _ = s.set_read_timeout(None);
     set_write_timeout(&s, None);
     let Ok(ctl) = s.try_clone() else {
