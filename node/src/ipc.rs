@@ -316,9 +316,11 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
             other => {
                 drop(other);
                 // Still counted as pending while it lingers to be refused.
-                crate::warn!(
+                static REFUSED: std::sync::Mutex<crate::log::Throttle> =
+                    std::sync::Mutex::new(crate::log::Throttle::new());
+                lock(&REFUSED).warn(
                     "ipc",
-                    "{who}: {kind} connection refused: {max} client connections already served (max-connections)"
+                    &format!("{who}: {kind} connection refused: {max} client connections already served (max-connections)"),
                 );
                 refuse(
                     s,
@@ -389,14 +391,7 @@ fn reply(s: &mut Stream, t: &Term) -> bool {
     write_frame(s, &t.encode()).is_ok()
 }
 
-fn ha_conn(
-    node: &Arc<Node>,
-    mut s: Stream,
-    id: u64,
-    who: &str,
-    until: Instant,
-    pending: Pending,
-) {
+fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant, pending: Pending) {
     let token = match read_frame(&mut Deadline { s: &mut s, until }, MAX_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => {

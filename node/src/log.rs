@@ -154,6 +154,13 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
     pub fn warn(&mut self, target: &str, msg: &str) {
         let now = std::time::Instant::now();
         if self

@@ -367,6 +367,48 @@ fn pending_handshakes_are_capped_per_port() {
 }
 
 #[test]
+fn idle_data_connections_time_out_and_subscriptions_count_against_the_limit() {
+    let n = Node::start(
+        "n",
+        2,
+        free_port(),
+        &["--client-idle-timeout", "1s", "--max-connections", "2"],
+    );
+    let mut idle = ipc_data(&n);
+    let t0 = Instant::now();
+    assert!(closed_by_daemon(&mut idle));
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(n
+        .log_text()
+        .contains("idle longer than client-idle-timeout"));
+    // Two subscribers fill max-connections: an event client is refused
+    // with a clear error, a data client gets only a read-only slot.
+    let _subs: Vec<EventClient> = (0..2)
+        .map(|_| {
+            wait_for("a slot", Duration::from_secs(10), || {
+                EventClient::connect(&n.ep(), NOTIF_HA_INFO, 0).ok()
+            })
+        })
+        .collect();
+    let e = EventClient::connect(&n.ep(), NOTIF_HA_INFO, 0)
+        .err()
+        .expect("a third subscriber is refused");
+    assert_eq!(
+        e.errno(),
+        confd_ha::errcode::CONFD_ERR_TOO_MANY_SESSIONS,
+        "{e}"
+    );
+    let mut t = Txn::new();
+    t.set("/a", Value::Int32(1));
+    let e = n.data().commit(&t).unwrap_err();
+    assert_eq!(
+        e.errno(),
+        confd_ha::errcode::CONFD_ERR_TOO_MANY_SESSIONS,
+        "{e}"
+    );
+}
+
+#[test]
 fn ha_ctl_status_with_a_wrong_token_leaves_ha_control_alone() {
     let p = Node::start("p", 2, free_port(), &[]);
     let mut framework = p.ha();
