@@ -390,9 +390,9 @@ fn idle_data_connections_time_out_and_subscriptions_count_against_the_limit() {
             })
         })
         .collect();
-    let e = EventClient::connect(&n.ep(), NOTIF_HA_INFO, 0)
-        .err()
-        .expect("a third subscriber is refused");
+    let Err(e) = EventClient::connect(&n.ep(), NOTIF_HA_INFO, 0) else {
+        panic!("a third subscriber is refused")
+    };
     assert_eq!(
         e.errno(),
         confd_ha::errcode::CONFD_ERR_TOO_MANY_SESSIONS,
