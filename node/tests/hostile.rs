@@ -661,6 +661,15 @@ fn corpus() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         Term::Tuple(vec![atom("ack"), Term::int(3)]).encode(),
         atom("tick").encode(),
         Term::Tuple(vec![
+            atom("sub_secondaries"),
+            Term::List(vec![confd_ha::proto::ha::HaNode {
+                id: buf("s2"),
+                addr: confd_ha::proto::ha::NodeAddr::V4("127.0.0.3".parse().unwrap()),
+            }
+            .to_term()]),
+        ])
+        .encode(),
+        Term::Tuple(vec![
             atom("txn"),
             Term::int(4),
             Term::binary("p-4-1"),
