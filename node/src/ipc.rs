@@ -246,9 +246,10 @@ fn spawn_conn(node: Arc<Node>, s: Stream, peer: String, pending: Pending) {
 /// the close does not reset the connection before it reads the error.
 fn refuse(mut s: Stream, code: i32, reason: &str) {
     let _ = write_frame(&mut s, &error_reply(code, reason).encode());
-    if let Stream::Tcp(t) = &s {
-        let _ = t.shutdown(std::net::Shutdown::Write);
-    }
+    let _ = match &s {
+        Stream::Tcp(t) => t.shutdown(std::net::Shutdown::Write),
+        Stream::Unix(u) => u.shutdown(std::net::Shutdown::Write),
+    };
     let until = Instant::now() + REFUSAL_LINGER;
     let mut sink = [0u8; 4096];
     let mut d = Deadline { s: &mut s, until };
