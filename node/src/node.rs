@@ -20,7 +20,7 @@ use confd_ha::proto::ha::{
     STATE_SECONDARY_RELAY,
 };
 use confd_ha::value::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -84,6 +84,10 @@ pub struct Node {
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
     ha_conn: Mutex<Option<(u64, Stream)>>,
     token: Mutex<Arc<Vec<u8>>>,
+    /// Mutual TLS on the HA port (`ha-tls-*`); None: plain TCP.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The token is weak: no TLS and shorter than tls::MIN_TOKEN_BYTES.
+    short_token: AtomicBool,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,6 +111,10 @@ impl Node {
         let last = store
             .last_tx()
             .map_err(|e| format!("cannot read the store's last transaction: {e}"))?;
+        let tls = match &cfg.ha_tls {
+            Some(f) => Some(Arc::new(crate::tls::Tls::load(f, cfg.ha_addr)?)),
+            None => None,
+        };
         Ok(Arc::new(Node {
             cfg,
             store,
@@ -128,6 +136,8 @@ impl Node {
             commit_tx: Mutex::new(None),
             ha_conn: Mutex::new(None),
             token: Mutex::new(Arc::new(Vec::new())),
+            tls,
+            short_token: AtomicBool::new(false),
         }))
     }
 
@@ -146,6 +156,8 @@ impl Node {
         if matches!(&*c, Some((cur, _)) if *cur > id) {
             return false;
         }
+        let weak = crate::tls::token_is_weak(self.tls.is_some(), token.len(), id);
+        self.short_token.store(weak, Ordering::Relaxed);
         *lock(&self.token) = Arc::new(token);
         if let Some((old, os)) = c.replace((id, s)) {
             crate::info!("ipc", "HA connection #{id} replaces HA connection #{old}");
@@ -567,6 +579,10 @@ impl Node {
             ("state", self.state_code().into()),
             ("writable", i64::from(writable)),
             ("generation", state as i64),
+            (
+                "short_token",
+                i64::from(self.short_token.load(Ordering::Relaxed)),
+            ),
         ]
     }
 

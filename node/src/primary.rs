@@ -8,6 +8,7 @@ use crate::peer::{
     WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN,
 };
 use crate::store::{Snapshot, StoreOp, TxMeta};
+use crate::tls::HaStream;
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
 use confd_ha::value::Value;
@@ -39,7 +40,7 @@ pub struct Peer {
     init_seq: u64,
     dead: AtomicBool,
     kill_reason: Mutex<Option<String>>,
-    stream: TcpStream,
+    stream: HaStream,
     pub last_rx: Mutex<Instant>,
 }
 
@@ -326,6 +327,13 @@ impl Downstream {
         let _ = s.set_nodelay(true);
         let node = self.node.clone();
         let hs = node.cfg.handshake_timeout();
+        let s = match crate::tls::accept(node.tls.as_deref(), s, Instant::now() + hs) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!("ha", "connection from {a} on the HA port: {e}; closing");
+                return;
+            }
+        };
         let mut fr = FrameReader::new();
         let send = |m: &PeerMsg| {
             let mut w = &s;
@@ -629,7 +637,7 @@ impl Downstream {
         );
     }
 
-    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader) {
+    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: HaStream, mut fr: FrameReader) {
         let dead_after = self.node.cfg.dead_after();
         let poll = self
             .node
