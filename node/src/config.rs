@@ -121,6 +121,7 @@ impl Config {
 
 /// What the command line asks for.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per process
 pub enum Cli {
     Run(Config),
     Help,

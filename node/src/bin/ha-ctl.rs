@@ -205,6 +205,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             want(0, "status [--json]")?;
             let (state, nodes) = o.ha()?.get_status()?;
             print_status(state, &nodes, has("--json"));
+            warn_short_token(&o);
         }
         "get" => {
             want(1, "get PATH")?;
@@ -388,6 +389,22 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+/// After `status`: a line on stderr when the node reports a weak HA token
+/// (no TLS on its HA port and a token under 16 bytes; stat `short_token`).
+fn warn_short_token(o: &Opts) {
+    let weak = o
+        .data()
+        .ok()
+        .and_then(|mut d| d.stats().ok())
+        .is_some_and(|st| st.iter().any(|(k, v)| k == "short_token" && *v != 0));
+    if weak {
+        eprintln!(
+            "ha-ctl: warning: the HA token is shorter than 16 bytes and the HA port has no TLS: \
+             one captured handshake lets it be guessed offline (use a longer token or ha-tls-*)"
+        );
+    }
 }
 
 fn print_status(state: i32, nodes: &[HaNode], json: bool) {
