@@ -98,6 +98,10 @@ fn describe(e: &rustls::Error, peer: &str) -> String {
     use rustls::AlertDescription as A;
     use rustls::Error as E;
     let s = match e {
+        E::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => format!(
+            "{peer}'s certificate is refused: it does not chain to a CA in our ha-tls-ca \
+             (UnknownIssuer)"
+        ),
         E::InvalidCertificate(c) => format!("{peer}'s certificate is refused: {c}"),
         E::NoCertificatesPresented => format!("{peer} presented no certificate"),
         E::AlertReceived(a) => {
