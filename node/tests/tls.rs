@@ -436,3 +436,62 @@ fn tls_configuration_errors() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("ha-tls-key"), "{err}");
 }
+
+/// Not run by default (no timing assertions): plain TCP against TLS on the
+/// same machine, one after the other, for the sync commit latency with one
+/// secondary and a 64 MiB full copy.
+///   cargo test -p ha-node --release --test tls -- --ignored --nocapture
+#[test]
+#[ignore]
+fn bench_tls_against_plain() {
+    use confd_ha::client::data::Txn;
+    use confd_ha::value::Value;
+    use std::time::Instant;
+    let tmp = TempDir::new("tls-bench");
+    let ca = Ca::new(tmp.path(), "cluster");
+    for round in 0..2 {
+        for tls in [false, true] {
+            let port = free_port();
+            let args = |tag: &str, ip: &str| {
+                let mut a = vec!["--log-level".to_string(), "warn".into()];
+                if tls {
+                    a.extend(ca.node(&ca, tag, &[ip], false).args());
+                }
+                a
+            };
+            let p = start("p", 2, port, &args("p", "127.0.0.2"));
+            let s = start("s", 3, port, &args("s", "127.0.0.3"));
+            p.ha().beprimary("p").unwrap();
+            // 64 MiB as 256 values of 256 KiB, then the copy.
+            let mut d = p.data();
+            let val = vec![0x5au8; 256 * 1024];
+            for i in 0..16 {
+                let mut t = Txn::new();
+                for j in 0..16 {
+                    t.set(&format!("/big/v{i}/k{j}"), Value::Binary(val.clone()));
+                }
+                d.commit(&t).unwrap();
+            }
+            let t0 = Instant::now();
+            s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+            let copy = t0.elapsed();
+            let n = 500;
+            let mut lat = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut t = Txn::new();
+                t.set(&format!("/bench/k{}", i % 100), Value::UInt32(i as u32));
+                let t0 = Instant::now();
+                d.commit(&t).unwrap();
+                lat.push(t0.elapsed());
+            }
+            lat.sort();
+            println!(
+                "round {round} {}: full copy 64 MiB {:.3} s; sync commit to 1 secondary p50 {:.3} ms p99 {:.3} ms",
+                if tls { "TLS  " } else { "plain" },
+                copy.as_secs_f64(),
+                lat[n / 2].as_secs_f64() * 1e3,
+                lat[n * 99 / 100].as_secs_f64() * 1e3
+            );
+        }
+    }
+}
