@@ -372,8 +372,9 @@ fn weak_token_and_exposed_port_warnings() {
     let (out, err) = ha_ctl_status(&a, "short");
     assert_eq!(out, "state: none\n");
     assert!(err.contains("shorter than 16 bytes"), "{err}");
-    // A 16-byte token is not.
-    let _ha = a.ha_token("sixteen-byte-tok");
+    // A 16-byte token is not. (A request's reply shows the token was taken.)
+    let mut ha = a.ha_token("sixteen-byte-tok");
+    assert_eq!(ha.get_status().unwrap().0, STATE_NONE);
     assert_eq!(a.stat("short_token"), 0);
     let (_, err) = ha_ctl_status(&a, "sixteen-byte-tok");
     assert_eq!(err, "");
@@ -381,7 +382,8 @@ fn weak_token_and_exposed_port_warnings() {
     let mut args = ca.node(&ca, "b", &["127.0.0.3"], false).args();
     args.extend(["--ha-addr".into(), any]);
     let b = start("b", 3, port, &args);
-    let _hb = b.ha_token("short");
+    let mut hb = b.ha_token("short");
+    assert_eq!(hb.get_status().unwrap().0, STATE_NONE);
     assert_eq!(b.stat("short_token"), 0);
     let (_, err) = ha_ctl_status(&b, "short");
     assert_eq!(err, "");
