@@ -36,7 +36,8 @@ HA commands (need the token):
   relay                                  make a secondary a relay
   none                                   return the node to state NONE
   dead NAME                              tell the node that secondary NAME is dead
-  status [--json]                        print the HA state and the node list
+  status [--json]                        print the HA state and the node list (and, on
+                                         stderr, a warning if the node's token is weak)
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
