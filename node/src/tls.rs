@@ -195,12 +195,19 @@ impl Tls {
         client.resumption = rustls::client::Resumption::disabled();
         // Our own certificate as peers will see it.
         let now = UnixTime::now();
+        let own = |e: rustls::Error| match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                "it does not chain to a CA in ha-tls-ca (UnknownIssuer)".to_string()
+            }
+            rustls::Error::InvalidCertificate(c) => inert(&c.to_string()),
+            e => inert(&e.to_string()),
+        };
         if let Err(e) = verifier.verify_client_cert(&chain[0], &chain[1..], now) {
             crate::warn!(
                 "ha",
                 "ha-tls-cert {}: peers will refuse it: {}",
                 f.cert.display(),
-                inert(&e.to_string())
+                own(e)
             );
         } else if !ha_addr.ip().is_unspecified() {
             let sv = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -213,10 +220,16 @@ impl Tls {
                     "ha-tls-cert {}: secondaries that dial {} will refuse it: {}",
                     f.cert.display(),
                     ha_addr.ip(),
-                    inert(&e.to_string())
+                    own(e)
                 );
             }
         }
+        crate::info!(
+            "ha",
+            "mutual TLS on the HA port: CA {}, certificate {}",
+            f.ca.display(),
+            f.cert.display()
+        );
         Ok(Tls {
             client: Arc::new(client),
             server: Arc::new(server),
