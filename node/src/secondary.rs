@@ -149,11 +149,8 @@ pub fn join(
     let hs = node.cfg.handshake_timeout();
     let s = crate::tls::connect(node.tls.as_deref(), s, &primary.addr, Instant::now() + hs)
         .map_err(|e| {
-            crate::warn!("ha", "primary {pname}: {e}");
-            (
-                CONFD_ERR_HA_CONNECT,
-                format!("cannot connect to primary {pname}: {e}"),
-            )
+            let why = format!("cannot connect to primary {pname}: {e}");
+            (CONFD_ERR_HA_CONNECT, why)
         })?;
     let _ = s.set_write_timeout(Some(hs));
     let mut fr = FrameReader::new();
