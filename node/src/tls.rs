@@ -15,8 +15,9 @@
 //! without the lock (so `SO_RCVTIMEO` and `shutdown()` work as on a plain
 //! socket) and then decrypts under it; a write encrypts under it and then
 //! sends without it. A second mutex keeps sends in the order rustls sealed
-//! the records. No thread or copy is added on the commit path (a pump thread
-//! per connection bridging to a socketpair would add two hand-offs each way).
+//! the records. No thread and no hand-off is added on the commit path (a pump
+//! thread per connection bridging to a socketpair would add a thread per peer
+//! and two hand-offs each way).
 
 use crate::config::TlsFiles;
 use rustls::client::danger::ServerCertVerifier;
@@ -770,6 +771,49 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn names_checked_and_texts_inert() {
+        use confd_ha::proto::ha::NodeAddr;
+        let ip = |s: &str| ServerName::IpAddress(s.parse::<IpAddr>().unwrap().into());
+        assert_eq!(
+            server_name(&NodeAddr::V4("10.0.0.1".parse().unwrap())).unwrap(),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            server_name(&NodeAddr::V6("fe80::1".parse().unwrap())).unwrap(),
+            ip("fe80::1")
+        );
+        // A name that is an IP is checked as an IP; a DNS name as a name.
+        assert_eq!(
+            server_name(&NodeAddr::Str("10.0.0.2".into())).unwrap(),
+            ip("10.0.0.2")
+        );
+        assert!(matches!(
+            server_name(&NodeAddr::Str("n1.example.net".into())).unwrap(),
+            ServerName::DnsName(_)
+        ));
+        let e = server_name(&NodeAddr::Str("bad name\n".into())).unwrap_err();
+        assert!(e.contains("bad name\\n") && !e.contains('\n'), "{e}");
+        let long = inert(&"x".repeat(10_000));
+        assert!(long.len() <= TLS_ERROR_TEXT_BYTES + 3 && long.ends_with("..."));
+        // What each side is told.
+        let e = describe(
+            &rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+            "the primary",
+        );
+        assert_eq!(
+            e,
+            "TLS: the primary refused our certificate (alert UnknownCA)"
+        );
+        let e = describe(
+            &rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            "the secondary",
+        );
+        assert!(e.starts_with("TLS: the secondary's certificate is refused: it does not chain"));
+        assert!(is_tls_error(&tls_io(e)));
+        assert!(!is_tls_error(&io::Error::other("x")));
     }
 
     #[test]
