@@ -1,6 +1,7 @@
 //! Mutual TLS on the HA port, against real ha-node processes with
 //! certificates made at test time (rcgen): a TLS cluster replicates (also
-//! through a relay); a wrong CA, an expired certificate, a name mismatch and
+//! through a relay) and detects a frozen primary by its ticks; a wrong CA,
+//! an expired certificate, a name mismatch and
 //! plaintext against TLS are refused, with CONFD_ERR_HA_CONNECT and a TLS
 //! reason on the joining side and a log line on both; the weak-token and
 //! exposed-port warnings; configuration errors.
@@ -174,6 +175,18 @@ fn tls_cluster_replicates_through_a_relay() {
         assert_eq!(n.stat("short_token"), 0);
         assert!(!n.log_text().contains("has no TLS"), "{}", n.log_text());
     }
+    // Tick deadlines work through TLS: a frozen primary is detected by its
+    // silence (the relay's read timeouts fire), and the relay's loss reaches t.
+    let mut ev = s.events(confd_ha::proto::ha::NOTIF_HA_INFO);
+    p.signal(libc::SIGSTOP);
+    assert_eq!(
+        next_ha_event(&mut ev, Duration::from_secs(20)),
+        confd_ha::proto::ha::HaEvent::NoPrimary {
+            reason: CONFD_ERR_HA_NOTICK
+        }
+    );
+    t.wait_state(STATE_NONE, Duration::from_secs(20));
+    p.signal(libc::SIGCONT);
 }
 
 #[test]
