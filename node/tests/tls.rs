@@ -1,10 +1,9 @@
 //! Mutual TLS on the HA port, against real ha-node processes with
 //! certificates made at test time (rcgen): a TLS cluster replicates (also
-//! through a relay) and detects a frozen primary by its ticks; a wrong CA,
-//! an expired certificate, a name mismatch and
-//! plaintext against TLS are refused, with CONFD_ERR_HA_CONNECT and a TLS
-//! reason on the joining side and a log line on both; the weak-token and
-//! exposed-port warnings; configuration errors.
+//! through a relay) and detects a frozen primary by its ticks; a wrong CA, an
+//! expired certificate, a name mismatch and plaintext against TLS are refused,
+//! with CONFD_ERR_HA_CONNECT and a TLS reason on the joining side and a log
+//! line on both; the weak-token and exposed-port warnings; configuration errors.
 
 mod common;
 use common::*;
