@@ -16,6 +16,7 @@ OPTIONS (flags override the config file):
   --config FILE            TOML config file with the same keys as the flags
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
                            tick-timeout, replication, log-level, max-connections,
+                           min-secondaries, on-store-error,
                            ha-tls-ca, ha-tls-cert, ha-tls-key)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
@@ -34,6 +35,12 @@ OPTIONS (flags override the config file):
   --log-level LEVEL        error | warn | info (default) | debug
   --max-connections N      most client IPC connections served at once (default 1024);
                            more are closed at once, with a log line
+  --min-secondaries N      a commit needs N connected in-sync secondaries (sync mode: it
+                           returns OK only once N of them have it durable); with fewer,
+                           writes are refused (default 0: ConfD's behaviour)
+  --on-store-error ACTION  after a store I/O error: stop-role (default: leave the HA role,
+                           refuse writes and joins, reopen the store when possible) or
+                           exit (exit with status 3 so that a supervisor restarts the node)
   --ha-tls-ca FILE         mutual TLS on the HA port: PEM file of the CA (or CAs) that
                            peers' certificates must chain to
   --ha-tls-cert FILE       PEM file of this node's certificate (then any intermediates);
@@ -74,6 +81,10 @@ pub struct Config {
     pub log_level: Level,
     /// Most client IPC connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// Connected in-sync secondaries a commit needs (0: none, ConfD's behaviour).
+    pub min_secondaries: usize,
+    /// After a store I/O error: exit the process (true) or leave the role (false).
+    pub exit_on_store_error: bool,
     /// Mutual TLS on the HA port; None: plain TCP.
     pub ha_tls: Option<TlsFiles>,
 }
@@ -98,6 +109,8 @@ impl Default for Config {
             sync: true,
             log_level: Level::Info,
             max_connections: 1024,
+            min_secondaries: 0,
+            exit_on_store_error: false,
             ha_tls: None,
         }
     }
@@ -141,6 +154,8 @@ struct FileConfig {
     replication: Option<String>,
     log_level: Option<String>,
     max_connections: Option<usize>,
+    min_secondaries: Option<usize>,
+    on_store_error: Option<String>,
     ha_tls_ca: Option<String>,
     ha_tls_cert: Option<String>,
     ha_tls_key: Option<String>,
@@ -250,6 +265,30 @@ fn apply_max_connections(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_min_secondaries(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.min_secondaries = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n <= crate::primary::MAX_SECONDARIES)
+        .ok_or_else(|| {
+            format!(
+                "bad min-secondaries '{s}' (a number from 0 to {})",
+                crate::primary::MAX_SECONDARIES
+            )
+        })?;
+    Ok(())
+}
+
+fn apply_on_store_error(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.exit_on_store_error = match s {
+        "stop-role" => false,
+        "exit" => true,
+        _ => return Err(format!("bad on-store-error '{s}' (stop-role or exit)")),
+    };
+    Ok(())
+}
+
 fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
     cfg.ipc_addr = if s == "none" || s.is_empty() {
         None
@@ -324,6 +363,12 @@ fn load_file(cfg: &mut Config, tls: &mut TlsArgs, path: &str) -> Result<Vec<Stri
     if let Some(n) = f.max_connections {
         apply_max_connections(cfg, &n.to_string())?;
     }
+    if let Some(n) = f.min_secondaries {
+        apply_min_secondaries(cfg, &n.to_string())?;
+    }
+    if let Some(a) = f.on_store_error {
+        apply_on_store_error(cfg, &a)?;
+    }
     for (slot, v) in tls
         .0
         .iter_mut()
@@ -364,6 +409,8 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--replication",
             "--log-level",
             "--max-connections",
+            "--min-secondaries",
+            "--on-store-error",
             "--ha-tls-ca",
             "--ha-tls-cert",
             "--ha-tls-key",
@@ -404,6 +451,8 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--replication" => apply_replication(&mut cfg, &v)?,
             "--log-level" => apply_level(&mut cfg, &v)?,
             "--max-connections" => apply_max_connections(&mut cfg, &v)?,
+            "--min-secondaries" => apply_min_secondaries(&mut cfg, &v)?,
+            "--on-store-error" => apply_on_store_error(&mut cfg, &v)?,
             "--ha-tls-ca" => tls.0[0] = Some(v),
             "--ha-tls-cert" => tls.0[1] = Some(v),
             "--ha-tls-key" => tls.0[2] = Some(v),
@@ -482,6 +531,15 @@ mod tests {
         assert!(parse_args(&args("--ha-addr")).is_err());
         assert!(parse_args(&args("--replication maybe")).is_err());
         assert!(parse_args(&args("--ipc-addr none")).is_err());
+        let Cli::Run(c) = parse_args(&args("--min-secondaries 2 --on-store-error exit")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.min_secondaries, 2);
+        assert!(c.exit_on_store_error);
+        assert!(parse_args(&args("--min-secondaries -1")).is_err());
+        assert!(parse_args(&args("--min-secondaries 256")).is_err());
+        assert!(parse_args(&args("--on-store-error ignore")).is_err());
         assert_eq!(c.ha_tls, None);
     }
 
