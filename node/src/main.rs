@@ -65,6 +65,12 @@ fn main() {
         error!("main", "{msg}");
         std::process::exit(1);
     };
+    // Everything the node creates (data directory, store, its side files)
+    // is for this user only: 0700 directories, 0600 files.
+    // SAFETY: umask(2) has no failure mode.
+    unsafe {
+        libc::umask(0o077);
+    }
     let store = match store::Store::open(&cfg.data_dir) {
         Ok(s) => Arc::new(s),
         Err(e) => fail(format!(

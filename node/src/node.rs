@@ -141,6 +141,7 @@ impl Node {
             .unwrap_or(0)
             .max(last.seq);
         let min_met = AtomicBool::new(cfg.min_secondaries == 0);
+        let sync_timeout = cfg.info_sync_timeout;
         let tls = match &cfg.ha_tls {
             Some(f) => Some(Arc::new(crate::tls::Tls::load(f, cfg.ha_addr)?)),
             None => None,
@@ -148,7 +149,7 @@ impl Node {
         Ok(Arc::new(Node {
             cfg,
             store,
-            events: Arc::new(Events::new()),
+            events: Arc::new(Events::with_sync_timeout(sync_timeout)),
             stats: Counters::default(),
             state: Mutex::new(HaState {
                 gen: 0,
