@@ -161,7 +161,7 @@ impl Config {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // made once per process
 pub enum Cli {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -554,7 +554,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     if cfg.ipc_addr.is_none() && cfg.ipc_path.is_none() {
         return Err("no IPC listener: give --ipc-addr or --ipc-path".into());
     }
-    Ok(Cli::Run(cfg))
+    Ok(Cli::Run(Box::new(cfg)))
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ fn main() {
     let sigs = block_signals();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match config::parse_args(&args) {
-        Ok(Cli::Run(c)) => c,
+        Ok(Cli::Run(c)) => *c,
         Ok(Cli::Help) => {
             print!("{}", config::HELP);
             return;
