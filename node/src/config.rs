@@ -159,7 +159,6 @@ impl Config {
 
 /// What the command line asks for.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // made once per process
 pub enum Cli {
     Run(Box<Config>),
     Help,
