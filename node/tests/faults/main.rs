@@ -1,0 +1,38 @@
+//! Fault-injection suite (issue 9): a 3-node cluster (each node in its own
+//! network namespace where the machine allows, loopback otherwise), four
+//! writers that record every acknowledged commit, a small HA framework that
+//! fails over and switches over through the library, and faults: kill -9 and
+//! SIGSTOP of the primary and of secondaries, planned switchover under load
+//! (with a slow disk), partitions one- and two-way, a disk that fills (tmpfs),
+//! an fdatasync that fails (strace's syscall fault injection), damaged store
+//! files. After each scenario has healed it checks: no acknowledged commit
+//! lost (with `min-secondaries 0`, only a deposed or lone primary's commits,
+//! and each of those is in a rollback file), no node PRIMARY and writable
+//! while its store refuses writes, identical data on every node, no crash.
+//!
+//! `make check` runs the bounded form (each kind of fault once); the full
+//! form (`HA_FAULTS=full`, `make check-faults`) runs every scenario in both
+//! modes, `HA_FAULTS_ITERATIONS` times (default 5). `HA_FAULTS_ONLY=substr`
+//! runs the scenarios whose name contains substr; `HA_FAULTS_NET=loopback`
+//! forces loopback. The last line printed is the totals.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cluster;
+mod framework;
+mod load;
+mod net;
+mod scenarios;
+
+/// THE SWITCH. While the features of issue 9 (`--min-secondaries`,
+/// `--on-store-error`, rollback files) are not all in this tree, the
+/// scenarios that need a missing one print "SKIPPED (feature missing)".
+/// Once they are merged, set this to `false`: a missing feature then fails
+/// the suite instead.
+pub const SKIP_MISSING_FEATURES: bool = true;
+
+#[test]
+fn faults() {
+    scenarios::run_suite();
+}
