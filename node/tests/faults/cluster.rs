@@ -33,8 +33,10 @@ pub fn connect(addr: &str, client: u8, timeout: Duration) -> Result<Stream, Stri
     let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let t = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
     let _ = t.set_nodelay(true);
-    t.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    t.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    t.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    t.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut s = Stream::Tcp(t);
     hello(&mut s, client).map_err(|e| format!("{addr}: hello: {e}"))?;
     Ok(s)
@@ -127,11 +129,7 @@ impl FNode {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(st) = self.exited() {
-                panic!(
-                    "{} exited at start: {st}\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
+                panic!("{} exited at start: {st}\n{}", self.name, self.log_tail(40));
             }
             if connect(&self.ipc, CLIENT_HADATA, PROBE_TIMEOUT).is_ok() {
                 return;
@@ -145,7 +143,10 @@ impl FNode {
 
     /// Starts the process expecting it to refuse to start; returns its exit
     /// status and what it wrote on stderr.
-    pub fn spawn_expect_refusal(&mut self, timeout: Duration) -> Result<(ExitStatus, String), String> {
+    pub fn spawn_expect_refusal(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(ExitStatus, String), String> {
         assert!(self.child.is_none());
         let errf = self.dir.with_extension("refusal.log");
         let _ = std::fs::remove_file(&errf);

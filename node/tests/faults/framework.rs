@@ -216,7 +216,8 @@ impl Framework {
         drop(r);
         self.shared.note(format!(
             "clients now go to {}",
-            p.map(|p| self.names[p].clone()).unwrap_or_else(|| "nobody".into())
+            p.map(|p| self.names[p].clone())
+                .unwrap_or_else(|| "nobody".into())
         ));
     }
 
@@ -254,9 +255,7 @@ impl Framework {
             self.dup_since[i] = None;
             let follows_p = s.state == STATE_SECONDARY
                 && s.primary.as_ref().map(|x| name_of(&x.node.id)) == Some(self.names[p].clone());
-            if !follows_p
-                && self.last_rejoin[i].map_or(true, |t| t.elapsed() >= REJOIN_EVERY)
-            {
+            if !follows_p && self.last_rejoin[i].map_or(true, |t| t.elapsed() >= REJOIN_EVERY) {
                 let _ = self.besecondary(i, p);
             }
         }

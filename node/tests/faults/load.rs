@@ -150,7 +150,9 @@ pub fn sampler(ipc: Vec<String>, load: Arc<Load>) {
                     };
                     let Ok(st) = c.stats() else { return };
                     let at = Instant::now();
-                    if let (Some(state), Some(writable)) = (stat(&st, "state"), stat(&st, "writable")) {
+                    if let (Some(state), Some(writable)) =
+                        (stat(&st, "state"), stat(&st, "writable"))
+                    {
                         load.samples.lock().unwrap().push(Sample {
                             node: i,
                             at,
@@ -210,60 +212,55 @@ pub fn diff(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>, max: usize
     d
 }
 
-/// Zombie primaries: a node whose samples say PRIMARY and writable for
-/// [`ZOMBIE_AFTER`] while every commit sent to it in that time failed.
+/// Zombie primaries: a node that, for [`ZOMBIE_AFTER`] after a commit it
+/// refused, says PRIMARY and writable in every sample while refusing every
+/// commit sent to it (at least [`ZOMBIE_MIN_ERRORS`], no success).
 pub fn zombies(load: &Load, names: &[String]) -> Vec<String> {
     let samples = load.samples.lock().unwrap().clone();
     let refusals = load.refusals.lock().unwrap().clone();
     let acks = load.acks.lock().unwrap();
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let mut mine: Vec<&Sample> = samples.iter().filter(|s| s.node == i).collect();
-        mine.sort_by_key(|s| s.at);
-        let mut run_start: Option<Instant> = None;
-        let mut check = |from: Instant, to: Instant, out: &mut Vec<String>| {
-            if to.duration_since(from) < ZOMBIE_AFTER {
-                return;
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.node == i).collect();
+        let mut checked_until: Option<Instant> = None;
+        for r in refusals.iter().filter(|r| r.node == i) {
+            // One window per 200 ms of refusals is enough.
+            if checked_until.is_some_and(|t| r.at < t) {
+                continue;
             }
-            let errs: Vec<&Refusal> = refusals
+            checked_until = Some(r.at + Duration::from_millis(200));
+            let (from, to) = (r.at, r.at + ZOMBIE_AFTER);
+            let window: Vec<&&Sample> =
+                mine.iter().filter(|s| s.at >= from && s.at <= to).collect();
+            // Enough samples to say "all the time", all of them PRIMARY and writable.
+            let all_writable_primary = window.len() >= 5
+                && window
+                    .iter()
+                    .all(|s| s.state == STATE_PRIMARY as i64 && s.writable == 1);
+            if !all_writable_primary {
+                continue;
+            }
+            let errs = refusals
                 .iter()
-                .filter(|r| r.node == i && r.at >= from && r.at <= to)
-                .collect();
+                .filter(|x| x.node == i && x.at >= from && x.at <= to)
+                .count();
             let ok = acks
                 .iter()
                 .any(|a| a.node == i && a.acked >= from && a.acked <= to);
-            if errs.len() >= ZOMBIE_MIN_ERRORS && !ok {
+            if errs >= ZOMBIE_MIN_ERRORS && !ok {
                 out.push(format!(
                     "{name} said PRIMARY and writable for {:.1}s while refusing every write \
-                     ({} errors, e.g. {} '{}')",
-                    to.duration_since(from).as_secs_f64(),
-                    errs.len(),
-                    errs[0].code,
-                    errs[0].reason
+                     ({errs} errors, the first: {} '{}')",
+                    ZOMBIE_AFTER.as_secs_f64(),
+                    r.code,
+                    r.reason
                 ));
+                break;
             }
-        };
-        let mut last = None;
-        for s in &mine {
-            let zombie_like = s.state == STATE_PRIMARY as i64 && s.writable == 1;
-            match (zombie_like, run_start) {
-                (true, None) => run_start = Some(s.at),
-                (false, Some(from)) => {
-                    check(from, s.at, &mut out);
-                    run_start = None;
-                }
-                _ => {}
-            }
-            last = Some(s.at);
-        }
-        if let (Some(from), Some(to)) = (run_start, last) {
-            check(from, to, &mut out);
         }
         // A node that counts a store failure must not say writable as primary.
-        for s in &mine {
-            if s.store_failed.unwrap_or(0) > 0
-                && s.state == STATE_PRIMARY as i64
-                && s.writable == 1
+        for s in mine.iter().copied() {
+            if s.store_failed.unwrap_or(0) > 0 && s.state == STATE_PRIMARY as i64 && s.writable == 1
             {
                 // Allowed only if the store was reopened: then later commits succeed.
                 let reopened = acks.iter().any(|a| a.node == i && a.acked >= s.at);

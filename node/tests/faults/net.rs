@@ -157,7 +157,12 @@ impl Netns {
             }
         }
         me.netem = me
-            .exec(0, &["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms"])
+            .exec(
+                0,
+                &[
+                    "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms",
+                ],
+            )
             .is_ok();
         if me.netem {
             let _ = me.exec(0, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
@@ -171,7 +176,12 @@ impl Netns {
 
     /// The command prefix that runs a program in node `i`'s namespace.
     pub fn prefix(&self, i: usize) -> Vec<String> {
-        vec!["ip".into(), "netns".into(), "exec".into(), self.ns[i].clone()]
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.ns[i].clone(),
+        ]
     }
 
     fn exec(&self, i: usize, args: &[&str]) -> Result<String, String> {
@@ -195,7 +205,15 @@ impl Netns {
         self.exec(
             from,
             &[
-                "ip", "neigh", "replace", &ip, "lladdr", NOWHERE_MAC, "dev", "eth0", "nud",
+                "ip",
+                "neigh",
+                "replace",
+                &ip,
+                "lladdr",
+                NOWHERE_MAC,
+                "dev",
+                "eth0",
+                "nud",
                 "permanent",
             ],
         )

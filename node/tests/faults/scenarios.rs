@@ -60,7 +60,9 @@ fn help_of(bin: &str) -> String {
     Command::new(bin)
         .arg("--help")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
         .unwrap_or_default()
 }
 
@@ -244,7 +246,8 @@ impl Ctx<'_> {
             Some(ns) => {
                 ns.heal_all();
                 self.shared.cut_off[p].store(false, Ordering::SeqCst);
-                self.shared.note(format!("heal the partition of {}", self.nodes[p].name));
+                self.shared
+                    .note(format!("heal the partition of {}", self.nodes[p].name));
             }
             None => self.thaw(p),
         }
@@ -253,10 +256,14 @@ impl Ctx<'_> {
     fn wait_rejoined(&mut self, i: usize) {
         let name = self.nodes[i].name.clone();
         let ok = self.wait(&format!("{name} to re-join"), FAILOVER_TIMEOUT, |c| {
-            c.nodes[i].probe().is_some_and(|s| s.state == STATE_SECONDARY)
+            c.nodes[i]
+                .probe()
+                .is_some_and(|s| s.state == STATE_SECONDARY)
         });
         if !ok {
-            self.errors.push(format!("{name} did not re-join within {FAILOVER_TIMEOUT:?}"));
+            self.errors.push(format!(
+                "{name} did not re-join within {FAILOVER_TIMEOUT:?}"
+            ));
         }
     }
     /// Commits acknowledged by node `i` since `t`.
@@ -282,10 +289,13 @@ impl Ctx<'_> {
     fn supervise(&mut self) {
         for i in 0..NODES {
             if let Some(st) = self.nodes[i].exited() {
-                self.shared
-                    .note(format!("{} exited ({st}); restarting it", self.nodes[i].name));
+                self.shared.note(format!(
+                    "{} exited ({st}); restarting it",
+                    self.nodes[i].name
+                ));
                 if !self.nodes[i].expected_exit {
-                    self.notes.push(format!("{} exited on its own: {st}", self.nodes[i].name));
+                    self.notes
+                        .push(format!("{} exited on its own: {st}", self.nodes[i].name));
                 }
             }
             if !self.nodes[i].running() {
@@ -452,9 +462,11 @@ fn disk_full(c: &mut Ctx, i: usize) {
     let was_primary = c.primary() == i;
     if was_primary {
         // Its store refuses writes now or soon: it must leave its role.
-        let left = c.wait("the primary with a full disk to be replaced", FAILOVER_TIMEOUT, |c| {
-            c.primary() != i
-        });
+        let left = c.wait(
+            "the primary with a full disk to be replaced",
+            FAILOVER_TIMEOUT,
+            |c| c.primary() != i,
+        );
         if !left {
             if c.refusals_since(i, t) > 0 {
                 c.errors.push(format!(
@@ -475,7 +487,9 @@ fn disk_full(c: &mut Ctx, i: usize) {
     c.shared.note(format!("disk of {} freed", c.nodes[i].name));
     c.load_for(c.phase);
     c.supervise();
-    c.wait_rejoined(i);
+    if c.primary() != i {
+        c.wait_rejoined(i);
+    }
 }
 
 fn disk_full_primary(c: &mut Ctx) {
@@ -499,7 +513,10 @@ fn eio(c: &mut Ctx, i: usize) {
     let hit = c.wait("the injected EIO", FAILOVER_TIMEOUT, |_| st.injected());
     st.detach();
     if !hit {
-        c.notes.push(format!("{}: no fdatasync reached the injection", c.nodes[i].name));
+        c.notes.push(format!(
+            "{}: no fdatasync reached the injection",
+            c.nodes[i].name
+        ));
         return;
     }
     c.fault(format!(
@@ -510,9 +527,11 @@ fn eio(c: &mut Ctx, i: usize) {
     if was_primary {
         // Either the store was reopened (the node goes on committing) or it
         // left its role (the framework fails over) or it exited.
-        let ok = c.wait("the primary to recover or be replaced", FAILOVER_TIMEOUT, |c| {
-            c.primary() != i || c.acks_since(i, t + Duration::from_millis(300)) > 0
-        });
+        let ok = c.wait(
+            "the primary to recover or be replaced",
+            FAILOVER_TIMEOUT,
+            |c| c.primary() != i || c.acks_since(i, t + Duration::from_millis(300)) > 0,
+        );
         if !ok {
             c.errors.push(format!(
                 "{} neither recovered nor left its role after an EIO",
@@ -522,7 +541,9 @@ fn eio(c: &mut Ctx, i: usize) {
     }
     c.load_for(c.phase);
     c.supervise();
-    c.wait_rejoined(i);
+    if c.primary() != i {
+        c.wait_rejoined(i);
+    }
 }
 
 fn eio_primary(c: &mut Ctx) {
@@ -543,9 +564,15 @@ fn damaged_store(c: &mut Ctx) {
     c.nodes[s].kill9();
     let file = c.nodes[s].store_file();
     let orig = std::fs::read(&file).expect("read the store file");
-    for (what, bytes) in [("0-byte", &orig[..0]), ("truncated", &orig[..orig.len() / 2])] {
+    for (what, bytes) in [
+        ("0-byte", &orig[..0]),
+        ("truncated", &orig[..orig.len() / 2]),
+    ] {
         std::fs::write(&file, bytes).expect("damage the store file");
-        c.fault(format!("{what} store file of {} at restart", c.nodes[s].name));
+        c.fault(format!(
+            "{what} store file of {} at restart",
+            c.nodes[s].name
+        ));
         match c.nodes[s].spawn_expect_refusal(REFUSAL_TIMEOUT) {
             Err(e) => c.errors.push(format!("{what} store: {e}")),
             Ok((st, text)) => {
@@ -553,7 +580,8 @@ fn damaged_store(c: &mut Ctx) {
                     c.errors.push(format!("{what} store: exit status 0"));
                 }
                 if text.contains("panicked") {
-                    c.errors.push(format!("{what} store: ha-node panicked:\n{text}"));
+                    c.errors
+                        .push(format!("{what} store: ha-node panicked:\n{text}"));
                 }
                 if !text.contains("store.redb") {
                     c.errors.push(format!(
@@ -602,20 +630,132 @@ const MS1: &[Need] = &[MinSecondaries];
 const SB0: &[Need] = &[Rollback, MinSecondaries];
 
 const CATALOG: &[Scenario] = &[
-    Scenario { name: "kill9-primary", run: kill9_primary, needs0: &[], needs1: MS1, bounded: &[0, 1], on_store_error: None, tmpfs: None },
-    Scenario { name: "kill9-secondary", run: kill9_secondary, needs0: &[], needs1: MS1, bounded: &[1], on_store_error: None, tmpfs: None },
-    Scenario { name: "freeze-secondary", run: freeze_secondary, needs0: &[], needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
-    Scenario { name: "isolate-secondary", run: isolate_secondary, needs0: &[], needs1: MS1, bounded: &[1], on_store_error: None, tmpfs: None },
-    Scenario { name: "one-way-partitions", run: oneway, needs0: &[], needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
-    Scenario { name: "split-brain", run: split_brain, needs0: SB0, needs1: MS1, bounded: &[0, 1], on_store_error: None, tmpfs: None },
-    Scenario { name: "switchover", run: switchover, needs0: MS1, needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
-    Scenario { name: "switchover-slow-disk", run: switchover_slow_disk, needs0: &[MinSecondaries, Strace], needs1: &[MinSecondaries, Strace], bounded: &[1], on_store_error: None, tmpfs: None },
-    Scenario { name: "disk-full-primary", run: disk_full_primary, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },
-    Scenario { name: "disk-full-secondary", run: disk_full_secondary, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[], on_store_error: Some("stop-role"), tmpfs: Some(1) },
-    Scenario { name: "eio-primary", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[0], on_store_error: Some("stop-role"), tmpfs: None },
-    Scenario { name: "eio-primary-exit", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[1], on_store_error: Some("exit"), tmpfs: None },
-    Scenario { name: "eio-secondary", run: eio_secondary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[], on_store_error: Some("stop-role"), tmpfs: None },
-    Scenario { name: "damaged-store", run: damaged_store, needs0: &[StoreErrors], needs1: &[MinSecondaries, StoreErrors], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: None },
+    Scenario {
+        name: "kill9-primary",
+        run: kill9_primary,
+        needs0: &[],
+        needs1: MS1,
+        bounded: &[0, 1],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "kill9-secondary",
+        run: kill9_secondary,
+        needs0: &[],
+        needs1: MS1,
+        bounded: &[1],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "freeze-secondary",
+        run: freeze_secondary,
+        needs0: &[],
+        needs1: MS1,
+        bounded: &[0],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "isolate-secondary",
+        run: isolate_secondary,
+        needs0: &[],
+        needs1: MS1,
+        bounded: &[1],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "one-way-partitions",
+        run: oneway,
+        needs0: &[],
+        needs1: MS1,
+        bounded: &[0],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "split-brain",
+        run: split_brain,
+        needs0: SB0,
+        needs1: MS1,
+        bounded: &[0, 1],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "switchover",
+        run: switchover,
+        needs0: MS1,
+        needs1: MS1,
+        bounded: &[0],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "switchover-slow-disk",
+        run: switchover_slow_disk,
+        needs0: &[MinSecondaries, Strace],
+        needs1: &[MinSecondaries, Strace],
+        bounded: &[1],
+        on_store_error: None,
+        tmpfs: None,
+    },
+    Scenario {
+        name: "disk-full-primary",
+        run: disk_full_primary,
+        needs0: &[StoreErrors, Root],
+        needs1: &[MinSecondaries, StoreErrors, Root],
+        bounded: &[1],
+        on_store_error: Some("stop-role"),
+        tmpfs: Some(0),
+    },
+    Scenario {
+        name: "disk-full-secondary",
+        run: disk_full_secondary,
+        needs0: &[StoreErrors, Root],
+        needs1: &[MinSecondaries, StoreErrors, Root],
+        bounded: &[],
+        on_store_error: Some("stop-role"),
+        tmpfs: Some(1),
+    },
+    Scenario {
+        name: "eio-primary",
+        run: eio_primary,
+        needs0: &[StoreErrors, Strace],
+        needs1: &[MinSecondaries, StoreErrors, Strace],
+        bounded: &[0],
+        on_store_error: Some("stop-role"),
+        tmpfs: None,
+    },
+    Scenario {
+        name: "eio-primary-exit",
+        run: eio_primary,
+        needs0: &[StoreErrors, Strace],
+        needs1: &[MinSecondaries, StoreErrors, Strace],
+        bounded: &[1],
+        on_store_error: Some("exit"),
+        tmpfs: None,
+    },
+    Scenario {
+        name: "eio-secondary",
+        run: eio_secondary,
+        needs0: &[StoreErrors, Strace],
+        needs1: &[MinSecondaries, StoreErrors, Strace],
+        bounded: &[],
+        on_store_error: Some("stop-role"),
+        tmpfs: None,
+    },
+    Scenario {
+        name: "damaged-store",
+        run: damaged_store,
+        needs0: &[StoreErrors],
+        needs1: &[MinSecondaries, StoreErrors],
+        bounded: &[1],
+        on_store_error: Some("stop-role"),
+        tmpfs: None,
+    },
 ];
 
 // ---- running one scenario --------------------------------------------------
@@ -670,7 +810,14 @@ impl Drop for Threads {
     }
 }
 
-fn run_one(sc: &Scenario, ms: u32, it: u32, net: &Net, feats: &Features, phase: Duration) -> Outcome {
+fn run_one(
+    sc: &Scenario,
+    ms: u32,
+    it: u32,
+    net: &Net,
+    feats: &Features,
+    phase: Duration,
+) -> Outcome {
     let mut args = Vec::new();
     if feats.min_secondaries {
         args.push("--min-secondaries".to_string());
@@ -701,7 +848,8 @@ fn run_one(sc: &Scenario, ms: u32, it: u32, net: &Net, feats: &Features, phase: 
         ipc.clone(),
         nodes.iter().map(FNode::as_primary).collect(),
     );
-    fw.start(0).unwrap_or_else(|e| panic!("starting the cluster: {e}"));
+    fw.start(0)
+        .unwrap_or_else(|e| panic!("starting the cluster: {e}"));
     let fw = Arc::new(Mutex::new(fw));
     let load = Arc::new(Load::default());
     let tag = format!("{}-ms{ms}-i{it}", sc.name);
@@ -711,7 +859,8 @@ fn run_one(sc: &Scenario, ms: u32, it: u32, net: &Net, feats: &Features, phase: 
         stop_fw: stop_fw.clone(),
         writers: (0..WRITERS)
             .map(|w| {
-                let (tag, ipc, shared, load) = (tag.clone(), ipc.clone(), shared.clone(), load.clone());
+                let (tag, ipc, shared, load) =
+                    (tag.clone(), ipc.clone(), shared.clone(), load.clone());
                 std::thread::spawn(move || load::writer(w, tag, ipc, shared, load))
             })
             .collect(),
@@ -766,7 +915,11 @@ fn run_one(sc: &Scenario, ms: u32, it: u32, net: &Net, feats: &Features, phase: 
     if !out.errors.is_empty() {
         eprintln!("faults: framework actions:\n{}", c.shared.history());
         for n in &c.nodes {
-            eprintln!("---- last lines of {}'s log ----\n{}", n.name, n.log_tail(30));
+            eprintln!(
+                "---- last lines of {}'s log ----\n{}",
+                n.name,
+                n.log_tail(30)
+            );
         }
     }
     drop(th);
@@ -795,13 +948,16 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
     let reference = match &dumps[p] {
         Ok(d) => d.clone(),
         Err(e) => {
-            o.errors.push(format!("cannot read the primary's data: {e}"));
+            o.errors
+                .push(format!("cannot read the primary's data: {e}"));
             return o;
         }
     };
     for (i, d) in dumps.iter().enumerate() {
         match d {
-            Err(e) => o.errors.push(format!("cannot read {}'s data: {e}", names[i])),
+            Err(e) => o
+                .errors
+                .push(format!("cannot read {}'s data: {e}", names[i])),
             Ok(d) if i != p => {
                 let df = load::diff(&reference, d, 5);
                 if !df.is_empty() {
@@ -825,8 +981,8 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
         if reference.get(&a.key) == Some(&want) {
             continue;
         }
-        let text = rollback_cache[a.node]
-            .get_or_insert_with(|| rollback_text(&c.nodes[a.node], feats));
+        let text =
+            rollback_cache[a.node].get_or_insert_with(|| rollback_text(&c.nodes[a.node], feats));
         let in_rollback = text.contains(&a.key);
         if c.ms == 0 && in_rollback {
             o.discarded += 1;
@@ -853,7 +1009,11 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
                 names[a.node],
                 (a.acked - c.shared.t0).as_secs_f64(),
                 (a.sent - c.shared.t0).as_secs_f64(),
-                if c.ms == 0 { ", not in any rollback file" } else { "" }
+                if c.ms == 0 {
+                    ", not in any rollback file"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -923,6 +1083,9 @@ pub fn run_suite() {
         PHASE_BOUNDED
     };
     let only = std::env::var("HA_FAULTS_ONLY").unwrap_or_default();
+    // Runs the scenarios whose product features are missing anyway (to see
+    // what fails without them).
+    let force = std::env::var("HA_FAULTS_FORCE").is_ok_and(|v| v == "1");
     let feats = Features::detect();
     let (net, desc) = Net::choose(NODES);
     println!(
@@ -931,7 +1094,8 @@ pub fn run_suite() {
     );
     println!("faults: features: {}", feats.describe());
     let t0 = Instant::now();
-    let (mut runs, mut faults, mut acked, mut lost, mut discarded) = (0u32, 0u32, 0usize, 0usize, 0usize);
+    let (mut runs, mut faults, mut acked, mut lost, mut discarded) =
+        (0u32, 0u32, 0usize, 0usize, 0usize);
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
     for it in 0..iterations {
@@ -943,7 +1107,11 @@ pub fn run_suite() {
                     continue;
                 }
                 let needs = if ms == 0 { sc.needs0 } else { sc.needs1 };
-                let missing: Vec<Need> = needs.iter().copied().filter(|n| !feats.has(*n)).collect();
+                let missing: Vec<Need> = needs
+                    .iter()
+                    .copied()
+                    .filter(|n| !feats.has(*n) && !(force && product_feature(*n)))
+                    .collect();
                 if !missing.is_empty() {
                     let product = missing.iter().any(|n| product_feature(*n));
                     if product && !SKIP_MISSING_FEATURES {
@@ -990,7 +1158,10 @@ pub fn run_suite() {
     drop(net);
     if !skipped.is_empty() {
         println!("################################################################");
-        println!("faults: {} scenario(s) SKIPPED (feature missing):", skipped.len());
+        println!(
+            "faults: {} scenario(s) SKIPPED (feature missing):",
+            skipped.len()
+        );
         for s in &skipped {
             println!("faults:   {s}");
         }
@@ -1001,5 +1172,9 @@ pub fn run_suite() {
         "faults: {runs} iterations, {faults} faults, {acked} acknowledged, {lost} lost \
          ({discarded} discarded into rollback files with min-secondaries 0)"
     );
-    assert!(failed.is_empty(), "fault scenarios failed:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "fault scenarios failed:\n{}",
+        failed.join("\n")
+    );
 }
