@@ -54,7 +54,6 @@ pub fn ha_client(addr: &str, timeout: Duration) -> Result<HaClient, String> {
 
 /// One ha-node process.
 pub struct FNode {
-    pub idx: usize,
     pub name: String,
     /// HA address (its own IP).
     pub ip: String,
@@ -239,13 +238,6 @@ impl FNode {
         self.data().ok()?.node_state().ok()
     }
 
-    pub fn stats(&self) -> Option<Vec<(String, i64)>> {
-        if self.frozen || self.child.is_none() {
-            return None;
-        }
-        self.data().ok()?.stats().ok()
-    }
-
     /// Fills the node's tmpfs data directory, leaving `leave` bytes free.
     pub fn fill_disk(&self, leave: u64) {
         assert!(self.tmpfs, "{} has no tmpfs data directory", self.name);
@@ -336,7 +328,6 @@ pub fn make_node(net: &Net, idx: usize, ha_port: u16, opts: &NodeOpts) -> FNode 
         ),
     };
     FNode {
-        idx,
         name,
         ip,
         ipc,

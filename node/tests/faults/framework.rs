@@ -237,11 +237,11 @@ impl Framework {
             return;
         }
         self.dead_since = None;
-        for i in 0..self.n() {
+        for (i, s) in st.iter().enumerate() {
             if i == p {
                 continue;
             }
-            let Some(s) = &st[i] else {
+            let Some(s) = s else {
                 self.dup_since[i] = None;
                 continue;
             };
@@ -255,7 +255,7 @@ impl Framework {
             self.dup_since[i] = None;
             let follows_p = s.state == STATE_SECONDARY
                 && s.primary.as_ref().map(|x| name_of(&x.node.id)) == Some(self.names[p].clone());
-            if !follows_p && self.last_rejoin[i].map_or(true, |t| t.elapsed() >= REJOIN_EVERY) {
+            if !follows_p && self.last_rejoin[i].is_none_or(|t| t.elapsed() >= REJOIN_EVERY) {
                 let _ = self.besecondary(i, p);
             }
         }
@@ -299,8 +299,8 @@ impl Framework {
                 self.primary = c;
                 self.failovers += 1;
                 self.dead_since = None;
-                for i in 0..self.n() {
-                    if i != c && i != old && st[i].is_some() {
+                for (i, s) in st.iter().enumerate() {
+                    if i != c && i != old && s.is_some() {
                         let _ = self.besecondary(i, c);
                     }
                 }

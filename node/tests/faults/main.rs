@@ -24,6 +24,7 @@ mod framework;
 mod load;
 mod net;
 mod scenarios;
+mod suite;
 
 /// THE SWITCH. While the features of issue 9 (`--min-secondaries`,
 /// `--on-store-error`, rollback files) are not all in this tree, the
@@ -34,5 +35,5 @@ pub const SKIP_MISSING_FEATURES: bool = true;
 
 #[test]
 fn faults() {
-    scenarios::run_suite();
+    suite::run_suite();
 }
