@@ -6,6 +6,7 @@ use crate::load::{self, Load};
 use crate::net::{is_root, Net};
 use crate::scenarios::{Ctx, Need, Scenario, CATALOG, NODES};
 use crate::SKIP_MISSING_FEATURES;
+use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -305,18 +306,20 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
     // acknowledged by a deposed or lone primary and is in its rollback file.
     let acks = c.load.acks.lock().unwrap().clone();
     o.acked = acks.len();
-    let mut rollback_cache: Vec<Option<String>> = vec![None; NODES];
+    let mut rollback_cache: Vec<Option<HashSet<String>>> = vec![None; NODES];
+    let mut discarded_by = [0i64; NODES];
     let mut examples = Vec::new();
     for a in &acks {
         let want = confd_ha::value::Value::Buf(a.val.clone().into_bytes());
         if reference.get(&a.key) == Some(&want) {
             continue;
         }
-        let text =
-            rollback_cache[a.node].get_or_insert_with(|| rollback_text(&c.nodes[a.node], feats));
-        let in_rollback = text.contains(&a.key);
+        let kept = rollback_cache[a.node]
+            .get_or_insert_with(|| keys_in(&rollback_text(&c.nodes[a.node], feats, &mut o.errors)));
+        let in_rollback = kept.contains(&a.key);
         if c.ms == 0 && in_rollback {
             o.discarded += 1;
+            discarded_by[a.node] += 1;
             let in_window = c
                 .split_brain
                 .iter()
@@ -354,32 +357,107 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
             o.lost, c.ms
         ));
     }
+    // Each node counts what it discarded.
+    if feats.rollback {
+        for (i, &d) in discarded_by.iter().enumerate() {
+            if d == 0 {
+                continue;
+            }
+            let counted = c.nodes[i]
+                .data()
+                .ok()
+                .and_then(|mut dc| dc.stats().ok())
+                .and_then(|st| st.into_iter().find(|(k, _)| k == "discarded_txns"))
+                .map(|(_, v)| v);
+            match counted {
+                Some(v) if v >= d => {}
+                v => o.errors.push(format!(
+                    "{} discarded {d} acknowledged commits but its stats say discarded_txns {v:?}",
+                    names[i]
+                )),
+            }
+        }
+    }
     // No zombie primary.
     o.errors.extend(load::zombies(&c.load, names));
     o
 }
 
-/// Everything the node's rollback files hold, as `ha-ctl rollback show`
-/// prints it, plus the raw bytes (so a key is found whatever the format).
-fn rollback_text(n: &FNode, feats: &Features) -> String {
+/// The writers' keys (`/f/w<W>/k<N>`) that occur in `text`.
+fn keys_in(text: &str) -> HashSet<String> {
+    text.match_indices("/f/w")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '/')
+                .collect()
+        })
+        .collect()
+}
+
+/// Everything the node's rollback files hold: with `ha-ctl rollback`, the
+/// files `rollback list DATA_DIR` names as `rollback show FILE` prints them
+/// (and an error if either fails or a file is not listed); without it, the
+/// raw bytes (a key's path is in them whatever the format).
+fn rollback_text(n: &FNode, feats: &Features, errors: &mut Vec<String>) -> String {
     let dir = n.dir.join("rollback");
     let mut text = String::new();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return text;
+    let files: Vec<std::path::PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with('.'))
+            })
+            .collect(),
+        Err(_) => return text,
     };
-    for e in rd.flatten() {
-        let p = e.path();
-        if let Ok(b) = std::fs::read(&p) {
-            text.push_str(&String::from_utf8_lossy(&b));
-        }
-        if feats.rollback {
-            if let Ok(o) = Command::new(env!("CARGO_BIN_EXE_ha-ctl"))
-                .args(["rollback", "show"])
-                .arg(&p)
-                .output()
-            {
-                text.push_str(&String::from_utf8_lossy(&o.stdout));
+    if !feats.rollback {
+        for p in &files {
+            if let Ok(b) = std::fs::read(p) {
+                text.push_str(&String::from_utf8_lossy(&b));
             }
+        }
+        return text;
+    }
+    let ctl = |args: &[&std::ffi::OsStr]| -> Result<String, String> {
+        let o = Command::new(env!("CARGO_BIN_EXE_ha-ctl"))
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(format!(
+                "ha-ctl {args:?}: {} {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+        }
+    };
+    let listed = match ctl(&["rollback".as_ref(), "list".as_ref(), n.dir.as_os_str()]) {
+        Ok(l) => l,
+        Err(e) => {
+            errors.push(e);
+            String::new()
+        }
+    };
+    for p in &files {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !listed.contains(&name) {
+            errors.push(format!(
+                "`ha-ctl rollback list` on {} does not list {name}",
+                n.name
+            ));
+        }
+        match ctl(&["rollback".as_ref(), "show".as_ref(), p.as_os_str()]) {
+            Ok(t) => text.push_str(&t),
+            Err(e) => errors.push(e),
         }
     }
     text
@@ -490,7 +568,7 @@ pub fn run_suite() {
     if !skipped.is_empty() {
         println!("################################################################");
         println!(
-            "faults: {} scenario(s) SKIPPED (feature missing):",
+            "faults: {} scenario(s) SKIPPED (feature or tool missing):",
             skipped.len()
         );
         for s in &skipped {
