@@ -57,6 +57,8 @@ pub struct Ctx<'a> {
     /// Things worth printing that are not failures.
     pub notes: Vec<String>,
     pub started: Instant,
+    /// The node whose data directory is a tmpfs.
+    pub tmpfs_node: Option<usize>,
 }
 
 impl Ctx<'_> {
@@ -436,12 +438,10 @@ fn disk_full(c: &mut Ctx, i: usize) {
     }
 }
 
-fn disk_full_primary(c: &mut Ctx) {
-    disk_full(c, 0);
-}
-
-fn disk_full_secondary(c: &mut Ctx) {
-    disk_full(c, 1);
+/// The scenario's tmpfs node is the initial primary or a secondary.
+fn disk_full_tmpfs_node(c: &mut Ctx) {
+    let i = c.tmpfs_node.expect("a scenario with a tmpfs node");
+    disk_full(c, i);
 }
 
 /// One fdatasync (or fsync) of node `i` returns EIO.
@@ -561,7 +561,8 @@ pub struct Scenario {
     pub bounded: &'static [u32],
     /// `--on-store-error` value, if the scenario is about store faults.
     pub on_store_error: Option<&'static str>,
-    /// The node whose data directory is a tmpfs.
+    /// The node whose data directory is a tmpfs, counted from the initial
+    /// primary (0: the primary, 1: the node after it).
     pub tmpfs: Option<usize>,
 }
 
@@ -584,8 +585,8 @@ pub const CATALOG: &[Scenario] = &[
     Scenario { name: "split-brain", run: split_brain, needs0: SB0, needs1: MS1, bounded: &[0, 1], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover", run: switchover, needs0: MS1, needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover-slow-disk", run: switchover_slow_disk, needs0: &[MinSecondaries, Strace], needs1: &[MinSecondaries, Strace], bounded: &[1], on_store_error: None, tmpfs: None },
-    Scenario { name: "disk-full-primary", run: disk_full_primary, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },
-    Scenario { name: "disk-full-secondary", run: disk_full_secondary, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[], on_store_error: Some("stop-role"), tmpfs: Some(1) },
+    Scenario { name: "disk-full-primary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },
+    Scenario { name: "disk-full-secondary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[], on_store_error: Some("stop-role"), tmpfs: Some(1) },
     Scenario { name: "eio-primary", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[0], on_store_error: Some("stop-role"), tmpfs: None },
     Scenario { name: "eio-primary-exit", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[1], on_store_error: Some("exit"), tmpfs: None },
     Scenario { name: "eio-secondary", run: eio_secondary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[], on_store_error: Some("stop-role"), tmpfs: None },

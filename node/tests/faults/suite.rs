@@ -159,12 +159,15 @@ fn run_one(
         args.push("--on-store-error".into());
         args.push(v.into());
     }
+    // Each iteration starts with another node as primary.
+    let p0 = it as usize % NODES;
+    let tmpfs_node = sc.tmpfs.map(|off| (p0 + off) % NODES);
     let port = ha_port(net);
     let nodes: Vec<FNode> = (0..NODES)
         .map(|i| {
             let opts = NodeOpts {
                 args: args.clone(),
-                tmpfs: sc.tmpfs == Some(i),
+                tmpfs: tmpfs_node == Some(i),
             };
             let mut n = make_node(net, i, port, &opts);
             n.spawn();
@@ -180,7 +183,7 @@ fn run_one(
         ipc.clone(),
         nodes.iter().map(FNode::as_primary).collect(),
     );
-    fw.start(0)
+    fw.start(p0)
         .unwrap_or_else(|e| panic!("starting the cluster: {e}"));
     let fw = Arc::new(Mutex::new(fw));
     let load = Arc::new(Load::default());
@@ -215,6 +218,7 @@ fn run_one(
         errors: Vec::new(),
         notes: Vec::new(),
         started: Instant::now(),
+        tmpfs_node,
     };
     c.load_for(phase);
     (sc.run)(&mut c);
@@ -534,6 +538,12 @@ pub fn run_suite() {
                     continue;
                 }
                 let t = Instant::now();
+                // The full form varies the load phases from one iteration to the next.
+                let phase = if full {
+                    phase * (4 + it % 3) / 4
+                } else {
+                    phase
+                };
                 let o = run_one(sc, ms, it, &net, &feats, phase);
                 runs += 1;
                 faults += o.faults;
