@@ -8,7 +8,7 @@
 #   make check-valgrind   only the C tests, under valgrind
 #   make check SANITIZE=address   C tests built with -fsanitize=address
 #   make check-faults     the fault-injection suite in full (every scenario, both
-#                         min-secondaries modes, FAULTS_ITERATIONS times; about 15 min)
+#                         min-secondaries modes, FAULTS_ITERATIONS=3 times; about 20 min)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make demo / make bench
 
@@ -111,7 +111,7 @@ erl-note:
 # A 3-node cluster (network namespaces when root, loopback otherwise), writers,
 # an HA framework and faults; the last line printed is the totals. Without
 # HA_FAULTS the test does nothing (so `cargo test` stays quick).
-FAULTS_ITERATIONS ?= 5
+FAULTS_ITERATIONS ?= 3
 
 check-faults-bounded: build
 	HA_FAULTS=bounded $(CARGO) test --release -p ha-node --test faults -- --nocapture

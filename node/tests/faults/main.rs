@@ -12,7 +12,7 @@
 //!
 //! `make check` runs the bounded form (each kind of fault once); the full
 //! form (`HA_FAULTS=full`, `make check-faults`) runs every scenario in both
-//! modes, `HA_FAULTS_ITERATIONS` times (default 5). `HA_FAULTS_ONLY=substr`
+//! modes, `HA_FAULTS_ITERATIONS` times (default 3). `HA_FAULTS_ONLY=substr`
 //! runs the scenarios whose name contains substr; `HA_FAULTS_NET=loopback`
 //! forces loopback. The last line printed is the totals.
 

@@ -32,8 +32,8 @@ pub enum Need {
     Rollback,
     /// strace with syscall fault injection (tool).
     Strace,
-    /// root, for tmpfs mounts (machine).
-    Root,
+    /// Mounting a tmpfs (root, and a machine that allows it).
+    Tmpfs,
     /// Network namespaces with tc netem, for loss and delay (machine).
     Netem,
 }
@@ -226,8 +226,10 @@ impl Ctx<'_> {
                     self.nodes[i].name
                 ));
                 if !self.nodes[i].expected_exit {
-                    self.notes
-                        .push(format!("{} exited on its own: {st}", self.nodes[i].name));
+                    self.notes.push(format!(
+                        "{} exited by itself ({st}); restarted, as a supervisor would",
+                        self.nodes[i].name
+                    ));
                 }
             }
             if !self.nodes[i].running() {
@@ -585,8 +587,8 @@ pub const CATALOG: &[Scenario] = &[
     Scenario { name: "split-brain", run: split_brain, needs0: SB0, needs1: MS1, bounded: &[0, 1], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover", run: switchover, needs0: MS1, needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover-slow-disk", run: switchover_slow_disk, needs0: &[MinSecondaries, Strace], needs1: &[MinSecondaries, Strace], bounded: &[1], on_store_error: None, tmpfs: None },
-    Scenario { name: "disk-full-primary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },
-    Scenario { name: "disk-full-secondary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Root], needs1: &[MinSecondaries, StoreErrors, Root], bounded: &[], on_store_error: Some("stop-role"), tmpfs: Some(1) },
+    Scenario { name: "disk-full-primary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Tmpfs], needs1: &[MinSecondaries, StoreErrors, Tmpfs], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },
+    Scenario { name: "disk-full-secondary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Tmpfs], needs1: &[MinSecondaries, StoreErrors, Tmpfs], bounded: &[], on_store_error: Some("stop-role"), tmpfs: Some(1) },
     Scenario { name: "eio-primary", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[0], on_store_error: Some("stop-role"), tmpfs: None },
     Scenario { name: "eio-primary-exit", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[1], on_store_error: Some("exit"), tmpfs: None },
     Scenario { name: "eio-secondary", run: eio_secondary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[], on_store_error: Some("stop-role"), tmpfs: None },

@@ -21,7 +21,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 const PHASE_BOUNDED: Duration = Duration::from_millis(700);
 const FULL_PHASE_FACTOR: u32 = 4;
 /// Iterations of the full form unless `HA_FAULTS_ITERATIONS` says otherwise.
-const FULL_ITERATIONS: u32 = 5;
+const FULL_ITERATIONS: u32 = 3;
 
 // ---- features --------------------------------------------------------------
 
@@ -30,7 +30,7 @@ struct Features {
     store_errors: bool,
     rollback: bool,
     strace: bool,
-    root: bool,
+    tmpfs: bool,
     netem: bool,
 }
 
@@ -44,6 +44,48 @@ fn help_of(bin: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether strace can attach to a running child of ours (ptrace may be
+/// forbidden in a container).
+fn can_strace_attach() -> bool {
+    let Ok(mut sleeper) = Command::new("sleep").arg("30").spawn() else {
+        return false;
+    };
+    let attached = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-p"])
+        .arg(sleeper.id().to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok_and(|mut st| {
+            // A refused attach exits at once; a working one keeps tracing.
+            std::thread::sleep(Duration::from_millis(300));
+            let running = matches!(st.try_wait(), Ok(None));
+            let _ = st.kill();
+            let _ = st.wait();
+            running
+        });
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    attached
+}
+
+/// Whether this process may mount a tmpfs (root, and allowed by the machine).
+fn can_mount_tmpfs() -> bool {
+    if !is_root() {
+        return false;
+    }
+    let d = crate::common::TempDir::new("tmpfs-probe");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(d.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        let _ = Command::new("umount").arg(d.path()).status();
+    }
+    ok
+}
+
 impl Features {
     fn detect(net: &Net) -> Features {
         let node = help_of(env!("CARGO_BIN_EXE_ha-node"));
@@ -52,12 +94,8 @@ impl Features {
             min_secondaries: node.contains("--min-secondaries"),
             store_errors: node.contains("--on-store-error"),
             rollback: ctl.contains("rollback"),
-            strace: Command::new("strace")
-                .arg("-V")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false),
-            root: is_root(),
+            strace: can_strace_attach(),
+            tmpfs: can_mount_tmpfs(),
             netem: net.netns().is_some_and(|n| n.netem),
         }
     }
@@ -67,20 +105,20 @@ impl Features {
             Need::StoreErrors => self.store_errors,
             Need::Rollback => self.rollback,
             Need::Strace => self.strace,
-            Need::Root => self.root,
+            Need::Tmpfs => self.tmpfs,
             Need::Netem => self.netem,
         }
     }
     fn describe(&self) -> String {
         let yn = |b: bool| if b { "yes" } else { "NO" };
         format!(
-            "--min-secondaries {}, --on-store-error {}, rollback files {}, strace {}, root {}, \
+            "--min-secondaries {}, --on-store-error {}, rollback files {}, strace {}, tmpfs {}, \
              netem {}",
             yn(self.min_secondaries),
             yn(self.store_errors),
             yn(self.rollback),
             yn(self.strace),
-            yn(self.root),
+            yn(self.tmpfs),
             yn(self.netem)
         )
     }
