@@ -142,7 +142,7 @@ static void test_is_primary_is_none(void)
     if (s < 0 || e < 0) goto out;
     be_primary(s, "n1");
     CHECK(ev_wait_ha(e, CONFD_HA_INFO_IS_PRIMARY, &ev, 5000) == 0, "IS_PRIMARY");
-    CHECK(ev.type == CONFD_NOTIF_HA_INFO, "type %d", ev.type);
+    CHECK(ev.type == CONFD_NOTIF_HA_INFO, "type %lld", (long long)ev.type);
     confd_free_notification(&ev);
     CHECK_RC(confd_ha_benone(s), CONFD_OK, 0);
     CHECK(ev_wait_ha(e, CONFD_HA_INFO_IS_NONE, &ev, 5000) == 0, "IS_NONE");

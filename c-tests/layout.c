@@ -85,6 +85,39 @@ static void test_value_layout(void)
     CHECK(sizeof v.val.hkp == sizeof(void *) && sizeof v.val.oidp == sizeof(void *), "pointers");
 }
 
+/* Types of confd_lib.h that the events use (ConfD's field lists; the
+   sizes follow from them on x86-64). */
+static void test_lib_struct_layout(void)
+{
+    SZ(confd_tag_value_t, 48);
+    OFF(confd_tag_value_t, v, 8);
+    SZ(struct confd_ip, 20);
+    OFF(struct confd_ip, ip, 4);
+    SZ(struct confd_error, 32);
+    OFF(struct confd_error, str, 16);
+    SZ(struct confd_action_ctx, 120);
+    OFF(struct confd_action_ctx, error, 24);
+    OFF(struct confd_action_ctx, acb, 112);
+    SZ(struct confd_user_info, 992);
+    OFF(struct confd_user_info, port, 20);
+    OFF(struct confd_user_info, username, 22);
+    OFF(struct confd_user_info, usid, 280);
+    OFF(struct confd_user_info, context, 284);
+    OFF(struct confd_user_info, proto, 316);
+    OFF(struct confd_user_info, actx, 320);
+    OFF(struct confd_user_info, logintime, 440);
+    OFF(struct confd_user_info, lmode, 448);
+    OFF(struct confd_user_info, snmp_v3_ctx, 452);
+    OFF(struct confd_user_info, clearpass, 707);
+    OFF(struct confd_user_info, flags, 964);
+    OFF(struct confd_user_info, refc, 984);
+    SZ(struct confd_snmp_oid, 516);
+    OFF(struct confd_snmp_oid, len, 512);
+    OFF(struct confd_snmp_varbind, val, 776); /* type, then the 772-byte name union */
+    EQ(MAXUSERNAMELEN, 255); EQ(MAXCTXLEN, 32); EQ(MAX_DAEMON_NAME_LEN, 255);
+    EQ(CONFD_RUNNING, 2); EQ(CONFD_OPERATIONAL, 4); EQ(CONFD_PRE_COMMIT_RUNNING, 6);
+}
+
 static void test_ha_layout(void)
 {
     struct confd_ha_node n;
@@ -119,7 +152,40 @@ static void test_events_layout(void)
     OFF(struct confd_notification, type, 0);
     OFF(struct confd_notification, n, 8);
     CHECK((char *)&n.n.hnot - (char *)&n == 8, "hnot at 8");
-    CHECK(sizeof n >= 8 + 328, "room for hnot");
+    /* NSO 6.2.5's struct: 8464 bytes on x86-64 (its largest member is the
+       audit event: logno, user[MAXUSERNAMELEN], msg[BUFSIZ], usid). */
+    SZ(struct confd_notification, 8 + 8456);
+    SZ(n.type, 8);
+    SZ(confd_notification_type, 8);
+    SZ(struct confd_audit_notification, 8456);
+    OFF(struct confd_audit_notification, user, 4);
+    OFF(struct confd_audit_notification, msg, 259);
+    OFF(struct confd_audit_notification, usid, 8452);
+    SZ(struct confd_syslog_notification, 8200);
+    OFF(struct confd_syslog_notification, msg, 8);
+    SZ(struct confd_progress_notification, 8392);
+    OFF(struct confd_progress_notification, timestamp, 8);
+    OFF(struct confd_progress_notification, context, 40);
+    OFF(struct confd_progress_notification, trace_id, 48);
+    OFF(struct confd_progress_notification, msg, 136);
+    OFF(struct confd_progress_notification, package, 8384);
+    SZ(struct confd_commit_diff_notification, 1528);
+    OFF(struct confd_commit_diff_notification, uinfo, 8);
+    OFF(struct confd_commit_diff_notification, tctx, 1000);
+    OFF(struct confd_commit_diff_notification, comment, 1012);
+    OFF(struct confd_commit_diff_notification, label, 1268);
+    OFF(struct confd_commit_failed_notification, v, 8);
+    SZ(struct confd_commit_failed_notification, 264);
+    OFF(struct confd_snmpa_notification, port, 28);
+    OFF(struct confd_snmpa_notification, vb, 48);
+    SZ(struct confd_subagent_notification, 36);
+    OFF(struct confd_forward_notification, uinfo, 40);
+    SZ(struct confd_stream_notification, 48);
+    OFF(struct confd_stream_notification, values, 24);
+    /* Every member of the union starts at offset 8 of the event. */
+    CHECK((char *)&n.n.audit - (char *)&n == 8 && (char *)&n.n.compaction - (char *)&n == 8 &&
+              (char *)&n.n.cq_progress - (char *)&n == 8 && (char *)&n.n.audit_network - (char *)&n == 8,
+          "union members at 8");
     SZ(struct confd_notifications_data, 112);
     OFF(struct confd_notifications_data, heartbeat_interval, 0);
     OFF(struct confd_notifications_data, health_check_interval, 4);
@@ -129,7 +195,6 @@ static void test_events_layout(void)
     OFF(struct confd_notifications_data, xpath_filter, 96);
     OFF(struct confd_notifications_data, usid, 104);
     OFF(struct confd_notifications_data, verbosity, 108);
-    SZ(enum confd_notification_type, 4);
     SZ(enum confd_ha_info_type, 4);
     /* enum confd_ha_info_type and old names */
     EQ(CONFD_HA_INFO_NOPRIMARY, 1); EQ(CONFD_HA_INFO_SECONDARY_DIED, 2); EQ(CONFD_HA_INFO_SECONDARY_ARRIVED, 3);
@@ -151,8 +216,11 @@ static void test_events_layout(void)
     EQ(CONFD_NOTIF_JSONRPC, 1 << 26); EQ(CONFD_NOTIF_WEBUI, 1 << 27); EQ(NCS_NOTIF_AUDIT_NETWORK, 1 << 28);
     EQ(NCS_NOTIF_AUDIT_NETWORK_SYNC, 1 << 29); EQ(CONFD_NOTIF_COMPACTION, 1 << 30);
     EQ(CONFD_NOTIF_SYSTEM_GOING_DOWN, 2147483648u);
-    EQ(CONFD_PROGRESS_NORMAL, 0); EQ(CONFD_PROGRESS_VERBOSE, 1); EQ(CONFD_PROGRESS_VERY_VERBOSE, 2);
-    EQ(CONFD_PROGRESS_DEBUG, 3);
+    /* 64-bit constants, as in ConfD 8.x / NSO 6.x. */
+    SZ(CONFD_NOTIF_AUDIT, 8); SZ(CONFD_NOTIF_SYSTEM_GOING_DOWN, 8);
+    CHECK(CONFD_NOTIF_SYSTEM_GOING_DOWN > 0, "bit 31 is a positive 64-bit mask");
+    EQ(CONFD_VERBOSITY_NORMAL, 0); EQ(CONFD_VERBOSITY_VERBOSE, 1); EQ(CONFD_VERBOSITY_VERY_VERBOSE, 2);
+    EQ(CONFD_VERBOSITY_DEBUG, 3);
 }
 
 static void test_enums(void)
@@ -184,6 +252,40 @@ static void test_enums(void)
     EQ(CONFD_PORT, 4565); EQ(NCS_PORT, 4569); EQ(MAXDEPTH, 20); EQ(MAXKEYLEN, 9);
     EQ(CONFD_LIB_PROTO_VSN, 87); EQ(CONFD_LIB_VSN, 0x08070000); EQ(CONFD_LIB_API_VSN, 0x08070000);
     EQ(CONFD_TIMEZONE_UNDEF, -111);
+    /* The *_VSN_STR strings say the same as the numbers. */
+    {
+        char b[16];
+        snprintf(b, sizeof b, "%08x", CONFD_LIB_VSN);
+        CHECK(strcmp(b, CONFD_LIB_VSN_STR) == 0, "CONFD_LIB_VSN_STR %s", CONFD_LIB_VSN_STR);
+        snprintf(b, sizeof b, "%08x", CONFD_LIB_API_VSN);
+        CHECK(strcmp(b, CONFD_LIB_API_VSN_STR) == 0, "CONFD_LIB_API_VSN_STR %s", CONFD_LIB_API_VSN_STR);
+        snprintf(b, sizeof b, "%d", CONFD_LIB_PROTO_VSN);
+        CHECK(strcmp(b, CONFD_LIB_PROTO_VSN_STR) == 0, "CONFD_LIB_PROTO_VSN_STR %s", CONFD_LIB_PROTO_VSN_STR);
+    }
+}
+
+/* The old MASTER/SLAVE names are enumerators, as in ConfD's headers: a
+   #define of them would make these #ifdefs true. */
+#if defined(CONFD_HA_STATE_MASTER) || defined(CONFD_HA_STATE_SLAVE) || defined(CONFD_HA_STATE_SLAVE_RELAY) || \
+    defined(CONFD_HA_INFO_NOMASTER) || defined(CONFD_HA_INFO_SLAVE_DIED) || defined(CONFD_HA_INFO_IS_MASTER) || \
+    defined(CONFD_HA_INFO_BESLAVE_RESULT) || defined(CONFD_HA_INFO_SLAVE_ARRIVED) || \
+    defined(CONFD_HA_INFO_SLAVE_INITIALIZED)
+#error "the old MASTER/SLAVE names must be enumerators, not macros"
+#endif
+static void test_old_names_are_enumerators(void)
+{
+    enum confd_ha_status_state s = CONFD_HA_STATE_MASTER;
+    enum confd_ha_info_type t = CONFD_HA_INFO_SLAVE_DIED;
+    EQ(s, CONFD_HA_STATE_PRIMARY);
+    EQ(t, CONFD_HA_INFO_SECONDARY_DIED);
+    /* A switch over both spellings would not compile if they were
+       distinct values; ConfD's header has the same values. */
+    switch (t) {
+    case CONFD_HA_INFO_NOMASTER: case CONFD_HA_INFO_SLAVE_DIED: case CONFD_HA_INFO_SLAVE_ARRIVED:
+    case CONFD_HA_INFO_SLAVE_INITIALIZED: case CONFD_HA_INFO_IS_MASTER: case CONFD_HA_INFO_IS_NONE:
+    case CONFD_HA_INFO_BESLAVE_RESULT:
+        break;
+    }
 }
 
 /* spec §B.4: every number and its confd_strerror() text */
@@ -323,14 +425,90 @@ static void test_value_macros(void)
     CONFD_SET_NOEXISTS(&v); EQ(v.type, C_NOEXISTS);
 }
 
+/* Every CONFD_SET_* / CONFD_GET_* macro takes its value pointer once: an
+   argument with a side effect (p++) moves the pointer by exactly one. */
+static void test_value_macros_evaluate_once(void)
+{
+    confd_value_t vs[4], *p;
+    struct confd_datetime dt = {2026, 11, 29, 22, 10, 5, 0, 0, 0};
+    struct confd_decimal64 d64 = {1250, 2};
+    unsigned char bits[2] = {0, 0};
+    unsigned pos = 3;
+    int n = 0;
+
+#define ONCE(stmt)                                                                  \
+    do {                                                                             \
+        p = vs;                                                                      \
+        stmt;                                                                        \
+        CHECK(p == vs + 1, "%s evaluated its value argument %d times", #stmt, (int)(p - vs)); \
+    } while (0)
+    ONCE(CONFD_SET_INT32(p++, 5));
+    ONCE(n = CONFD_GET_INT32(p++));
+    EQ(n, 5);
+    ONCE(CONFD_SET_BUF(p++, "ab", 2));
+    ONCE(n = (int)CONFD_GET_BUFSIZE(p++));
+    EQ(n, 2);
+    ONCE(CONFD_SET_DATETIME(p++, dt));
+    ONCE(n = CONFD_GET_DATETIME(p++).year);
+    EQ(n, 2026);
+    ONCE(CONFD_SET_DECIMAL64(p++, d64));
+    ONCE(n = (int)CONFD_GET_DECIMAL64(p++).value);
+    EQ(n, 1250);
+    ONCE(CONFD_SET_XMLBEGIN(p++, 11, 22));
+    ONCE(n = (int)CONFD_GET_XML(p++));
+    EQ(n, 11);
+    ONCE(CONFD_SET_QNAME(p++, "pre", 3, "name", 4));
+    ONCE(n = (int)CONFD_GET_QNAME_NAME_SIZE(p++));
+    EQ(n, 4);
+    ONCE(CONFD_SET_NOEXISTS(p++));
+    EQ(vs[0].type, C_NOEXISTS);
+#undef ONCE
+    /* The bit helpers take the position once. */
+    CONFD_BITBIG_SET_BIT(bits, pos++);
+    EQ(pos, 4); EQ(bits[0], 8);
+    CHECK(CONFD_BITBIG_BIT_IS_SET(bits, 3), "bit 3");
+    CONFD_BITBIG_CLR_BIT(bits, 3);
+    EQ(bits[0], 0);
+    /* A const value can be read. */
+    {
+        const confd_value_t *cv = &vs[0];
+        CONFD_SET_UINT16(&vs[0], 7);
+        EQ(CONFD_GET_UINT16(cv), 7);
+    }
+}
+
+static void test_tag_value_macros(void)
+{
+    confd_tag_value_t tv[2], *tp;
+    confd_value_t v;
+
+    tp = tv;
+    CONFD_SET_TAG_INT64(tp++, 42, -5);
+    CHECK(tp == tv + 1, "tag macro took its pointer once");
+    EQ(CONFD_GET_TAG_TAG(&tv[0]), 42); EQ(CONFD_GET_TAG_NS(&tv[0]), 0);
+    EQ(CONFD_GET_INT64(CONFD_GET_TAG_VALUE(&tv[0])), -5);
+    CONFD_SET_TAG_XMLBEGIN(&tv[1], 7, 99);
+    EQ(tv[1].tag.tag, 7); EQ(tv[1].tag.ns, 99); EQ(tv[1].v.type, C_XMLBEGIN);
+    EQ(CONFD_GET_XMLBEGIN_NS(&tv[1].v), 99);
+    CONFD_SET_TAG_NS(&tv[0], 5);
+    EQ(tv[0].tag.ns, 5);
+    CONFD_SET_BOOL(&v, 1);
+    CONFD_SET_TAG_VALUE(&tv[0], 9, &v);
+    EQ(tv[0].tag.tag, 9); EQ(tv[0].v.type, C_BOOL);
+}
+
 int main(void)
 {
     t_run("value_layout", test_value_layout);
+    t_run("lib_struct_layout", test_lib_struct_layout);
     t_run("ha_layout", test_ha_layout);
     t_run("events_layout", test_events_layout);
     t_run("enums_and_constants", test_enums);
     t_run("error_numbers_and_texts", test_error_numbers_and_texts);
     t_run("version", test_version);
     t_run("value_macros", test_value_macros);
+    t_run("value_macros_evaluate_once", test_value_macros_evaluate_once);
+    t_run("tag_value_macros", test_tag_value_macros);
+    t_run("old_names_are_enumerators", test_old_names_are_enumerators);
     return t_done();
 }

@@ -1,7 +1,11 @@
 /*
- * confd_events.h -- libconfd_ha: the HA parts of ConfD's notification API
- * (confd_lib_events): subscribe to HA_INFO (and HEARTBEAT) events and read
- * them. Include <confd_lib.h> first, as with ConfD.
+ * confd_events.h -- libconfd_ha: ConfD's notification API
+ * (confd_lib_events) as ConfD 8.x / NSO 6.x declare it: a 64-bit
+ * confd_notification_type and a struct confd_notification with a member
+ * for every kind of event, so programs written for ConfD compile. The
+ * library delivers HA_INFO (with HA_INFO_SYNC) and HEARTBEAT events; other
+ * events come with their type only. Include <confd_lib.h> first, as with
+ * ConfD.
  *
  * Typical use: socket(); confd_notifications_connect(s, addr, len,
  * CONFD_NOTIF_HA_INFO); then poll(s) and confd_read_notification(s, &n);
@@ -17,104 +21,244 @@
 /* ConfD's programs include <confd_lib.h> first; this makes it optional. */
 #include "confd_lib.h"
 
-
-/**
- * The kind of an HA event (`n.hnot.type`).
- */
+/* The kind of an HA event (n.hnot.type). */
 enum confd_ha_info_type {
-  /**
-   * This node lost its primary (`data.noprimary` = CONFD_ERR_HA_CLOSED or
-   * CONFD_ERR_HA_NOTICK); it is now NONE.
-   */
+  /* This node lost its primary (data.noprimary: CONFD_ERR_HA_CLOSED or
+     CONFD_ERR_HA_NOTICK); it is now NONE. */
   CONFD_HA_INFO_NOPRIMARY = 1,
-  /**
-   * A secondary went away (`data.secondary_died`).
-   */
+  /* A secondary went away (data.secondary_died). */
   CONFD_HA_INFO_SECONDARY_DIED = 2,
-  /**
-   * A secondary connected to us (`data.secondary_arrived`).
-   */
+  /* A secondary connected to us (data.secondary_arrived). */
   CONFD_HA_INFO_SECONDARY_ARRIVED = 3,
-  /**
-   * This secondary's data is initialised (`data.cdb_initialized_by_copy`
-   * nonzero when it took a full copy).
-   */
+  /* This secondary's data is initialised (data.cdb_initialized_by_copy
+     nonzero when it took a full copy). */
   CONFD_HA_INFO_SECONDARY_INITIALIZED = 4,
-  /**
-   * This node is now primary.
-   */
+  /* This node is now primary. */
   CONFD_HA_INFO_IS_PRIMARY = 5,
-  /**
-   * This node is now NONE.
-   */
+  /* This node is now NONE. */
   CONFD_HA_INFO_IS_NONE = 6,
-  /**
-   * The result of an asynchronous besecondary (`data.besecondary_result`:
-   * 0 or a confd_errno value).
-   */
+  /* The result of an asynchronous besecondary (data.besecondary_result:
+     0 or a confd_errno value). */
   CONFD_HA_INFO_BESECONDARY_RESULT = 7,
+  /* Old names, kept by ConfD for backward compatibility. */
+  CONFD_HA_INFO_NOMASTER = 1,
+  CONFD_HA_INFO_SLAVE_DIED = 2,
+  CONFD_HA_INFO_SLAVE_ARRIVED = 3,
+  CONFD_HA_INFO_SLAVE_INITIALIZED = 4,
+  CONFD_HA_INFO_IS_MASTER = 5,
+  CONFD_HA_INFO_BESLAVE_RESULT = 7
+};
+
+/* Event bits: the subscription mask is an OR of them; a read event's
+   type is exactly one. 64-bit, as in ConfD 8.x / NSO 6.x. */
+#define CONFD_NOTIF_AUDIT              (1LL << 0)
+#define CONFD_NOTIF_DAEMON             (1LL << 1)
+#define CONFD_NOTIF_TAKEOVER_SYSLOG    (1LL << 2)
+#define CONFD_NOTIF_COMMIT_SIMPLE      (1LL << 3)
+#define CONFD_NOTIF_COMMIT_DIFF        (1LL << 4)
+#define CONFD_NOTIF_USER_SESSION       (1LL << 5)
+#define CONFD_NOTIF_HA_INFO            (1LL << 6)
+#define CONFD_NOTIF_SUBAGENT_INFO      (1LL << 7)
+#define CONFD_NOTIF_COMMIT_FAILED      (1LL << 8)
+#define CONFD_NOTIF_SNMPA              (1LL << 9)
+#define CONFD_NOTIF_FORWARD_INFO       (1LL << 10)
+#define CONFD_NOTIF_NETCONF            (1LL << 11)
+#define CONFD_NOTIF_DEVEL              (1LL << 12)
+#define CONFD_NOTIF_HEARTBEAT          (1LL << 13)
+#define CONFD_NOTIF_CONFIRMED_COMMIT   (1LL << 14)
+#define CONFD_NOTIF_UPGRADE_EVENT      (1LL << 15)
+#define CONFD_NOTIF_COMMIT_PROGRESS    (1LL << 16)
+#define CONFD_NOTIF_AUDIT_SYNC         (1LL << 17)
+#define CONFD_NOTIF_HEALTH_CHECK       (1LL << 18)
+#define CONFD_NOTIF_STREAM_EVENT       (1LL << 19)
+#define CONFD_NOTIF_HA_INFO_SYNC       (1LL << 20)
+#define NCS_NOTIF_PACKAGE_RELOAD       (1LL << 21)
+#define NCS_NOTIF_CQ_PROGRESS          (1LL << 22)
+#define CONFD_NOTIF_REOPEN_LOGS        (1LL << 23)
+#define CONFD_NOTIF_PROGRESS           (1LL << 24)
+#define NCS_NOTIF_CALL_HOME_INFO       (1LL << 25)
+#define CONFD_NOTIF_JSONRPC            (1LL << 26)
+#define CONFD_NOTIF_WEBUI              (1LL << 27)
+#define NCS_NOTIF_AUDIT_NETWORK        (1LL << 28)
+#define NCS_NOTIF_AUDIT_NETWORK_SYNC   (1LL << 29)
+#define CONFD_NOTIF_COMPACTION         (1LL << 30)
+#define CONFD_NOTIF_SYSTEM_GOING_DOWN  (1LL << 31)
+
+
+/**
+ * Longest subagent name (with its NUL) in a subagent event.
+ */
+#define MAXAGENTNAMELEN 32
+
+/**
+ * Longest forwarding target name (with its NUL) in a forward event.
+ */
+#define MAXTARGETNAMELEN 32
+
+/**
+ * Size of the comment buffer of a commit-diff event.
+ */
+#define MAX_COMMENT_LEN 256
+
+/**
+ * Size of the label buffer of a commit-diff event.
+ */
+#define MAX_LABEL_LEN 256
+
+/**
+ * Size of the trace id buffer of progress and audit-network events.
+ */
+#define MAX_TRACE_ID_LEN 65
+
+/**
+ * `flags` of commit events: a confirmed commit.
+ */
+#define CONFD_NOTIF_COMMIT_FLAG_CONFIRMED 1
+
+/**
+ * `flags` of commit events: an extended confirmed commit.
+ */
+#define CONFD_NOTIF_COMMIT_FLAG_CONFIRMED_EXTENDED (1 << 1)
+
+/**
+ * The datastore file a compaction event is about.
+ */
+enum confd_compaction_dbfile {
+  CONFD_COMPACTION_A_CDB = 1,
+  CONFD_COMPACTION_O_CDB = 2,
+  CONFD_COMPACTION_S_CDB = 3,
 };
 
 /**
- * Event kinds: bits of the subscription mask; a read event's `type` is
- * exactly one of them.
+ * What started a compaction.
  */
-enum confd_notification_type {
-  CONFD_NOTIF_AUDIT = 1,
-  /**
-   * Also `CONFD_NOTIF_SYSLOG`.
-   */
-  CONFD_NOTIF_DAEMON = (1 << 1),
-  CONFD_NOTIF_TAKEOVER_SYSLOG = (1 << 2),
-  CONFD_NOTIF_COMMIT_SIMPLE = (1 << 3),
-  CONFD_NOTIF_COMMIT_DIFF = (1 << 4),
-  CONFD_NOTIF_USER_SESSION = (1 << 5),
-  /**
-   * HA events (`n.hnot`).
-   */
-  CONFD_NOTIF_HA_INFO = (1 << 6),
-  CONFD_NOTIF_SUBAGENT_INFO = (1 << 7),
-  CONFD_NOTIF_COMMIT_FAILED = (1 << 8),
-  CONFD_NOTIF_SNMPA = (1 << 9),
-  CONFD_NOTIF_FORWARD_INFO = (1 << 10),
-  CONFD_NOTIF_NETCONF = (1 << 11),
-  CONFD_NOTIF_DEVEL = (1 << 12),
-  /**
-   * Heartbeats at `heartbeat_interval` (needs `confd_notifications_connect2`).
-   */
-  CONFD_NOTIF_HEARTBEAT = (1 << 13),
-  CONFD_NOTIF_CONFIRMED_COMMIT = (1 << 14),
-  CONFD_NOTIF_UPGRADE_EVENT = (1 << 15),
-  CONFD_NOTIF_COMMIT_PROGRESS = (1 << 16),
-  CONFD_NOTIF_AUDIT_SYNC = (1 << 17),
-  CONFD_NOTIF_HEALTH_CHECK = (1 << 18),
-  CONFD_NOTIF_STREAM_EVENT = (1 << 19),
-  /**
-   * With CONFD_NOTIF_HA_INFO: the daemon holds HA processing after each
-   * HA event until this subscriber calls `confd_sync_ha_notification()`.
-   */
-  CONFD_NOTIF_HA_INFO_SYNC = (1 << 20),
-  NCS_NOTIF_PACKAGE_RELOAD = (1 << 21),
-  NCS_NOTIF_CQ_PROGRESS = (1 << 22),
-  CONFD_NOTIF_REOPEN_LOGS = (1 << 23),
-  CONFD_NOTIF_PROGRESS = (1 << 24),
-  NCS_NOTIF_CALL_HOME_INFO = (1 << 25),
-  CONFD_NOTIF_JSONRPC = (1 << 26),
-  CONFD_NOTIF_WEBUI = (1 << 27),
-  NCS_NOTIF_AUDIT_NETWORK = (1 << 28),
-  NCS_NOTIF_AUDIT_NETWORK_SYNC = (1 << 29),
-  CONFD_NOTIF_COMPACTION = (1 << 30),
+enum confd_compaction_type {
+  CONFD_COMPACTION_AUTOMATIC = 1,
+  CONFD_COMPACTION_MANUAL = 2,
 };
 
 /**
- * Verbosity of progress events (`confd_notifications_data.verbosity`).
+ * Confirmed-commit events (`n.confirm.type`).
  */
-enum confd_progress_verbosity {
-  CONFD_PROGRESS_NORMAL = 0,
-  CONFD_PROGRESS_VERBOSE = 1,
-  CONFD_PROGRESS_VERY_VERBOSE = 2,
-  CONFD_PROGRESS_DEBUG = 3,
+enum confd_confirmed_commit_type {
+  CONFD_CONFIRMED_COMMIT = 1,
+  CONFD_CONFIRMING_COMMIT = 2,
+  CONFD_ABORT_COMMIT = 3,
 };
+
+/**
+ * Which data provider failed a commit (`n.cfail.provider`).
+ */
+enum confd_data_provider {
+  CONFD_DP_CDB = 1,
+  CONFD_DP_NETCONF = 2,
+  CONFD_DP_EXTERNAL = 3,
+  CONFD_DP_SNMPGW = 4,
+  CONFD_DP_JAVASCRIPT = 5,
+};
+
+/**
+ * Forwarding events (`n.forward.type`).
+ */
+enum confd_forward_info_type {
+  CONFD_FORWARD_INFO_UP = 1,
+  CONFD_FORWARD_INFO_DOWN = 2,
+  CONFD_FORWARD_INFO_FAILED = 3,
+};
+
+/**
+ * Progress event kinds (`n.progress.type`).
+ */
+enum confd_progress_event_type {
+  CONFD_PROGRESS_START = 1,
+  CONFD_PROGRESS_STOP = 2,
+  CONFD_PROGRESS_INFO = 3,
+};
+
+/**
+ * SNMP PDU kinds (`n.snmpa.pdu_type`).
+ */
+enum confd_snmp_pdu_type {
+  CONFD_SNMPA_PDU_V1TRAP = 1,
+  CONFD_SNMPA_PDU_V2TRAP = 2,
+  CONFD_SNMPA_PDU_INFORM = 3,
+  CONFD_SNMPA_PDU_GET_RESPONSE = 4,
+  CONFD_SNMPA_PDU_GET_REQUEST = 5,
+  CONFD_SNMPA_PDU_GET_NEXT_REQUEST = 6,
+  CONFD_SNMPA_PDU_REPORT = 7,
+  CONFD_SNMPA_PDU_GET_BULK_REQUEST = 8,
+  CONFD_SNMPA_PDU_SET_REQUEST = 9,
+};
+
+/**
+ * Notification stream events (`n.stream.type`).
+ */
+enum confd_stream_notif_type {
+  CONFD_STREAM_NOTIFICATION_EVENT = 1,
+  CONFD_STREAM_NOTIFICATION_COMPLETE = 2,
+  CONFD_STREAM_REPLAY_COMPLETE = 3,
+  CONFD_STREAM_REPLAY_FAILED = 4,
+};
+
+/**
+ * Subagent events (`n.subagent.type`).
+ */
+enum confd_subagent_info_type {
+  CONFD_SUBAGENT_INFO_UP = 1,
+  CONFD_SUBAGENT_INFO_DOWN = 2,
+};
+
+/**
+ * In-service upgrade phases (`n.upgrade.event`).
+ */
+enum confd_upgrade_event_type {
+  CONFD_UPGRADE_INIT_STARTED = 1,
+  CONFD_UPGRADE_INIT_SUCCEEDED = 2,
+  CONFD_UPGRADE_PERFORMED = 3,
+  CONFD_UPGRADE_COMMITED = 4,
+  CONFD_UPGRADE_ABORTED = 5,
+};
+
+/**
+ * User session events (`n.user_sess.type`).
+ */
+enum confd_user_sess_type {
+  CONFD_USER_SESS_START = 1,
+  CONFD_USER_SESS_STOP = 2,
+  CONFD_USER_SESS_LOCK = 3,
+  CONFD_USER_SESS_UNLOCK = 4,
+  CONFD_USER_SESS_START_TRANS = 5,
+  CONFD_USER_SESS_STOP_TRANS = 6,
+};
+
+/**
+ * NETCONF call-home events (`n.call_home.type`).
+ */
+enum ncs_call_home_info_type {
+  CALL_HOME_DEVICE_CONNECTED = 1,
+  CALL_HOME_UNKNOWN_DEVICE = 2,
+  CALL_HOME_DEVICE_DISCONNECTED = 3,
+};
+
+/**
+ * Commit queue item states (`n.cq_progress.type`).
+ */
+enum ncs_cq_progress_notif_type {
+  NCS_CQ_ITEM_WAITING = 1,
+  NCS_CQ_ITEM_EXECUTING = 2,
+  NCS_CQ_ITEM_LOCKED = 3,
+  NCS_CQ_ITEM_COMPLETED = 4,
+  NCS_CQ_ITEM_FAILED = 5,
+  NCS_CQ_ITEM_DELETED = 6,
+};
+
+/**
+ * An event kind: a bit set of the `CONFD_NOTIF_*` bits (64 bits wide, as
+ * in ConfD 8.x / NSO 6.x; ConfD 7.x and older used a 4-byte enum). The
+ * subscription mask is an OR of them; a read event's `type` is exactly
+ * one of them.
+ */
+typedef int64_t confd_notification_type;
 
 /**
  * Extra subscription parameters for `confd_notifications_connect2()`
@@ -130,6 +274,58 @@ struct confd_notifications_data {
   char *xpath_filter;
   int usid;
   enum confd_progress_verbosity verbosity;
+};
+
+/**
+ * CONFD_NOTIF_AUDIT (`n.audit`), the largest member of the union. Never
+ * filled by this library.
+ */
+struct confd_audit_notification {
+  int logno;
+  char user[MAXUSERNAMELEN];
+  char msg[BUFSIZ];
+  int usid;
+};
+
+/**
+ * CONFD_NOTIF_DAEMON, _NETCONF, _DEVEL, _JSONRPC, _WEBUI log lines
+ * (`n.syslog`). Never filled by this library.
+ */
+struct confd_syslog_notification {
+  int prio;
+  int logno;
+  char msg[BUFSIZ];
+};
+
+/**
+ * CONFD_NOTIF_COMMIT_SIMPLE (`n.commit`). Never filled by this library.
+ */
+struct confd_commit_notification {
+  enum confd_dbname database;
+  int diff_available;
+  struct confd_user_info uinfo;
+  int flags;
+};
+
+/**
+ * CONFD_NOTIF_COMMIT_DIFF (`n.commit_diff`). Never filled by this library.
+ */
+struct confd_commit_diff_notification {
+  enum confd_dbname database;
+  struct confd_user_info uinfo;
+  struct confd_trans_ctx *tctx;
+  int flags;
+  char comment[MAX_COMMENT_LEN];
+  char label[MAX_LABEL_LEN];
+};
+
+/**
+ * CONFD_NOTIF_USER_SESSION (`n.user_sess`). Never filled by this library.
+ */
+struct confd_user_sess_notification {
+  enum confd_user_sess_type type;
+  struct confd_user_info uinfo;
+  enum confd_dbname database;
 };
 
 /**
@@ -161,7 +357,7 @@ union confd_ha_notification_data {
 };
 
 /**
- * An HA event (328 bytes on x86-64).
+ * An HA event (`n.hnot`, 328 bytes on x86-64).
  */
 struct confd_ha_notification {
   enum confd_ha_info_type type;
@@ -169,28 +365,233 @@ struct confd_ha_notification {
 };
 
 /**
- * The event part of `struct confd_notification`. ConfD's union has many
- * more members (audit, syslog, commit, ...), none of which this library
- * fills; `reserved` stands for them and only keeps the space.
+ * CONFD_NOTIF_SUBAGENT_INFO (`n.subagent`). Never filled by this library.
+ */
+struct confd_subagent_notification {
+  enum confd_subagent_info_type type;
+  char name[MAXAGENTNAMELEN];
+};
+
+/**
+ * CONFD_NOTIF_FORWARD_INFO (`n.forward`). Never filled by this library.
+ */
+struct confd_forward_notification {
+  enum confd_forward_info_type type;
+  char target[MAXTARGETNAMELEN];
+  struct confd_user_info uinfo;
+};
+
+/**
+ * The NETCONF agent whose commit failed.
+ */
+struct confd_netconf_failed_commit {
+  struct confd_ip ip;
+  uint16_t port;
+};
+
+/**
+ * The provider part of a commit-failed event; `provider` says which.
+ */
+union confd_commit_failed_provider {
+  struct confd_netconf_failed_commit nc;
+  char daemon_name[MAX_DAEMON_NAME_LEN];
+};
+
+/**
+ * CONFD_NOTIF_COMMIT_FAILED (`n.cfail`). Never filled by this library.
+ */
+struct confd_commit_failed_notification {
+  enum confd_data_provider provider;
+  enum confd_dbname dbname;
+  union confd_commit_failed_provider v;
+};
+
+/**
+ * The SNMPv1 trap part of an SNMP event.
+ */
+struct confd_v1_trap_info {
+  struct confd_snmp_oid enterprise;
+  int generic_trap;
+  int specific_trap;
+  int time_stamp;
+};
+
+/**
+ * CONFD_NOTIF_SNMPA (`n.snmpa`). Never filled by this library.
+ */
+struct confd_snmpa_notification {
+  enum confd_snmp_pdu_type pdu_type;
+  int request_id;
+  struct confd_ip ip;
+  uint16_t port;
+  int error_status;
+  int error_index;
+  int num_variables;
+  struct confd_snmp_varbind *vb;
+  struct confd_v1_trap_info *v1_trap;
+};
+
+/**
+ * CONFD_NOTIF_CONFIRMED_COMMIT (`n.confirm`; `timeout` in seconds). Never
+ * filled by this library.
+ */
+struct confd_confirmed_commit_notification {
+  enum confd_confirmed_commit_type type;
+  unsigned int timeout;
+  struct confd_user_info uinfo;
+};
+
+/**
+ * CONFD_NOTIF_UPGRADE_EVENT (`n.upgrade`). Never filled by this library.
+ */
+struct confd_upgrade_notification {
+  enum confd_upgrade_event_type event;
+};
+
+/**
+ * CONFD_NOTIF_PROGRESS and CONFD_NOTIF_COMMIT_PROGRESS (`n.progress`;
+ * times in microseconds), with NSO's fields. Never filled by this
+ * library.
+ */
+struct confd_progress_notification {
+  enum confd_progress_event_type type;
+  unsigned long long timestamp;
+  unsigned long long duration;
+  int usid;
+  int tid;
+  enum confd_dbname datastore;
+  char *context;
+  char trace_id[MAX_TRACE_ID_LEN];
+  char *subsystem;
+  char *phase;
+  char msg[BUFSIZ];
+  char *annotation;
+  char *service;
+  char *service_phase;
+  unsigned long long commit_queue_id;
+  char *node;
+  char *device;
+  char *device_phase;
+  char *package;
+};
+
+/**
+ * CONFD_NOTIF_STREAM_EVENT (`n.stream`). Never filled by this library
+ * (stream subscriptions are refused).
+ */
+struct confd_stream_notification {
+  enum confd_stream_notif_type type;
+  struct confd_datetime event_time;
+  confd_tag_value_t *values;
+  int nvalues;
+  char *replay_error;
+};
+
+/**
+ * NCS_NOTIF_CQ_PROGRESS (`n.cq_progress`). Never filled by this library.
+ */
+struct ncs_cq_progress_notification {
+  enum ncs_cq_progress_notif_type type;
+  struct confd_datetime timestamp;
+  uint64_t cq_id;
+  char *cq_tag;
+  char **completed_devices;
+  int ncompleted_devices;
+  char **transient_devices;
+  int ntransient_devices;
+  char **failed_devices;
+  char **failed_reasons;
+  int nfailed_devices;
+  char **completed_services;
+  confd_value_t **completed_services_completed_devices;
+  int ncompleted_services;
+  char **failed_services;
+  confd_value_t **failed_services_completed_devices;
+  confd_value_t **failed_services_failed_devices;
+  int nfailed_services;
+  char *trace_id;
+};
+
+/**
+ * NCS_NOTIF_CALL_HOME_INFO (`n.call_home`). Never filled by this library.
+ */
+struct ncs_call_home_notification {
+  enum ncs_call_home_info_type type;
+  char *device;
+  struct confd_ip ip;
+  uint16_t port;
+  char *ssh_host_key;
+  char *ssh_key_alg;
+};
+
+/**
+ * NCS_NOTIF_AUDIT_NETWORK (`n.audit_network`). Never filled by this
+ * library.
+ */
+struct ncs_audit_network_notification {
+  int usid;
+  int tid;
+  char *user;
+  char *device;
+  char trace_id[MAX_TRACE_ID_LEN];
+  char *config;
+};
+
+/**
+ * CONFD_NOTIF_COMPACTION (`n.compaction`): sizes in bytes, times in
+ * microseconds. Never filled by this library; the member types are this
+ * library's choice (ConfD documents the names and units only).
+ */
+struct confd_compaction_notification {
+  enum confd_compaction_dbfile dbfile;
+  enum confd_compaction_type type;
+  uint64_t fsize_start;
+  uint64_t fsize_end;
+  uint64_t fsize_last;
+  uint64_t time_start;
+  uint64_t duration;
+  uint64_t ntrans;
+};
+
+/**
+ * The event part of `struct confd_notification`: one member per kind of
+ * event. This library fills only `hnot` (CONFD_NOTIF_HA_INFO); a heartbeat
+ * has no member.
  */
 union confd_notification_union {
+  struct confd_audit_notification audit;
+  struct confd_syslog_notification syslog;
+  struct confd_commit_notification commit;
+  struct confd_commit_diff_notification commit_diff;
+  struct confd_user_sess_notification user_sess;
   /**
    * Valid when `type` is CONFD_NOTIF_HA_INFO.
    */
   struct confd_ha_notification hnot;
-  /**
-   * Not used by this library: room for ConfD's other event members.
-   */
-  uint8_t reserved[16384];
+  struct confd_subagent_notification subagent;
+  struct confd_forward_notification forward;
+  struct confd_commit_failed_notification cfail;
+  struct confd_snmpa_notification snmpa;
+  struct confd_confirmed_commit_notification confirm;
+  struct confd_upgrade_notification upgrade;
+  struct confd_progress_notification progress;
+  struct confd_stream_notification stream;
+  struct ncs_cq_progress_notification cq_progress;
+  struct ncs_call_home_notification call_home;
+  struct ncs_audit_network_notification audit_network;
+  struct confd_compaction_notification compaction;
 };
 
 /**
- * One event read by `confd_read_notification()`. The library writes only
- * `type` and, for HA events, `n.hnot` (bytes 0-3 and 8-335), so a struct
- * from a header with a larger union is safe to pass too.
+ * One event read by `confd_read_notification()` (8464 bytes on x86-64
+ * Linux, as NSO 6.2.5's): an 8-byte `type` at offset 0, the union at 8.
+ * The library writes `type` (all 8 bytes) and, for HA events, `n.hnot`
+ * (bytes 8-335) — nothing else, so a struct declared by an older header
+ * (a 4-byte type followed by padding, the union at 8) works too on
+ * little-endian machines.
  */
 struct confd_notification {
-  enum confd_notification_type type;
+  confd_notification_type type;
   union confd_notification_union n;
 };
 
@@ -203,14 +604,24 @@ extern "C" {
  * notification socket subscribed to the events in `mask`
  * (CONFD_NOTIF_* bits). The same as `confd_notifications_connect2()` with
  * `data` NULL, so `mask` must not contain CONFD_NOTIF_HEARTBEAT,
- * CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT.
+ * CONFD_NOTIF_HEALTH_CHECK or CONFD_NOTIF_STREAM_EVENT. The hello adapts
+ * to the daemon's protocol version as in `confd_ha_connect()`, and the
+ * subscription takes that version's shape (without the verbosity element
+ * for ConfD 6.x daemons, protocol versions below 70).
  *
  * NULL: `srv` must not be NULL.
  * Ownership: the caller keeps `sock` (and closes it); on failure close it
  * and create a new socket before retrying.
  * Threads: one thread at a time per socket.
+ *
+ * Mask: only its lower 32 bits are read (every defined event bit is below
+ * bit 32), so a program built against ConfD 7.x or older headers, which
+ * pass the mask as an `int`, subscribes to what it asked for.
  */
-int confd_notifications_connect(int sock, const struct sockaddr *srv, int srv_sz, int mask);
+int confd_notifications_connect(int sock,
+                                const struct sockaddr *srv,
+                                int srv_sz,
+                                confd_notification_type mask);
 
 /**
  * As `confd_notifications_connect()`, with `data` giving the heartbeat and
@@ -222,16 +633,18 @@ int confd_notifications_connect(int sock, const struct sockaddr *srv, int srv_sz
  * CONFD_NOTIF_HEARTBEAT or CONFD_NOTIF_HEALTH_CHECK.
  * Ownership: `data` stays the caller's; it is not retained.
  * Threads: one thread at a time per socket.
+ *
+ * Mask: as in `confd_notifications_connect()`, only the lower 32 bits.
  */
 int confd_notifications_connect2(int sock,
                                  const struct sockaddr *srv,
                                  int srv_sz,
-                                 int mask,
+                                 confd_notification_type mask,
                                  struct confd_notifications_data *data);
 
 /**
  * Blocks until the next event on the notification socket `sock` and fills
- * `*n`: `n->type` is the event's flag; for CONFD_NOTIF_HA_INFO `n->n.hnot`
+ * `*n`: `n->type` is the event's flag (all 8 bytes written); for CONFD_NOTIF_HA_INFO `n->n.hnot`
  * holds it (node ids and string addresses point into the struct itself,
  * as in `confd_ha_get_status()`). Returns CONFD_OK, CONFD_ERR, or CONFD_EOF
  * when the daemon closed the socket. With CONFD_NOTIF_HA_INFO_SYNC the
@@ -257,8 +670,7 @@ void confd_free_notification(struct confd_notification *n);
 /**
  * Acknowledges the last HA event on a socket subscribed with
  * CONFD_NOTIF_HA_INFO_SYNC, letting the daemon go on with HA processing.
- * The acknowledgement term is project-defined (`{0, ha_info_synced}`);
- * ConfD's is not public.
+ * Sends the bare atom `ha_synced`, as ConfD's own libraries do.
  *
  * Threads: one thread at a time per socket.
  */
@@ -272,15 +684,5 @@ int confd_sync_ha_notification(int sock);
 /* Other names of event bits. */
 #define CONFD_NOTIF_SYSLOG CONFD_NOTIF_DAEMON
 #define CONFD_NOTIF_SYSLOG_TAKEOVER (CONFD_NOTIF_DAEMON | CONFD_NOTIF_TAKEOVER_SYSLOG)
-/* Bit 31 does not fit an int enum constant; as an unsigned mask bit. */
-#define CONFD_NOTIF_SYSTEM_GOING_DOWN (1U << 31)
-
-/* Old names, kept by ConfD for backward compatibility. */
-#define CONFD_HA_INFO_NOMASTER CONFD_HA_INFO_NOPRIMARY
-#define CONFD_HA_INFO_SLAVE_DIED CONFD_HA_INFO_SECONDARY_DIED
-#define CONFD_HA_INFO_SLAVE_ARRIVED CONFD_HA_INFO_SECONDARY_ARRIVED
-#define CONFD_HA_INFO_SLAVE_INITIALIZED CONFD_HA_INFO_SECONDARY_INITIALIZED
-#define CONFD_HA_INFO_IS_MASTER CONFD_HA_INFO_IS_PRIMARY
-#define CONFD_HA_INFO_BESLAVE_RESULT CONFD_HA_INFO_BESECONDARY_RESULT
 
 #endif /* _CONFD_EVENTS_H */

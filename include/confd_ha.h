@@ -14,33 +14,27 @@
 /* ConfD's programs include <confd_lib.h> first; this makes it optional. */
 #include "confd_lib.h"
 
+/* A node's HA state (struct confd_ha_status.state). */
+enum confd_ha_status_state {
+  /* Neither primary nor secondary: the state every node starts in. */
+  CONFD_HA_STATE_NONE = 1,
+  /* A secondary; nodes[0] is its primary. */
+  CONFD_HA_STATE_SECONDARY = 2,
+  /* The primary; nodes[] are its secondaries. */
+  CONFD_HA_STATE_PRIMARY = 3,
+  /* A relay secondary; nodes[0] is its primary, then its sub-secondaries. */
+  CONFD_HA_STATE_SECONDARY_RELAY = 4,
+  /* Old names, kept by ConfD for backward compatibility. */
+  CONFD_HA_STATE_SLAVE = 2,
+  CONFD_HA_STATE_MASTER = 3,
+  CONFD_HA_STATE_SLAVE_RELAY = 4
+};
+
 
 /**
  * Most nodes `confd_ha_get_status()` reports.
  */
 #define CONFD_HA_MAX_NODES 255
-
-/**
- * The HA state reported by `confd_ha_get_status()`.
- */
-enum confd_ha_status_state {
-  /**
-   * Neither primary nor secondary: the state every node starts in.
-   */
-  CONFD_HA_STATE_NONE = 1,
-  /**
-   * A secondary; `nodes[0]` is its primary.
-   */
-  CONFD_HA_STATE_SECONDARY = 2,
-  /**
-   * The primary; `nodes[]` are its connected secondaries.
-   */
-  CONFD_HA_STATE_PRIMARY = 3,
-  /**
-   * A relay secondary; `nodes[0]` is its primary, then its sub-secondaries.
-   */
-  CONFD_HA_STATE_SECONDARY_RELAY = 4,
-};
 
 /**
  * A node's HA state and its peers (81616 bytes on x86-64).
@@ -60,6 +54,12 @@ extern "C" {
  * AF_INET6 or AF_UNIX; `srv_sz` must fit the family), runs the hello as
  * the HA client and sends `token`, the secret shared by the cluster. A new
  * HA connection makes the daemon close the previous one.
+ * Versions: a daemon that refuses the library's protocol version names its
+ * own; the library then connects a new socket of the same kind (with
+ * `sock`'s socket options, close-on-exec and O_NONBLOCK flags, and local
+ * IP address) using the daemon's version, and installs it as `sock` with
+ * dup2(2): `sock` stays the caller's descriptor number. Unless
+ * `CONFD_HA_LIB_PROTO_VSN` pins the version. CONFD_DEBUG shows each step.
  * Errors: CONFD_ERR_LIB_NOT_INITIALIZED, CONFD_ERR_PROTOUSAGE (bad
  * arguments, hello refused), CONFD_ERR_OS (connect(2) failed), CONFD_EOF.
  *
@@ -146,11 +146,6 @@ int confd_ha_secondary_dead(int sock, confd_value_t *nodeid);
 }  // extern "C"
 #endif  // __cplusplus
 
-
-/* Old names, kept by ConfD for backward compatibility. */
-#define CONFD_HA_STATE_SLAVE CONFD_HA_STATE_SECONDARY
-#define CONFD_HA_STATE_MASTER CONFD_HA_STATE_PRIMARY
-#define CONFD_HA_STATE_SLAVE_RELAY CONFD_HA_STATE_SECONDARY_RELAY
 
 /* Deprecated function names. The library also exports confd_ha_bemaster,
    confd_ha_beslave and confd_ha_slave_dead as symbols for programs built

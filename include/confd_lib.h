@@ -37,6 +37,11 @@
 #define CONFD_ASSERT(E) assert(E)
 #endif
 
+/* The version numbers of src/ffi/lib.rs as strings, as ConfD's header has them. */
+#define CONFD_LIB_VSN_STR "08070000"
+#define CONFD_LIB_API_VSN_STR "08070000"
+#define CONFD_LIB_PROTO_VSN_STR "87"
+
 /* The version of this library (Cargo.toml). */
 #define CONFD_HA_VERSION "0.1.0"
 
@@ -152,15 +157,18 @@
 #define NCS_PORT 4569
 
 /**
- * The protocol version this library announces in its hello (NSO 6.7);
- * overridable at run time with the environment variable
- * `CONFD_HA_LIB_PROTO_VSN`.
+ * The protocol version this library starts its hello with (NSO 6.7). A
+ * daemon of another release refuses it and names its own; the library then
+ * connects again with that one (same fd) and remembers it for the daemon.
+ * The environment variable `CONFD_HA_LIB_PROTO_VSN` pins a version instead
+ * (no adaptation).
  */
 #define CONFD_LIB_PROTO_VSN 87
 
 /**
- * The library version this library announces in its hello (NSO 6.7);
- * overridable at run time with `CONFD_HA_LIB_VSN` (decimal or 0x-hex).
+ * The library version this library starts its hello with (NSO 6.7); after
+ * a refusal the daemon's own is sent. `CONFD_HA_LIB_VSN` (decimal or
+ * 0x-hex) pins it.
  */
 #define CONFD_LIB_VSN 134676480
 
@@ -173,6 +181,34 @@
  * `CONFD_TIMEZONE_UNDEF`: no time zone in a date/time value.
  */
 #define CONFD_TIMEZONE_UNDEF -111
+
+/**
+ * Longest user name (with its NUL) in `struct confd_user_info`.
+ */
+#define MAXUSERNAMELEN 255
+
+/**
+ * Longest session context (with its NUL) in `struct confd_user_info`.
+ */
+#define MAXCTXLEN 32
+
+/**
+ * Longest daemon name (with its NUL) in a commit-failed event.
+ */
+#define MAX_DAEMON_NAME_LEN 255
+
+/**
+ * Datastores (`enum confd_dbname`).
+ */
+enum confd_dbname {
+  CONFD_NO_DB = 0,
+  CONFD_CANDIDATE = 1,
+  CONFD_RUNNING = 2,
+  CONFD_STARTUP = 3,
+  CONFD_OPERATIONAL = 4,
+  CONFD_TRANSACTION = 5,
+  CONFD_PRE_COMMIT_RUNNING = 6,
+};
 
 /**
  * Debug output levels for `confd_init()` / `confd_set_debug()`.
@@ -194,6 +230,83 @@ enum confd_debug_level {
    * As `CONFD_TRACE` (protocol traces are not written separately).
    */
   CONFD_PROTO_TRACE = 3,
+};
+
+/**
+ * Error classes of a callback's error (`enum confd_errcode`).
+ */
+enum confd_errcode {
+  CONFD_ERRCODE_IN_USE = 0,
+  CONFD_ERRCODE_RESOURCE_DENIED = 1,
+  CONFD_ERRCODE_INCONSISTENT_VALUE = 2,
+  CONFD_ERRCODE_ACCESS_DENIED = 3,
+  CONFD_ERRCODE_APPLICATION = 4,
+  CONFD_ERRCODE_APPLICATION_INTERNAL = 5,
+  CONFD_ERRCODE_PROTO_USAGE = 6,
+  CONFD_ERRCODE_INTERNAL = 7,
+  CONFD_ERRCODE_DATA_MISSING = 8,
+  CONFD_ERRCODE_INTERRUPT = 9,
+};
+
+/**
+ * Verbosity of progress events (`confd_notifications_data.verbosity`).
+ */
+enum confd_progress_verbosity {
+  CONFD_VERBOSITY_NORMAL = 0,
+  CONFD_VERBOSITY_VERBOSE = 1,
+  CONFD_VERBOSITY_VERY_VERBOSE = 2,
+  CONFD_VERBOSITY_DEBUG = 3,
+};
+
+/**
+ * Northbound protocols of a user session (`enum confd_proto`).
+ */
+enum confd_proto {
+  CONFD_PROTO_UNKNOWN = 0,
+  CONFD_PROTO_TCP = 1,
+  CONFD_PROTO_SSH = 2,
+  CONFD_PROTO_SYSTEM = 3,
+  CONFD_PROTO_CONSOLE = 4,
+  CONFD_PROTO_SSL = 5,
+  CONFD_PROTO_HTTP = 6,
+  CONFD_PROTO_HTTPS = 7,
+  CONFD_PROTO_UDP = 8,
+};
+
+/**
+ * SNMP value types (`enum confd_snmp_type`).
+ */
+enum confd_snmp_type {
+  CONFD_SNMP_NULL = 0,
+  CONFD_SNMP_INTEGER = 1,
+  CONFD_SNMP_Interger32 = 2,
+  CONFD_SNMP_OCTET_STRING = 3,
+  CONFD_SNMP_OBJECT_IDENTIFIER = 4,
+  CONFD_SNMP_IpAddress = 5,
+  CONFD_SNMP_Counter32 = 6,
+  CONFD_SNMP_TimeTicks = 7,
+  CONFD_SNMP_Opaque = 8,
+  CONFD_SNMP_Counter64 = 9,
+  CONFD_SNMP_Unsigned32 = 10,
+};
+
+/**
+ * What an SNMP varbind names (`enum confd_snmp_var_type`).
+ */
+enum confd_snmp_var_type {
+  CONFD_SNMP_VARIABLE = 1,
+  CONFD_SNMP_OID = 2,
+  CONFD_SNMP_COL_ROW = 3,
+};
+
+/**
+ * Locks a user session holds (`enum confd_usess_lock_mode`).
+ */
+enum confd_usess_lock_mode {
+  CONFD_USESS_LOCK_MODE_NONE = 0,
+  CONFD_USESS_LOCK_MODE_PRIVATE = 1,
+  CONFD_USESS_LOCK_MODE_EXCLUSIVE = 2,
+  CONFD_USESS_LOCK_MODE_SHARED = 3,
 };
 
 /**
@@ -252,14 +365,27 @@ enum confd_vtype {
 };
 
 /**
+ * A data provider's action callbacks. Opaque here.
+ */
+struct confd_action_cbs;
+
+/**
+ * A data provider daemon's context. Opaque here: this library has no
+ * data provider API.
+ */
+struct confd_daemon_ctx;
+
+/**
  * A hashed keypath (C_OBJECTREF). Opaque here: the HA API never uses one.
  */
 struct confd_hkeypath;
 
 /**
- * An SNMP OID (C_OID). Opaque here: the HA API never uses one.
+ * A transaction of a data provider or MAAPI (`struct confd_trans_ctx`).
+ * Opaque here: this library has neither API; a commit-diff event would
+ * carry one.
  */
-struct confd_snmp_oid;
+struct confd_trans_ctx;
 
 /**
  * An XML tag: namespace and tag hashes.
@@ -349,6 +475,14 @@ typedef struct confd_hkeypath confd_hkeypath_t;
 struct confd_vptr {
   enum confd_vtype type;
   void *valp;
+};
+
+/**
+ * An SNMP OID (C_OID): `len` numbers of `oid` are used.
+ */
+struct confd_snmp_oid {
+  uint32_t oid[128];
+  int len;
 };
 
 struct confd_ipv4_prefix {
@@ -455,6 +589,117 @@ struct confd_ha_node {
   char addr_buf[128];
 };
 
+/**
+ * A tagged value (`confd_tag_value_t`): an XML tag and its value, as in
+ * the values of a notification stream event. Set and read it with the
+ * `CONFD_SET_TAG_*` / `CONFD_GET_TAG_*` macros.
+ */
+struct confd_tag_value {
+  struct xml_tag tag;
+  confd_value_t v;
+};
+
+typedef struct confd_tag_value confd_tag_value_t;
+
+/**
+ * An IPv4 or IPv6 address; `af` of the enclosing struct says which.
+ */
+union confd_ip_addr {
+  struct in_addr v4;
+  struct in6_addr v6;
+};
+
+/**
+ * An address with its family (`struct confd_ip`, 20 bytes): `af` is
+ * AF_INET (`ip.v4`) or AF_INET6 (`ip.v6`).
+ */
+struct confd_ip {
+  int af;
+  union confd_ip_addr ip;
+};
+
+/**
+ * A callback's error (`struct confd_error`, 32 bytes on x86-64).
+ */
+struct confd_error {
+  enum confd_errcode code;
+  struct xml_tag apptag;
+  char *str;
+  void *info;
+};
+
+/**
+ * An action callback's context (`struct confd_action_ctx`, 120 bytes on
+ * x86-64), part of `struct confd_user_info`. This library never fills
+ * one.
+ */
+struct confd_action_ctx {
+  int fd;
+  struct confd_daemon_ctx *dx;
+  void *t_opaque;
+  struct confd_error error;
+  void *cb_opaque;
+  int thandle;
+  char *actionpoint_opaque;
+  int state;
+  int last_op;
+  int seen_reply;
+  void *rterm;
+  int query_ref;
+  struct confd_action_cbs *acb;
+};
+
+/**
+ * A user session (`struct confd_user_info`, 992 bytes on x86-64), as
+ * carried by commit, user-session, forward and confirmed-commit events.
+ * This library never fills one.
+ */
+struct confd_user_info {
+  int af;
+  union confd_ip_addr ip;
+  uint16_t port;
+  char username[MAXUSERNAMELEN];
+  int usid;
+  char context[MAXCTXLEN];
+  enum confd_proto proto;
+  struct confd_action_ctx actx;
+  time_t logintime;
+  enum confd_usess_lock_mode lmode;
+  char snmp_v3_ctx[255];
+  char clearpass[255];
+  int flags;
+  void *u_opaque;
+  char *errstr;
+  int refc;
+};
+
+/**
+ * A table column and row index of an SNMP varbind.
+ */
+struct confd_snmp_col_row {
+  char column[256];
+  struct confd_snmp_oid rowindex;
+};
+
+/**
+ * The name part of an SNMP varbind; `type` of the varbind says which.
+ */
+union confd_snmp_var {
+  char name[256];
+  struct confd_snmp_oid oid;
+  struct confd_snmp_col_row cr;
+};
+
+/**
+ * An SNMP varbind (`struct confd_snmp_varbind`), as in SNMP events.
+ */
+struct confd_snmp_varbind {
+  enum confd_snmp_var_type type;
+  union confd_snmp_var var;
+  confd_value_t val;
+  enum confd_snmp_type vartype;
+};
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -557,6 +802,59 @@ const char *confd_ha_lib_version(void);
  */
 int confd_do_connect(int sock, const struct sockaddr *srv, int srv_sz, int id);
 
+/**
+ * Writes the text form of the value `*v` into `buf`, as snprintf(3)
+ * does: at most `bufsiz` bytes including the terminating NUL, and returns
+ * the length of the whole text (not counting the NUL) even when it was
+ * cut, so a result >= `bufsiz` means the text was cut. Never negative.
+ *
+ * Forms: C_BUF/C_STR as their bytes; integers in decimal; C_DOUBLE in
+ * the shortest decimal that reads back the same; C_BOOL "true"/"false";
+ * C_IPV4/C_IPV6 (and their prefixes "a.b.c.d/len") in the usual
+ * notation; C_BINARY as upper-case hex digits; C_HEXSTR as "0a:ff";
+ * C_ENUM_VALUE "enum<N>"; C_BIT32/C_BIT64/C_BITBIG "bits<X>" (hex);
+ * C_DECIMAL64 with its fraction digits ("invalid64<N>" when they are not
+ * 1..18); C_XMLTAG/C_XMLBEGIN/C_XMLEND/C_XMLBEGINDEL "tag<N>";
+ * C_IDENTITYREF "idref<N>" (no schema is loaded by this library);
+ * C_DATETIME/C_DATE/C_TIME/C_DURATION in their XML Schema forms; C_QNAME
+ * "prefix:name"; C_DQUAD "a.b.c.d"; C_OID "1.3.6"; C_LIST its elements
+ * between "[" and "]" separated by spaces; C_NOEXISTS, C_DEFAULT and
+ * C_EMPTY as "". Any other type prints as "<type N>".
+ *
+ * NULL: `buf` may be NULL when `bufsiz` is 0; `v` NULL prints "".
+ * Ownership: the caller keeps `buf` and `*v`; nothing is retained.
+ * Threads: safe from any thread.
+ */
+int confd_pp_value(char *buf, int bufsiz, const confd_value_t *v);
+
+/**
+ * ConfD's deprecated variant of `confd_pp_value()`: `ns` is ignored and
+ * the result is `confd_pp_value(buf, bufsiz, v)`.
+ *
+ * NULL: as `confd_pp_value()`.
+ * Threads: safe from any thread.
+ */
+int confd_ns_pp_value(char *buf, int bufsiz, const confd_value_t *v, int ns);
+
+/**
+ * Releases the memory a value points to when that memory came from
+ * malloc(3) — as values from `cha_get()` do (and, with ConfD, values from
+ * CDB/MAAPI reads and `confd_str2val()`): the buffer of C_BUF, C_BINARY,
+ * C_HEXSTR and C_BITBIG, both buffers of C_QNAME, the elements and array
+ * of C_LIST, the OID of C_OID and the keypath of C_OBJECTREF. The freed
+ * pointers are set to NULL (sizes to 0); other types are left alone. The
+ * struct itself is not freed.
+ *
+ * Never pass a value whose memory the program or the library owns
+ * otherwise: the node ids in `confd_ha_get_status()` results and in
+ * notifications point into their struct's `buf`, and a value set with
+ * `CONFD_SET_BUF` points wherever the program pointed it.
+ *
+ * NULL: `v` may be NULL (nothing happens).
+ * Threads: one thread at a time per value.
+ */
+void confd_free_value(confd_value_t *v);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
@@ -574,49 +872,344 @@ int confd_do_connect(int sock, const struct sockaddr *srv, int srv_sz, int id);
 /* Old name of C_ENUM_VALUE. */
 #define C_ENUM_HASH C_ENUM_VALUE
 
-/* Setters: v is a confd_value_t *. The caller keeps ownership of any buffer
-   or string; the value only points to it. */
-#define CONFD_SET_NOEXISTS(v) do { (v)->type = C_NOEXISTS; } while (0)
-#define CONFD_SET_STR(v, x) do { (v)->type = C_STR; (v)->val.c_s = (x); } while (0)
-#define CONFD_SET_BUF(v, p, l) do { (v)->type = C_BUF; \
-        (v)->val.buf.ptr = (unsigned char *)(p); (v)->val.buf.size = (l); } while (0)
-#define CONFD_SET_CBUF(v, p, l) do { (v)->type = C_BUF; \
-        (v)->val.c_buf.ptr = (unsigned const char *)(p); (v)->val.c_buf.size = (l); } while (0)
-#define CONFD_SET_BINARY(v, p, l) do { (v)->type = C_BINARY; \
-        (v)->val.buf.ptr = (unsigned char *)(p); (v)->val.buf.size = (l); } while (0)
-#define CONFD_SET_INT8(v, x) do { (v)->type = C_INT8; (v)->val.i8 = (x); } while (0)
-#define CONFD_SET_INT16(v, x) do { (v)->type = C_INT16; (v)->val.i16 = (x); } while (0)
-#define CONFD_SET_INT32(v, x) do { (v)->type = C_INT32; (v)->val.i32 = (x); } while (0)
-#define CONFD_SET_INT64(v, x) do { (v)->type = C_INT64; (v)->val.i64 = (x); } while (0)
-#define CONFD_SET_UINT8(v, x) do { (v)->type = C_UINT8; (v)->val.u8 = (x); } while (0)
-#define CONFD_SET_UINT16(v, x) do { (v)->type = C_UINT16; (v)->val.u16 = (x); } while (0)
-#define CONFD_SET_UINT32(v, x) do { (v)->type = C_UINT32; (v)->val.u32 = (x); } while (0)
-#define CONFD_SET_UINT64(v, x) do { (v)->type = C_UINT64; (v)->val.u64 = (x); } while (0)
-#define CONFD_SET_BOOL(v, x) do { (v)->type = C_BOOL; (v)->val.boolean = (x); } while (0)
-#define CONFD_SET_DOUBLE(v, x) do { (v)->type = C_DOUBLE; (v)->val.d = (x); } while (0)
-#define CONFD_SET_IPV4(v, x) do { (v)->type = C_IPV4; (v)->val.ip = (x); } while (0)
-#define CONFD_SET_IPV6(v, x) do { (v)->type = C_IPV6; (v)->val.ip6 = (x); } while (0)
-#define CONFD_SET_ENUM_VALUE(v, x) do { (v)->type = C_ENUM_VALUE; (v)->val.enumvalue = (x); } while (0)
+/* confd_fatal(fmt, ...): prints the printf-style message to stderr and
+   exits with status 1 (no newline is added). */
+#ifdef __cplusplus
+extern "C" {
+#endif
+#ifdef __GNUC__
+__attribute__((format(printf, 1, 2), noreturn))
+#endif
+void confd_fatal(const char *fmt, ...);
+#ifdef __cplusplus
+}
+#endif
 
-/* Getters: CONFD_ASSERT the type, then yield the member. */
-#define CONFD_GET_BUFPTR(v) (CONFD_ASSERT((v)->type == C_BUF), (v)->val.buf.ptr)
-#define CONFD_GET_CBUFPTR(v) (CONFD_ASSERT((v)->type == C_BUF), (char *)(v)->val.buf.ptr)
-#define CONFD_GET_BUFSIZE(v) (CONFD_ASSERT((v)->type == C_BUF), (v)->val.buf.size)
-#define CONFD_GET_BINARY_PTR(v) (CONFD_ASSERT((v)->type == C_BINARY), (v)->val.buf.ptr)
-#define CONFD_GET_BINARY_SIZE(v) (CONFD_ASSERT((v)->type == C_BINARY), (v)->val.buf.size)
-#define CONFD_GET_STR(v) (CONFD_ASSERT((v)->type == C_STR), (v)->val.s)
-#define CONFD_GET_INT8(v) (CONFD_ASSERT((v)->type == C_INT8), (v)->val.i8)
-#define CONFD_GET_INT16(v) (CONFD_ASSERT((v)->type == C_INT16), (v)->val.i16)
-#define CONFD_GET_INT32(v) (CONFD_ASSERT((v)->type == C_INT32), (v)->val.i32)
-#define CONFD_GET_INT64(v) (CONFD_ASSERT((v)->type == C_INT64), (v)->val.i64)
-#define CONFD_GET_UINT8(v) (CONFD_ASSERT((v)->type == C_UINT8), (v)->val.u8)
-#define CONFD_GET_UINT16(v) (CONFD_ASSERT((v)->type == C_UINT16), (v)->val.u16)
-#define CONFD_GET_UINT32(v) (CONFD_ASSERT((v)->type == C_UINT32), (v)->val.u32)
-#define CONFD_GET_UINT64(v) (CONFD_ASSERT((v)->type == C_UINT64), (v)->val.u64)
-#define CONFD_GET_BOOL(v) (CONFD_ASSERT((v)->type == C_BOOL), (v)->val.boolean)
-#define CONFD_GET_DOUBLE(v) (CONFD_ASSERT((v)->type == C_DOUBLE), (v)->val.d)
-#define CONFD_GET_IPV4(v) (CONFD_ASSERT((v)->type == C_IPV4), (v)->val.ip)
-#define CONFD_GET_IPV6(v) (CONFD_ASSERT((v)->type == C_IPV6), (v)->val.ip6)
-#define CONFD_GET_ENUM_VALUE(v) (CONFD_ASSERT((v)->type == C_ENUM_VALUE), (v)->val.enumvalue)
+/* Helpers of the CONFD_GET_* macros (not part of ConfD's API): each takes
+   the value once, checks its type with CONFD_ASSERT and gives it back. */
+static inline const confd_value_t *confd_ha_vcheck_(const confd_value_t *v, enum confd_vtype t)
+{
+    CONFD_ASSERT(v->type == t);
+    (void)t;
+    return v;
+}
+static inline const confd_value_t *confd_ha_vcheck_xml_(const confd_value_t *v)
+{
+    CONFD_ASSERT(v->type == C_XMLTAG || v->type == C_XMLBEGIN || v->type == C_XMLBEGINDEL ||
+                 v->type == C_XMLEND);
+    return v;
+}
+static inline int confd_ha_bitbig_is_set_(const unsigned char *b, unsigned int pos)
+{
+    return (b[pos / 8] & (1 << (pos % 8))) != 0;
+}
+
+/* Setters: v is a confd_value_t *, evaluated once (a pointer of another
+   type is a compile error). The caller keeps ownership of any buffer or
+   string; the value only points to it. */
+#define CONFD_SET_NOEXISTS(v) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_NOEXISTS; } while (0)
+#define CONFD_SET_STR(v, s) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_STR; __confd_vp->val.c_s = (s); } while (0)
+#define CONFD_SET_BUF(v, p, l) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BUF; __confd_vp->val.buf.ptr = (unsigned char *)(p); __confd_vp->val.buf.size = (l); } while (0)
+#define CONFD_SET_CBUF(v, p, l) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BUF; __confd_vp->val.c_buf.ptr = (unsigned const char *)(p); __confd_vp->val.c_buf.size = (l); } while (0)
+#define CONFD_SET_BINARY(v, p, l) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BINARY; __confd_vp->val.buf.ptr = (unsigned char *)(p); __confd_vp->val.buf.size = (l); } while (0)
+#define CONFD_SET_HEXSTR(v, p, l) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_HEXSTR; __confd_vp->val.buf.ptr = (unsigned char *)(p); __confd_vp->val.buf.size = (l); } while (0)
+#define CONFD_SET_BITBIG(v, p, l) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BITBIG; __confd_vp->val.buf.ptr = (unsigned char *)(p); __confd_vp->val.buf.size = (l); } while (0)
+#define CONFD_SET_INT8(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_INT8; __confd_vp->val.i8 = (x); } while (0)
+#define CONFD_SET_INT16(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_INT16; __confd_vp->val.i16 = (x); } while (0)
+#define CONFD_SET_INT32(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_INT32; __confd_vp->val.i32 = (x); } while (0)
+#define CONFD_SET_INT64(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_INT64; __confd_vp->val.i64 = (x); } while (0)
+#define CONFD_SET_UINT8(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_UINT8; __confd_vp->val.u8 = (x); } while (0)
+#define CONFD_SET_UINT16(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_UINT16; __confd_vp->val.u16 = (x); } while (0)
+#define CONFD_SET_UINT32(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_UINT32; __confd_vp->val.u32 = (x); } while (0)
+#define CONFD_SET_UINT64(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_UINT64; __confd_vp->val.u64 = (x); } while (0)
+#define CONFD_SET_DOUBLE(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DOUBLE; __confd_vp->val.d = (x); } while (0)
+#define CONFD_SET_BOOL(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BOOL; __confd_vp->val.boolean = (x); } while (0)
+#define CONFD_SET_IPV4(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IPV4; __confd_vp->val.ip = (x); } while (0)
+#define CONFD_SET_IPV6(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IPV6; __confd_vp->val.ip6 = (x); } while (0)
+#define CONFD_SET_QNAME(v, pre, presz, n, nsz) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_QNAME; __confd_vp->val.qname.prefix.ptr = (unsigned char *)(pre); __confd_vp->val.qname.prefix.size = (presz); __confd_vp->val.qname.name.ptr = (unsigned char *)(n); __confd_vp->val.qname.name.size = (nsz); } while (0)
+#define CONFD_SET_DATETIME(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DATETIME; __confd_vp->val.datetime = (x); } while (0)
+#define CONFD_SET_DATE(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DATE; __confd_vp->val.date = (x); } while (0)
+#define CONFD_SET_TIME(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_TIME; __confd_vp->val.time = (x); } while (0)
+#define CONFD_SET_DURATION(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DURATION; __confd_vp->val.duration = (x); } while (0)
+#define CONFD_SET_ENUM_VALUE(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_ENUM_VALUE; __confd_vp->val.enumvalue = (x); } while (0)
+#define CONFD_SET_ENUM_HASH(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_ENUM_VALUE; __confd_vp->val.enumhash = (x); } while (0)
+#define CONFD_SET_BIT32(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BIT32; __confd_vp->val.b32 = (x); } while (0)
+#define CONFD_SET_BIT64(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_BIT64; __confd_vp->val.b64 = (x); } while (0)
+#define CONFD_SET_LIST(v, p, n) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_LIST; __confd_vp->val.list.ptr = (p); __confd_vp->val.list.size = (n); } while (0)
+#define CONFD_SET_OBJECTREF(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_OBJECTREF; __confd_vp->val.hkp = (x); } while (0)
+#define CONFD_SET_OID(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_OID; __confd_vp->val.oidp = (x); } while (0)
+#define CONFD_SET_IPV4PREFIX(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IPV4PREFIX; __confd_vp->val.ipv4prefix = (x); } while (0)
+#define CONFD_SET_IPV6PREFIX(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IPV6PREFIX; __confd_vp->val.ipv6prefix = (x); } while (0)
+#define CONFD_SET_IPV4_AND_PLEN(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IPV4_AND_PLEN; __confd_vp->val.ipv4prefix = (x); } while (0)
+#define CONFD_SET_IPV6_AND_PLEN(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IPV6_AND_PLEN; __confd_vp->val.ipv6prefix = (x); } while (0)
+#define CONFD_SET_DECIMAL64(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DECIMAL64; __confd_vp->val.d64 = (x); } while (0)
+#define CONFD_SET_IDENTITYREF(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_IDENTITYREF; __confd_vp->val.idref = (x); } while (0)
+#define CONFD_SET_DQUAD(v, x) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DQUAD; __confd_vp->val.dquad = (x); } while (0)
+#define CONFD_SET_XMLTAG(v, xtag, xns) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_XMLTAG; __confd_vp->val.xmltag.tag = (xtag); __confd_vp->val.xmltag.ns = (xns); } while (0)
+#define CONFD_SET_XMLBEGIN(v, xtag, xns) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_XMLBEGIN; __confd_vp->val.xmltag.tag = (xtag); __confd_vp->val.xmltag.ns = (xns); } while (0)
+#define CONFD_SET_XMLEND(v, xtag, xns) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_XMLEND; __confd_vp->val.xmltag.tag = (xtag); __confd_vp->val.xmltag.ns = (xns); } while (0)
+#define CONFD_SET_XMLBEGINDEL(v, xtag, xns) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_XMLBEGINDEL; __confd_vp->val.xmltag.tag = (xtag); __confd_vp->val.xmltag.ns = (xns); } while (0)
+#define CONFD_SET_CDBBEGIN(v, i) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_CDBBEGIN; __confd_vp->val.i32 = (i); } while (0)
+#define CONFD_SET_DEFAULT(v) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_DEFAULT; } while (0)
+#define CONFD_SET_PTR(v, t, p) \
+    do { confd_value_t *__confd_vp = (v); __confd_vp->type = C_PTR; __confd_vp->val.ptr.type = (t); __confd_vp->val.ptr.valp = (p); } while (0)
+
+/* Getters: v (a const confd_value_t * will do) is evaluated once;
+   CONFD_ASSERT checks the type, then the member is yielded. */
+#define CONFD_GET_BUFPTR(v) (confd_ha_vcheck_((v), C_BUF)->val.buf.ptr)
+#define CONFD_GET_CBUFPTR(v) ((char *)confd_ha_vcheck_((v), C_BUF)->val.buf.ptr)
+#define CONFD_GET_BUFSIZE(v) (confd_ha_vcheck_((v), C_BUF)->val.buf.size)
+#define CONFD_GET_BINARY_PTR(v) (confd_ha_vcheck_((v), C_BINARY)->val.buf.ptr)
+#define CONFD_GET_BINARY_SIZE(v) (confd_ha_vcheck_((v), C_BINARY)->val.buf.size)
+#define CONFD_GET_HEXSTR_PTR(v) (confd_ha_vcheck_((v), C_HEXSTR)->val.buf.ptr)
+#define CONFD_GET_HEXSTR_SIZE(v) (confd_ha_vcheck_((v), C_HEXSTR)->val.buf.size)
+#define CONFD_GET_BITBIG_PTR(v) (confd_ha_vcheck_((v), C_BITBIG)->val.buf.ptr)
+#define CONFD_GET_BITBIG_SIZE(v) (confd_ha_vcheck_((v), C_BITBIG)->val.buf.size)
+#define CONFD_GET_STR(v) (confd_ha_vcheck_((v), C_STR)->val.s)
+#define CONFD_GET_LIST(v) (confd_ha_vcheck_((v), C_LIST)->val.list.ptr)
+#define CONFD_GET_LISTSIZE(v) (confd_ha_vcheck_((v), C_LIST)->val.list.size)
+#define CONFD_GET_XMLTAG(v) (confd_ha_vcheck_((v), C_XMLTAG)->val.xmltag.tag)
+#define CONFD_GET_XMLTAG_NS(v) (confd_ha_vcheck_((v), C_XMLTAG)->val.xmltag.ns)
+#define CONFD_GET_XMLBEGIN(v) (confd_ha_vcheck_((v), C_XMLBEGIN)->val.xmltag.tag)
+#define CONFD_GET_XMLBEGIN_NS(v) (confd_ha_vcheck_((v), C_XMLBEGIN)->val.xmltag.ns)
+#define CONFD_GET_XMLEND(v) (confd_ha_vcheck_((v), C_XMLEND)->val.xmltag.tag)
+#define CONFD_GET_XMLEND_NS(v) (confd_ha_vcheck_((v), C_XMLEND)->val.xmltag.ns)
+#define CONFD_GET_CDBBEGIN(v) (confd_ha_vcheck_((v), C_CDBBEGIN)->val.i32)
+#define CONFD_GET_INT8(v) (confd_ha_vcheck_((v), C_INT8)->val.i8)
+#define CONFD_GET_INT16(v) (confd_ha_vcheck_((v), C_INT16)->val.i16)
+#define CONFD_GET_INT32(v) (confd_ha_vcheck_((v), C_INT32)->val.i32)
+#define CONFD_GET_INT64(v) (confd_ha_vcheck_((v), C_INT64)->val.i64)
+#define CONFD_GET_UINT8(v) (confd_ha_vcheck_((v), C_UINT8)->val.u8)
+#define CONFD_GET_UINT16(v) (confd_ha_vcheck_((v), C_UINT16)->val.u16)
+#define CONFD_GET_UINT32(v) (confd_ha_vcheck_((v), C_UINT32)->val.u32)
+#define CONFD_GET_UINT64(v) (confd_ha_vcheck_((v), C_UINT64)->val.u64)
+#define CONFD_GET_DOUBLE(v) (confd_ha_vcheck_((v), C_DOUBLE)->val.d)
+#define CONFD_GET_IPV4(v) (confd_ha_vcheck_((v), C_IPV4)->val.ip)
+#define CONFD_GET_IPV6(v) (confd_ha_vcheck_((v), C_IPV6)->val.ip6)
+#define CONFD_GET_BOOL(v) (confd_ha_vcheck_((v), C_BOOL)->val.boolean)
+#define CONFD_GET_QNAME_PREFIX_PTR(v) (confd_ha_vcheck_((v), C_QNAME)->val.qname.prefix.ptr)
+#define CONFD_GET_QNAME_NAME_PTR(v) (confd_ha_vcheck_((v), C_QNAME)->val.qname.name.ptr)
+#define CONFD_GET_QNAME_PREFIX_SIZE(v) (confd_ha_vcheck_((v), C_QNAME)->val.qname.prefix.size)
+#define CONFD_GET_QNAME_NAME_SIZE(v) (confd_ha_vcheck_((v), C_QNAME)->val.qname.name.size)
+#define CONFD_GET_DATETIME(v) (confd_ha_vcheck_((v), C_DATETIME)->val.datetime)
+#define CONFD_GET_DATE(v) (confd_ha_vcheck_((v), C_DATE)->val.date)
+#define CONFD_GET_TIME(v) (confd_ha_vcheck_((v), C_TIME)->val.time)
+#define CONFD_GET_DURATION(v) (confd_ha_vcheck_((v), C_DURATION)->val.duration)
+#define CONFD_GET_ENUM_VALUE(v) ((int32_t)confd_ha_vcheck_((v), C_ENUM_VALUE)->val.enumvalue)
+#define CONFD_GET_ENUM_HASH(v) (confd_ha_vcheck_((v), C_ENUM_VALUE)->val.enumhash)
+#define CONFD_GET_BIT32(v) (confd_ha_vcheck_((v), C_BIT32)->val.b32)
+#define CONFD_GET_BIT64(v) (confd_ha_vcheck_((v), C_BIT64)->val.b64)
+#define CONFD_GET_OBJECTREF(v) (confd_ha_vcheck_((v), C_OBJECTREF)->val.hkp)
+#define CONFD_GET_OID(v) (confd_ha_vcheck_((v), C_OID)->val.oidp)
+#define CONFD_GET_IPV4PREFIX(v) (confd_ha_vcheck_((v), C_IPV4PREFIX)->val.ipv4prefix)
+#define CONFD_GET_IPV6PREFIX(v) (confd_ha_vcheck_((v), C_IPV6PREFIX)->val.ipv6prefix)
+#define CONFD_GET_DECIMAL64(v) (confd_ha_vcheck_((v), C_DECIMAL64)->val.d64)
+#define CONFD_GET_IDENTITYREF(v) (confd_ha_vcheck_((v), C_IDENTITYREF)->val.idref)
+#define CONFD_GET_IPV4_AND_PLEN(v) (confd_ha_vcheck_((v), C_IPV4_AND_PLEN)->val.ipv4prefix)
+#define CONFD_GET_IPV6_AND_PLEN(v) (confd_ha_vcheck_((v), C_IPV6_AND_PLEN)->val.ipv6prefix)
+#define CONFD_GET_DQUAD(v) (confd_ha_vcheck_((v), C_DQUAD)->val.dquad)
+#define CONFD_GET_PTR_TYPE(v) (confd_ha_vcheck_((v), C_PTR)->val.ptr.type)
+#define CONFD_GET_PTR_VALP(v) (confd_ha_vcheck_((v), C_PTR)->val.ptr.valp)
+#define CONFD_GET_XML(v) (confd_ha_vcheck_xml_(v)->val.xmltag.tag)
+#define CONFD_GET_XML_NS(v) (confd_ha_vcheck_xml_(v)->val.xmltag.ns)
+/* Old name of CONFD_GET_OBJECTREF. */
+#define CONFD_GET_HKPPTR(v) CONFD_GET_OBJECTREF(v)
+
+/* Bits of a C_BITBIG byte array (little-endian; b must hold bit pos). */
+#define CONFD_BITBIG_SET_BIT(b, pos) \
+    do { unsigned int __confd_pos = (pos); (b)[__confd_pos / 8] |= 1 << (__confd_pos % 8); } while (0)
+#define CONFD_BITBIG_CLR_BIT(b, pos) \
+    do { unsigned int __confd_pos = (pos); (b)[__confd_pos / 8] &= ~(1 << (__confd_pos % 8)); } while (0)
+#define CONFD_BITBIG_BIT_IS_SET(b, pos) \
+    (confd_ha_bitbig_is_set_((const unsigned char *)(b), (pos)))
+
+/* Tagged values (confd_tag_value_t *tv, evaluated once): tag.ns is 0
+   except for the XML structure macros, which take the namespace. */
+#define CONFD_SET_TAG_NOEXISTS(tv, t) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_NOEXISTS(&__confd_tvp->v); } while (0)
+#define CONFD_SET_TAG_STR(tv, t, s) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_STR(&__confd_tvp->v, (s)); } while (0)
+#define CONFD_SET_TAG_BUF(tv, t, p, l) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_BUF(&__confd_tvp->v, (p), (l)); } while (0)
+#define CONFD_SET_TAG_CBUF(tv, t, p, l) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_CBUF(&__confd_tvp->v, (p), (l)); } while (0)
+#define CONFD_SET_TAG_BINARY(tv, t, p, l) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_BINARY(&__confd_tvp->v, (p), (l)); } while (0)
+#define CONFD_SET_TAG_HEXSTR(tv, t, p, l) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_HEXSTR(&__confd_tvp->v, (p), (l)); } while (0)
+#define CONFD_SET_TAG_BITBIG(tv, t, p, l) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_BITBIG(&__confd_tvp->v, (p), (l)); } while (0)
+#define CONFD_SET_TAG_INT8(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_INT8(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_INT16(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_INT16(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_INT32(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_INT32(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_INT64(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_INT64(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_UINT8(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_UINT8(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_UINT16(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_UINT16(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_UINT32(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_UINT32(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_UINT64(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_UINT64(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_DOUBLE(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DOUBLE(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_BOOL(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_BOOL(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IPV4(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IPV4(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IPV6(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IPV6(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_QNAME(tv, t, pre, presz, n, nsz) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_QNAME(&__confd_tvp->v, (pre), (presz), (n), (nsz)); } while (0)
+#define CONFD_SET_TAG_DATETIME(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DATETIME(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_DATE(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DATE(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_TIME(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_TIME(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_DURATION(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DURATION(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_ENUM_VALUE(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_ENUM_VALUE(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_ENUM_HASH(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_ENUM_HASH(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_BIT32(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_BIT32(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_BIT64(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_BIT64(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_LIST(tv, t, p, n) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_LIST(&__confd_tvp->v, (p), (n)); } while (0)
+#define CONFD_SET_TAG_OBJECTREF(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_OBJECTREF(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_OID(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_OID(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IPV4PREFIX(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IPV4PREFIX(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IPV6PREFIX(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IPV6PREFIX(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IPV4_AND_PLEN(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IPV4_AND_PLEN(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IPV6_AND_PLEN(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IPV6_AND_PLEN(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_DECIMAL64(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DECIMAL64(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_IDENTITYREF(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_IDENTITYREF(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_DQUAD(tv, t, x) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DQUAD(&__confd_tvp->v, (x)); } while (0)
+#define CONFD_SET_TAG_XMLTAG(tv, t, tns) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = (tns); \
+         CONFD_SET_XMLTAG(&__confd_tvp->v, __confd_tvp->tag.tag, __confd_tvp->tag.ns); } while (0)
+#define CONFD_SET_TAG_XMLBEGIN(tv, t, tns) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = (tns); \
+         CONFD_SET_XMLBEGIN(&__confd_tvp->v, __confd_tvp->tag.tag, __confd_tvp->tag.ns); } while (0)
+#define CONFD_SET_TAG_XMLEND(tv, t, tns) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = (tns); \
+         CONFD_SET_XMLEND(&__confd_tvp->v, __confd_tvp->tag.tag, __confd_tvp->tag.ns); } while (0)
+#define CONFD_SET_TAG_XMLBEGINDEL(tv, t, tns) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = (tns); \
+         CONFD_SET_XMLBEGINDEL(&__confd_tvp->v, __confd_tvp->tag.tag, __confd_tvp->tag.ns); } while (0)
+#define CONFD_SET_TAG_CDBBEGIN(tv, t, tns, i) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = (tns); \
+         CONFD_SET_CDBBEGIN(&__confd_tvp->v, (i)); } while (0)
+#define CONFD_SET_TAG_DEFAULT(tv, t) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_DEFAULT(&__confd_tvp->v); } while (0)
+#define CONFD_SET_TAG_PTR(tv, t, vt, p) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         CONFD_SET_PTR(&__confd_tvp->v, (vt), (p)); } while (0)
+#define CONFD_SET_TAG_VALUE(tv, t, vp) \
+    do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.tag = (t); __confd_tvp->tag.ns = 0; \
+         __confd_tvp->v = *(vp); } while (0)
+#define CONFD_SET_TAG_NS(tv, tns) do { confd_tag_value_t *__confd_tvp = (tv); __confd_tvp->tag.ns = (tns); } while (0)
+#define CONFD_GET_TAG_NS(tv) ((tv)->tag.ns)
+#define CONFD_GET_TAG_TAG(tv) ((tv)->tag.tag)
+#define CONFD_GET_TAG_VALUE(tv) (&(tv)->v)
 
 #endif /* _CONFD_LIB_H */

@@ -20,15 +20,26 @@ pub enum Error {
     /// The daemon closed the socket.
     #[error("connection closed by the daemon")]
     Eof,
-    /// The daemon refused the hello.
-    #[error("daemon rejected library protocol version {proto} / {vsn:#010x} (daemon has {daemon_proto} / {daemon_vsn:#010x})")]
+    /// The daemon refused the hello's protocol version (answer status 1);
+    /// `why` says why the library did not adapt.
+    #[error("daemon rejected library protocol version {proto} / {vsn:#010x} (daemon has {daemon_proto} / {daemon_vsn:#010x}){why}")]
     BadVersion {
         proto: u16,
         vsn: u32,
         daemon_proto: u16,
         daemon_vsn: u32,
+        why: String,
     },
-    /// The daemon answered `{error, Code, Reason}`.
+    /// The daemon refused the hello's keypath limits (answer status 2).
+    #[error("daemon refused the hello: the library's MAXDEPTH/MAXKEYLEN {maxdepth}/{maxkeylen} (0 = no limit) are below what the daemon's data model needs (keypath depth {daemon_maxdepth}, keys {daemon_maxkeylen})")]
+    BadSizes {
+        maxdepth: u8,
+        maxkeylen: u8,
+        daemon_maxdepth: u8,
+        daemon_maxkeylen: u8,
+    },
+    /// The daemon answered `{error, Code}` or `{error, Code, Reason}` (an
+    /// empty reason for the 2-tuple).
     #[error("{reason}")]
     Remote { code: i32, reason: String },
     /// A reply that is not what the protocol allows.
@@ -49,7 +60,7 @@ impl Error {
             Error::Usage { code, .. } => *code,
             Error::Os { .. } => CONFD_ERR_OS,
             Error::Eof => CONFD_ERR_EOF,
-            Error::BadVersion { .. } => CONFD_ERR_PROTOUSAGE,
+            Error::BadVersion { .. } | Error::BadSizes { .. } => CONFD_ERR_PROTOUSAGE,
             Error::Remote { code, .. } => *code,
             Error::Protocol(_) => CONFD_ERR_PROTOUSAGE,
             Error::Internal(_) => CONFD_ERR_INTERNAL,

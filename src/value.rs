@@ -266,6 +266,139 @@ impl Value {
     }
 }
 
+/// Text forms `confd_pp_value()` prints for the value types that have no
+/// [`Value`] variant (dates, durations, decimal64, bit sets). Pure
+/// functions of the fields; the caller reads them out of the C value.
+pub mod pp {
+    use std::fmt::Write as _;
+
+    /// `CONFD_TIMEZONE_UNDEF`: the value carries no time zone.
+    pub const TIMEZONE_UNDEF: i8 = -111;
+
+    /// Bytes as upper-case hex digits, as xs:hexBinary writes them.
+    pub fn hex_upper(b: &[u8]) -> String {
+        b.iter().fold(String::new(), |mut s, x| {
+            let _ = write!(s, "{x:02X}");
+            s
+        })
+    }
+
+    /// Bytes as yang:hex-string writes them: lower-case pairs joined by
+    /// ':'.
+    pub fn hex_colon(b: &[u8]) -> String {
+        let parts: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+        parts.join(":")
+    }
+
+    /// The time-zone suffix: "" without a zone, "Z" for UTC, else
+    /// "+hh:mm" / "-hh:mm" (`tz` in hours, `tz_min` in minutes, either may
+    /// carry the sign).
+    pub fn zone(tz: i8, tz_min: i8) -> String {
+        if tz == TIMEZONE_UNDEF {
+            return String::new();
+        }
+        if tz == 0 && tz_min == 0 {
+            return "Z".to_owned();
+        }
+        let neg = tz < 0 || (tz == 0 && tz_min < 0);
+        let (h, m) = (i32::from(tz).abs(), i32::from(tz_min).abs());
+        format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' })
+    }
+
+    /// Seconds with their fraction: "05" or "05.000120" (micro > 0).
+    fn secs(sec: u8, micro: u32) -> String {
+        if micro == 0 {
+            format!("{sec:02}")
+        } else {
+            format!("{sec:02}.{micro:06}")
+        }
+    }
+
+    /// yang:date-and-time: "2026-11-29T22:10:05.5+01:00".
+    #[allow(clippy::too_many_arguments)]
+    pub fn datetime(
+        year: i16,
+        month: u8,
+        day: u8,
+        hour: u8,
+        min: u8,
+        sec: u8,
+        micro: u32,
+        tz: i8,
+        tz_min: i8,
+    ) -> String {
+        format!(
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{min:02}:{}{}",
+            secs(sec, micro),
+            zone(tz, tz_min)
+        )
+    }
+
+    /// xs:date: "2026-11-29" with its zone.
+    pub fn date(year: i16, month: u8, day: u8, tz: i8, tz_min: i8) -> String {
+        format!("{year:04}-{month:02}-{day:02}{}", zone(tz, tz_min))
+    }
+
+    /// xs:time: "22:10:05" with its fraction and zone.
+    pub fn time(hour: u8, min: u8, sec: u8, micro: u32, tz: i8, tz_min: i8) -> String {
+        format!(
+            "{hour:02}:{min:02}:{}{}",
+            secs(sec, micro),
+            zone(tz, tz_min)
+        )
+    }
+
+    /// xs:duration: "P1Y2M3DT4H5M6.000007S", zero parts left out, "PT0S"
+    /// for a zero duration.
+    pub fn duration(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32, micro: u32) -> String {
+        let mut out = String::from("P");
+        for (n, unit) in [(y, 'Y'), (mo, 'M'), (d, 'D')] {
+            if n != 0 {
+                let _ = write!(out, "{n}{unit}");
+            }
+        }
+        if h != 0 || mi != 0 || s != 0 || micro != 0 || out.len() == 1 {
+            out.push('T');
+            for (n, unit) in [(h, 'H'), (mi, 'M')] {
+                if n != 0 {
+                    let _ = write!(out, "{n}{unit}");
+                }
+            }
+            if micro != 0 {
+                let _ = write!(out, "{s}.{micro:06}S");
+            } else if s != 0 || out.ends_with('T') {
+                let _ = write!(out, "{s}S");
+            }
+        }
+        out
+    }
+
+    /// decimal64 with `fd` fraction digits (1..=18): "-12.50"; any other
+    /// `fd` gives "invalid64<N>", as ConfD documents.
+    pub fn decimal64(value: i64, fd: u8) -> String {
+        if !(1..=18).contains(&fd) {
+            return format!("invalid64<{value}>");
+        }
+        let p = 10u64.pow(u32::from(fd));
+        let mag = value.unsigned_abs();
+        format!(
+            "{}{}.{:0w$}",
+            if value < 0 { "-" } else { "" },
+            mag / p,
+            mag % p,
+            w = usize::from(fd)
+        )
+    }
+
+    /// A C_BITBIG bit array (little-endian bytes) as "bits<X>", X in hex
+    /// without leading zeros.
+    pub fn bitbig(le: &[u8]) -> String {
+        let digits: String = le.iter().rev().map(|x| format!("{x:02x}")).collect();
+        let t = digits.trim_start_matches('0');
+        format!("bits<{}>", if t.is_empty() { "0" } else { t })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +458,32 @@ mod tests {
         assert!(Value::parse("double", "inf").is_err());
         assert_eq!(Value::parse("binary", "00ff").unwrap().to_string(), "00ff");
         assert_eq!(Value::parse("ipv6", "::1").unwrap().to_string(), "::1");
+    }
+
+    #[test]
+    fn pp_forms() {
+        use super::pp::*;
+        assert_eq!(hex_upper(&[0, 0xab]), "00AB");
+        assert_eq!(hex_colon(&[0x0a, 0xff]), "0a:ff");
+        assert_eq!(zone(TIMEZONE_UNDEF, 0), "");
+        assert_eq!(zone(0, 0), "Z");
+        assert_eq!(zone(-1, -30), "-01:30");
+        assert_eq!(zone(0, -30), "-00:30");
+        assert_eq!(zone(5, 45), "+05:45");
+        assert_eq!(
+            datetime(2026, 11, 29, 22, 10, 5, 500000, 1, 0),
+            "2026-11-29T22:10:05.500000+01:00"
+        );
+        assert_eq!(date(2026, 1, 2, 0, 0), "2026-01-02Z");
+        assert_eq!(time(1, 2, 3, 0, TIMEZONE_UNDEF, 0), "01:02:03");
+        assert_eq!(duration(1, 2, 3, 4, 5, 6, 7), "P1Y2M3DT4H5M6.000007S");
+        assert_eq!(duration(0, 0, 1, 0, 0, 0, 0), "P1D");
+        assert_eq!(duration(0, 0, 0, 0, 0, 0, 0), "PT0S");
+        assert_eq!(decimal64(-1250, 2), "-12.50");
+        assert_eq!(decimal64(5, 3), "0.005");
+        assert_eq!(decimal64(5, 0), "invalid64<5>");
+        assert_eq!(decimal64(i64::MIN, 18), "-9.223372036854775808");
+        assert_eq!(bitbig(&[0x01, 0x80, 0x00]), "bits<8001>");
+        assert_eq!(bitbig(&[]), "bits<0>");
     }
 }

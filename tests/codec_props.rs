@@ -129,6 +129,7 @@ fn decode_everything(bytes: &[u8]) -> bool {
         let _ = HaEvent::from_inner(inner);
     }
     let _ = Subscription::from_term(&t);
+    let _ = confd_ha::proto::ha::event_node(&t);
     let _ = Op::from_term(&t);
     let _ = data::parse_reply(&t);
     let _ = data::stats_from_term(&t);
@@ -504,6 +505,50 @@ proptest! {
         let t = Term::decode(&data::ok_term(st.to_term()).encode()).unwrap();
         let inner = data::parse_reply(&t).unwrap().unwrap();
         prop_assert_eq!(NodeState::from_term(&inner), Some(st));
+    }
+
+    /// Every `{Type, Data}` with an int Type is delivered whatever Data is,
+    /// with its type number as is (spec §H.7).
+    #[test]
+    fn ha_events_are_delivered_whatever_their_data(ty in any::<i32>(), data in arb_term()) {
+        let inner = Term::Tuple(vec![Term::int(ty), data]);
+        let ev = HaEvent::from_inner(&inner);
+        prop_assert!(ev.is_some(), "{inner:?} not delivered");
+        let ev = ev.unwrap();
+        prop_assert_eq!(ev.info_type(), ty);
+        // What we write of it decodes to the same event type again.
+        let again = ev.to_term();
+        let back = HaEvent::from_inner(&again.as_tuple().unwrap()[1]).unwrap();
+        prop_assert_eq!(back.info_type(), ty);
+    }
+
+    /// Any atom reply is success; `{error, Code}` an error with no reason.
+    #[test]
+    fn atoms_are_success_and_2_tuples_errors(a in arb_atom(), code in any::<i32>()) {
+        prop_assert_eq!(HaReply::from_term(&Term::Atom(a)), Some(HaReply::Ok));
+        let two = Term::Tuple(vec![Term::atom("error"), Term::int(code)]);
+        prop_assert_eq!(
+            HaReply::from_term(&two),
+            Some(HaReply::Error { code, reason: String::new() })
+        );
+    }
+
+    /// The subscription has 4 elements before protocol 70, 5 from it, and
+    /// both parse back.
+    #[test]
+    fn subscriptions_by_version_round_trip(
+        mask in 0i128..(1i128 << 40),
+        hb in 0i64..1_000_000,
+        verbosity in 0i64..4,
+        proto in any::<u16>(),
+    ) {
+        let s = Subscription { mask, heartbeat_ms: hb, health_check_ms: 0, verbosity };
+        let t = Term::decode(&s.to_term_for(proto).encode()).unwrap();
+        let n = t.as_tuple().unwrap().len();
+        prop_assert_eq!(n, if proto < 70 { 4 } else { 5 });
+        let back = Subscription::from_term(&t).unwrap();
+        prop_assert_eq!(back.verbosity, if proto < 70 { 0 } else { verbosity });
+        prop_assert_eq!((back.mask, back.heartbeat_ms), (mask, hb));
     }
 
     #[test]

@@ -274,7 +274,55 @@ fn shape_cases() -> Vec<(String, Term, String)> {
         .to_term(),
         "{1056832,20000,0,undefined,3}",
     );
-    add("ha sync ack", ha::ha_sync_ack(), "{0,ha_info_synced}");
+    add(
+        "subscription ha, ConfD 6.x (4-tuple)",
+        Subscription {
+            mask: 64,
+            heartbeat_ms: 0,
+            health_check_ms: 0,
+            verbosity: 0,
+        }
+        .to_term_for(66),
+        "{64,0,0,undefined}",
+    );
+    add(
+        "subscription ha+sync+heartbeat, ConfD 6.x (4-tuple)",
+        Subscription {
+            mask: ha::NOTIF_HA_INFO | ha::NOTIF_HA_INFO_SYNC | ha::NOTIF_HEARTBEAT,
+            heartbeat_ms: 20_000,
+            health_check_ms: 0,
+            verbosity: 3,
+        }
+        .to_term_for(69),
+        "{1056832,20000,0,undefined}",
+    );
+    add(
+        "subscription ha, protocol 70 (5-tuple)",
+        Subscription {
+            mask: 64,
+            heartbeat_ms: 0,
+            health_check_ms: 0,
+            verbosity: 1,
+        }
+        .to_term_for(70),
+        "{64,0,0,undefined,1}",
+    );
+    add("ha sync ack", ha::ha_sync_ack(), "ha_synced");
+    add(
+        "ha sync ack of libconfd_ha 0.1",
+        ha::legacy_ha_sync_ack(),
+        "{0,ha_info_synced}",
+    );
+    add("heartbeat, ConfD 6.x", ha::heartbeat_term_for(66), "{8192}");
+    add(
+        "event of an unknown type",
+        HaEvent::Unknown {
+            info_type: 8,
+            data: Term::atom("x"),
+        }
+        .to_term(),
+        "{64,{8,x}}",
+    );
 
     // Data API.
     add(
@@ -759,6 +807,42 @@ fn erlang_cases() -> Vec<(&'static str, Expect)> {
             "{64, {3, {<<\"n2\">>, {8193,3512,0,0,0,0,0,1}}}}",
             Ok(HaEvent::SecondaryArrived(node("n2", "2001:db8::1")).to_term()),
         ),
+        // What a real ConfD 6.6 daemon and its library send (spec §H).
+        (
+            "{error, 17}",
+            Ok(Term::Tuple(vec![Term::atom("error"), Term::int(17)])),
+        ),
+        ("ha_synced", Ok(ha::ha_sync_ack())),
+        (
+            "{64, 0, 0, undefined}",
+            Ok(Term::Tuple(vec![
+                Term::int(64),
+                Term::int(0),
+                Term::int(0),
+                Term::atom("undefined"),
+            ])),
+        ),
+        (
+            "{64, {8, 0}}",
+            Ok(HaEvent::Unknown {
+                info_type: 8,
+                data: Term::int(0),
+            }
+            .to_term()),
+        ),
+        (
+            "{64, {3, {\"n2\", {10,0,0,2}}}}",
+            Ok(Term::Tuple(vec![
+                Term::int(64),
+                Term::Tuple(vec![
+                    Term::int(3),
+                    Term::Tuple(vec![
+                        Term::List(vec![Term::int(b'n'), Term::int(b'2')]),
+                        NodeAddr::V4("10.0.0.2".parse().unwrap()).to_term(),
+                    ]),
+                ]),
+            ])),
+        ),
         (
             "{13, 18446744073709551615}",
             Ok(Value::UInt64(u64::MAX).to_term()),
@@ -1159,6 +1243,46 @@ fn b_erlang_written_messages_parse_as_messages() {
         assert_eq!(
             HaEvent::from_inner(inner),
             Some(HaEvent::SecondaryArrived(node("n2", "2001:db8::1")))
+        );
+    }
+    // A real daemon's 2-tuple error: confd_errno 17, empty lasterr.
+    for t in find("{error, 17}") {
+        assert_eq!(
+            HaReply::from_term(&t),
+            Some(HaReply::Error {
+                code: 17,
+                reason: String::new()
+            })
+        );
+    }
+    // ha_synced in every atom encoding OTP writes (ATOM_EXT as ConfD 6.6's
+    // library, SMALL_ATOM_UTF8 as NSO's) is the acknowledgement.
+    for t in find("ha_synced") {
+        assert_eq!(t, ha::ha_sync_ack());
+    }
+    // ConfD 6.x's 4-tuple subscription parses (ha-node accepts it).
+    for t in find("{64, 0, 0, undefined}") {
+        assert_eq!(
+            Subscription::from_term(&t),
+            Some(Subscription {
+                mask: 64,
+                heartbeat_ms: 0,
+                health_check_ms: 0,
+                verbosity: 0
+            })
+        );
+    }
+    for t in find("{64, {8, 0}}") {
+        assert!(matches!(
+            HaEvent::from_inner(&t.as_tuple().unwrap()[1]),
+            Some(HaEvent::Unknown { info_type: 8, .. })
+        ));
+    }
+    // A node id sent as an Erlang string is a C_BUF.
+    for t in find("{64, {3, {\"n2\", {10,0,0,2}}}}") {
+        assert_eq!(
+            HaEvent::from_inner(&t.as_tuple().unwrap()[1]),
+            Some(HaEvent::SecondaryArrived(node("n2", "10.0.0.2")))
         );
     }
     for t in find("{13, 18446744073709551615}") {

@@ -1,4 +1,5 @@
-//! Command line and TOML configuration (the contract in notes/contracts.md).
+//! Command line and TOML configuration (every flag, key and default is listed
+//! in the README's ha-node section).
 
 use crate::log::Level;
 use serde::Deserialize;

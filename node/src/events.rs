@@ -11,8 +11,8 @@
 use confd_ha::client::Stream;
 use confd_ha::proto::frame::write_frame;
 use confd_ha::proto::ha::{
-    ha_sync_ack, heartbeat_term, HaEvent, Subscription, NOTIF_HA_INFO, NOTIF_HA_INFO_SYNC,
-    NOTIF_HEARTBEAT,
+    ha_sync_ack, heartbeat_term_for, legacy_ha_sync_ack, HaEvent, Subscription, NOTIF_HA_INFO,
+    NOTIF_HA_INFO_SYNC, NOTIF_HEARTBEAT,
 };
 use confd_ha::proto::term::Term;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,9 +126,11 @@ impl Events {
         self.cv.notify_all();
     }
 
-    /// Serves one subscriber connection after the hello: reads the
-    /// subscription, replies `ok`, then streams events until the peer goes.
-    pub fn serve(self: &Arc<Self>, mut stream: Stream, who: String) {
+    /// Serves one subscriber connection after a hello of protocol version
+    /// `proto_vsn`: reads the subscription (the 4-tuple of ConfD 6.x or the
+    /// 5-tuple with verbosity, whatever the version), replies `ok`, then
+    /// streams events (heartbeats in that version's shape) until the peer goes.
+    pub fn serve(self: &Arc<Self>, mut stream: Stream, who: String, proto_vsn: u16) {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let sub = match confd_ha::client::recv(&mut stream) {
             Ok(t) => match Subscription::from_term(&t) {
@@ -207,17 +209,33 @@ impl Events {
         let ws = s.clone();
         let writer = std::thread::Builder::new()
             .name("ev-writer".into())
-            .spawn(move || writer(wstream, rx, hb, ws));
+            .spawn(move || writer(wstream, rx, hb, ws, proto_vsn));
         if writer.is_err() {
             crate::error!("events", "{who}: cannot start a writer thread");
             self.remove(s.id);
             return;
         }
-        // Reader: acknowledgements, or the end of the connection.
+        // Reader: acknowledgements, or the end of the connection. The
+        // acknowledgement is the bare atom `ha_synced` (what ConfD's libraries
+        // send, in any atom encoding). libconfd_ha 0.1 sent
+        // `{0, ha_info_synced}`; it is still taken (with a warning), which is
+        // harmless: no other sender uses that term, and a program statically
+        // linked with the old library keeps working instead of being cut off.
+        // Anything else closes the socket, as ConfD does (its socket's events
+        // and any HA_INFO_SYNC hold on it end with it).
         let ack = ha_sync_ack();
+        let legacy_ack = legacy_ha_sync_ack();
+        let mut warned_legacy = false;
         loop {
             match confd_ha::client::recv(&mut stream) {
-                Ok(t) if t == ack => {
+                Ok(t) if t == ack || t == legacy_ack => {
+                    if t == legacy_ack && !warned_legacy {
+                        warned_legacy = true;
+                        crate::warn!(
+                            "events",
+                            "{who}: acknowledges HA events with {{0,ha_info_synced}} (libconfd_ha 0.1); accepted, but ConfD would close this socket"
+                        );
+                    }
                     s.acked.fetch_add(1, Ordering::SeqCst);
                     let _g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
                     self.cv.notify_all();
@@ -225,9 +243,10 @@ impl Events {
                 Ok(t) => {
                     crate::warn!(
                         "events",
-                        "{who}: unexpected message {}; ignored",
+                        "{who}: unexpected message {} (the HA_INFO_SYNC acknowledgement is ha_synced); closing, as ConfD does",
                         crate::peer::short(&t)
                     );
+                    break;
                 }
                 Err(e) => {
                     if !s.gone.load(Ordering::SeqCst) {
@@ -247,8 +266,14 @@ impl Events {
     }
 }
 
-fn writer(mut s: Stream, rx: Receiver<Arc<Vec<u8>>>, hb: Option<Duration>, sub: Arc<Sub>) {
-    let hb_frame = heartbeat_term().encode();
+fn writer(
+    mut s: Stream,
+    rx: Receiver<Arc<Vec<u8>>>,
+    hb: Option<Duration>,
+    sub: Arc<Sub>,
+    proto_vsn: u16,
+) {
+    let hb_frame = heartbeat_term_for(proto_vsn).encode();
     let mut next_hb = hb.map(|d| Instant::now() + d);
     loop {
         if sub.gone.load(Ordering::SeqCst) {
@@ -309,5 +334,6 @@ pub fn describe(ev: &HaEvent) -> String {
         HaEvent::IsPrimary => "IS_PRIMARY".into(),
         HaEvent::IsNone => "IS_NONE".into(),
         HaEvent::BeSecondaryResult { result } => format!("BESECONDARY_RESULT {result}"),
+        HaEvent::Unknown { info_type, .. } => format!("HA_INFO type {info_type}"),
     }
 }

@@ -25,7 +25,11 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The daemon's own version numbers in the hello answer.
+/// The daemon's own version numbers: what it answers a hello that it
+/// refuses (an unknown client id). An accepted hello is answered with the
+/// client's own versions: ha-node serves programs built against any ConfD /
+/// NSO release (unlike ConfD, which accepts only its own protocol version)
+/// and speaks to each as a daemon of that release would.
 pub const DAEMON_PROTO_VSN: u16 = DEFAULT_PROTO_VSN;
 pub const DAEMON_VSN: u32 = 0x0807_0000;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,11 +132,11 @@ fn spawn_conn(node: Arc<Node>, s: Stream, peer: String) {
     }
 }
 
-fn server_hello(status: u8) -> [u8; 9] {
+fn server_hello(status: u8, proto_vsn: u16, vsn: u32) -> [u8; 9] {
     ServerHello {
         status,
-        proto_vsn: DAEMON_PROTO_VSN,
-        vsn: DAEMON_VSN,
+        proto_vsn,
+        vsn,
         maxdepth: DEFAULT_MAXDEPTH,
         maxkeylen: DEFAULT_MAXKEYLEN,
     }
@@ -163,25 +167,31 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String) {
                 "ipc",
                 "{who}: unknown client id {other} in hello {b:02x?}; answering status 1 and closing"
             );
-            let _ = s.write_all(&server_hello(HELLO_BAD_VSN));
+            let _ = s.write_all(&server_hello(HELLO_BAD_VSN, DAEMON_PROTO_VSN, DAEMON_VSN));
             return;
         }
     };
+    // Every protocol version is accepted, and answered with itself: the
+    // connection then speaks that version's shapes (see events.rs for the
+    // subscription and heartbeat terms).
     if h.proto_vsn != DAEMON_PROTO_VSN {
         crate::info!(
             "ipc",
-            "{who}: library protocol version {} / {:#010x} differs from ours ({DAEMON_PROTO_VSN}); accepted",
+            "{who}: library protocol version {} / {:#010x} (ours is {DAEMON_PROTO_VSN}); accepted, speaking version {}",
             h.proto_vsn,
-            h.lib_vsn
+            h.lib_vsn,
+            h.proto_vsn
         );
     }
-    if s.write_all(&server_hello(HELLO_OK)).is_err() {
+    if s.write_all(&server_hello(HELLO_OK, h.proto_vsn, h.lib_vsn))
+        .is_err()
+    {
         return;
     }
     crate::debug!("ipc", "{who}: {kind} connection");
     match h.client_id {
         CLIENT_HA => ha_conn(&node, s, id, &who),
-        CLIENT_EVENT_MGR => node.events.serve(s, who),
+        CLIENT_EVENT_MGR => node.events.serve(s, who, h.proto_vsn),
         _ => {
             let _ = s.set_read_timeout(None);
             data_conn(&node, s, &who)

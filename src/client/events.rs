@@ -19,9 +19,21 @@ pub enum Event {
     Other(i128, Term),
 }
 
-/// Sends the subscription (after the hello) and reads the daemon's answer.
-pub fn subscribe<S: Read + Write + ?Sized>(s: &mut S, sub: &Subscription) -> Result<()> {
-    send(s, &sub.to_term())?;
+/// Sends the subscription (after a hello that settled on protocol version
+/// `proto_vsn`, which decides its shape) and reads the daemon's answer.
+pub fn subscribe<S: Read + Write + ?Sized>(
+    s: &mut S,
+    sub: &Subscription,
+    proto_vsn: u16,
+) -> Result<()> {
+    subscribe_term(s, &sub.to_term_for(proto_vsn))
+}
+
+/// Sends a subscription term and reads the answer: `{error, Code}` or
+/// `{error, Code, Reason}` is an error, anything else success (as econfd
+/// and ConfD's libraries take it).
+pub fn subscribe_term<S: Read + Write + ?Sized>(s: &mut S, term: &Term) -> Result<()> {
+    send(s, term)?;
     let reply = recv(s)?;
     match parse_error(&reply) {
         Some((code, reason)) => Err(Error::Remote { code, reason }),
@@ -61,7 +73,7 @@ impl EventClient {
     /// Connects and subscribes to `mask` (NOTIF_* bits); `heartbeat_ms` is
     /// used when the mask has NOTIF_HEARTBEAT.
     pub fn connect(ep: &Endpoint, mask: i128, heartbeat_ms: i64) -> Result<EventClient> {
-        let mut stream = ep.connect(CLIENT_EVENT_MGR)?;
+        let (mut stream, settled) = ep.connect_settled(CLIENT_EVENT_MGR)?;
         let hb = if mask & NOTIF_HEARTBEAT != 0 {
             heartbeat_ms
         } else {
@@ -75,6 +87,7 @@ impl EventClient {
                 health_check_ms: 0,
                 verbosity: 0,
             },
+            settled.proto_vsn,
         )?;
         Ok(EventClient { stream })
     }
@@ -100,10 +113,16 @@ mod tests {
         assert_eq!(decode_event(&hb).unwrap(), Event::Heartbeat);
         let other = Term::Tuple(vec![Term::int(1), Term::atom("x")]);
         assert!(matches!(decode_event(&other).unwrap(), Event::Other(1, _)));
-        let bad = Term::Tuple(vec![
+        // An unknown HA_INFO type is delivered (spec §H.7).
+        let unknown = Term::Tuple(vec![
             Term::Int(NOTIF_HA_INFO),
             Term::Tuple(vec![Term::int(99), Term::int(0)]),
         ]);
+        assert!(matches!(
+            decode_event(&unknown).unwrap(),
+            Event::Ha(HaEvent::Unknown { info_type: 99, .. })
+        ));
+        let bad = Term::Tuple(vec![Term::Int(NOTIF_HA_INFO), Term::int(0)]);
         assert!(decode_event(&bad).is_err());
         assert!(decode_event(&Term::atom("x")).is_err());
     }

@@ -1007,7 +1007,7 @@ fn event_to_c(ev: &GroupEvent) -> cha_event {
                 HaEvent::SecondaryDied(n) | HaEvent::SecondaryArrived(n) => {
                     fill_peer(&mut e.ha_info_node, n, None);
                 }
-                HaEvent::IsPrimary | HaEvent::IsNone => {}
+                HaEvent::IsPrimary | HaEvent::IsNone | HaEvent::Unknown { .. } => {}
             }
         }
     }

@@ -53,6 +53,12 @@ pub struct confd_ha_status {
 /// AF_INET6 or AF_UNIX; `srv_sz` must fit the family), runs the hello as
 /// the HA client and sends `token`, the secret shared by the cluster. A new
 /// HA connection makes the daemon close the previous one.
+/// Versions: a daemon that refuses the library's protocol version names its
+/// own; the library then connects a new socket of the same kind (with
+/// `sock`'s socket options, close-on-exec and O_NONBLOCK flags, and local
+/// IP address) using the daemon's version, and installs it as `sock` with
+/// dup2(2): `sock` stays the caller's descriptor number. Unless
+/// `CONFD_HA_LIB_PROTO_VSN` pins the version. CONFD_DEBUG shows each step.
 /// Errors: CONFD_ERR_LIB_NOT_INITIALIZED, CONFD_ERR_PROTOUSAGE (bad
 /// arguments, hello refused), CONFD_ERR_OS (connect(2) failed), CONFD_EOF.
 ///

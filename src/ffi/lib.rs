@@ -16,14 +16,12 @@
 use super::{check_init, fail, ffi_boundary, tri, usage};
 use crate::client;
 use crate::error::Error;
-use crate::proto::frame::FdStream;
 use crate::proto::ha::{HaNode, NodeAddr};
 use crate::value::Value;
 use libc::{in6_addr, in_addr, sockaddr, FILE};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ptr::{addr_of, addr_of_mut};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Success.
@@ -43,18 +41,28 @@ pub const CONFD_PORT: c_int = 4565;
 /// NSO's default IPC port.
 pub const NCS_PORT: c_int = 4569;
 
-/// The protocol version this library announces in its hello (NSO 6.7);
-/// overridable at run time with the environment variable
-/// `CONFD_HA_LIB_PROTO_VSN`.
+/// The protocol version this library starts its hello with (NSO 6.7). A
+/// daemon of another release refuses it and names its own; the library then
+/// connects again with that one (same fd) and remembers it for the daemon.
+/// The environment variable `CONFD_HA_LIB_PROTO_VSN` pins a version instead
+/// (no adaptation).
 pub const CONFD_LIB_PROTO_VSN: c_int = 87;
-/// The library version this library announces in its hello (NSO 6.7);
-/// overridable at run time with `CONFD_HA_LIB_VSN` (decimal or 0x-hex).
+/// The library version this library starts its hello with (NSO 6.7); after
+/// a refusal the daemon's own is sent. `CONFD_HA_LIB_VSN` (decimal or
+/// 0x-hex) pins it.
 pub const CONFD_LIB_VSN: c_int = 0x0807_0000;
 /// The API version `confd_init()` passes to `confd_init_vsn_sz()`.
 pub const CONFD_LIB_API_VSN: c_int = 0x0807_0000;
 
 /// `CONFD_TIMEZONE_UNDEF`: no time zone in a date/time value.
 pub const CONFD_TIMEZONE_UNDEF: c_int = -111;
+
+/// Longest user name (with its NUL) in `struct confd_user_info`.
+pub const MAXUSERNAMELEN: usize = 255;
+/// Longest session context (with its NUL) in `struct confd_user_info`.
+pub const MAXCTXLEN: usize = 32;
+/// Longest daemon name (with its NUL) in a commit-failed event.
+pub const MAX_DAEMON_NAME_LEN: usize = 255;
 
 /// Value types (`confd_value_t.type`). The numbers never change.
 #[repr(C)]
@@ -265,9 +273,12 @@ pub struct confd_hkeypath {
 }
 pub type confd_hkeypath_t = confd_hkeypath;
 
-/// An SNMP OID (C_OID). Opaque here: the HA API never uses one.
+/// An SNMP OID (C_OID): `len` numbers of `oid` are used.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct confd_snmp_oid {
-    _private: [u8; 0],
+    pub oid: [u32; 128],
+    pub len: c_int,
 }
 
 /// The value part of `confd_value_t`; which member is valid depends on
@@ -349,6 +360,235 @@ pub struct confd_ha_node {
     pub addr_buf: [c_char; 128],
 }
 
+/// A tagged value (`confd_tag_value_t`): an XML tag and its value, as in
+/// the values of a notification stream event. Set and read it with the
+/// `CONFD_SET_TAG_*` / `CONFD_GET_TAG_*` macros.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_tag_value {
+    pub tag: xml_tag,
+    pub v: confd_value_t,
+}
+pub type confd_tag_value_t = confd_tag_value;
+
+/// Datastores (`enum confd_dbname`).
+#[repr(C)]
+pub enum confd_dbname {
+    CONFD_NO_DB = 0,
+    CONFD_CANDIDATE = 1,
+    CONFD_RUNNING = 2,
+    CONFD_STARTUP = 3,
+    CONFD_OPERATIONAL = 4,
+    CONFD_TRANSACTION = 5,
+    CONFD_PRE_COMMIT_RUNNING = 6,
+}
+
+/// `enum confd_dbname` as it sits in memory (an int).
+pub type DbnameInt = c_int;
+
+/// Verbosity of progress events (`confd_notifications_data.verbosity`).
+#[repr(C)]
+pub enum confd_progress_verbosity {
+    CONFD_VERBOSITY_NORMAL = 0,
+    CONFD_VERBOSITY_VERBOSE = 1,
+    CONFD_VERBOSITY_VERY_VERBOSE = 2,
+    CONFD_VERBOSITY_DEBUG = 3,
+}
+
+/// Northbound protocols of a user session (`enum confd_proto`).
+#[repr(C)]
+pub enum confd_proto {
+    CONFD_PROTO_UNKNOWN = 0,
+    CONFD_PROTO_TCP = 1,
+    CONFD_PROTO_SSH = 2,
+    CONFD_PROTO_SYSTEM = 3,
+    CONFD_PROTO_CONSOLE = 4,
+    CONFD_PROTO_SSL = 5,
+    CONFD_PROTO_HTTP = 6,
+    CONFD_PROTO_HTTPS = 7,
+    CONFD_PROTO_UDP = 8,
+}
+
+/// `enum confd_proto` as it sits in memory (an int).
+pub type ProtoInt = c_int;
+
+/// Locks a user session holds (`enum confd_usess_lock_mode`).
+#[repr(C)]
+pub enum confd_usess_lock_mode {
+    CONFD_USESS_LOCK_MODE_NONE = 0,
+    CONFD_USESS_LOCK_MODE_PRIVATE = 1,
+    CONFD_USESS_LOCK_MODE_EXCLUSIVE = 2,
+    CONFD_USESS_LOCK_MODE_SHARED = 3,
+}
+
+/// `enum confd_usess_lock_mode` as it sits in memory (an int).
+pub type LockModeInt = c_int;
+
+/// Error classes of a callback's error (`enum confd_errcode`).
+#[repr(C)]
+pub enum confd_errcode {
+    CONFD_ERRCODE_IN_USE = 0,
+    CONFD_ERRCODE_RESOURCE_DENIED = 1,
+    CONFD_ERRCODE_INCONSISTENT_VALUE = 2,
+    CONFD_ERRCODE_ACCESS_DENIED = 3,
+    CONFD_ERRCODE_APPLICATION = 4,
+    CONFD_ERRCODE_APPLICATION_INTERNAL = 5,
+    CONFD_ERRCODE_PROTO_USAGE = 6,
+    CONFD_ERRCODE_INTERNAL = 7,
+    CONFD_ERRCODE_DATA_MISSING = 8,
+    CONFD_ERRCODE_INTERRUPT = 9,
+}
+
+/// `enum confd_errcode` as it sits in memory (an int).
+pub type ErrcodeInt = c_int;
+
+/// A callback's error (`struct confd_error`, 32 bytes on x86-64).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_error {
+    pub code: ErrcodeInt,
+    pub apptag: xml_tag,
+    pub str: *mut c_char,
+    pub info: *mut c_void,
+}
+
+/// A data provider daemon's context. Opaque here: this library has no
+/// data provider API.
+pub struct confd_daemon_ctx {
+    _private: [u8; 0],
+}
+
+/// A data provider's action callbacks. Opaque here.
+pub struct confd_action_cbs {
+    _private: [u8; 0],
+}
+
+/// A transaction of a data provider or MAAPI (`struct confd_trans_ctx`).
+/// Opaque here: this library has neither API; a commit-diff event would
+/// carry one.
+pub struct confd_trans_ctx {
+    _private: [u8; 0],
+}
+
+/// An action callback's context (`struct confd_action_ctx`, 120 bytes on
+/// x86-64), part of `struct confd_user_info`. This library never fills
+/// one.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_action_ctx {
+    pub fd: c_int,
+    pub dx: *mut confd_daemon_ctx,
+    pub t_opaque: *mut c_void,
+    pub error: confd_error,
+    pub cb_opaque: *mut c_void,
+    pub thandle: c_int,
+    pub actionpoint_opaque: *mut c_char,
+    pub state: c_int,
+    pub last_op: c_int,
+    pub seen_reply: c_int,
+    pub rterm: *mut c_void,
+    pub query_ref: c_int,
+    pub acb: *mut confd_action_cbs,
+}
+
+/// An IPv4 or IPv6 address; `af` of the enclosing struct says which.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union confd_ip_addr {
+    pub v4: in_addr,
+    pub v6: in6_addr,
+}
+
+/// An address with its family (`struct confd_ip`, 20 bytes): `af` is
+/// AF_INET (`ip.v4`) or AF_INET6 (`ip.v6`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_ip {
+    pub af: c_int,
+    pub ip: confd_ip_addr,
+}
+
+/// A user session (`struct confd_user_info`, 992 bytes on x86-64), as
+/// carried by commit, user-session, forward and confirmed-commit events.
+/// This library never fills one.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_user_info {
+    pub af: c_int,
+    pub ip: confd_ip_addr,
+    pub port: u16,
+    pub username: [c_char; MAXUSERNAMELEN],
+    pub usid: c_int,
+    pub context: [c_char; MAXCTXLEN],
+    pub proto: ProtoInt,
+    pub actx: confd_action_ctx,
+    pub logintime: libc::time_t,
+    pub lmode: LockModeInt,
+    pub snmp_v3_ctx: [c_char; 255],
+    pub clearpass: [c_char; 255],
+    pub flags: c_int,
+    pub u_opaque: *mut c_void,
+    pub errstr: *mut c_char,
+    pub refc: c_int,
+}
+
+/// What an SNMP varbind names (`enum confd_snmp_var_type`).
+#[repr(C)]
+pub enum confd_snmp_var_type {
+    CONFD_SNMP_VARIABLE = 1,
+    CONFD_SNMP_OID = 2,
+    CONFD_SNMP_COL_ROW = 3,
+}
+
+/// `enum confd_snmp_var_type` as it sits in memory (an int).
+pub type SnmpVarTypeInt = c_int;
+
+/// SNMP value types (`enum confd_snmp_type`).
+#[repr(C)]
+pub enum confd_snmp_type {
+    CONFD_SNMP_NULL = 0,
+    CONFD_SNMP_INTEGER = 1,
+    CONFD_SNMP_Interger32 = 2,
+    CONFD_SNMP_OCTET_STRING = 3,
+    CONFD_SNMP_OBJECT_IDENTIFIER = 4,
+    CONFD_SNMP_IpAddress = 5,
+    CONFD_SNMP_Counter32 = 6,
+    CONFD_SNMP_TimeTicks = 7,
+    CONFD_SNMP_Opaque = 8,
+    CONFD_SNMP_Counter64 = 9,
+    CONFD_SNMP_Unsigned32 = 10,
+}
+
+/// `enum confd_snmp_type` as it sits in memory (an int).
+pub type SnmpTypeInt = c_int;
+
+/// A table column and row index of an SNMP varbind.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_snmp_col_row {
+    pub column: [c_char; 256],
+    pub rowindex: confd_snmp_oid,
+}
+
+/// The name part of an SNMP varbind; `type` of the varbind says which.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union confd_snmp_var {
+    pub name: [c_char; 256],
+    pub oid: confd_snmp_oid,
+    pub cr: confd_snmp_col_row,
+}
+
+/// An SNMP varbind (`struct confd_snmp_varbind`), as in SNMP events.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct confd_snmp_varbind {
+    pub r#type: SnmpVarTypeInt,
+    pub var: confd_snmp_var,
+    pub val: confd_value_t,
+    pub vartype: SnmpTypeInt,
+}
+
 /// Deepest keypath the data model uses, as the daemon told us in the hello
 /// of the last connection (0 before any connection).
 #[no_mangle]
@@ -394,9 +634,9 @@ pub unsafe extern "C" fn confd_init_vsn_sz(
             }
         }
         super::set_debug(debug, estream);
-        let clamp = |v: c_int| u8::try_from(v.max(0)).unwrap_or(u8::MAX);
-        HELLO_MAXDEPTH.store(clamp(maxdepth), Ordering::Relaxed);
-        HELLO_MAXKEYLEN.store(clamp(maxkeylen), Ordering::Relaxed);
+        // maxdepth / maxkeylen size the program's own keypath arrays; the
+        // hello announces the library's (no limit), see
+        // proto::hello::ANNOUNCED_MAXDEPTH.
         super::set_initialized();
         super::trace(|| {
             let n = if name.is_null() {
@@ -534,14 +774,307 @@ pub unsafe extern "C" fn confd_do_connect(
     })
 }
 
+/// Writes the text form of the value `*v` into `buf`, as snprintf(3)
+/// does: at most `bufsiz` bytes including the terminating NUL, and returns
+/// the length of the whole text (not counting the NUL) even when it was
+/// cut, so a result >= `bufsiz` means the text was cut. Never negative.
+///
+/// Forms: C_BUF/C_STR as their bytes; integers in decimal; C_DOUBLE in
+/// the shortest decimal that reads back the same; C_BOOL "true"/"false";
+/// C_IPV4/C_IPV6 (and their prefixes "a.b.c.d/len") in the usual
+/// notation; C_BINARY as upper-case hex digits; C_HEXSTR as "0a:ff";
+/// C_ENUM_VALUE "enum<N>"; C_BIT32/C_BIT64/C_BITBIG "bits<X>" (hex);
+/// C_DECIMAL64 with its fraction digits ("invalid64<N>" when they are not
+/// 1..18); C_XMLTAG/C_XMLBEGIN/C_XMLEND/C_XMLBEGINDEL "tag<N>";
+/// C_IDENTITYREF "idref<N>" (no schema is loaded by this library);
+/// C_DATETIME/C_DATE/C_TIME/C_DURATION in their XML Schema forms; C_QNAME
+/// "prefix:name"; C_DQUAD "a.b.c.d"; C_OID "1.3.6"; C_LIST its elements
+/// between "[" and "]" separated by spaces; C_NOEXISTS, C_DEFAULT and
+/// C_EMPTY as "". Any other type prints as "<type N>".
+///
+/// NULL: `buf` may be NULL when `bufsiz` is 0; `v` NULL prints "".
+/// Ownership: the caller keeps `buf` and `*v`; nothing is retained.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn confd_pp_value(
+    buf: *mut c_char,
+    bufsiz: c_int,
+    v: *const confd_value_t,
+) -> c_int {
+    ffi_boundary!("confd_pp_value", {
+        // SAFETY: v is NULL or a readable value whose pointers are valid as
+        // its type says (caller contract).
+        let text = if v.is_null() {
+            Vec::new()
+        } else {
+            unsafe { pp_bytes(v, 0) }
+        };
+        if bufsiz > 0 && !buf.is_null() {
+            // SAFETY: buf has room for bufsiz bytes (caller contract).
+            unsafe { super::copy_cstr(buf, bufsiz as usize, &text) };
+        }
+        c_int::try_from(text.len()).unwrap_or(c_int::MAX)
+    })
+}
+
+/// ConfD's deprecated variant of `confd_pp_value()`: `ns` is ignored and
+/// the result is `confd_pp_value(buf, bufsiz, v)`.
+///
+/// NULL: as `confd_pp_value()`.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn confd_ns_pp_value(
+    buf: *mut c_char,
+    bufsiz: c_int,
+    v: *const confd_value_t,
+    ns: c_int,
+) -> c_int {
+    let _ = ns;
+    // SAFETY: same contract as confd_pp_value.
+    unsafe { confd_pp_value(buf, bufsiz, v) }
+}
+
+/// How deep C_LIST values may nest in `confd_pp_value()` before the rest
+/// prints as "[...]" (a list of lists does not occur in ConfD's values;
+/// the bound only stops a self-referencing list).
+const PP_MAX_LIST_DEPTH: usize = 4;
+
+/// The text of one C value (see `confd_pp_value`).
+///
+/// # Safety
+/// `v` must point to a readable value whose pointers are valid as its type
+/// says.
+unsafe fn pp_bytes(v: *const confd_value_t, depth: usize) -> Vec<u8> {
+    use crate::value::pp;
+    // SAFETY (whole block): v is readable; each union member is read as the
+    // type number says.
+    unsafe {
+        let ty = addr_of!((*v).r#type).read();
+        let u = addr_of!((*v).val);
+        let bytes = |b: confd_buf| -> Vec<u8> {
+            if b.ptr.is_null() || b.size == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(b.ptr, b.size as usize).to_vec()
+            }
+        };
+        let s: String = match ty {
+            4 => {
+                let p = (*u).c_s;
+                return if p.is_null() {
+                    Vec::new()
+                } else {
+                    CStr::from_ptr(p).to_bytes().to_vec()
+                };
+            }
+            5 => return bytes((*u).buf),
+            6 => (*u).i8.to_string(),
+            7 => (*u).i16.to_string(),
+            8 => (*u).i32.to_string(),
+            9 => (*u).i64.to_string(),
+            10 => (*u).u8.to_string(),
+            11 => (*u).u16.to_string(),
+            12 => (*u).u32.to_string(),
+            13 => (*u).u64.to_string(),
+            14 => (*u).d.to_string(),
+            15 => Ipv4Addr::from((*u).ip.s_addr.to_ne_bytes()).to_string(),
+            16 => Ipv6Addr::from((*u).ip6.s6_addr).to_string(),
+            17 => if (*u).boolean != 0 { "true" } else { "false" }.to_owned(),
+            18 => {
+                let q = (*u).qname;
+                let (pre, name) = (bytes(q.prefix), bytes(q.name));
+                let mut out = pre;
+                if !out.is_empty() {
+                    out.push(b':');
+                }
+                out.extend_from_slice(&name);
+                return out;
+            }
+            19 => {
+                let d = (*u).datetime;
+                pp::datetime(
+                    d.year,
+                    d.month,
+                    d.day,
+                    d.hour,
+                    d.min,
+                    d.sec,
+                    d.micro,
+                    d.timezone,
+                    d.timezone_minutes,
+                )
+            }
+            20 => {
+                let d = (*u).date;
+                pp::date(d.year, d.month, d.day, d.timezone, d.timezone_minutes)
+            }
+            23 => {
+                let t = (*u).time;
+                pp::time(
+                    t.hour,
+                    t.min,
+                    t.sec,
+                    t.micro,
+                    t.timezone,
+                    t.timezone_minutes,
+                )
+            }
+            27 => {
+                let d = (*u).duration;
+                pp::duration(d.years, d.months, d.days, d.hours, d.mins, d.secs, d.micros)
+            }
+            28 => format!("enum<{}>", (*u).enumvalue),
+            29 => format!("bits<{:x}>", (*u).b32),
+            30 => format!("bits<{:x}>", (*u).b64),
+            31 => {
+                let l = (*u).list;
+                if depth >= PP_MAX_LIST_DEPTH {
+                    return b"[...]".to_vec();
+                }
+                let mut out = b"[".to_vec();
+                if !l.ptr.is_null() {
+                    for i in 0..l.size as usize {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        out.extend(pp_bytes(l.ptr.add(i), depth + 1));
+                    }
+                }
+                out.push(b']');
+                return out;
+            }
+            2 | 32 | 33 | 45 => format!("tag<{}>", (*u).xmltag.tag),
+            38 => {
+                let p = (*u).oidp;
+                if p.is_null() {
+                    String::new()
+                } else {
+                    let n = usize::try_from((*p).len).unwrap_or(0).min(128);
+                    let oid = &(*p).oid;
+                    let parts: Vec<String> = oid[..n].iter().map(u32::to_string).collect();
+                    parts.join(".")
+                }
+            }
+            39 => pp::hex_upper(&bytes((*u).buf)),
+            40 | 48 => {
+                let p = (*u).ipv4prefix;
+                format!("{}/{}", Ipv4Addr::from(p.ip.s_addr.to_ne_bytes()), p.len)
+            }
+            41 | 49 => {
+                let p = (*u).ipv6prefix;
+                format!("{}/{}", Ipv6Addr::from(p.ip6.s6_addr), p.len)
+            }
+            43 => pp::decimal64((*u).d64.value, (*u).d64.fraction_digits),
+            44 => format!("idref<{}>", (*u).idref.id),
+            46 => {
+                let q = (*u).dquad.quad;
+                format!("{}.{}.{}.{}", q[0], q[1], q[2], q[3])
+            }
+            47 => pp::hex_colon(&bytes((*u).buf)),
+            50 => pp::bitbig(&bytes((*u).buf)),
+            1 | 42 | 53 => String::new(),
+            other => format!("<type {other}>"),
+        };
+        s.into_bytes()
+    }
+}
+
+/// Releases the memory a value points to when that memory came from
+/// malloc(3) — as values from `cha_get()` do (and, with ConfD, values from
+/// CDB/MAAPI reads and `confd_str2val()`): the buffer of C_BUF, C_BINARY,
+/// C_HEXSTR and C_BITBIG, both buffers of C_QNAME, the elements and array
+/// of C_LIST, the OID of C_OID and the keypath of C_OBJECTREF. The freed
+/// pointers are set to NULL (sizes to 0); other types are left alone. The
+/// struct itself is not freed.
+///
+/// Never pass a value whose memory the program or the library owns
+/// otherwise: the node ids in `confd_ha_get_status()` results and in
+/// notifications point into their struct's `buf`, and a value set with
+/// `CONFD_SET_BUF` points wherever the program pointed it.
+///
+/// NULL: `v` may be NULL (nothing happens).
+/// Threads: one thread at a time per value.
+#[no_mangle]
+pub unsafe extern "C" fn confd_free_value(v: *mut confd_value_t) {
+    ffi_boundary!("confd_free_value", {
+        if !v.is_null() {
+            // SAFETY: v is a writable value whose pointers came from malloc
+            // as its type says (caller contract).
+            unsafe { free_value(v, 0) }
+        }
+    })
+}
+
+/// # Safety
+/// As `confd_free_value`.
+unsafe fn free_value(v: *mut confd_value_t, depth: usize) {
+    // SAFETY (whole block): see confd_free_value.
+    unsafe {
+        let u = addr_of_mut!((*v).val);
+        let free_buf = |b: *mut confd_buf| {
+            libc::free((*b).ptr.cast());
+            (*b).ptr = std::ptr::null_mut();
+            (*b).size = 0;
+        };
+        match addr_of!((*v).r#type).read() {
+            5 | 39 | 47 | 50 => free_buf(addr_of_mut!((*u).buf)),
+            18 => {
+                free_buf(addr_of_mut!((*u).qname.prefix));
+                free_buf(addr_of_mut!((*u).qname.name));
+            }
+            31 => {
+                let l = addr_of_mut!((*u).list);
+                if !(*l).ptr.is_null() && depth < PP_MAX_LIST_DEPTH {
+                    for i in 0..(*l).size as usize {
+                        free_value((*l).ptr.add(i), depth + 1);
+                    }
+                }
+                libc::free((*l).ptr.cast());
+                (*l).ptr = std::ptr::null_mut();
+                (*l).size = 0;
+            }
+            34 => {
+                libc::free((*u).hkp.cast());
+                (*u).hkp = std::ptr::null_mut();
+            }
+            38 => {
+                libc::free((*u).oidp.cast());
+                (*u).oidp = std::ptr::null_mut();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("confd_fatal's entry point (a jump to its C body) is written for x86-64 and aarch64 only");
+
+/// Formats the printf(3)-style message `fmt` and its arguments, writes it
+/// to stderr and exits the process with status 1, as ConfD's
+/// `confd_fatal()` does. No newline is added.
+///
+/// NULL: `fmt` must not be NULL.
+/// Threads: safe from any thread; ends the whole process.
+///
+/// The header declares it as `void confd_fatal(const char *fmt, ...)`.
+/// The entry point jumps to the C body with every register and the stack
+/// untouched, so the variadic arguments arrive as the caller passed them.
+///
+/// cbindgen:ignore
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn confd_fatal(fmt: *const c_char) -> ! {
+    #[cfg(target_arch = "x86_64")]
+    std::arch::naked_asm!("jmp {body}", body = sym super::confd_ha_fatal_impl);
+    #[cfg(target_arch = "aarch64")]
+    std::arch::naked_asm!("b {body}", body = sym super::confd_ha_fatal_impl);
+}
+
 // ---- helpers shared by the other ffi modules (not exported) ----
 
-/// The MAXDEPTH / MAXKEYLEN the program passed to `confd_init_vsn_sz`,
-/// announced in every hello (bytes 7 and 8).
-static HELLO_MAXDEPTH: AtomicU8 = AtomicU8::new(crate::proto::hello::DEFAULT_MAXDEPTH);
-static HELLO_MAXKEYLEN: AtomicU8 = AtomicU8::new(crate::proto::hello::DEFAULT_MAXKEYLEN);
-
-/// Checks `srv`/`srv_sz`, connects `sock` and runs the hello as `id`.
+/// Checks `srv`/`srv_sz`, connects `sock` and runs the hello as `id`,
+/// adapting to the daemon's protocol version (see `ffi::connect`). Sets
+/// `confd_maxdepth` / `confd_maxkeylen` from the daemon's answer.
 ///
 /// # Safety
 /// `srv` must be NULL or point to `srv_sz` readable bytes.
@@ -551,52 +1084,16 @@ pub(crate) unsafe fn connect_and_hello(
     srv: *const sockaddr,
     srv_sz: c_int,
     id: u8,
-) -> Result<(), c_int> {
+) -> Result<client::Settled, c_int> {
     let desc = check_sockaddr(func, srv, srv_sz)?;
-    super::trace(|| format!("{func}: connecting fd {sock} to {desc}"));
-    connect_fd(sock, srv, srv_sz).map_err(|e| fail(func, &e.with_ctx(&desc)))?;
-    // Requests are small and answered at once: without TCP_NODELAY a write
-    // that follows a write with no reply (async besecondary, the token)
-    // waits for the peer's delayed ACK (~40 ms). Not an error where the
-    // option does not apply (AF_UNIX).
-    // SAFETY: srv was validated by check_sockaddr; `one` outlives the call.
-    if matches!(
-        c_int::from(unsafe { (*srv).sa_family }),
-        libc::AF_INET | libc::AF_INET6
-    ) {
-        let one: c_int = 1;
-        unsafe {
-            libc::setsockopt(
-                sock,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const c_int).cast(),
-                std::mem::size_of::<c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    let sh = client::hello_with_limits(
-        &mut FdStream(sock),
-        id,
-        HELLO_MAXDEPTH.load(Ordering::Relaxed),
-        HELLO_MAXKEYLEN.load(Ordering::Relaxed),
-    )
-    .map_err(|e| fail(func, &e))?;
+    // SAFETY: srv/srv_sz were validated by check_sockaddr.
+    let settled = unsafe { super::connect::connect_adapting(func, sock, srv, srv_sz, &desc, id)? };
     // SAFETY: plain int globals, written as ConfD's library writes them.
     unsafe {
-        addr_of_mut!(confd_maxdepth).write(sh.maxdepth.into());
-        addr_of_mut!(confd_maxkeylen).write(sh.maxkeylen.into());
+        addr_of_mut!(confd_maxdepth).write(settled.daemon.maxdepth.into());
+        addr_of_mut!(confd_maxkeylen).write(settled.daemon.maxkeylen.into());
     }
-    Ok(())
-}
-
-/// A failed connect(2), before the address description is attached.
-pub(crate) struct ConnectError(std::io::Error);
-
-impl ConnectError {
-    fn with_ctx(self, desc: &str) -> Error {
-        Error::os(format!("connect to {desc}"), self.0)
-    }
+    Ok(settled)
 }
 
 /// Validates a socket address from C and describes it for messages
@@ -692,55 +1189,6 @@ pub(crate) unsafe fn check_sockaddr(
             func,
             format!("unsupported address family {other} (expected AF_INET, AF_INET6 or AF_UNIX)"),
         )),
-    }
-}
-
-/// connect(2) on the caller's socket; EINTR is followed by a wait for the
-/// connection to complete.
-unsafe fn connect_fd(sock: c_int, srv: *const sockaddr, srv_sz: c_int) -> Result<(), ConnectError> {
-    // SAFETY: srv/srv_sz were validated by check_sockaddr.
-    if unsafe { libc::connect(sock, srv, srv_sz as libc::socklen_t) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::EINTR) {
-        return Err(ConnectError(e));
-    }
-    loop {
-        let mut p = libc::pollfd {
-            fd: sock,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut p, 1, -1) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(ConnectError(e));
-        }
-        let mut err: c_int = 0;
-        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-        // SAFETY: err/len are valid out-parameters for SO_ERROR.
-        let rc = unsafe {
-            libc::getsockopt(
-                sock,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(ConnectError(std::io::Error::last_os_error()));
-        }
-        return if err == 0 {
-            Ok(())
-        } else {
-            Err(ConnectError(std::io::Error::from_raw_os_error(err)))
-        };
     }
 }
 

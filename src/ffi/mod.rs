@@ -24,11 +24,20 @@ use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 pub mod cha;
+mod connect;
 pub mod events;
 pub mod ha;
 pub mod lib;
 
 pub(crate) use lib::{CONFD_EOF as EOF, CONFD_ERR as ERR};
+
+extern "C" {
+    /// The body of `confd_fatal()`, in src/ffi/fatal.c (C, because it is
+    /// variadic; built by build.rs). Reached only through the exported
+    /// entry point `lib::confd_fatal`, which jumps here. Declared here, not
+    /// in `lib`, so that cbindgen does not put it in the header.
+    pub(crate) fn confd_ha_fatal_impl(fmt: *const c_char, ...) -> !;
+}
 
 /// Debug levels (`enum confd_debug_level`).
 pub(crate) const LEVEL_DEBUG: c_int = 1;

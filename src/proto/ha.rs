@@ -183,8 +183,12 @@ impl HaReply {
             ]),
         }
     }
+    /// Decodes a reply as ConfD's libraries do (spec §H.2): any atom is
+    /// success (a daemon answers `ok`); `{error, Code}` and
+    /// `{error, Code, Reason}` are errors (the 2-tuple with an empty reason);
+    /// `{State, Nodes}` is a status.
     pub fn from_term(t: &Term) -> Option<HaReply> {
-        if t.is_atom("ok") {
+        if let Term::Atom(_) = t {
             return Some(HaReply::Ok);
         }
         if let Some((code, reason)) = parse_error(t) {
@@ -209,22 +213,27 @@ pub fn error_term(code: i32, reason: &str) -> Term {
     ])
 }
 
-/// Recognises `{error, Code, Reason}` (Reason a binary, a string or any term).
+/// Recognises `{error, Code}` (what a real daemon sends, spec §H.2; the
+/// reason is then empty) and `{error, Code, Reason}` (Reason a binary, a
+/// string, an atom or any term, shown as text).
 pub fn parse_error(t: &Term) -> Option<(i32, String)> {
-    match t.as_tuple()? {
-        [e, code, reason] if e.is_atom("error") => {
-            let code = code.as_int().and_then(|i| i32::try_from(i).ok())?;
-            let reason = match reason.as_bytes_lossy() {
-                Some(b) => String::from_utf8_lossy(&b).into_owned(),
-                None => match reason {
-                    Term::Atom(a) => a.clone(),
-                    other => format!("{other:?}"),
-                },
-            };
-            Some((code, reason))
-        }
-        _ => None,
-    }
+    let (code, reason) = match t.as_tuple()? {
+        [e, code] if e.is_atom("error") => (code, None),
+        [e, code, reason] if e.is_atom("error") => (code, Some(reason)),
+        _ => return None,
+    };
+    let code = code.as_int().and_then(|i| i32::try_from(i).ok())?;
+    let reason = match reason {
+        None => String::new(),
+        Some(reason) => match reason.as_bytes_lossy() {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => match reason {
+                Term::Atom(a) => a.clone(),
+                other => format!("{other:?}"),
+            },
+        },
+    };
+    Some((code, reason))
 }
 
 // ---- HA events on the notification socket (client id 11) ----
@@ -245,13 +254,25 @@ pub const HA_INFO_BESECONDARY_RESULT: i32 = 7;
 /// One HA_INFO event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HaEvent {
-    NoPrimary { reason: i32 },
+    NoPrimary {
+        reason: i32,
+    },
     SecondaryDied(HaNode),
     SecondaryArrived(HaNode),
-    SecondaryInitialized { by_copy: bool },
+    SecondaryInitialized {
+        by_copy: bool,
+    },
     IsPrimary,
     IsNone,
-    BeSecondaryResult { result: i32 },
+    BeSecondaryResult {
+        result: i32,
+    },
+    /// An HA_INFO type this library does not know (a newer daemon's), with
+    /// its data as sent. Delivered, as ConfD's libraries deliver it.
+    Unknown {
+        info_type: i32,
+        data: Term,
+    },
 }
 
 impl HaEvent {
@@ -264,6 +285,7 @@ impl HaEvent {
             HaEvent::IsPrimary => HA_INFO_IS_PRIMARY,
             HaEvent::IsNone => HA_INFO_IS_NONE,
             HaEvent::BeSecondaryResult { .. } => HA_INFO_BESECONDARY_RESULT,
+            HaEvent::Unknown { info_type, .. } => *info_type,
         }
     }
     /// `{64, {Type, Data}}`.
@@ -274,34 +296,118 @@ impl HaEvent {
             HaEvent::SecondaryInitialized { by_copy } => Term::int(i32::from(*by_copy)),
             HaEvent::IsPrimary | HaEvent::IsNone => Term::int(0),
             HaEvent::BeSecondaryResult { result } => Term::int(*result),
+            HaEvent::Unknown { data, .. } => data.clone(),
         };
         Term::Tuple(vec![
             Term::Int(NOTIF_HA_INFO),
             Term::Tuple(vec![Term::int(self.info_type()), data]),
         ])
     }
-    /// Decodes the `{Type, Data}` part.
+    /// Decodes the `{Type, Data}` part. Only the shape `{Type, Data}` with an
+    /// integer `Type` that fits an `int` is required; like ConfD's libraries
+    /// (spec §H.7) every such event is delivered, whatever its data:
+    ///
+    /// - an unknown `Type` → [`HaEvent::Unknown`] with the type number as is;
+    /// - NOPRIMARY data that is not an `int` → reason 0 (no confd_errno);
+    /// - the by-copy flag: an integer (nonzero = by copy) or the atom `true`;
+    ///   anything else is "not by copy";
+    /// - BESECONDARY_RESULT data: an integer as is, the atom `ok` → 0,
+    ///   `{error, Code}` → Code, anything else → CONFD_ERR_INTERNAL (never
+    ///   0, which would report a failure as success);
+    /// - node ids and addresses as in [`event_node`].
     pub fn from_inner(t: &Term) -> Option<HaEvent> {
         let [ty, data] = t.as_tuple()? else {
             return None;
         };
         let int = || data.as_int().and_then(|i| i32::try_from(i).ok());
         Some(match i32::try_from(ty.as_int()?).ok()? {
-            HA_INFO_NOPRIMARY => HaEvent::NoPrimary { reason: int()? },
-            HA_INFO_SECONDARY_DIED => HaEvent::SecondaryDied(HaNode::from_term(data)?),
-            HA_INFO_SECONDARY_ARRIVED => HaEvent::SecondaryArrived(HaNode::from_term(data)?),
+            HA_INFO_NOPRIMARY => HaEvent::NoPrimary {
+                reason: int().unwrap_or(0),
+            },
+            HA_INFO_SECONDARY_DIED => HaEvent::SecondaryDied(event_node(data)),
+            HA_INFO_SECONDARY_ARRIVED => HaEvent::SecondaryArrived(event_node(data)),
             HA_INFO_SECONDARY_INITIALIZED => HaEvent::SecondaryInitialized {
-                by_copy: int()? != 0,
+                by_copy: match data {
+                    Term::Int(i) => *i != 0,
+                    other => other.is_atom("true"),
+                },
             },
             HA_INFO_IS_PRIMARY => HaEvent::IsPrimary,
             HA_INFO_IS_NONE => HaEvent::IsNone,
-            HA_INFO_BESECONDARY_RESULT => HaEvent::BeSecondaryResult { result: int()? },
-            _ => return None,
+            HA_INFO_BESECONDARY_RESULT => HaEvent::BeSecondaryResult {
+                result: match (int(), data) {
+                    (Some(r), _) => r,
+                    (None, d) if d.is_atom("ok") => 0,
+                    (None, d) => parse_error(d)
+                        .map(|(code, _)| code)
+                        .unwrap_or(crate::errcode::CONFD_ERR_INTERNAL),
+                },
+            },
+            other => HaEvent::Unknown {
+                info_type: other,
+                data: data.clone(),
+            },
         })
     }
 }
 
-/// The notification subscription `{Mask, HbInterval, HcInterval, StreamInfo, Verbosity}`.
+/// Most bytes of an event address kept as text when it is not an IP address.
+pub const MAX_EVENT_ADDR_TEXT_BYTES: usize = 127;
+
+/// The `{NodeId, Addr}` of a SECONDARY_DIED / SECONDARY_ARRIVED event,
+/// decoded so that the event is always delivered (spec §H.7):
+///
+/// - a node id that is a value term is that value; an Erlang string (a list
+///   of bytes) or an atom is a C_BUF of its text; anything else is
+///   C_NOEXISTS;
+/// - an address as in [`NodeAddr::from_term`]; an atom is its text; anything
+///   else is its printed term (at most [`MAX_EVENT_ADDR_TEXT_BYTES`]);
+/// - data that is not a 2-tuple gives a C_NOEXISTS id and an empty address.
+pub fn event_node(data: &Term) -> HaNode {
+    let Some([id, addr]) = data.as_tuple() else {
+        return HaNode {
+            id: Value::NoExists,
+            addr: NodeAddr::Str(String::new()),
+        };
+    };
+    let id = match id {
+        Term::List(_) => match id.as_bytes_lossy() {
+            Some(b) => Value::Buf(b),
+            None => Value::from_term(id).unwrap_or(Value::NoExists),
+        },
+        Term::Atom(a) => Value::Buf(a.as_bytes().to_vec()),
+        _ => Value::from_term(id).unwrap_or(Value::NoExists),
+    };
+    let addr = NodeAddr::from_term(addr).unwrap_or_else(|| {
+        let mut text = match addr {
+            Term::Atom(a) => a.clone(),
+            other => format!("{other:?}"),
+        };
+        if text.len() > MAX_EVENT_ADDR_TEXT_BYTES {
+            let mut cut = MAX_EVENT_ADDR_TEXT_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        NodeAddr::Str(text)
+    });
+    HaNode { id, addr }
+}
+
+/// The first protocol version whose subscription term carries the verbosity
+/// element. LIB_PROTO_VSN is 10 x major + minor of the ConfD core (spec §0):
+/// ConfD 6.x is 60-69 (6.6 = 66), ConfD 7.x is 70-79, NSO 5.x/6.x (ConfD core
+/// 8.x) 80 and up. ConfD 6.6 and its library use the 4-tuple and refuse the
+/// 5-tuple; the `verbosity` field arrives with the ConfD 7.x headers; NSO
+/// 6.2.5 sends the 5-tuple (spec §H.4). So the cut is the first ConfD 7.x
+/// protocol version.
+pub const SUBSCRIPTION_VERBOSITY_MIN_PROTO_VSN: u16 = 70;
+
+/// The notification subscription: `{Mask, HbInterval, HcInterval,
+/// StreamInfo, Verbosity}` for protocol versions from
+/// [`SUBSCRIPTION_VERBOSITY_MIN_PROTO_VSN`], `{Mask, HbInterval, HcInterval,
+/// StreamInfo}` before.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     pub mask: i128,
@@ -311,6 +417,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The 5-tuple (protocol 70 and up).
     pub fn to_term(&self) -> Term {
         Term::Tuple(vec![
             Term::Int(self.mask),
@@ -320,7 +427,20 @@ impl Subscription {
             Term::int(self.verbosity),
         ])
     }
-    /// Accepts the 5-tuple and the older 4-tuple without verbosity.
+    /// The term for a daemon that settled on protocol version `proto_vsn`:
+    /// the 4-tuple without verbosity before
+    /// [`SUBSCRIPTION_VERBOSITY_MIN_PROTO_VSN`], else the 5-tuple.
+    pub fn to_term_for(&self, proto_vsn: u16) -> Term {
+        let mut t = self.to_term();
+        if proto_vsn < SUBSCRIPTION_VERBOSITY_MIN_PROTO_VSN {
+            if let Term::Tuple(e) = &mut t {
+                e.truncate(4);
+            }
+        }
+        t
+    }
+    /// Accepts the 5-tuple and the 4-tuple without verbosity (whatever the
+    /// protocol version of the hello: `ha-node` serves every release).
     pub fn from_term(t: &Term) -> Option<Subscription> {
         let e = t.as_tuple()?;
         if e.len() != 4 && e.len() != 5 {
@@ -335,15 +455,34 @@ impl Subscription {
     }
 }
 
-/// A heartbeat event frame on the notification socket: `{8192, 0}`
-/// (CONFD_NOTIF_HEARTBEAT; the element after the flag carries nothing).
+/// A heartbeat event frame on the notification socket for a client of
+/// protocol version `proto_vsn`: `{8192}` (CONFD_NOTIF_HEARTBEAT alone) as
+/// ConfD 6.6 sends it (measured, spec §H.1) before protocol 70; `{8192, 0}`
+/// from 70 on (not measured; econfd and this library read only the flag).
+pub fn heartbeat_term_for(proto_vsn: u16) -> Term {
+    if proto_vsn < SUBSCRIPTION_VERBOSITY_MIN_PROTO_VSN {
+        Term::Tuple(vec![Term::Int(NOTIF_HEARTBEAT)])
+    } else {
+        heartbeat_term()
+    }
+}
+
+/// A heartbeat event frame: `{8192, 0}` (CONFD_NOTIF_HEARTBEAT; the element
+/// after the flag carries nothing).
 pub fn heartbeat_term() -> Term {
     Term::Tuple(vec![Term::Int(NOTIF_HEARTBEAT), Term::int(0)])
 }
 
-/// The project-defined acknowledgement sent by `confd_sync_ha_notification()`:
-/// `{0, ha_info_synced}` (ConfD's own term for it is not public).
+/// What `confd_sync_ha_notification()` sends: the bare atom `ha_synced`, as
+/// ConfD 6.6's and NSO 6.2.5's libraries do (measured, spec §H.3). ConfD
+/// closes the notification socket on any other term.
 pub fn ha_sync_ack() -> Term {
+    Term::atom("ha_synced")
+}
+
+/// The acknowledgement libconfd_ha 0.1 sent (`{0, ha_info_synced}`), before
+/// ConfD's term was measured. `ha-node` still accepts it (see node/src/events.rs).
+pub fn legacy_ha_sync_ack() -> Term {
     Term::Tuple(vec![Term::int(0), Term::atom("ha_info_synced")])
 }
 
@@ -444,7 +583,28 @@ mod tests {
             HaReply::from_term(&Term::decode(&hex("83 64 00 02 6F 6B")).unwrap()),
             Some(HaReply::Ok)
         );
-        assert_eq!(HaReply::from_term(&Term::atom("nok")), None);
+        // Any atom is success, as with ConfD's libraries (spec §H.2).
+        assert_eq!(HaReply::from_term(&Term::atom("nok")), Some(HaReply::Ok));
+        assert_eq!(HaReply::from_term(&Term::binary("ok")), None);
+        // A real daemon's error: {error, Code}, no reason.
+        let two = Term::decode(&hex("83 68 02 77 05 65 72 72 6F 72 61 11")).unwrap();
+        assert_eq!(
+            HaReply::from_term(&two),
+            Some(HaReply::Error {
+                code: 17,
+                reason: String::new()
+            })
+        );
+        assert_eq!(parse_error(&two), Some((17, String::new())));
+        let atom_reason = Term::Tuple(vec![
+            Term::atom("error"),
+            Term::int(25),
+            Term::atom("econnrefused"),
+        ]);
+        assert_eq!(parse_error(&atom_reason), Some((25, "econnrefused".into())));
+        let not_int = Term::Tuple(vec![Term::atom("error"), Term::atom("closed")]);
+        assert_eq!(parse_error(&not_int), None);
+        assert_eq!(HaReply::from_term(&not_int), None);
     }
 
     #[test]
@@ -468,6 +628,14 @@ mod tests {
         // An event type outside i32 is not type 1 modulo 2^32.
         let wrapped = Term::Tuple(vec![Term::Int((1i128 << 32) + 1), Term::int(26)]);
         assert_eq!(HaEvent::from_inner(&wrapped), None);
+        let unknown = HaEvent::Unknown {
+            info_type: 8,
+            data: Term::atom("x"),
+        };
+        assert_eq!(
+            HaEvent::from_inner(&unknown.to_term().as_tuple().unwrap()[1]),
+            Some(unknown)
+        );
         let s = Subscription {
             mask: 64,
             heartbeat_ms: 0,
@@ -480,10 +648,123 @@ mod tests {
         expect.extend_from_slice(b"undefined");
         expect.extend_from_slice(&[0x61, 0x00]);
         assert_eq!(framed_sub, expect);
-        assert_eq!(Subscription::from_term(&s.to_term()), Some(s));
+        assert_eq!(Subscription::from_term(&s.to_term()), Some(s.clone()));
+        assert_eq!(s.to_term_for(87), s.to_term());
+        assert_eq!(s.to_term_for(70), s.to_term());
+        // ConfD 6.x: the 4-tuple {Mask, Hb, Hc, undefined} (spec §H.4).
+        let mut four = hex("83 68 04 61 40 61 00 61 00 77 09");
+        four.extend_from_slice(b"undefined");
+        assert_eq!(s.to_term_for(66).encode(), four);
+        assert_eq!(s.to_term_for(69).encode(), four);
+        assert_eq!(Subscription::from_term(&s.to_term_for(66)), Some(s));
         assert_eq!(
             heartbeat_term().encode(),
             hex("83 68 02 62 00 00 20 00 61 00")
+        );
+        assert_eq!(heartbeat_term_for(87), heartbeat_term());
+        assert_eq!(
+            heartbeat_term_for(66).encode(),
+            hex("83 68 01 62 00 00 20 00")
+        );
+        // ha_synced as NSO's library writes it (SMALL_ATOM_UTF8) and as
+        // ConfD 6.6's does (ATOM_EXT) decode to the same term.
+        assert_eq!(
+            ha_sync_ack().encode(),
+            hex("83 77 09 68 61 5F 73 79 6E 63 65 64")
+        );
+        assert_eq!(
+            Term::decode(&hex("83 64 00 09 68 61 5F 73 79 6E 63 65 64")).unwrap(),
+            ha_sync_ack()
+        );
+    }
+
+    /// Odd event terms are delivered, not refused (spec §H.7).
+    #[test]
+    fn odd_event_data_is_delivered() {
+        let ev = |ty: i32, data: Term| HaEvent::from_inner(&Term::Tuple(vec![Term::int(ty), data]));
+        assert_eq!(
+            ev(HA_INFO_NOPRIMARY, Term::atom("closed")),
+            Some(HaEvent::NoPrimary { reason: 0 })
+        );
+        assert_eq!(
+            ev(HA_INFO_SECONDARY_INITIALIZED, Term::atom("true")),
+            Some(HaEvent::SecondaryInitialized { by_copy: true })
+        );
+        assert_eq!(
+            ev(HA_INFO_SECONDARY_INITIALIZED, Term::atom("false")),
+            Some(HaEvent::SecondaryInitialized { by_copy: false })
+        );
+        assert_eq!(
+            ev(HA_INFO_SECONDARY_INITIALIZED, Term::int(7)),
+            Some(HaEvent::SecondaryInitialized { by_copy: true })
+        );
+        assert_eq!(
+            ev(HA_INFO_BESECONDARY_RESULT, Term::atom("ok")),
+            Some(HaEvent::BeSecondaryResult { result: 0 })
+        );
+        assert_eq!(
+            ev(
+                HA_INFO_BESECONDARY_RESULT,
+                Term::Tuple(vec![Term::atom("error"), Term::int(25)])
+            ),
+            Some(HaEvent::BeSecondaryResult { result: 25 })
+        );
+        assert_eq!(
+            ev(HA_INFO_BESECONDARY_RESULT, Term::atom("what")),
+            Some(HaEvent::BeSecondaryResult {
+                result: crate::errcode::CONFD_ERR_INTERNAL
+            })
+        );
+        let v4 = NodeAddr::V4("10.0.0.2".parse().unwrap());
+        let string_id = Term::Tuple(vec![
+            Term::List(b"n2".iter().map(|&b| Term::int(b)).collect()),
+            v4.to_term(),
+        ]);
+        assert_eq!(
+            ev(HA_INFO_SECONDARY_ARRIVED, string_id),
+            Some(HaEvent::SecondaryArrived(HaNode {
+                id: buf("n2"),
+                addr: v4.clone()
+            }))
+        );
+        let atom_id = Term::Tuple(vec![Term::atom("n3"), Term::atom("somewhere")]);
+        assert_eq!(
+            ev(HA_INFO_SECONDARY_DIED, atom_id),
+            Some(HaEvent::SecondaryDied(HaNode {
+                id: buf("n3"),
+                addr: NodeAddr::Str("somewhere".into())
+            }))
+        );
+        assert_eq!(
+            ev(HA_INFO_SECONDARY_DIED, Term::int(5)),
+            Some(HaEvent::SecondaryDied(HaNode {
+                id: Value::NoExists,
+                addr: NodeAddr::Str(String::new())
+            }))
+        );
+        let long_addr = Term::Tuple(vec![
+            Term::binary("n4"),
+            Term::List(vec![Term::Float(1.5); 100]),
+        ]);
+        match ev(HA_INFO_SECONDARY_DIED, long_addr) {
+            Some(HaEvent::SecondaryDied(HaNode {
+                addr: NodeAddr::Str(s),
+                ..
+            })) => assert_eq!(s.len(), MAX_EVENT_ADDR_TEXT_BYTES),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ev(8, Term::int(0)),
+            Some(HaEvent::Unknown {
+                info_type: 8,
+                data: Term::int(0)
+            })
+        );
+        // Still refused: no {Type, Data} shape, or a type that is no int.
+        assert_eq!(HaEvent::from_inner(&Term::atom("x")), None);
+        assert_eq!(
+            HaEvent::from_inner(&Term::Tuple(vec![Term::atom("a"), Term::int(0)])),
+            None
         );
     }
 }

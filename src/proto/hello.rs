@@ -10,15 +10,38 @@ pub const CLIENT_HA: u8 = 17;
 /// Project-defined: the data API of `ha-node` (ConfD does not use this id).
 pub const CLIENT_HADATA: u8 = 42;
 
-/// Defaults sent by the library: those of NSO 6.7 (spec §0).
+/// The versions the library starts with: those of NSO 6.7 (spec §0). A
+/// daemon of another release refuses them and names its own, which the
+/// library then uses (spec §H.2, §H.5; see `client::hello_adapting`).
 pub const DEFAULT_PROTO_VSN: u16 = 87;
 pub const DEFAULT_LIB_VSN: u32 = 0x0807_0000;
+/// The MAXDEPTH / MAXKEYLEN of ConfD 6.6's and 7.x's headers (20 / 9): what
+/// C programs built against those headers pass to `confd_init_vsn_sz`, and
+/// what `ha-node` answers as its (schemaless) data model's needs.
 pub const DEFAULT_MAXDEPTH: u8 = 20;
 pub const DEFAULT_MAXKEYLEN: u8 = 9;
 
-/// Hello status byte: accepted / rejected.
+/// The keypath limits the library announces in every hello (bytes 7 and 8):
+/// 0 / 0, as econfd announces them. A daemon refuses a hello whose limits
+/// are below what its data model needs (answer status 2); ConfD's C
+/// libraries announce the sizes of their fixed keypath arrays (20 / 9 in
+/// ConfD 6.6 and 7.x, 60 / 18 in NSO 6.x), which a deep enough model
+/// exceeds. This library has no fixed-size keypath arrays, which is exactly
+/// econfd's situation, and econfd's 0 / 0 is accepted by every daemon
+/// whatever its model (measured with ConfD 6.6, spec §H.5; econfd runs
+/// inside every NSO release against arbitrary device models). So 0 / 0 is
+/// both honest and the one value no model exceeds.
+pub const ANNOUNCED_MAXDEPTH: u8 = 0;
+pub const ANNOUNCED_MAXKEYLEN: u8 = 0;
+
+/// Hello status byte: accepted.
 pub const HELLO_OK: u8 = 0;
+/// Hello status byte: the library's protocol version is refused; the answer
+/// carries the daemon's own LIB_PROTO_VSN and LIB_VSN.
 pub const HELLO_BAD_VSN: u8 = 1;
+/// Hello status byte: the library's MAXDEPTH / MAXKEYLEN (hello bytes 7-8)
+/// are below what the daemon's data model needs (answer bytes 7-8).
+pub const HELLO_BAD_SIZES: u8 = 2;
 
 /// The client's hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +123,22 @@ impl ServerHello {
     }
 }
 
-/// The versions the library announces: the defaults above, overridden by
+/// The versions the library starts a hello with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LibVersions {
+    pub proto: u16,
+    pub vsn: u32,
+    /// `CONFD_HA_LIB_PROTO_VSN` pins the protocol version: a refusal is then
+    /// an error, not a reason to adapt.
+    pub proto_pinned: bool,
+    /// `CONFD_HA_LIB_VSN` pins the library version sent in every hello.
+    pub vsn_pinned: bool,
+}
+
+/// The versions the library starts with: the defaults above, or what
 /// `CONFD_HA_LIB_PROTO_VSN` (decimal) and `CONFD_HA_LIB_VSN` (decimal or
-/// 0x-prefixed hex) when those are set and parse.
-pub fn lib_versions() -> (u16, u32) {
+/// 0x-prefixed hex) pin when they are set and parse.
+pub fn lib_versions() -> LibVersions {
     fn parse(s: &str) -> Option<u64> {
         let s = s.trim();
         match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -114,14 +149,17 @@ pub fn lib_versions() -> (u16, u32) {
     let proto = std::env::var("CONFD_HA_LIB_PROTO_VSN")
         .ok()
         .and_then(|s| parse(&s))
-        .and_then(|v| u16::try_from(v).ok())
-        .unwrap_or(DEFAULT_PROTO_VSN);
+        .and_then(|v| u16::try_from(v).ok());
     let vsn = std::env::var("CONFD_HA_LIB_VSN")
         .ok()
         .and_then(|s| parse(&s))
-        .and_then(|v| u32::try_from(v).ok())
-        .unwrap_or(DEFAULT_LIB_VSN);
-    (proto, vsn)
+        .and_then(|v| u32::try_from(v).ok());
+    LibVersions {
+        proto: proto.unwrap_or(DEFAULT_PROTO_VSN),
+        vsn: vsn.unwrap_or(DEFAULT_LIB_VSN),
+        proto_pinned: proto.is_some(),
+        vsn_pinned: vsn.is_some(),
+    }
 }
 
 #[cfg(test)]

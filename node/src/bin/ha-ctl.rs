@@ -343,6 +343,13 @@ fn watch(ep: &Endpoint, json: bool, heartbeat_ms: i64) -> Result<(), Failure> {
                         },
                     )],
                 ),
+                HaEvent::Unknown { info_type, data } => (
+                    "HA_INFO",
+                    vec![
+                        ("type", info_type.to_string()),
+                        ("data", format!("{data:?}")),
+                    ],
+                ),
             },
         };
         let line = if json {
