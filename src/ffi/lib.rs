@@ -1047,7 +1047,9 @@ unsafe fn free_value(v: *mut confd_value_t, depth: usize) {
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-compile_error!("confd_fatal's entry point (a jump to its C body) is written for x86-64 and aarch64 only");
+compile_error!(
+    "confd_fatal's entry point (a jump to its C body) is written for x86-64 and aarch64 only"
+);
 
 /// Formats the printf(3)-style message `fmt` and its arguments, writes it
 /// to stderr and exits the process with status 1, as ConfD's

@@ -7,7 +7,7 @@ use crate::common::{free_port, TempDir, TOKEN};
 use crate::net::Net;
 use confd_ha::client::data::DataClient;
 use confd_ha::client::ha::HaClient;
-use confd_ha::client::{hello, Stream};
+use confd_ha::client::{hello_adapting, Stream};
 use confd_ha::proto::data::NodeState;
 use confd_ha::proto::ha::{HaNode, NodeAddr};
 use confd_ha::proto::hello::{CLIENT_HA, CLIENT_HADATA};
@@ -28,18 +28,32 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Size of a tmpfs data directory (filled on purpose by the disk-full faults).
 pub const TMPFS_SIZE_MB: u32 = 64;
 
-/// Opens a client connection with a connect and read deadline.
-pub fn connect(addr: &str, client: u8, timeout: Duration) -> Result<Stream, String> {
-    let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let t = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
+/// Opens a TCP stream with a connect, read and write deadline (no hello).
+fn open(addr: &str, timeout: Duration) -> confd_ha::error::Result<Stream> {
+    let os = |e: std::io::Error| confd_ha::error::Error::os(format!("connecting to {addr}"), e);
+    let sa: SocketAddr = addr
+        .parse()
+        .map_err(|_| confd_ha::error::Error::usage(format!("bad address {addr}")))?;
+    let t = TcpStream::connect_timeout(&sa, timeout).map_err(os)?;
     let _ = t.set_nodelay(true);
-    t.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    t.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut s = Stream::Tcp(t);
-    hello(&mut s, client).map_err(|e| format!("{addr}: hello: {e}"))?;
-    Ok(s)
+    t.set_read_timeout(Some(timeout)).map_err(os)?;
+    t.set_write_timeout(Some(timeout)).map_err(os)?;
+    Ok(Stream::Tcp(t))
+}
+
+/// Opens a client connection with a connect and read deadline and runs the
+/// hello as `client`.
+pub fn connect(addr: &str, client: u8, timeout: Duration) -> Result<Stream, String> {
+    let first = open(addr, timeout).map_err(|e| e.to_string())?;
+    hello_adapting(
+        addr,
+        client,
+        first,
+        &mut || open(addr, timeout),
+        &mut |_, _| {},
+    )
+    .map(|(s, _)| s)
+    .map_err(|e| format!("{addr}: hello: {e}"))
 }
 
 pub fn data_client(addr: &str, timeout: Duration) -> Result<DataClient, String> {

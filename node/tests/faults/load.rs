@@ -277,3 +277,68 @@ pub fn zombies(load: &Load, names: &[String]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(state: i64, writable: i64, ack_inside: bool) -> Load {
+        let l = Load::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for k in 0..50 {
+            l.samples.lock().unwrap().push(Sample {
+                node: 0,
+                at: at(k * 100),
+                state,
+                writable,
+                store_failed: None,
+            });
+        }
+        for k in 0..10 {
+            l.refusals.lock().unwrap().push(Refusal {
+                node: 0,
+                at: at(100 + k * 300),
+                code: 18,
+                reason: "store commit failed".into(),
+            });
+        }
+        if ack_inside {
+            // Some commits still succeed: one a second.
+            for k in 0..5 {
+                l.acks.lock().unwrap().push(Ack {
+                    key: format!("/f/w0/k{k}"),
+                    val: "v".into(),
+                    txid: "t".into(),
+                    node: 0,
+                    sent: at(500 + k * 1000),
+                    acked: at(500 + k * 1000),
+                });
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn zombie_detector_flags_a_writable_primary_that_refuses_everything() {
+        let names = vec!["n1".to_string()];
+        let z = zombies(&load_with(STATE_PRIMARY as i64, 1, false), &names);
+        assert_eq!(z.len(), 1, "{z:?}");
+        assert!(z[0].contains("n1 said PRIMARY and writable"), "{z:?}");
+        // Not when it still acknowledges some, says not writable, or is not primary.
+        assert!(zombies(&load_with(STATE_PRIMARY as i64, 1, true), &names).is_empty());
+        assert!(zombies(&load_with(STATE_PRIMARY as i64, 0, false), &names).is_empty());
+        assert!(zombies(&load_with(1, 1, false), &names).is_empty());
+    }
+
+    #[test]
+    fn diff_names_missing_and_different_keys() {
+        let a: BTreeMap<String, Value> = [("/f/a".to_string(), Value::Int32(1))].into();
+        let b: BTreeMap<String, Value> = [("/f/b".to_string(), Value::Int32(1))].into();
+        assert_eq!(diff(&a, &a, 5), Vec::<String>::new());
+        assert_eq!(
+            diff(&a, &b, 5),
+            vec!["/f/a only on the first", "/f/b only on the second"]
+        );
+    }
+}

@@ -635,3 +635,17 @@ pub fn run_suite() {
         failed.join("\n")
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::keys_in;
+
+    #[test]
+    fn keys_in_finds_every_writer_key() {
+        let k = keys_in("seq 3 txid t set /f/w0/k0000001 = x\nset /f/w12/k0000002\u{0}/f/w1/k9");
+        assert_eq!(k.len(), 3, "{k:?}");
+        assert!(
+            k.contains("/f/w0/k0000001") && k.contains("/f/w12/k0000002") && k.contains("/f/w1/k9")
+        );
+    }
+}
