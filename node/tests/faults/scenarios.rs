@@ -36,6 +36,8 @@ pub enum Need {
     Tmpfs,
     /// Network namespaces with tc netem, for loss and delay (machine).
     Netem,
+    /// Network namespaces (machine; loopback has other scenarios for it).
+    Netns,
 }
 
 // ---- the scenario context --------------------------------------------------
@@ -155,11 +157,11 @@ impl Ctx<'_> {
     /// The primary loses its secondaries and the framework, but keeps its
     /// clients (netns: two-way partition from the other nodes; loopback: a
     /// freeze). Its clients keep using it: split brain.
-    fn cut_primary(&mut self, p: usize) {
+    fn cut_primary(&mut self, p: usize, freeze: bool) {
         self.shared.route.write().unwrap().stale_ok[p] = true;
         self.split_brain.push((p, Instant::now()));
         match self.net.netns() {
-            Some(ns) => {
+            Some(ns) if !freeze => {
                 for s in (0..NODES).filter(|&s| s != p) {
                     ns.block(p, s);
                     ns.block(s, p);
@@ -170,18 +172,17 @@ impl Ctx<'_> {
                     self.nodes[p].name
                 ));
             }
-            None => self.freeze(p),
+            _ => self.freeze(p),
         }
     }
     fn uncut_primary(&mut self, p: usize) {
-        match self.net.netns() {
-            Some(ns) => {
-                ns.heal_all();
-                self.shared.cut_off[p].store(false, Ordering::SeqCst);
-                self.shared
-                    .note(format!("heal the partition of {}", self.nodes[p].name));
-            }
-            None => self.thaw(p),
+        if self.nodes[p].frozen {
+            self.thaw(p);
+        } else if let Some(ns) = self.net.netns() {
+            ns.heal_all();
+            self.shared.cut_off[p].store(false, Ordering::SeqCst);
+            self.shared
+                .note(format!("heal the partition of {}", self.nodes[p].name));
         }
     }
     /// Waits until node `i` follows the framework's primary again.
@@ -343,17 +344,26 @@ fn lossy_links(c: &mut Ctx) {
     c.shared.note("links healed".into());
 }
 
-/// The primary is frozen (or partitioned with its clients); the framework
-/// promotes another; it comes back still thinking it is primary, and its
+/// The primary is frozen (SIGSTOP), or partitioned from the other nodes and
+/// the framework but not from its clients; the framework promotes another;
+/// it comes back (SIGCONT, heal) still thinking it is primary, and its
 /// clients keep writing to it until the framework demotes it.
-fn split_brain(c: &mut Ctx) {
+fn split_brain(c: &mut Ctx, freeze: bool) {
     let p = c.primary();
-    c.cut_primary(p);
+    c.cut_primary(p, freeze);
     c.wait_failover_from(p);
     c.load_for(c.phase);
     c.uncut_primary(p);
     // Split brain until the framework notices and demotes it.
     c.wait_rejoined(p);
+}
+
+fn split_brain_freeze(c: &mut Ctx) {
+    split_brain(c, true);
+}
+
+fn split_brain_partition(c: &mut Ctx) {
+    split_brain(c, false);
 }
 
 fn switchover(c: &mut Ctx) {
@@ -575,6 +585,8 @@ const MS1: &[Need] = &[MinSecondaries];
 /// rollback files; the frozen primary's in-flight commits must not be
 /// acknowledged (that fix comes with --min-secondaries).
 const SB0: &[Need] = &[Rollback, MinSecondaries];
+const SB0N: &[Need] = &[Rollback, MinSecondaries, Netns];
+const MS1N: &[Need] = &[MinSecondaries, Netns];
 
 #[rustfmt::skip]
 pub const CATALOG: &[Scenario] = &[
@@ -584,7 +596,8 @@ pub const CATALOG: &[Scenario] = &[
     Scenario { name: "isolate-secondary", run: isolate_secondary, needs0: &[], needs1: MS1, bounded: &[1], on_store_error: None, tmpfs: None },
     Scenario { name: "one-way-partitions", run: oneway, needs0: &[], needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
     Scenario { name: "lossy-links", run: lossy_links, needs0: &[Netem], needs1: &[MinSecondaries, Netem], bounded: &[1], on_store_error: None, tmpfs: None },
-    Scenario { name: "split-brain", run: split_brain, needs0: SB0, needs1: MS1, bounded: &[0, 1], on_store_error: None, tmpfs: None },
+    Scenario { name: "split-brain-freeze", run: split_brain_freeze, needs0: SB0, needs1: MS1, bounded: &[0, 1], on_store_error: None, tmpfs: None },
+    Scenario { name: "split-brain-partition", run: split_brain_partition, needs0: SB0N, needs1: MS1N, bounded: &[1], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover", run: switchover, needs0: MS1, needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover-slow-disk", run: switchover_slow_disk, needs0: &[MinSecondaries, Strace], needs1: &[MinSecondaries, Strace], bounded: &[1], on_store_error: None, tmpfs: None },
     Scenario { name: "disk-full-primary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Tmpfs], needs1: &[MinSecondaries, StoreErrors, Tmpfs], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },

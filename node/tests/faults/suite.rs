@@ -31,6 +31,7 @@ struct Features {
     rollback: bool,
     strace: bool,
     tmpfs: bool,
+    netns: bool,
     netem: bool,
 }
 
@@ -96,6 +97,7 @@ impl Features {
             rollback: ctl.contains("rollback"),
             strace: can_strace_attach(),
             tmpfs: can_mount_tmpfs(),
+            netns: net.netns().is_some(),
             netem: net.netns().is_some_and(|n| n.netem),
         }
     }
@@ -107,6 +109,7 @@ impl Features {
             Need::Strace => self.strace,
             Need::Tmpfs => self.tmpfs,
             Need::Netem => self.netem,
+            Need::Netns => self.netns,
         }
     }
     fn describe(&self) -> String {
