@@ -318,12 +318,35 @@ impl Framework {
         assert_ne!(old, to);
         self.set_route(None);
         self.benone(old)?;
-        self.beprimary(to)?;
-        self.primary = to;
-        self.set_route(Some(to));
+        // Promote only a node that has everything the old primary had: the
+        // chosen one, else the one with the highest seq if it is as far,
+        // else the old primary again (the switchover is called off).
+        let st = self.probe_all();
+        let seq = |i: usize| st[i].as_ref().map_or(-1, |s| s.seq);
+        let target = if seq(to) >= seq(old) {
+            to
+        } else {
+            let best = (0..self.n())
+                .filter(|&i| i != old)
+                .max_by_key(|&i| seq(i))
+                .filter(|&i| seq(i) >= seq(old))
+                .unwrap_or(old);
+            self.shared.note(format!(
+                "switchover: {} is at seq {} behind {} at {}; promoting {} instead",
+                self.names[to],
+                seq(to),
+                self.names[old],
+                seq(old),
+                self.names[best]
+            ));
+            best
+        };
+        self.beprimary(target)?;
+        self.primary = target;
+        self.set_route(Some(target));
         for i in 0..self.n() {
-            if i != to {
-                let _ = self.besecondary(i, to);
+            if i != target {
+                let _ = self.besecondary(i, target);
             }
         }
         Ok(())

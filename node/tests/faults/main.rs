@@ -6,8 +6,8 @@
 //! (with a slow disk), partitions one- and two-way, a disk that fills (tmpfs),
 //! an fdatasync that fails (strace's syscall fault injection), damaged store
 //! files. After each scenario has healed it checks: no acknowledged commit
-//! lost (with `min-secondaries 0`, only a deposed or lone primary's commits,
-//! and each of those is in a rollback file), no node PRIMARY and writable
+//! lost (with `min-secondaries 0`, only commits of the primary the scenario
+//! froze, cut off, killed or broke, and each of those is in a rollback file), no node PRIMARY and writable
 //! while its store refuses writes, identical data on every node, no crash.
 //!
 //! `make check` runs the bounded form (each kind of fault once); the full

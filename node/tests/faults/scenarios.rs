@@ -52,8 +52,10 @@ pub struct Ctx<'a> {
     pub ms: u32,
     pub phase: Duration,
     pub faults: u32,
-    /// Nodes deposed while cut off and still serving clients, from when.
-    pub split_brain: Vec<(usize, Instant)>,
+    /// Primaries this scenario killed, froze, cut off or broke: with
+    /// min-secondaries 0, what they acknowledged may be discarded on re-join
+    /// (split brain, or a lone primary), but only into a rollback file.
+    pub faulted_primaries: Vec<usize>,
     /// Findings that fail the scenario.
     pub errors: Vec<String>,
     /// Things worth printing that are not failures.
@@ -159,7 +161,7 @@ impl Ctx<'_> {
     /// freeze). Its clients keep using it: split brain.
     fn cut_primary(&mut self, p: usize, freeze: bool) {
         self.shared.route.write().unwrap().stale_ok[p] = true;
-        self.split_brain.push((p, Instant::now()));
+        self.faulted_primaries.push(p);
         match self.net.netns() {
             Some(ns) if !freeze => {
                 for s in (0..NODES).filter(|&s| s != p) {
@@ -284,6 +286,7 @@ impl Strace {
 
 fn kill9_primary(c: &mut Ctx) {
     let p = c.primary();
+    c.faulted_primaries.push(p);
     c.nodes[p].kill9();
     c.fault(format!("kill -9 primary {}", c.nodes[p].name));
     c.wait_failover_from(p);
@@ -380,7 +383,9 @@ fn switchover(c: &mut Ctx) {
             c.errors.push(format!("switchover: {e}"));
             return;
         }
-        c.wait_rejoined(p);
+        if c.primary() != p {
+            c.wait_rejoined(p);
+        }
     }
 }
 
@@ -405,7 +410,9 @@ fn switchover_slow_disk(c: &mut Ctx) {
         c.errors.push(format!("switchover: {e}"));
         return;
     }
-    c.wait_rejoined(p);
+    if c.primary() != p {
+        c.wait_rejoined(p);
+    }
 }
 
 /// Fills the data disk of node `i` (a tmpfs) under load, then frees it.
@@ -419,6 +426,7 @@ fn disk_full(c: &mut Ctx, i: usize) {
     ));
     let was_primary = c.primary() == i;
     if was_primary {
+        c.faulted_primaries.push(i);
         // Its store refuses writes now or soon: it must leave its role.
         let left = c.wait(
             "the primary with a full disk to be replaced",
@@ -481,6 +489,7 @@ fn eio(c: &mut Ctx, i: usize) {
     ));
     let was_primary = c.primary() == i;
     if was_primary {
+        c.faulted_primaries.push(i);
         // Either the store was reopened (the node goes on committing) or it
         // left its role (the framework fails over) or it exited.
         let ok = c.wait(

@@ -255,7 +255,7 @@ fn run_one(
         ms,
         phase,
         faults: 0,
-        split_brain: Vec::new(),
+        faulted_primaries: Vec::new(),
         errors: Vec::new(),
         notes: Vec::new(),
         started: Instant::now(),
@@ -362,20 +362,13 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
         let kept = rollback_cache[a.node]
             .get_or_insert_with(|| keys_in(&rollback_text(&c.nodes[a.node], feats, &mut o.errors)));
         let in_rollback = kept.contains(&a.key);
-        if c.ms == 0 && in_rollback {
+        // With min-secondaries 0 a primary that was cut off (or alone) may
+        // have acknowledged what the new primary never got: allowed only for
+        // a primary this scenario faulted, and only into a rollback file.
+        let excused = c.ms == 0 && c.faulted_primaries.contains(&a.node);
+        if excused && in_rollback {
             o.discarded += 1;
             discarded_by[a.node] += 1;
-            let in_window = c
-                .split_brain
-                .iter()
-                .any(|(n, from)| *n == a.node && a.acked >= *from);
-            if !in_window && o.notes.len() < 3 {
-                o.notes.push(format!(
-                    "{} (txid {}) acknowledged by {} outside a split brain was discarded \
-                     (in its rollback file): a lone primary's commit",
-                    a.key, a.txid, names[a.node]
-                ));
-            }
             continue;
         }
         o.lost += 1;
@@ -388,10 +381,11 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
                 names[a.node],
                 (a.acked - c.shared.t0).as_secs_f64(),
                 (a.sent - c.shared.t0).as_secs_f64(),
-                if c.ms == 0 {
-                    ", not in any rollback file"
-                } else {
-                    ""
+                match (excused, in_rollback) {
+                    (true, _) => ", not in any rollback file",
+                    (false, true) =>
+                        ", in a rollback file, but this node was not a faulted primary",
+                    (false, false) => "",
                 }
             ));
         }
