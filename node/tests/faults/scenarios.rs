@@ -610,7 +610,7 @@ pub const CATALOG: &[Scenario] = &[
     Scenario { name: "switchover", run: switchover, needs0: MS1, needs1: MS1, bounded: &[0], on_store_error: None, tmpfs: None },
     Scenario { name: "switchover-slow-disk", run: switchover_slow_disk, needs0: &[MinSecondaries, Strace], needs1: &[MinSecondaries, Strace], bounded: &[1], on_store_error: None, tmpfs: None },
     Scenario { name: "disk-full-primary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Tmpfs], needs1: &[MinSecondaries, StoreErrors, Tmpfs], bounded: &[1], on_store_error: Some("stop-role"), tmpfs: Some(0) },
-    Scenario { name: "disk-full-secondary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Tmpfs], needs1: &[MinSecondaries, StoreErrors, Tmpfs], bounded: &[], on_store_error: Some("stop-role"), tmpfs: Some(1) },
+    Scenario { name: "disk-full-secondary", run: disk_full_tmpfs_node, needs0: &[StoreErrors, Tmpfs], needs1: &[MinSecondaries, StoreErrors, Tmpfs], bounded: &[0], on_store_error: Some("stop-role"), tmpfs: Some(1) },
     Scenario { name: "eio-primary", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[0], on_store_error: Some("stop-role"), tmpfs: None },
     Scenario { name: "eio-primary-exit", run: eio_primary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[1], on_store_error: Some("exit"), tmpfs: None },
     Scenario { name: "eio-secondary", run: eio_secondary, needs0: &[StoreErrors, Strace], needs1: &[MinSecondaries, StoreErrors, Strace], bounded: &[], on_store_error: Some("stop-role"), tmpfs: None },
