@@ -295,6 +295,13 @@ pub fn free_bytes(p: &Path) -> u64 {
 
 impl Drop for FNode {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of {}'s log ----\n{}",
+                self.name,
+                self.log_tail(30)
+            );
+        }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child (SIGCONT in case it is frozen).
             unsafe {
