@@ -561,13 +561,21 @@ pub fn run_suite() {
                     .filter(|n| !(feats.has(*n) || force && product_feature(*n)))
                     .collect();
                 if !missing.is_empty() {
-                    let product = missing.iter().any(|n| product_feature(*n));
-                    if product && !SKIP_MISSING_FEATURES {
-                        failed.push(format!("{label}: feature missing: {missing:?}"));
-                        println!("faults: {label}: FAILED (feature missing: {missing:?})");
+                    let (feature, tool): (Vec<Need>, Vec<Need>) =
+                        missing.iter().partition(|n| product_feature(**n));
+                    let mut why = Vec::new();
+                    if !feature.is_empty() {
+                        why.push(format!("feature missing: {feature:?}"));
+                    }
+                    if !tool.is_empty() {
+                        why.push(format!("tool missing: {tool:?}"));
+                    }
+                    let why = why.join("; ");
+                    if !feature.is_empty() && !SKIP_MISSING_FEATURES {
+                        failed.push(format!("{label}: {why}"));
+                        println!("faults: {label}: FAILED ({why})");
                     } else if it == 0 {
-                        let kind = if product { "feature" } else { "tool" };
-                        println!("faults: {label}: SKIPPED ({kind} missing: {missing:?}) ########");
+                        println!("faults: {label}: SKIPPED ({why}) ########");
                         skipped.push(label);
                     }
                     continue;
