@@ -156,6 +156,25 @@ impl Netns {
                 return Err(format!("{ip} is not reachable from the host"));
             }
         }
+        // And between the namespaces, across the bridge (a host whose
+        // firewall filters bridged traffic, as Docker's does, fails here).
+        for i in 0..n {
+            let j = (i + 1) % n;
+            let probe = format!("exec 3<>/dev/tcp/{}/9", me.ip(j));
+            let out = Command::new("ip")
+                .args([
+                    "netns", "exec", &me.ns[i], "timeout", "3", "bash", "-c", &probe,
+                ])
+                .output()
+                .map_err(|e| format!("bash in a namespace: {e}"))?;
+            if !String::from_utf8_lossy(&out.stderr).contains("refused") {
+                return Err(format!(
+                    "{} does not reach {} across the bridge (bridged traffic filtered?)",
+                    me.ip(i),
+                    me.ip(j)
+                ));
+            }
+        }
         me.netem = me
             .exec(
                 0,
