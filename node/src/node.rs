@@ -84,6 +84,9 @@ pub struct Node {
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
     ha_conn: Mutex<Option<(u64, Stream)>>,
     token: Mutex<Arc<Vec<u8>>>,
+    /// Random id of this process, sent when joining a primary, so that the
+    /// primary can tell our re-join from another node using our node id.
+    pub instance: Vec<u8>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +131,7 @@ impl Node {
             commit_tx: Mutex::new(None),
             ha_conn: Mutex::new(None),
             token: Mutex::new(Arc::new(Vec::new())),
+            instance: crate::peer::nonce().map_err(|e| format!("node instance id: {e}"))?,
         }))
     }
 
@@ -225,7 +229,10 @@ impl Node {
     fn get_status(&self) -> HaReply {
         let st = lock(&self.state);
         let (state, nodes) = match &st.role {
-            Role::None | Role::Joining { .. } => (STATE_NONE, vec![]),
+            Role::None => (STATE_NONE, vec![]),
+            // As ConfD: right after besecondary the node is SECONDARY of the
+            // primary it was ordered to join (an async join still running).
+            Role::Joining { primary, .. } => (STATE_SECONDARY, vec![primary.clone()]),
             Role::Primary { down, .. } => (STATE_PRIMARY, down.nodes()),
             Role::Secondary {
                 primary,
@@ -349,8 +356,11 @@ impl Node {
         };
         let mut st = lock(&self.state);
         match &mut st.role {
-            Role::Secondary { relay, primary, .. } => {
+            Role::Secondary {
+                relay, primary, up, ..
+            } => {
                 *relay = Some(down.clone());
+                down.set_upstream(up.clone());
                 let reason = relay_refusal(primary);
                 lock(&self.commit).down = Some(down);
                 lock(&self.commit).refusal = reason;

@@ -4,6 +4,7 @@
 
 use crate::store::StoreOp;
 use confd_ha::proto::frame::write_frame;
+use confd_ha::proto::ha::HaNode;
 use confd_ha::proto::term::Term;
 use confd_ha::value::Value;
 use hmac::{Hmac, Mac};
@@ -15,8 +16,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Version of the node-to-node protocol.
-pub const HA_PROTO_VSN: i64 = 1;
+/// Highest version of the node-to-node protocol this node speaks. Version 2
+/// added the node instance in `ha_auth` and the `sub_secondaries` report.
+pub const HA_PROTO_VSN: i64 = 2;
+/// Lowest version still spoken (a peer of an older ha-node release).
+pub const HA_PROTO_VSN_MIN: i64 = 1;
+/// At most this many nodes in one `sub_secondaries` report (a longer list is
+/// a protocol error).
+pub const MAX_REPORTED_SUBS: usize = 4096;
 /// Largest node-to-node frame (a transaction of one 16 MiB value, plus framing).
 pub const MAX_PEER_FRAME: usize = 40 * 1024 * 1024;
 /// Target size of one full-copy chunk, so that ticks interleave.
@@ -41,6 +48,11 @@ pub enum PeerMsg {
         expected_primary: Value,
         seq: u64,
         txid: String,
+        /// Version 2 on: the joining node process's random instance id and
+        /// the number of the join attempt in that process (it grows), so a
+        /// primary can tell a newer re-join of the same node from its older
+        /// links and from a second node using the same node id.
+        instance: Option<(Vec<u8>, u64)>,
     },
     Reject {
         code: i32,
@@ -63,6 +75,17 @@ pub enum PeerMsg {
     },
     Ack(u64),
     Tick,
+    /// Version 2 on, secondary to primary: every node now behind this relay
+    /// (its sub-secondaries and theirs), each with the address its connection
+    /// came from. Sent whenever the set changes; replaces the previous report.
+    SubSecondaries(Vec<HaNode>),
+}
+
+/// The version a primary speaks with a secondary that offered `theirs`:
+/// the lower of the two, or None if that is below what we still speak.
+pub fn negotiate(theirs: i64) -> Option<i64> {
+    let v = theirs.min(HA_PROTO_VSN);
+    (v >= HA_PROTO_VSN_MIN).then_some(v)
 }
 
 fn a(s: &str) -> Term {
@@ -122,14 +145,22 @@ impl PeerMsg {
                 expected_primary,
                 seq,
                 txid,
-            } => Term::Tuple(vec![
-                a("ha_auth"),
-                Term::binary(mac),
-                my_id.to_term(),
-                expected_primary.to_term(),
-                u(*seq),
-                Term::binary(txid),
-            ]),
+                instance,
+            } => {
+                let mut t = vec![
+                    a("ha_auth"),
+                    Term::binary(mac),
+                    my_id.to_term(),
+                    expected_primary.to_term(),
+                    u(*seq),
+                    Term::binary(txid),
+                ];
+                if let Some((i, attempt)) = instance {
+                    t.push(Term::binary(i));
+                    t.push(u(*attempt));
+                }
+                Term::Tuple(t)
+            }
             PeerMsg::Reject { code, reason } => {
                 Term::Tuple(vec![a("ha_reject"), Term::int(*code), Term::binary(reason)])
             }
@@ -146,6 +177,10 @@ impl PeerMsg {
             PeerMsg::Txn { seq, txid, ops } => txn_term(*seq, txid, ops),
             PeerMsg::Ack(s) => Term::Tuple(vec![a("ack"), u(*s)]),
             PeerMsg::Tick => a("tick"),
+            PeerMsg::SubSecondaries(nodes) => Term::Tuple(vec![
+                a("sub_secondaries"),
+                Term::List(nodes.iter().map(HaNode::to_term).collect()),
+            ]),
         }
     }
 
@@ -188,12 +223,16 @@ impl PeerMsg {
                 nonce: bin(&e[2])?,
                 mac: bin(&e[3])?,
             },
-            ("ha_auth", 6) => PeerMsg::Auth {
+            ("ha_auth", 6 | 8) => PeerMsg::Auth {
                 mac: bin(&e[1])?,
                 my_id: val(&e[2])?,
                 expected_primary: val(&e[3])?,
                 seq: seq(&e[4])?,
                 txid: text(&e[5])?,
+                instance: match (e.get(6), e.get(7)) {
+                    (Some(i), Some(n)) => Some((bin(i)?, seq(n)?)),
+                    _ => None,
+                },
             },
             ("ha_reject", 3) => PeerMsg::Reject {
                 code: e[1]
@@ -247,6 +286,20 @@ impl PeerMsg {
                 }
             }
             ("ack", 2) => PeerMsg::Ack(seq(&e[1])?),
+            ("sub_secondaries", 2) => {
+                let items = e[1].as_list().ok_or_else(bad)?;
+                if items.len() > MAX_REPORTED_SUBS {
+                    return Err(format!(
+                        "sub_secondaries report of {} nodes exceeds the limit of {MAX_REPORTED_SUBS}",
+                        items.len()
+                    ));
+                }
+                let nodes = items
+                    .iter()
+                    .map(|n| HaNode::from_term(n).ok_or_else(bad))
+                    .collect::<Result<Vec<_>, _>>()?;
+                PeerMsg::SubSecondaries(nodes)
+            }
             _ => return Err(bad()),
         })
     }
@@ -501,6 +554,15 @@ mod tests {
                 expected_primary: Value::Buf(b"n1".to_vec()),
                 seq: 7,
                 txid: "n1-7-1".into(),
+                instance: None,
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(b"n2".to_vec()),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+                instance: Some((vec![5; 32], 9)),
             },
             PeerMsg::Reject {
                 code: 28,
@@ -526,6 +588,17 @@ mod tests {
             },
             PeerMsg::Ack(5),
             PeerMsg::Tick,
+            PeerMsg::SubSecondaries(vec![]),
+            PeerMsg::SubSecondaries(vec![
+                HaNode {
+                    id: Value::Buf(b"n3".to_vec()),
+                    addr: confd_ha::proto::ha::NodeAddr::V4("127.0.0.4".parse().unwrap()),
+                },
+                HaNode {
+                    id: Value::Int32(4),
+                    addr: confd_ha::proto::ha::NodeAddr::V6("::1".parse().unwrap()),
+                },
+            ]),
         ];
         for m in msgs {
             assert_eq!(PeerMsg::decode(&m.encode()).unwrap(), m);
@@ -539,6 +612,28 @@ mod tests {
             Term::List(vec![a("x")])
         ]))
         .is_err());
+    }
+
+    #[test]
+    fn version_negotiation_takes_the_lower_supported_version() {
+        assert_eq!(negotiate(1), Some(1));
+        assert_eq!(negotiate(HA_PROTO_VSN), Some(HA_PROTO_VSN));
+        assert_eq!(negotiate(HA_PROTO_VSN + 7), Some(HA_PROTO_VSN));
+        assert_eq!(negotiate(0), None);
+        assert_eq!(negotiate(-3), None);
+    }
+
+    #[test]
+    fn sub_secondaries_report_is_bounded() {
+        let node = HaNode {
+            id: Value::Buf(b"x".to_vec()),
+            addr: confd_ha::proto::ha::NodeAddr::V4("127.0.0.9".parse().unwrap()),
+        };
+        let big = PeerMsg::SubSecondaries(vec![node; MAX_REPORTED_SUBS + 1]);
+        let e = PeerMsg::decode(&big.encode()).unwrap_err();
+        assert!(e.contains("exceeds the limit"), "{e}");
+        let bad = Term::Tuple(vec![a("sub_secondaries"), Term::List(vec![a("x")])]);
+        assert!(PeerMsg::from_term(&bad).is_err());
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use crate::node::{id_str, lock, node_addr, Node};
 use crate::peer::{
-    chunk_term, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr,
-    WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN,
+    chunk_term, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
+    ReadErr, WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
+use crate::secondary::Upstream;
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
@@ -41,6 +42,18 @@ pub struct Peer {
     kill_reason: Mutex<Option<String>>,
     stream: TcpStream,
     pub last_rx: Mutex<Instant>,
+    /// The node process's instance id and join attempt (protocol version 2 on).
+    instance: Option<(Vec<u8>, u64)>,
+    /// The nodes behind this peer when it is a relay, as it last reported them.
+    subs: Mutex<Vec<HaNode>>,
+    /// Dropped by a `secondary_dead` order: no SECONDARY_DIED for the peer itself.
+    quiet: AtomicBool,
+    /// Its SECONDARY_DIED events were emitted (held while emitting them, so
+    /// that they come before anything emitted by whoever waits for this lock).
+    died: Mutex<bool>,
+    /// The latest unprocessed report of the nodes behind it, and whether a
+    /// worker is processing reports.
+    report: Mutex<(Option<Vec<HaNode>>, bool)>,
 }
 
 struct PeerOut {
@@ -109,6 +122,10 @@ pub struct Downstream {
     ack_mx: Mutex<()>,
     ack_cv: Condvar,
     stopped: AtomicBool,
+    /// A relay's link to its own primary, to report the nodes behind it.
+    upstream: Mutex<Option<Arc<Upstream>>>,
+    /// Serialises those reports so that the last one sent is the current set.
+    report_mx: Mutex<()>,
 }
 
 impl Downstream {
@@ -134,6 +151,8 @@ impl Downstream {
             ack_mx: Mutex::new(()),
             ack_cv: Condvar::new(),
             stopped: AtomicBool::new(false),
+            upstream: Mutex::new(None),
+            report_mx: Mutex::new(()),
         });
         for (l, a) in clones.into_iter().zip(addrs) {
             let d2 = d.clone();
@@ -181,10 +200,89 @@ impl Downstream {
         }
         let _g = lock(&self.ack_mx);
         self.ack_cv.notify_all();
+        drop(_g);
+        // A relay that stops serving (and stays a secondary) has nobody behind it now.
+        self.report_upstream();
     }
 
+    /// A relay: from now on, reports the nodes behind it over `up`.
+    pub fn set_upstream(&self, up: Arc<Upstream>) {
+        *lock(&self.upstream) = Some(up);
+        self.report_upstream();
+    }
+
+    /// Every node behind this one: each peer followed by the nodes behind it
+    /// (ConfD lists the secondaries of relays in the primary's status).
     pub fn nodes(&self) -> Vec<HaNode> {
-        lock(&self.peers).iter().map(|p| p.node()).collect()
+        let mut out = Vec::new();
+        for p in lock(&self.peers).iter() {
+            out.push(p.node());
+            out.extend(lock(&p.subs).iter().cloned());
+        }
+        out
+    }
+
+    /// A relay tells its primary the nodes now behind it (nothing once stopped).
+    fn report_upstream(&self) {
+        if !self.relay {
+            return;
+        }
+        let _g = lock(&self.report_mx);
+        let nodes = if self.stopped.load(Ordering::SeqCst) {
+            Vec::new()
+        } else {
+            self.nodes()
+        };
+        if let Some(up) = lock(&self.upstream).clone() {
+            up.report_subs(nodes);
+        }
+    }
+
+    /// A peer reported the nodes behind it: the cluster primary announces
+    /// the ones that arrived and left; a relay passes the change upstream.
+    fn set_subs(&self, peer: &Arc<Peer>, mut nodes: Vec<HaNode>) {
+        // Held across the change and its events, so that a concurrent drop
+        // of the peer does not announce a stale set.
+        let died = lock(&peer.died);
+        if *died || peer.is_dead() {
+            return;
+        }
+        nodes.truncate(crate::peer::MAX_REPORTED_SUBS);
+        let old = std::mem::replace(&mut *lock(&peer.subs), nodes.clone());
+        if self.relay {
+            drop(died);
+            self.report_upstream();
+            return;
+        }
+        for n in old.iter().filter(|n| !nodes.contains(n)) {
+            self.node.events.emit(HaEvent::SecondaryDied(n.clone()));
+        }
+        for n in nodes.iter().filter(|n| !old.contains(n)) {
+            self.node.events.emit(HaEvent::SecondaryArrived(n.clone()));
+        }
+    }
+
+    /// SECONDARY_DIED for a dropped peer (unless a `secondary_dead` order
+    /// dropped it, as ConfD does) and for every node that was behind it;
+    /// a relay reports its new set upstream instead.
+    fn announce_death(&self, p: &Arc<Peer>) {
+        let mut died = lock(&p.died);
+        if *died {
+            return;
+        }
+        *died = true;
+        let subs = std::mem::take(&mut *lock(&p.subs));
+        if self.relay {
+            drop(died);
+            self.report_upstream();
+            return;
+        }
+        if !p.quiet.load(Ordering::SeqCst) {
+            self.node.events.emit(HaEvent::SecondaryDied(p.node()));
+        }
+        for n in subs {
+            self.node.events.emit(HaEvent::SecondaryDied(n));
+        }
     }
 
     pub fn peer_states(&self) -> Vec<confd_ha::proto::data::PeerState> {
@@ -234,6 +332,7 @@ impl Downstream {
         let p = lock(&self.peers).iter().find(|p| p.id == *id).cloned();
         match p {
             Some(p) => {
+                p.quiet.store(true, Ordering::SeqCst);
                 p.kill(why);
                 self.drop_peer(&p, why);
                 true
@@ -288,9 +387,7 @@ impl Downstream {
             return;
         }
         crate::warn!("ha", "{} {} dropped: {why}", self.what(), p.who);
-        if !self.relay {
-            self.node.events.emit(HaEvent::SecondaryDied(p.node()));
-        }
+        self.announce_death(p);
     }
 
     fn accept_loop(self: Arc<Self>, l: TcpListener) {
@@ -347,18 +444,18 @@ impl Downstream {
             crate::warn!("ha", "{} at {a} refused: {reason}", self.what());
         };
         // 1. hello
-        let ns = match recv(&mut fr) {
-            Ok(PeerMsg::Hello { vsn, nonce }) => {
-                if vsn != HA_PROTO_VSN {
-                    crate::warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN}) from {a}, secondary is not allowed");
+        let (ns, vsn) = match recv(&mut fr) {
+            Ok(PeerMsg::Hello { vsn, nonce }) => match negotiate(vsn) {
+                Some(v) => (nonce, v),
+                None => {
+                    crate::warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN}) from {a}, secondary is not allowed");
                     reject(
                         CONFD_ERR_HA_BADVSN,
-                        format!("incompatible HA version ({vsn}, expected {HA_PROTO_VSN})"),
+                        format!("incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN})"),
                     );
                     return;
                 }
-                nonce
-            }
+            },
             Ok(m) => {
                 crate::warn!("ha", "{a}: expected ha_hello, got {m:?}; closing");
                 return;
@@ -379,7 +476,7 @@ impl Downstream {
         };
         let mac = proof(&token, "primary", &ns, &np);
         if let Err(e) = send(&PeerMsg::Challenge {
-            vsn: HA_PROTO_VSN,
+            vsn,
             nonce: np.clone(),
             mac,
         }) {
@@ -387,13 +484,14 @@ impl Downstream {
             return;
         }
         // 3. the secondary's proof and identity
-        let (id, expected, seq, txid) = match recv(&mut fr) {
+        let (id, expected, seq, txid, instance) = match recv(&mut fr) {
             Ok(PeerMsg::Auth {
                 mac,
                 my_id,
                 expected_primary,
                 seq,
                 txid,
+                instance,
             }) => {
                 if !verify_proof(&token, "secondary", &np, &ns, &mac) {
                     crate::warn!(
@@ -403,7 +501,7 @@ impl Downstream {
                     reject(CONFD_ERR_HA_BADTOKEN, "token mismatch".into());
                     return;
                 }
-                (my_id, expected_primary, seq, txid)
+                (my_id, expected_primary, seq, txid, instance)
             }
             Ok(m) => {
                 crate::warn!("ha", "{a}: expected ha_auth, got {m:?}; closing");
@@ -444,20 +542,35 @@ impl Downstream {
             crate::warn!("ha", "{who}: cannot clone the socket");
             return;
         };
-        let (peer, snapshot) = {
+        let (peer, snapshot, replaced) = {
             let cs = lock(&node.commit);
             let mut peers = lock(&self.peers);
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
-            if peers.iter().any(|p| p.id == id) {
-                drop(peers);
-                drop(cs);
-                reject(
-                    CONFD_ERR_HA_BADNAME,
-                    format!("HA_DUPLICATE_NODEID: node id {id} already exists"),
-                );
-                return;
+            // A node holds one link to its primary at a time, and gives up the
+            // old one before it joins again: a peer with the same id, the same
+            // node instance and an older join attempt is that node's stale
+            // link (e.g. benone then besecondary at once, before its close was
+            // read here), so the new link replaces it. A different instance is
+            // a second node using the same id, and an older attempt arriving
+            // late is one its node has already abandoned: both are refused.
+            let mut replaced = None;
+            if let Some(i) = peers.iter().position(|p| p.id == id) {
+                let newer = match (&instance, &peers[i].instance) {
+                    (Some((new, na)), Some((old, oa))) => new == old && na > oa,
+                    _ => false,
+                };
+                if !newer {
+                    drop(peers);
+                    drop(cs);
+                    reject(
+                        CONFD_ERR_HA_BADNAME,
+                        format!("HA_DUPLICATE_NODEID: node id {id} already exists"),
+                    );
+                    return;
+                }
+                replaced = Some(peers.remove(i));
             }
             if peers.len() >= MAX_SECONDARIES {
                 drop(peers);
@@ -468,7 +581,9 @@ impl Downstream {
                 );
                 return;
             }
-            let copy = cs.last.seq != seq || cs.last.txid != txid;
+            // A node without any transaction (an empty node's first join) is
+            // initialized by a copy, as ConfD reports it (by copy = 1).
+            let copy = cs.last.seq != seq || cs.last.txid != txid || seq == 0;
             let snapshot: Option<Snapshot> = if copy {
                 match node.store.snapshot() {
                     Ok(sn) => Some(sn),
@@ -505,6 +620,11 @@ impl Downstream {
                 kill_reason: Mutex::new(None),
                 stream: rs,
                 last_rx: Mutex::new(Instant::now()),
+                instance,
+                subs: Mutex::new(Vec::new()),
+                quiet: AtomicBool::new(false),
+                died: Mutex::new(false),
+                report: Mutex::new((None, false)),
             });
             peer.push(Arc::new(
                 PeerMsg::Welcome {
@@ -515,8 +635,15 @@ impl Downstream {
                 .encode(),
             ));
             peers.push(peer.clone());
-            (peer, snapshot)
+            (peer, snapshot, replaced)
         };
+        if let Some(old) = replaced {
+            old.kill("replaced by a new connection from the same node");
+            self.drop_peer(&old, "replaced by a new connection from the same node");
+            // Its death is announced before this arrival (waits for a
+            // concurrent announcement by its reader to finish).
+            self.announce_death(&old);
+        }
         let _ = s.set_write_timeout(Some(node.cfg.ack_timeout().max(Duration::from_secs(1))));
         let Ok(ws) = s.try_clone() else {
             self.drop_peer(&peer, "cannot clone the socket");
@@ -544,23 +671,38 @@ impl Downstream {
             }
         );
         // 5. the reader runs in its own thread (acks flow even while an
-        // HA_INFO_SYNC subscriber holds the event below); the copy goes out from here.
+        // HA_INFO_SYNC subscriber holds the event below). The peer's arrival
+        // is announced before anything its reader reports (the nodes behind
+        // it, its death): they wait for `died`.
+        let died = lock(&peer.died);
         let d = self.clone();
         let p2 = peer.clone();
         if std::thread::Builder::new()
             .name("ha-peer-rd".into())
-            .spawn(move || d.reader(p2, s, fr))
+            .spawn(move || d.reader(p2, s, fr, vsn))
             .is_err()
         {
+            drop(died);
             self.drop_peer(&peer, "cannot start a reader thread");
             return;
+        }
+        // The copy goes out on its own thread: the event below may be held
+        // by an HA_INFO_SYNC subscriber, and the join must not wait for it.
+        if let Some(sn) = snapshot {
+            let (d, p2) = (self.clone(), peer.clone());
+            if std::thread::Builder::new()
+                .name("ha-copy-out".into())
+                .spawn(move || d.send_copy(&p2, sn))
+                .is_err()
+            {
+                peer.kill("cannot start a thread for the full copy");
+            }
         }
         if !self.relay {
             node.events.emit(HaEvent::SecondaryArrived(peer.node()));
         }
-        if let Some(sn) = snapshot {
-            self.send_copy(&peer, sn);
-        }
+        drop(died);
+        self.report_upstream();
     }
 
     fn send_copy(&self, peer: &Arc<Peer>, mut sn: Snapshot) {
@@ -629,7 +771,41 @@ impl Downstream {
         );
     }
 
-    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader) {
+    /// Takes a peer's report of the nodes behind it. Its events are emitted
+    /// by a worker thread (one per peer at a time, latest report wins), so
+    /// the reader keeps reading acks while an HA_INFO_SYNC subscriber holds
+    /// the event stream.
+    fn take_report(self: &Arc<Self>, peer: &Arc<Peer>, nodes: Vec<HaNode>) {
+        let mut r = lock(&peer.report);
+        r.0 = Some(nodes);
+        if r.1 {
+            return;
+        }
+        r.1 = true;
+        drop(r);
+        let (d, p) = (self.clone(), peer.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ha-sub-report".into())
+            .spawn(move || loop {
+                let next = {
+                    let mut r = lock(&p.report);
+                    match r.0.take() {
+                        Some(n) => n,
+                        None => {
+                            r.1 = false;
+                            return;
+                        }
+                    }
+                };
+                d.set_subs(&p, next);
+            });
+        if let Err(e) = spawned {
+            crate::error!("ha", "cannot start a thread for {}: {e}", peer.who);
+            lock(&peer.report).1 = false;
+        }
+    }
+
+    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader, vsn: i64) {
         let dead_after = self.node.cfg.dead_after();
         let poll = self
             .node
@@ -646,6 +822,9 @@ impl Downstream {
                     *lock(&peer.last_rx) = last;
                     match PeerMsg::decode(&f) {
                         Ok(PeerMsg::Tick) => {}
+                        Ok(PeerMsg::SubSecondaries(nodes)) if vsn >= 2 => {
+                            self.take_report(&peer, nodes);
+                        }
                         Ok(PeerMsg::Ack(n)) => {
                             peer.acked.fetch_max(n, Ordering::SeqCst);
                             if n >= peer.init_seq && !peer.initialized.load(Ordering::SeqCst) {

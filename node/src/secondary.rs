@@ -5,7 +5,7 @@
 use crate::node::{lock, Node};
 use crate::peer::{
     nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
-    HA_PROTO_VSN,
+    HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
 use confd_ha::errcode::*;
@@ -25,9 +25,20 @@ pub struct Upstream {
     tx: Sender<Out>,
     stopped: AtomicBool,
     pub last_rx: Mutex<Instant>,
+    /// The node-to-node protocol version agreed with the primary.
+    vsn: i64,
 }
 
 impl Upstream {
+    /// A relay reports the nodes now behind it (protocol version 2 on; an
+    /// older primary does not know the message and is not sent it).
+    pub fn report_subs(&self, nodes: Vec<HaNode>) {
+        if self.vsn >= 2 && !self.is_stopped() {
+            let _ = self.tx.send(Out::Frame(Arc::new(
+                PeerMsg::SubSecondaries(nodes).encode(),
+            )));
+        }
+    }
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -56,6 +67,7 @@ pub struct Joined {
     tx: Sender<Out>,
     next_seq: u64,
     who: String,
+    vsn: i64,
 }
 
 impl Joined {
@@ -73,6 +85,7 @@ impl Joined {
             tx: self.tx,
             stopped: AtomicBool::new(false),
             last_rx: Mutex::new(Instant::now()),
+            vsn: self.vsn,
         });
         let (atx, arx) = channel::<(u64, String, Vec<StoreOp>)>();
         let (n1, u1) = (node.clone(), up.clone());
@@ -139,6 +152,33 @@ pub fn join(
     primary: &HaNode,
 ) -> Result<Joined, (i32, String)> {
     let pname = format!("{} at {}", primary.id, primary.addr);
+    // Offer our highest version; a primary of an older release refuses it
+    // with HA_BADVSN, and we connect again offering the one below.
+    let mut offer = HA_PROTO_VSN;
+    loop {
+        match join_vsn(node, gen, me, primary, &pname, offer) {
+            Err((code, why)) if code == CONFD_ERR_HA_BADVSN && offer > HA_PROTO_VSN_MIN => {
+                crate::info!(
+                    "ha",
+                    "primary {pname} refused HA protocol version {offer} ({why}); offering {}",
+                    offer - 1
+                );
+                offer -= 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One join attempt offering node-to-node protocol version `offer`.
+fn join_vsn(
+    node: &Arc<Node>,
+    gen: u64,
+    me: &Value,
+    primary: &HaNode,
+    pname: &str,
+    offer: i64,
+) -> Result<Joined, (i32, String)> {
     let (s, addr) = connect(node, primary).map_err(|e| {
         (
             CONFD_ERR_HA_CONNECT,
@@ -182,17 +222,17 @@ pub fn join(
     };
     let ns = nonce().map_err(|e| (CONFD_ERR_OS, e.to_string()))?;
     send(&PeerMsg::Hello {
-        vsn: HA_PROTO_VSN,
+        vsn: offer,
         nonce: ns.clone(),
     })?;
     let token = node.token();
-    let np = match recv(&mut fr, Instant::now() + hs)? {
+    let (np, vsn) = match recv(&mut fr, Instant::now() + hs)? {
         PeerMsg::Challenge { vsn, nonce, mac } => {
-            if vsn != HA_PROTO_VSN {
+            if !(HA_PROTO_VSN_MIN..=offer).contains(&vsn) {
                 return Err((
                     CONFD_ERR_HA_BADVSN,
                     format!(
-                        "primary {pname} speaks HA protocol version {vsn}, we speak {HA_PROTO_VSN}"
+                        "primary {pname} speaks HA protocol version {vsn}, we speak {HA_PROTO_VSN_MIN}..{offer}"
                     ),
                 ));
             }
@@ -206,7 +246,7 @@ pub fn join(
                     format!("token mismatch: primary {pname} does not hold our token"),
                 ));
             }
-            nonce
+            (nonce, vsn)
         }
         m => {
             return Err((
@@ -222,6 +262,7 @@ pub fn join(
         expected_primary: primary.id.clone(),
         seq: last.seq,
         txid: last.txid.clone(),
+        instance: (vsn >= 2).then(|| (node.instance.clone(), gen)),
     })?;
     let (copy, wseq) = match recv(&mut fr, Instant::now() + hs)? {
         PeerMsg::Welcome { copy, seq, txid } => {
@@ -377,6 +418,7 @@ pub fn join(
         tx,
         next_seq,
         who,
+        vsn,
     })
 }
 

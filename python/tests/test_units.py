@@ -118,7 +118,10 @@ class ConstantsTest(unittest.TestCase):
         self.assertEqual(error.ERR_CONNECTION_REFUSED, 56)
         self.assertEqual(error.ERR_HA_BADCONFIG, 69)
         self.assertEqual(error.ERR_CHECKSUM_MISMATCH, 73)
-        self.assertEqual((error.OK, error.ERR, error.EOF), (0, -1, -2))
+        import confd_ha
+
+        self.assertEqual((error.OK, error.ERR, confd_ha.EOF), (0, -1, -2))
+        self.assertTrue(issubclass(error.EOF, Error))
 
     def test_top_level(self):
         import confd_ha
@@ -135,10 +138,11 @@ class ErrorClassTest(unittest.TestCase):
         self.assertEqual(e.strerror, "Remote HA node has bad credentials")
         self.assertEqual(e.lasterr, "token mismatch")
         self.assertEqual(e.errno_name, "ERR_HA_BADTOKEN")
-        self.assertEqual(
-            str(e),
-            "confd_ha_besecondary: Remote HA node has bad credentials (28): token mismatch",
-        )
+        # NSO's attribute names and text.
+        self.assertEqual(e.confd_strerror, "Remote HA node has bad credentials")
+        self.assertEqual(e.confd_lasterr, "token mismatch")
+        self.assertEqual(str(e), "Remote HA node has bad credentials (28): token mismatch")
+        self.assertIn("confd_ha_besecondary", repr(e))
         self.assertIn("ERR_HA_BADTOKEN", repr(e))
         self.assertIsInstance(e, Exception)
 
@@ -147,7 +151,7 @@ class ErrorClassTest(unittest.TestCase):
         self.assertEqual(e.strerror, "Unknown error")
         self.assertEqual(e.lasterr, "")
         self.assertIsNone(e.errno_name)
-        self.assertEqual(str(e), "Unknown error (9999)")
+        self.assertEqual(str(e), "Unknown error (9999): ")
 
 
 class ConversionTest(unittest.TestCase):
@@ -168,7 +172,7 @@ class ConversionTest(unittest.TestCase):
         self.assertEqual(_types.value_to_str(v2), "nöd")
 
     def test_bad_node_id_type(self):
-        with self.assertRaisesRegex(TypeError, "mynodeid must be str or bytes, not int"):
+        with self.assertRaisesRegex(TypeError, "mynodeid must be str, bytes or Value, not int"):
             _types.make_value(7, "mynodeid")
 
     def test_parse_ip(self):
