@@ -15,7 +15,8 @@ USAGE: ha-node [OPTIONS]
 OPTIONS (flags override the config file):
   --config FILE            TOML config file with the same keys as the flags
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
-                           tick-timeout, replication, log-level, max-connections)
+                           tick-timeout, replication, log-level, max-connections,
+                           min-secondaries, on-store-error)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -33,6 +34,12 @@ OPTIONS (flags override the config file):
   --log-level LEVEL        error | warn | info (default) | debug
   --max-connections N      most client IPC connections served at once (default 1024);
                            more are closed at once, with a log line
+  --min-secondaries N      a commit needs N connected in-sync secondaries (sync mode: it
+                           returns OK only once N of them have it durable); with fewer,
+                           writes are refused (default 0: ConfD's behaviour)
+  --on-store-error ACTION  after a store I/O error: stop-role (default: leave the HA role,
+                           refuse writes and joins, reopen the store when possible) or
+                           exit (exit with status 3 so that a supervisor restarts the node)
   -h, --help               this text
   -V, --version            the version
 
@@ -64,6 +71,10 @@ pub struct Config {
     pub log_level: Level,
     /// Most client IPC connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// Connected in-sync secondaries a commit needs (0: none, ConfD's behaviour).
+    pub min_secondaries: usize,
+    /// After a store I/O error: exit the process (true) or leave the role (false).
+    pub exit_on_store_error: bool,
 }
 
 impl Default for Config {
@@ -78,6 +89,8 @@ impl Default for Config {
             sync: true,
             log_level: Level::Info,
             max_connections: 1024,
+            min_secondaries: 0,
+            exit_on_store_error: false,
         }
     }
 }
@@ -119,6 +132,8 @@ struct FileConfig {
     replication: Option<String>,
     log_level: Option<String>,
     max_connections: Option<usize>,
+    min_secondaries: Option<usize>,
+    on_store_error: Option<String>,
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -225,6 +240,30 @@ fn apply_max_connections(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_min_secondaries(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.min_secondaries = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n <= crate::primary::MAX_SECONDARIES)
+        .ok_or_else(|| {
+            format!(
+                "bad min-secondaries '{s}' (a number from 0 to {})",
+                crate::primary::MAX_SECONDARIES
+            )
+        })?;
+    Ok(())
+}
+
+fn apply_on_store_error(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.exit_on_store_error = match s {
+        "stop-role" => false,
+        "exit" => true,
+        _ => return Err(format!("bad on-store-error '{s}' (stop-role or exit)")),
+    };
+    Ok(())
+}
+
 fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
     cfg.ipc_addr = if s == "none" || s.is_empty() {
         None
@@ -267,6 +306,12 @@ fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
     if let Some(n) = f.max_connections {
         apply_max_connections(cfg, &n.to_string())?;
     }
+    if let Some(n) = f.min_secondaries {
+        apply_min_secondaries(cfg, &n.to_string())?;
+    }
+    if let Some(a) = f.on_store_error {
+        apply_on_store_error(cfg, &a)?;
+    }
     Ok(f.extra_listen.unwrap_or_default())
 }
 
@@ -298,6 +343,8 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--replication",
             "--log-level",
             "--max-connections",
+            "--min-secondaries",
+            "--on-store-error",
         ];
         if !KNOWN.contains(&name.as_str()) {
             return Err(format!("unknown argument '{a}' (see --help)"));
@@ -334,6 +381,8 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--replication" => apply_replication(&mut cfg, &v)?,
             "--log-level" => apply_level(&mut cfg, &v)?,
             "--max-connections" => apply_max_connections(&mut cfg, &v)?,
+            "--min-secondaries" => apply_min_secondaries(&mut cfg, &v)?,
+            "--on-store-error" => apply_on_store_error(&mut cfg, &v)?,
             _ => unreachable!("checked above"),
         }
     }
@@ -408,6 +457,15 @@ mod tests {
         assert!(parse_args(&args("--ha-addr")).is_err());
         assert!(parse_args(&args("--replication maybe")).is_err());
         assert!(parse_args(&args("--ipc-addr none")).is_err());
+        let Cli::Run(c) = parse_args(&args("--min-secondaries 2 --on-store-error exit")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.min_secondaries, 2);
+        assert!(c.exit_on_store_error);
+        assert!(parse_args(&args("--min-secondaries -1")).is_err());
+        assert!(parse_args(&args("--min-secondaries 256")).is_err());
+        assert!(parse_args(&args("--on-store-error ignore")).is_err());
     }
 
     #[test]

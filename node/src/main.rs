@@ -8,6 +8,9 @@ mod log;
 mod node;
 mod peer;
 mod primary;
+// `read` is for ha-ctl.
+#[allow(dead_code)]
+mod rollback;
 mod secondary;
 mod store;
 

@@ -58,10 +58,15 @@ pub enum PeerMsg {
         code: i32,
         reason: String,
     },
+    /// `history`: with a copy, the (seq, txid) the primary holds at the secondary's latest
+    /// seqs (from its transaction log), so that the secondary can tell which of its own
+    /// transactions the copy discards. Sent as `{ha_welcome, Copy, Seq, TxId}` when empty,
+    /// else `{ha_welcome, Copy, Seq, TxId, [{Seq, TxId}]}`.
     Welcome {
         copy: bool,
         seq: u64,
         txid: String,
+        history: Vec<(u64, String)>,
     },
     CopyChunk(Vec<(String, Vec<u8>)>),
     CopyDone {
@@ -164,12 +169,28 @@ impl PeerMsg {
             PeerMsg::Reject { code, reason } => {
                 Term::Tuple(vec![a("ha_reject"), Term::int(*code), Term::binary(reason)])
             }
-            PeerMsg::Welcome { copy, seq, txid } => Term::Tuple(vec![
-                a("ha_welcome"),
-                a(if *copy { "copy" } else { "nocopy" }),
-                u(*seq),
-                Term::binary(txid),
-            ]),
+            PeerMsg::Welcome {
+                copy,
+                seq,
+                txid,
+                history,
+            } => {
+                let mut e = vec![
+                    a("ha_welcome"),
+                    a(if *copy { "copy" } else { "nocopy" }),
+                    u(*seq),
+                    Term::binary(txid),
+                ];
+                if !history.is_empty() {
+                    e.push(Term::List(
+                        history
+                            .iter()
+                            .map(|(s, t)| Term::Tuple(vec![u(*s), Term::binary(t)]))
+                            .collect(),
+                    ));
+                }
+                Term::Tuple(e)
+            }
             PeerMsg::CopyChunk(c) => chunk_term(c),
             PeerMsg::CopyDone { seq, txid } => {
                 Term::Tuple(vec![a("copy_done"), u(*seq), Term::binary(txid)])
@@ -241,7 +262,7 @@ impl PeerMsg {
                     .ok_or_else(bad)?,
                 reason: String::from_utf8_lossy(&bin(&e[2])?).into_owned(),
             },
-            ("ha_welcome", 4) => PeerMsg::Welcome {
+            ("ha_welcome", 4 | 5) => PeerMsg::Welcome {
                 copy: match e[1].as_atom() {
                     Some("copy") => true,
                     Some("nocopy") => false,
@@ -249,6 +270,20 @@ impl PeerMsg {
                 },
                 seq: seq(&e[2])?,
                 txid: text(&e[3])?,
+                history: match e.get(4) {
+                    None => Vec::new(),
+                    Some(h) => {
+                        let items = h.as_list().ok_or_else(bad)?;
+                        let mut out = Vec::with_capacity(items.len());
+                        for it in items {
+                            match it.as_tuple() {
+                                Some([s, t]) => out.push((seq(s)?, text(t)?)),
+                                _ => return Err(bad()),
+                            }
+                        }
+                        out
+                    }
+                },
             },
             ("copy_chunk", 2) => {
                 let items = e[1].as_list().ok_or_else(bad)?;
@@ -572,6 +607,13 @@ mod tests {
                 copy: true,
                 seq: 3,
                 txid: "x".into(),
+                history: vec![],
+            },
+            PeerMsg::Welcome {
+                copy: true,
+                seq: 3,
+                txid: "x".into(),
+                history: vec![(2, "a".into()), (3, "b".into())],
             },
             PeerMsg::CopyChunk(vec![("/a".into(), vec![1, 2]), ("/b".into(), vec![])]),
             PeerMsg::CopyDone {

@@ -25,6 +25,27 @@ pub const MAX_SECONDARIES: usize = 255;
 const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 /// A full copy keeps at most this many bytes queued for the writer.
 const COPY_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// A joining secondary that needs a copy is told the txids we hold at its latest this many
+/// seqs, so that it can name the transactions the copy discards (its rollback file).
+pub const ROLLBACK_WINDOW_TXNS: u64 = 1000;
+/// A waiting thread that wakes this much later than it asked was not running (SIGSTOP, a
+/// paused VM, a machine under heavy load): the time it lost does not count against a peer's
+/// tick or ack deadline, so a node that was frozen never declares its peers dead for its own
+/// silence (and never acknowledges a commit because of that).
+pub const STALL_SLACK: Duration = Duration::from_millis(500);
+/// Slice of the waits that watch for such stalls.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// What the secondaries said about a commit (see [`Downstream::wait_acks`]).
+#[derive(Default, Debug)]
+pub struct Acks {
+    /// Secondaries that acknowledged it as durable.
+    pub confirmed: usize,
+    /// Secondaries that neither acknowledged it nor were declared dead (3 ticks without a
+    /// tick or an ack, or `secondary_dead`): each "who: why". The commit's outcome is then
+    /// unknown and it must not be reported as a success.
+    pub lost: Vec<String>,
+}
 
 pub struct Peer {
     pub id: Value,
@@ -39,6 +60,9 @@ pub struct Peer {
     pub initialized: AtomicBool,
     init_seq: u64,
     dead: AtomicBool,
+    /// Declared dead (no ticks or acks for 3 ticks, or `secondary_dead`): a commit that it
+    /// did not acknowledge may still succeed. Any other loss leaves the commit unconfirmed.
+    declared: AtomicBool,
     kill_reason: Mutex<Option<String>>,
     stream: TcpStream,
     pub last_rx: Mutex<Instant>,
@@ -95,6 +119,12 @@ impl Peer {
         self.dead.load(Ordering::SeqCst) || self.wstate.dead.load(Ordering::SeqCst)
     }
 
+    /// Declares the peer dead (it stopped ticking or acking) and cuts it off.
+    pub fn declare_dead(&self, why: &str) {
+        self.declared.store(true, Ordering::SeqCst);
+        self.kill(why);
+    }
+
     /// Cuts the connection; its reader thread then drops the peer with `why`.
     pub fn kill(&self, why: &str) {
         let mut r = lock(&self.kill_reason);
@@ -122,6 +152,8 @@ pub struct Downstream {
     ack_mx: Mutex<()>,
     ack_cv: Condvar,
     stopped: AtomicBool,
+    /// The last seq queued to the peers.
+    sent_seq: AtomicU64,
     /// A relay's link to its own primary, to report the nodes behind it.
     upstream: Mutex<Option<Arc<Upstream>>>,
     /// Serialises those reports so that the last one sent is the current set.
@@ -151,6 +183,7 @@ impl Downstream {
             ack_mx: Mutex::new(()),
             ack_cv: Condvar::new(),
             stopped: AtomicBool::new(false),
+            sent_seq: AtomicU64::new(0),
             upstream: Mutex::new(None),
             report_mx: Mutex::new(()),
         });
@@ -195,7 +228,7 @@ impl Downstream {
         let peers: Vec<_> = lock(&self.peers).drain(..).collect();
         for p in peers {
             p.dead.store(true, Ordering::SeqCst);
-            p.kill("this node stopped serving secondaries");
+            p.kill("this node stopped serving secondaries (role change)");
             let _ = p.tx.send(Out::Stop);
         }
         let _g = lock(&self.ack_mx);
@@ -299,6 +332,45 @@ impl Downstream {
         lock(&self.peers).len()
     }
 
+    /// Live secondaries that hold our data (counted for min-secondaries).
+    pub fn in_sync(&self) -> usize {
+        self.initialized_peers().len()
+    }
+
+    /// Before a role change: waits (at most `timeout`) until every live peer acknowledged
+    /// the last transaction sent to it or was dropped, so that commits already sent finish
+    /// before the downstream is stopped. Nobody is cut off here.
+    pub fn drain(&self, timeout: Duration) {
+        let seq = self.sent_seq.load(Ordering::SeqCst);
+        let peers = self.initialized_peers();
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.ack_mx);
+        loop {
+            let pending = peers
+                .iter()
+                .filter(|p| !p.is_dead() && p.acked.load(Ordering::SeqCst) < seq)
+                .count();
+            let now = Instant::now();
+            if pending == 0 || now >= deadline {
+                if pending > 0 {
+                    crate::warn!(
+                        "ha",
+                        "{pending} {}(s) did not acknowledge transaction {seq} within {} ms \
+                         before the role change",
+                        self.what(),
+                        timeout.as_millis()
+                    );
+                }
+                return;
+            }
+            g = self
+                .ack_cv
+                .wait_timeout(g, (deadline - now).min(WAIT_SLICE))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Live peers that hold our data (the ones a sync commit waits for).
     pub fn initialized_peers(&self) -> Vec<Arc<Peer>> {
         lock(&self.peers)
@@ -318,6 +390,9 @@ impl Downstream {
                 crate::peer::txn_term(m.seq, &m.txid, ops).encode(),
             ));
         }
+        if let Some((m, _)) = txns.last() {
+            self.sent_seq.fetch_max(m.seq, Ordering::SeqCst);
+        }
         targets
     }
 
@@ -333,7 +408,7 @@ impl Downstream {
         match p {
             Some(p) => {
                 p.quiet.store(true, Ordering::SeqCst);
-                p.kill(why);
+                p.declare_dead(why);
                 self.drop_peer(&p, why);
                 true
             }
@@ -341,35 +416,57 @@ impl Downstream {
         }
     }
 
-    /// Waits until every peer of `targets` acked `seq` or is dead; peers still
-    /// silent at the deadline are cut off.
-    pub fn wait_acks(&self, targets: &[Arc<Peer>], seq: u64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+    /// Waits until every peer of `targets` acknowledged `seq` or is gone; peers still
+    /// silent at the deadline are declared dead and cut off. Time during which this thread
+    /// did not run (see [`STALL_SLACK`]) does not count. Says who confirmed and who was
+    /// lost without confirming or being declared dead.
+    pub fn wait_acks(&self, targets: &[Arc<Peer>], seq: u64, timeout: Duration) -> Acks {
+        let mut deadline = Instant::now() + timeout;
         let mut g = lock(&self.ack_mx);
+        let mut woke = Instant::now();
         loop {
             let pending: Vec<&Arc<Peer>> = targets
                 .iter()
                 .filter(|p| !p.is_dead() && p.acked.load(Ordering::SeqCst) < seq)
                 .collect();
-            if pending.is_empty() || self.stopped.load(Ordering::SeqCst) {
-                return;
+            if pending.is_empty() {
+                break;
             }
             let now = Instant::now();
             if now >= deadline {
                 for p in pending {
-                    p.kill(&format!(
+                    p.declare_dead(&format!(
                         "no ack for transaction {seq} within {} ms",
                         timeout.as_millis()
                     ));
                 }
-                return;
+                break;
             }
+            let slice = (deadline - now).min(WAIT_SLICE);
             g = self
                 .ack_cv
-                .wait_timeout(g, deadline - now)
+                .wait_timeout(g, slice)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            let late = woke.elapsed().saturating_sub(slice);
+            woke = Instant::now();
+            if late > STALL_SLACK {
+                deadline += late;
+            }
         }
+        drop(g);
+        let mut acks = Acks::default();
+        for p in targets {
+            if p.acked.load(Ordering::SeqCst) >= seq {
+                acks.confirmed += 1;
+            } else if !p.declared.load(Ordering::SeqCst) {
+                let why = lock(&p.kill_reason)
+                    .clone()
+                    .unwrap_or_else(|| "its connection was lost".into());
+                acks.lost.push(format!("{}: {why}", p.who));
+            }
+        }
+        acks
     }
 
     fn drop_peer(&self, p: &Arc<Peer>, why: &str) {
@@ -383,9 +480,16 @@ impl Downstream {
             let _g = lock(&self.ack_mx);
             self.ack_cv.notify_all();
         }
+        {
+            let mut r = lock(&p.kill_reason);
+            if r.is_none() {
+                *r = Some(why.to_owned());
+            }
+        }
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
+        self.node.in_sync_changed();
         crate::warn!("ha", "{} {} dropped: {why}", self.what(), p.who);
         self.announce_death(p);
     }
@@ -432,7 +536,11 @@ impl Downstream {
         let recv = |fr: &mut FrameReader| -> Result<PeerMsg, String> {
             match fr.read_until(&s, Instant::now() + hs) {
                 Ok(Some(f)) => PeerMsg::decode(&f),
-                Ok(None) => Err(format!("no message within {} ms", hs.as_millis())),
+                Ok(None) => Err(format!(
+                    "no message within {} ms (handshake timeout)",
+                    hs.as_millis()
+                )),
+                Err(ReadErr::Closed) => Err("it closed the connection".into()),
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -503,14 +611,25 @@ impl Downstream {
                 }
                 (my_id, expected_primary, seq, txid, instance)
             }
+            Ok(PeerMsg::Reject { code, reason }) => {
+                crate::warn!(
+                    "ha",
+                    "{} at {a} refused this node during the handshake: {reason} ({})",
+                    self.what(),
+                    name(code).unwrap_or("?")
+                );
+                return;
+            }
             Ok(m) => {
                 crate::warn!("ha", "{a}: expected ha_auth, got {m:?}; closing");
                 return;
             }
             Err(e) => {
+                // A secondary that finds our proof wrong says so (ha_reject, above); a
+                // silent close or a timeout is the network or the peer going away.
                 crate::warn!(
                     "ha",
-                    "{} at {a} left during the handshake ({e}); a token mismatch on its side?",
+                    "{} at {a} did not finish the handshake: {e}",
                     self.what()
                 );
                 return;
@@ -601,6 +720,17 @@ impl Downstream {
             } else {
                 None
             };
+            // The txids we hold at the secondary's latest seqs: it compares them with its
+            // own log to name what the copy discards there.
+            // (Protocol version 2 on: a version-1 peer knows only the 4-element welcome.)
+            let history = if copy && seq > 0 && vsn >= 2 {
+                let lo = seq.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
+                node.store
+                    .txlog_ids(lo, seq.min(cs.last.seq))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let init_seq = cs.last.seq;
             let peer = Arc::new(Peer {
                 id: id.clone(),
@@ -617,6 +747,7 @@ impl Downstream {
                 initialized: AtomicBool::new(!copy),
                 init_seq,
                 dead: AtomicBool::new(false),
+                declared: AtomicBool::new(false),
                 kill_reason: Mutex::new(None),
                 stream: rs,
                 last_rx: Mutex::new(Instant::now()),
@@ -631,6 +762,7 @@ impl Downstream {
                     copy,
                     seq: cs.last.seq,
                     txid: cs.last.txid.clone(),
+                    history,
                 }
                 .encode(),
             ));
@@ -700,6 +832,7 @@ impl Downstream {
         }
         if !self.relay {
             node.events.emit(HaEvent::SecondaryArrived(peer.node()));
+            node.in_sync_changed();
         }
         drop(died);
         self.report_upstream();
@@ -814,9 +947,17 @@ impl Downstream {
             .map(|t| (t / 10).max(Duration::from_millis(5)));
         let _ = s.set_read_timeout(poll);
         let mut last = Instant::now();
+        let mut woke = Instant::now();
         let mut r = &s;
         let why: String = loop {
-            match fr.poll(&mut r) {
+            let polled = fr.poll(&mut r);
+            // Not running for a while (frozen): the peer's silence is ours; restart its clock.
+            let gap = woke.elapsed();
+            woke = Instant::now();
+            if gap > poll.unwrap_or(WAIT_SLICE) + STALL_SLACK {
+                last = woke;
+            }
+            match polled {
                 Ok(Some(f)) => {
                     last = Instant::now();
                     *lock(&peer.last_rx) = last;
@@ -835,6 +976,7 @@ impl Downstream {
                                     self.what(),
                                     peer.who
                                 );
+                                self.node.in_sync_changed();
                             }
                             let _g = lock(&self.ack_mx);
                             self.ack_cv.notify_all();
@@ -854,6 +996,7 @@ impl Downstream {
                         "HA_SECONDARY_KILLED: Secondary {} killed due to no ticks",
                         peer.who
                     );
+                    peer.declared.store(true, Ordering::SeqCst);
                     break format!("no ticks for {} ms", d.as_millis());
                 }
             }

@@ -15,6 +15,11 @@ use std::process::ExitCode;
 #[path = "../log.rs"]
 mod log;
 
+/// The daemon's rollback-file format.
+#[allow(dead_code)]
+#[path = "../rollback.rs"]
+mod rollback;
+
 const USAGE: &str = "\
 usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [-t TOKEN] COMMAND [ARGS]
 
@@ -48,6 +53,13 @@ data commands:
   watch [--json] [--heartbeat MS]        print HA events as they arrive, one line each with a
                                          timestamp (and heartbeats every MS milliseconds if given)
   stats                                  print the node's counters, one NAME VALUE per line
+
+local commands (read the node's data directory; no connection):
+  rollback list [DATA_DIR]               print the rollback files (local transactions a re-join
+                                         discarded), one path per line, oldest first
+                                         (DATA_DIR: $HA_NODE_DATA_DIR, else ./ha-node-data)
+  rollback show FILE                     print a rollback file: why, then each discarded
+                                         transaction (seq, txid) and its operations
 
 exit status: 0 on success; otherwise 1 with the error's ConfD name and the
 message on stderr (2 for a usage error).
@@ -250,6 +262,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                 println!("{k} {v}");
             }
         }
+        "rollback" => return rollback_cmd(&pos[1..]),
         "" => return Err(Failure::Usage("no command given".into())),
         other => return Err(Failure::Usage(format!("unknown command '{other}'"))),
     }
@@ -431,5 +444,76 @@ fn print_status(state: i32, nodes: &[HaNode], json: bool) {
         for (i, n) in nodes.iter().enumerate() {
             println!("{}: {} {}", role(i), n.id, n.addr);
         }
+    }
+}
+
+/// `rollback list [DATA_DIR]` and `rollback show FILE`.
+fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
+    let fail = |msg: String| {
+        Failure::Lib(Error::Usage {
+            code: errcode::CONFD_ERR_OS,
+            msg,
+        })
+    };
+    match (args.first().map(String::as_str), args.len()) {
+        (Some("list"), 1 | 2) => {
+            let dir = args
+                .get(1)
+                .cloned()
+                .or_else(|| std::env::var("HA_NODE_DATA_DIR").ok())
+                .unwrap_or_else(|| "./ha-node-data".into());
+            let dir = std::path::Path::new(&dir);
+            if !dir.is_dir() {
+                return Err(fail(format!("{} is not a directory", dir.display())));
+            }
+            for f in rollback::list(dir) {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        (Some("show"), 2) => {
+            let (info, txns) = rollback::read(std::path::Path::new(&args[1])).map_err(fail)?;
+            println!("reason: {}", info.reason);
+            println!("primary: {}", info.primary);
+            println!("time_ms: {}", info.time_ms);
+            println!(
+                "local_last: seq {} txid {}",
+                info.local_seq, info.local_txid
+            );
+            match info.common_seq {
+                Some(c) => println!("common_seq: {c}"),
+                None => println!("common_seq: unknown"),
+            }
+            println!("transactions: {}", txns.len());
+            for t in txns {
+                println!("seq {} txid {}", t.seq, t.txid);
+                for op in &t.ops {
+                    println!("  {}", show_op(op));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(Failure::Usage(
+            "usage: ha-ctl rollback list [DATA_DIR] | ha-ctl rollback show FILE".into(),
+        )),
+    }
+}
+
+/// `set PATH VALUE` or `delete PATH`, the value decoded as the node stores it.
+fn show_op(op: &confd_ha::proto::term::Term) -> String {
+    use confd_ha::proto::term::Term;
+    let text = |t: &Term| String::from_utf8_lossy(t.as_binary().unwrap_or_default()).into_owned();
+    match op.as_tuple() {
+        Some([k, p, v]) if k.is_atom("set") => {
+            let shown = v
+                .as_binary()
+                .and_then(|b| Term::decode(b).ok())
+                .and_then(|t| Value::from_term(&t).ok())
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "<undecodable value>".into());
+            format!("set {} {shown}", text(p))
+        }
+        Some([k, p]) if k.is_atom("delete") => format!("delete {}", text(p)),
+        _ => format!("{op:?}"),
     }
 }
