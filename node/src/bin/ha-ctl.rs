@@ -21,7 +21,7 @@ mod log;
 mod rollback;
 
 const USAGE: &str = "\
-usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [-t TOKEN] COMMAND [ARGS]
+usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [--token-file FILE | -t TOKEN] COMMAND [ARGS]
 
 Talks to one HA node over its IPC port. Without -a/-p/-u the node is found
 as NSO's libraries find it: NCS_IPC_PATH, else NCS_IPC_ADDR/NCS_IPC_PORT,
@@ -31,17 +31,25 @@ options:
   -a ADDR    IPC address of the node (default 127.0.0.1)
   -p PORT    IPC port of the node (default 4565)
   -u PATH    IPC Unix socket of the node (instead of -a/-p)
-  -t TOKEN   the cluster's shared HA token (default: $HA_CTL_TOKEN)
+  --token-file FILE  read the cluster's shared HA token from FILE (one line)
+  -t TOKEN   the token on the command line (visible to every user in ps;
+             prefer $HA_CTL_TOKEN or --token-file)
   -h         this help
 
-HA commands (need the token):
+The token comes from --token-file, else -t, else $HA_CTL_TOKEN.
+
+HA orders (need the token; each opens the node's HA control connection, which
+replaces the framework's current one and sets the token, as in ConfD):
   primary NAME                           make the node primary, named NAME
   secondary NAME PRIMARY_NAME PRIMARY_ADDR [--async]
                                          make the node secondary NAME of the primary
   relay                                  make a secondary a relay
   none                                   return the node to state NONE
   dead NAME                              tell the node that secondary NAME is dead
-  status [--json]                        print the HA state and the node list
+
+read-only (no token, never touch the HA control connection):
+  status [--json]                        print the HA state and the node list (from the
+                                         node state of the data API)
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
@@ -70,6 +78,35 @@ struct Opts {
     port: Option<String>,
     path: Option<String>,
     token: Option<String>,
+    token_file: Option<String>,
+}
+
+/// Longest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+fn read_token_file(path: &str) -> Result<String, Failure> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .map_err(|e| Failure::Usage(format!("cannot read token file {path}: {e}")))?;
+    let mut s = String::new();
+    f.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::Usage(format!("cannot read token file {path}: {e}")))?;
+    if s.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(Failure::Usage(format!(
+            "token file {path} is longer than {MAX_TOKEN_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Writes to stdout; a closed stdout (`| head -1`) ends the command quietly.
+macro_rules! out {
+    ($($a:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        writeln!(o, $($a)*).map_err(Failure::Output)?
+    }};
 }
 
 impl Opts {
@@ -86,12 +123,19 @@ impl Opts {
         )
     }
     fn ha(&self) -> Result<HaClient, Failure> {
-        let token = self
-            .token
-            .clone()
+        let from_file = match &self.token_file {
+            Some(f) => Some(read_token_file(f)?),
+            None => None,
+        };
+        let token = from_file
+            .or_else(|| self.token.clone())
             .or_else(|| std::env::var("HA_CTL_TOKEN").ok())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Failure::Usage("no token: give -t TOKEN or set HA_CTL_TOKEN".into()))?;
+            .ok_or_else(|| {
+                Failure::Usage(
+                    "no token: set HA_CTL_TOKEN or give --token-file FILE (or -t TOKEN)".into(),
+                )
+            })?;
         Ok(HaClient::connect(&self.endpoint(), &token)?)
     }
     fn data(&self) -> Result<DataClient, Failure> {
@@ -102,6 +146,7 @@ impl Opts {
 enum Failure {
     Usage(String),
     Lib(Error),
+    Output(std::io::Error),
 }
 
 impl From<Error> for Failure {
@@ -118,6 +163,12 @@ fn main() -> ExitCode {
             eprintln!("ha-ctl: {m}\n(run ha-ctl -h for help)");
             ExitCode::from(2)
         }
+        // The reader of stdout went away (`ha-ctl list / | head -1`): not an error.
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => {
+            eprintln!("ha-ctl: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
         Err(Failure::Lib(e)) => {
             let code = e.errno();
             let name = errcode::name(code).unwrap_or("CONFD_ERR");
@@ -133,6 +184,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         port: None,
         path: None,
         token: None,
+        token_file: None,
     };
     let mut it = args.into_iter().peekable();
     let mut rest = Vec::new();
@@ -146,8 +198,13 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             "-p" => o.port = Some(val("-p")?),
             "-u" => o.path = Some(val("-u")?),
             "-t" => o.token = Some(val("-t")?),
+            "--token-file" => o.token_file = Some(val("--token-file")?),
             "-h" | "--help" => {
-                print!("{USAGE}");
+                use std::io::Write as _;
+                std::io::stdout()
+                    .lock()
+                    .write_all(USAGE.as_bytes())
+                    .map_err(Failure::Output)?;
                 return Ok(());
             }
             _ => {
@@ -215,12 +272,18 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         }
         "status" => {
             want(0, "status [--json]")?;
-            let (state, nodes) = o.ha()?.get_status()?;
-            print_status(state, &nodes, has("--json"));
+            // Read-only: the data API's node state, never the HA control
+            // connection (opening one would replace the framework's and
+            // set the token).
+            let ns = o.data()?.node_state()?;
+            let mut nodes: Vec<HaNode> = ns.primary.into_iter().map(|p| p.node).collect();
+            nodes.extend(ns.secondaries.into_iter().map(|p| p.node));
+            print_status(ns.state, &nodes, has("--json"))?;
         }
         "get" => {
             want(1, "get PATH")?;
-            println!("{}", o.data()?.get(&pos[1])?);
+            let v = o.data()?.get(&pos[1])?;
+            out!("{v}");
         }
         "set" => {
             want(2, "set PATH VALUE [--type TYPE]")?;
@@ -239,12 +302,13 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "list" => {
             want(1, "list PATH")?;
             for c in o.data()?.list(&pos[1])? {
-                println!("{c}");
+                out!("{c}");
             }
         }
         "txid" => {
             want(0, "txid")?;
-            println!("{}", o.data()?.txid()?);
+            let t = o.data()?.txid()?;
+            out!("{t}");
         }
         "watch" => {
             want(0, "watch [--json] [--heartbeat MS]")?;
@@ -259,7 +323,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "stats" => {
             want(0, "stats")?;
             for (k, v) in o.data()?.stats()? {
-                println!("{k} {v}");
+                out!("{k} {v}");
             }
         }
         "rollback" => return rollback_cmd(&pos[1..]),
@@ -410,7 +474,7 @@ fn json_str(s: &str) -> String {
     o
 }
 
-fn print_status(state: i32, nodes: &[HaNode], json: bool) {
+fn print_status(state: i32, nodes: &[HaNode], json: bool) -> Result<(), Failure> {
     // The first node of a secondary or relay is its primary; the others are
     // (sub-)secondaries.
     let role = |i: usize| {
@@ -433,18 +497,19 @@ fn print_status(state: i32, nodes: &[HaNode], json: bool) {
                 )
             })
             .collect();
-        println!(
+        out!(
             "{{\"state\":{},\"state_name\":\"{}\",\"nodes\":[{}]}}",
             state,
             state_name(state),
             list.join(",")
         );
     } else {
-        println!("state: {}", state_name(state));
+        out!("state: {}", state_name(state));
         for (i, n) in nodes.iter().enumerate() {
-            println!("{}: {} {}", role(i), n.id, n.addr);
+            out!("{}: {} {}", role(i), n.id, n.addr);
         }
     }
+    Ok(())
 }
 
 /// `rollback list [DATA_DIR]` and `rollback show FILE`.
