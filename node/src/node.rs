@@ -108,6 +108,10 @@ pub struct Node {
     /// Random id of this process, sent when joining a primary, so that the
     /// primary can tell our re-join from another node using our node id.
     pub instance: Vec<u8>,
+    /// Mutual TLS on the HA port (`ha-tls-*`); None: plain TCP.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The token is weak: no TLS and shorter than tls::MIN_TOKEN_BYTES.
+    short_token: AtomicBool,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +142,10 @@ impl Node {
             .max(last.seq);
         let min_met = AtomicBool::new(cfg.min_secondaries == 0);
         let sync_timeout = cfg.info_sync_timeout;
+        let tls = match &cfg.ha_tls {
+            Some(f) => Some(Arc::new(crate::tls::Tls::load(f, cfg.ha_addr)?)),
+            None => None,
+        };
         Ok(Arc::new(Node {
             cfg,
             store,
@@ -163,6 +171,8 @@ impl Node {
             store_fault: Mutex::new(None),
             min_met,
             instance: crate::peer::nonce().map_err(|e| format!("node instance id: {e}"))?,
+            tls,
+            short_token: AtomicBool::new(false),
         }))
     }
 
@@ -181,6 +191,8 @@ impl Node {
         if matches!(&*c, Some((cur, _)) if *cur > id) {
             return false;
         }
+        let weak = crate::tls::token_is_weak(self.tls.is_some(), token.len(), id);
+        self.short_token.store(weak, Ordering::Relaxed);
         *lock(&self.token) = Arc::new(token);
         if let Some((old, os)) = c.replace((id, s)) {
             crate::info!("ipc", "HA connection #{id} replaces HA connection #{old}");
@@ -214,8 +226,12 @@ impl Node {
         }
     }
 
+    /// Sets the commit path for the role of generation `gen`; does nothing when a newer role
+    /// change has overtaken it (an upstream loss noticed while beprimary ran must not turn
+    /// the new primary's commit path into NONE's: it then committed without replicating).
     fn set_commit(
         &self,
+        gen: u64,
         writable: bool,
         refusal: String,
         down: Option<Arc<Downstream>>,
@@ -223,6 +239,9 @@ impl Node {
     ) {
         let fault = self.store_fault();
         let mut c = lock(&self.commit);
+        if self.gen_now.load(Ordering::SeqCst) != gen {
+            return;
+        }
         c.writable = writable && fault.is_none();
         c.refusal = fault
             .map(|f| format!("{f}: writes are refused"))
@@ -355,14 +374,14 @@ impl Node {
     fn store_fault_thread(self: Arc<Self>, reason: String) {
         {
             let _o = lock(&self.order);
-            let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
+            let (gen, old) = self.switch_role(&mut lock(&self.state), Role::None);
             let what = match &old {
                 Role::Primary { .. } => Some(false),
                 Role::Secondary { .. } => Some(true),
                 _ => None,
             };
             Self::teardown(old);
-            self.set_commit(false, String::new(), None, None);
+            self.set_commit(gen, false, String::new(), None, None);
             match what {
                 Some(true) => {
                     crate::warn!(
@@ -531,7 +550,7 @@ impl Node {
                 return err(CONFD_ERR_HA_BIND, e);
             }
         };
-        let (_, old) = self.switch_role(
+        let (gen, old) = self.switch_role(
             &mut lock(&self.state),
             Role::Primary {
                 me: me.clone(),
@@ -540,7 +559,7 @@ impl Node {
         );
         let was_secondary = matches!(old, Role::Secondary { .. });
         Self::teardown(old);
-        self.set_commit(true, String::new(), Some(down), Some(&me));
+        self.set_commit(gen, true, String::new(), Some(down), Some(&me));
         crate::info!(
             "ha",
             "this node is now PRIMARY {me}{} (last transaction seq {})",
@@ -566,11 +585,15 @@ impl Node {
     }
 
     fn benone(&self) -> HaReply {
-        let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
+        let (gen, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
-        self.set_commit(true, String::new(), None, None);
+        self.set_commit(gen, true, String::new(), None, None);
         // Transactions committed in NONE are named for no HA role (as at start).
-        lock(&self.commit).my_id = "none".into();
+        let mut c = lock(&self.commit);
+        if self.gen_now.load(Ordering::SeqCst) == gen {
+            c.my_id = "none".into();
+        }
+        drop(c);
         crate::info!("ha", "this node is now NONE (benone)");
         self.events.emit(HaEvent::IsNone);
         self.in_sync_changed();
@@ -676,6 +699,7 @@ impl Node {
         Self::teardown(old);
         self.in_sync_changed();
         self.set_commit(
+            gen,
             false,
             format!(
                 "node is joining primary {} at {}: writes are refused",
@@ -708,7 +732,7 @@ impl Node {
                 if st.gen == gen {
                     st.role = Role::None;
                     drop(st);
-                    self.set_commit(true, String::new(), None, None);
+                    self.set_commit(gen, true, String::new(), None, None);
                 }
                 self.events.emit(HaEvent::BeSecondaryResult {
                     result: CONFD_ERR_INTERNAL,
@@ -777,9 +801,9 @@ impl Node {
                 {
                     let mut st = lock(&self.state);
                     if st.gen == gen {
-                        self.switch_role(&mut st, Role::None);
+                        let (gen, _) = self.switch_role(&mut st, Role::None);
                         drop(st);
-                        self.set_commit(true, String::new(), None, None);
+                        self.set_commit(gen, true, String::new(), None, None);
                     }
                 }
                 if !wait {
@@ -798,14 +822,25 @@ impl Node {
             if st.gen != gen || !matches!(st.role, Role::Secondary { .. }) {
                 return;
             }
-            self.switch_role(&mut st, Role::None).1
+            self.switch_role(&mut st, Role::None)
         };
+        let (gen, old) = old;
         let primary = match &old {
             Role::Secondary { primary, .. } => format!("{} at {}", primary.id, primary.addr),
             _ => String::new(),
         };
         Self::teardown(old);
-        self.set_commit(true, String::new(), None, None);
+        self.set_commit(gen, true, String::new(), None, None);
+        if self.gen_now.load(Ordering::SeqCst) != gen {
+            // An order (beprimary, besecondary) came while the old link was torn down:
+            // the node is in that order's role now, and says so, not NONE.
+            crate::info!(
+                "ha",
+                "lost primary {primary}: {why} ({}); a newer HA order has already replaced                  the secondary role",
+                name(code).unwrap_or("?")
+            );
+            return;
+        }
         crate::warn!(
             "ha",
             "lost primary {primary}: {why} ({}); this node is now NONE",
@@ -853,6 +888,10 @@ impl Node {
             (
                 "rollback_files",
                 crate::rollback::list(&self.cfg.data_dir).len() as i64,
+            ),
+            (
+                "short_token",
+                i64::from(self.short_token.load(Ordering::Relaxed)),
             ),
         ]
     }

@@ -9,6 +9,7 @@ use crate::peer::{
 };
 use crate::secondary::Upstream;
 use crate::store::{Snapshot, StoreOp, TxMeta};
+use crate::tls::HaStream;
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
 use confd_ha::value::Value;
@@ -25,8 +26,9 @@ pub const MAX_SECONDARIES: usize = 255;
 const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 /// A full copy keeps at most this many bytes queued for the writer.
 const COPY_QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// A joining secondary that needs a copy is told the txids we hold at its latest this many
-/// seqs, so that it can name the transactions the copy discards (its rollback file).
+/// A joining secondary that needs a copy is told the txids we hold at this many seqs up to
+/// the lower of its last seq and ours, so that it can name the transactions the copy
+/// discards (its rollback file).
 pub const ROLLBACK_WINDOW_TXNS: u64 = 1000;
 /// A waiting thread that wakes this much later than it asked was not running (SIGSTOP, a
 /// paused VM, a machine under heavy load): the time it lost does not count against a peer's
@@ -66,7 +68,7 @@ pub struct Peer {
     /// did not acknowledge may still succeed. Any other loss leaves the commit unconfirmed.
     declared: AtomicBool,
     kill_reason: Mutex<Option<String>>,
-    stream: TcpStream,
+    stream: HaStream,
     pub last_rx: Mutex<Instant>,
     /// The node process's instance id and join attempt (protocol version 2 on).
     instance: Option<(Vec<u8>, u64)>,
@@ -547,6 +549,13 @@ impl Downstream {
         let node = self.node.clone();
         let hs = node.cfg.handshake_timeout();
         let until = Instant::now() + hs;
+        let s = match crate::tls::accept(node.tls.as_deref(), s, until) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!("ha", "connection from {a} on the HA port: {e}; closing");
+                return;
+            }
+        };
         let mut fr = FrameReader::new();
         let send = |m: &PeerMsg| {
             let mut w = &s;
@@ -750,10 +759,13 @@ impl Downstream {
             // own log to name what the copy discards there.
             // (Protocol version 2 on: a version-1 peer knows only the 4-element welcome.)
             let history = if copy && seq > 0 && vsn >= 2 {
-                let lo = seq.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
-                node.store
-                    .txlog_ids(lo, seq.min(cs.last.seq))
-                    .unwrap_or_default()
+                // Ending at the lower of the two seqs: a node that kept committing
+                // alone may be far ahead of us, and the common transaction is at or
+                // below our own last seq (issue 9: a split brain of more than 1,000
+                // commits went to no rollback file).
+                let top = seq.min(cs.last.seq);
+                let lo = top.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
+                node.store.txlog_ids(lo, top).unwrap_or_default()
             } else {
                 Vec::new()
             };
@@ -966,7 +978,7 @@ impl Downstream {
         }
     }
 
-    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader, vsn: i64) {
+    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: HaStream, mut fr: FrameReader, vsn: i64) {
         let dead_after = self.node.cfg.dead_after();
         let poll = self
             .node
