@@ -384,18 +384,68 @@ fn shape_cases() -> Vec<(String, Term, String)> {
                 primary: Some(data::PeerState {
                     node: node("n1", "127.0.0.1"),
                     last_tick_ms: Some(1_795_000_000_123),
+                    lag: None,
                 }),
                 secondaries: vec![data::PeerState {
                     node: node("n3", "127.0.0.3"),
                     last_tick_ms: None,
+                    lag: None,
                 }],
                 seq: 7,
                 txid: "t7".into(),
+                last_txn_ms: Some(1_795_000_000_100),
             }
             .to_term(),
         ),
         "{ok,[{state,2},{node_id,<<110,50>>},{primary,{<<110,49>>,{127,0,0,1},1795000000123}},\
-         {secondaries,[{<<110,51>>,{127,0,0,3},undefined}]},{seq,7},{txid,<<116,55>>}]}",
+         {secondaries,[{<<110,51>>,{127,0,0,3},undefined}]},{seq,7},{txid,<<116,55>>},\
+         {secondary_lag,[]},{last_txn_ms,1795000000100}]}",
+    );
+    add(
+        "data node_state reply (primary, with lag)",
+        data::ok_term(
+            data::NodeState {
+                state: STATE_PRIMARY,
+                node_id: Some(buf("n1")),
+                primary: None,
+                secondaries: vec![
+                    data::PeerState {
+                        node: node("n2", "127.0.0.2"),
+                        last_tick_ms: Some(1_795_000_000_123),
+                        lag: Some(data::Lag {
+                            acked_seq: 5,
+                            lag_txns: 2,
+                            lag_ms: 1500,
+                            copying: false,
+                            full_copies: 1,
+                            catch_ups: 0,
+                        }),
+                    },
+                    data::PeerState {
+                        node: node("n3", "127.0.0.3"),
+                        last_tick_ms: Some(1_795_000_000_124),
+                        lag: Some(data::Lag {
+                            acked_seq: 0,
+                            lag_txns: 7,
+                            lag_ms: 300,
+                            copying: true,
+                            full_copies: 2,
+                            catch_ups: 0,
+                        }),
+                    },
+                ],
+                seq: 7,
+                txid: "t7".into(),
+                last_txn_ms: None,
+            }
+            .to_term(),
+        ),
+        "{ok,[{state,3},{node_id,<<110,49>>},{primary,undefined},\
+         {secondaries,[{<<110,50>>,{127,0,0,2},1795000000123},\
+         {<<110,51>>,{127,0,0,3},1795000000124}]},{seq,7},{txid,<<116,55>>},\
+         {secondary_lag,[[{acked_seq,5},{lag_txns,2},{lag_ms,1500},{state,'in-sync'},\
+         {full_copies,1},{catch_ups,0}],[{acked_seq,0},{lag_txns,7},{lag_ms,300},\
+         {state,copying},{full_copies,2},{catch_ups,0}]]},{last_txn_ms,undefined}]}",
     );
     add(
         "data error reply",

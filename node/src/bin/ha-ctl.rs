@@ -6,6 +6,7 @@ use confd_ha::client::ha::HaClient;
 use confd_ha::client::Endpoint;
 use confd_ha::errcode;
 use confd_ha::error::Error;
+use confd_ha::proto::data::NodeState;
 use confd_ha::proto::ha::{HaNode, NodeAddr, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY};
 use confd_ha::value::Value;
 use std::process::ExitCode;
@@ -216,7 +217,10 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "status" => {
             want(0, "status [--json]")?;
             let (state, nodes) = o.ha()?.get_status()?;
-            print_status(state, &nodes, has("--json"));
+            // Seq, txid and each secondary's lag come from the node state (data API);
+            // a node that cannot give it still gets its status printed.
+            let ns = o.data().ok().and_then(|mut d| d.node_state().ok());
+            print_status(state, &nodes, ns.as_ref(), has("--json"));
         }
         "get" => {
             want(1, "get PATH")?;
@@ -410,7 +414,45 @@ fn json_str(s: &str) -> String {
     o
 }
 
-fn print_status(state: i32, nodes: &[HaNode], json: bool) {
+/// Milliseconds since a Unix-ms time (0 if it is in the future).
+fn ms_ago(unix_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    (now - unix_ms).max(0)
+}
+
+/// The health fields of one node of the status list, as (name, JSON value): a
+/// secondary's lag as its primary (or relay) sees it; for a secondary's
+/// primary, the last tick from it. Nothing for nodes behind a relay.
+fn health(i: usize, state: i32, n: &HaNode, ns: Option<&NodeState>) -> Vec<(&'static str, String)> {
+    let Some(ns) = ns else { return vec![] };
+    let peer = if i == 0 && state != STATE_PRIMARY {
+        ns.primary.as_ref().filter(|p| p.node == *n)
+    } else {
+        ns.secondaries.iter().find(|p| p.node == *n)
+    };
+    let Some(p) = peer else { return vec![] };
+    let mut f = Vec::new();
+    if let Some(l) = &p.lag {
+        f.push(("acked_seq", l.acked_seq.to_string()));
+        f.push(("lag_txns", l.lag_txns.to_string()));
+        f.push(("lag_ms", l.lag_ms.to_string()));
+    }
+    if let Some(t) = p.last_tick_ms {
+        f.push(("last_tick_ms_ago", ms_ago(t).to_string()));
+    }
+    if let Some(l) = &p.lag {
+        let st = if l.copying { "copying" } else { "in-sync" };
+        f.push(("state", json_str(st)));
+        f.push(("full_copies", l.full_copies.to_string()));
+        f.push(("catch_ups", l.catch_ups.to_string()));
+    }
+    f
+}
+
+fn print_status(state: i32, nodes: &[HaNode], ns: Option<&NodeState>, json: bool) {
     // The first node of a secondary or relay is its primary; the others are
     // (sub-)secondaries.
     let role = |i: usize| {
@@ -425,24 +467,48 @@ fn print_status(state: i32, nodes: &[HaNode], json: bool) {
             .iter()
             .enumerate()
             .map(|(i, n)| {
+                let extra: String = health(i, state, n, ns)
+                    .into_iter()
+                    .map(|(k, v)| format!(",\"{k}\":{v}"))
+                    .collect();
                 format!(
-                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{}\"}}",
+                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{}\"{extra}}}",
                     json_str(&n.id.to_string()),
                     json_str(&n.addr.to_string()),
                     role(i)
                 )
             })
             .collect();
+        let top: String = ns
+            .map(|ns| {
+                let mut t = format!(",\"seq\":{},\"txid\":{}", ns.seq, json_str(&ns.txid));
+                if let Some(ms) = ns.last_txn_ms {
+                    t.push_str(&format!(",\"last_txn_ms_ago\":{}", ms_ago(ms)));
+                }
+                t
+            })
+            .unwrap_or_default();
         println!(
-            "{{\"state\":{},\"state_name\":\"{}\",\"nodes\":[{}]}}",
+            "{{\"state\":{},\"state_name\":\"{}\"{top},\"nodes\":[{}]}}",
             state,
             state_name(state),
             list.join(",")
         );
     } else {
         println!("state: {}", state_name(state));
+        if let Some(ns) = ns {
+            println!("seq: {}", ns.seq);
+            println!("txid: {}", ns.txid);
+            if let Some(ms) = ns.last_txn_ms {
+                println!("last_txn_ms_ago: {}", ms_ago(ms));
+            }
+        }
         for (i, n) in nodes.iter().enumerate() {
-            println!("{}: {} {}", role(i), n.id, n.addr);
+            let extra: String = health(i, state, n, ns)
+                .into_iter()
+                .map(|(k, v)| format!(" {k}={}", v.trim_matches('"')))
+                .collect();
+            println!("{}: {} {}{extra}", role(i), n.id, n.addr);
         }
     }
 }
