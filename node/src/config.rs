@@ -16,7 +16,7 @@ OPTIONS (flags override the config file):
   --config FILE            TOML config file with the same keys as the flags
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
                            tick-timeout, replication, log-level, max-connections,
-                           min-secondaries, on-store-error)
+                           min-secondaries, on-store-error, metrics-addr)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -40,6 +40,8 @@ OPTIONS (flags override the config file):
   --on-store-error ACTION  after a store I/O error: stop-role (default: leave the HA role,
                            refuse writes and joins, reopen the store when possible) or
                            exit (exit with status 3 so that a supervisor restarts the node)
+  --metrics-addr HOST:PORT serve Prometheus metrics (GET /metrics, OpenMetrics text) on
+                           this address (default: off; 'none' turns it off)
   -h, --help               this text
   -V, --version            the version
 
@@ -75,6 +77,8 @@ pub struct Config {
     pub min_secondaries: usize,
     /// After a store I/O error: exit the process (true) or leave the role (false).
     pub exit_on_store_error: bool,
+    /// Where GET /metrics is served (None: off).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             max_connections: 1024,
             min_secondaries: 0,
             exit_on_store_error: false,
+            metrics_addr: None,
         }
     }
 }
@@ -134,6 +139,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     min_secondaries: Option<usize>,
     on_store_error: Option<String>,
+    metrics_addr: Option<String>,
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -264,6 +270,20 @@ fn apply_on_store_error(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_metrics_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.metrics_addr = if s == "none" || s.is_empty() {
+        None
+    } else {
+        Some(
+            std::net::ToSocketAddrs::to_socket_addrs(s)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("bad metrics-addr '{s}' (expected HOST:PORT)"))?,
+        )
+    };
+    Ok(())
+}
+
 fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
     cfg.ipc_addr = if s == "none" || s.is_empty() {
         None
@@ -312,6 +332,9 @@ fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
     if let Some(a) = f.on_store_error {
         apply_on_store_error(cfg, &a)?;
     }
+    if let Some(a) = f.metrics_addr {
+        apply_metrics_addr(cfg, &a)?;
+    }
     Ok(f.extra_listen.unwrap_or_default())
 }
 
@@ -345,6 +368,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--max-connections",
             "--min-secondaries",
             "--on-store-error",
+            "--metrics-addr",
         ];
         if !KNOWN.contains(&name.as_str()) {
             return Err(format!("unknown argument '{a}' (see --help)"));
@@ -383,6 +407,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--max-connections" => apply_max_connections(&mut cfg, &v)?,
             "--min-secondaries" => apply_min_secondaries(&mut cfg, &v)?,
             "--on-store-error" => apply_on_store_error(&mut cfg, &v)?,
+            "--metrics-addr" => apply_metrics_addr(&mut cfg, &v)?,
             _ => unreachable!("checked above"),
         }
     }
@@ -466,6 +491,13 @@ mod tests {
         assert!(parse_args(&args("--min-secondaries -1")).is_err());
         assert!(parse_args(&args("--min-secondaries 256")).is_err());
         assert!(parse_args(&args("--on-store-error ignore")).is_err());
+        assert_eq!(c.metrics_addr, None);
+        let Cli::Run(c) = parse_args(&args("--metrics-addr 127.0.0.1:9464")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = parse_args(&args("--metrics-addr nowhere")).unwrap_err();
+        assert!(e.contains("bad metrics-addr"), "{e}");
     }
 
     #[test]
@@ -476,7 +508,8 @@ mod tests {
         std::fs::write(
             &f,
             "ipc-addr = \"127.0.0.1:7000\"\nha-addr = \"127.0.0.1:7001\"\n\
-             extra-listen = [\"127.0.0.1:7002\"]\ntick-timeout = \"200ms\"\nreplication = \"async\"\n",
+             extra-listen = [\"127.0.0.1:7002\"]\ntick-timeout = \"200ms\"\nreplication = \"async\"\n\
+             metrics-addr = \"127.0.0.1:9464\"\n",
         )
         .unwrap();
         let a = vec![
@@ -491,6 +524,7 @@ mod tests {
         assert_eq!(c.extra_listen, vec!["127.0.0.1:7002".parse().unwrap()]);
         assert_eq!(c.tick, Some(Duration::from_secs(1)));
         assert!(!c.sync);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         std::fs::write(&f, "bogus = 1\n").unwrap();
         let e = parse_args(&a).unwrap_err();
         assert!(e.contains("bad config file"), "{e}");

@@ -99,6 +99,11 @@ pub fn serve_unix(node: Arc<Node>, l: UnixListener) {
 /// Client connections being served (each has a thread).
 static LIVE_CONNS: AtomicUsize = AtomicUsize::new(0);
 
+/// Client connections being served now (for the metrics).
+pub fn live_connections() -> usize {
+    LIVE_CONNS.load(Ordering::SeqCst)
+}
+
 /// Counts one live connection while it exists.
 struct LiveConn;
 
@@ -373,6 +378,7 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                 });
             }
             let (tx, rx) = sync_channel(1);
+            let t0 = std::time::Instant::now();
             let sent = lock(&node.commit_tx)
                 .as_ref()
                 .map(|c| {
@@ -387,7 +393,10 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                 return Err((CONFD_ERR_INTERNAL, "the committer is not running".into()));
             }
             match rx.recv() {
-                Ok(Ok(txid)) => Ok(Term::binary(txid)),
+                Ok(Ok(txid)) => {
+                    crate::metrics::COMMIT_LATENCY.observe(t0.elapsed().as_secs_f64());
+                    Ok(Term::binary(txid))
+                }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err((CONFD_ERR_INTERNAL, "the committer stopped".into())),
             }
