@@ -46,7 +46,8 @@ pub struct Counters {
     pub discarded_txns: AtomicU64,
     /// Secondaries (or a relay's sub-secondaries) dropped since the start, for any reason.
     pub secondaries_dropped: AtomicU64,
-    /// When the last transaction from a primary was applied here, in Unix ms (0: never).
+    /// When the last transaction (or full copy) from a primary was applied here, in Unix ms
+    /// (0: never).
     pub last_txn_unix_ms: AtomicU64,
 }
 

@@ -486,6 +486,10 @@ fn join_vsn(
                     node.stats
                         .full_copies_received
                         .fetch_add(1, Ordering::Relaxed);
+                    node.stats.last_txn_unix_ms.store(
+                        crate::node::unix_ms(std::time::Instant::now()) as u64,
+                        Ordering::Relaxed,
+                    );
                     let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
                     crate::info!(
                         "ha",

@@ -192,8 +192,8 @@ pub struct NodeState {
     pub secondaries: Vec<PeerState>,
     pub seq: i64,
     pub txid: String,
-    /// On a secondary or relay: when its last transaction from the primary was
-    /// applied, in Unix milliseconds (`None` if none since it started).
+    /// On a secondary or relay: when its last transaction (or full copy) from the
+    /// primary was applied, in Unix milliseconds (`None` if none since it started).
     pub last_txn_ms: Option<i64>,
 }
 
