@@ -65,7 +65,9 @@ fn roles_status_and_data_through_ha_ctl() {
     // The secondary line carries its lag; last_tick_ms_ago varies, so it is cut out.
     let txid = ok(&p, &["txid"]);
     let st = ok(&p, &["status"]);
-    let (head, tail) = st.split_once(" last_tick_ms_ago=").expect("last_tick_ms_ago");
+    let (head, tail) = st
+        .split_once(" last_tick_ms_ago=")
+        .expect("last_tick_ms_ago");
     assert_eq!(
         head,
         format!(
@@ -77,7 +79,9 @@ fn roles_status_and_data_through_ha_ctl() {
     assert!(ms.parse::<u64>().is_ok(), "{st}");
     assert_eq!(tail, "state=in-sync full_copies=1 catch_ups=0\n");
     let js = ok(&s, &["status", "--json"]);
-    let (head, tail) = js.split_once(",\"last_tick_ms_ago\":").expect("last_tick_ms_ago");
+    let (head, tail) = js
+        .split_once(",\"last_tick_ms_ago\":")
+        .expect("last_tick_ms_ago");
     assert_eq!(
         head,
         format!(
