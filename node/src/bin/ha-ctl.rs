@@ -42,7 +42,10 @@ HA commands (need the token):
   relay                                  make a secondary a relay
   none                                   return the node to state NONE
   dead NAME                              tell the node that secondary NAME is dead
-  status [--json]                        print the HA state and the node list
+  status [--json]                        print the HA state, seq, txid and the node list, each
+                                         secondary with acked_seq, lag_txns, lag_ms,
+                                         last_tick_ms_ago, state (copying|in-sync),
+                                         full_copies and catch_ups
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
