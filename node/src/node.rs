@@ -142,10 +142,11 @@ impl Node {
             .unwrap_or(0)
             .max(last.seq);
         let min_met = AtomicBool::new(cfg.min_secondaries == 0);
+        let sync_timeout = cfg.info_sync_timeout;
         Ok(Arc::new(Node {
             cfg,
             store,
-            events: Arc::new(Events::new()),
+            events: Arc::new(Events::with_sync_timeout(sync_timeout)),
             stats: Counters::default(),
             state: Mutex::new(HaState {
                 gen: 0,

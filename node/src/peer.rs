@@ -24,8 +24,37 @@ pub const HA_PROTO_VSN_MIN: i64 = 1;
 /// At most this many nodes in one `sub_secondaries` report (a longer list is
 /// a protocol error).
 pub const MAX_REPORTED_SUBS: usize = 4096;
-/// Largest node-to-node frame (a transaction of one 16 MiB value, plus framing).
+/// Largest node-to-node frame (a transaction of one 16 MiB value, plus framing),
+/// once the peer has proven the token.
 pub const MAX_PEER_FRAME: usize = 40 * 1024 * 1024;
+/// Largest frame before the peer has proven the token: the handshake's
+/// messages (hello, challenge, auth, reject, welcome) are a few hundred bytes.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;
+/// Length of a proof (HMAC-SHA-256).
+pub const MAC_LEN: usize = 32;
+/// Longest node id, in bytes of its text form (ConfD's C struct holds 128).
+pub const MAX_NODE_ID_BYTES: usize = 128;
+
+/// Checks a node id: non-empty text of at most MAX_NODE_ID_BYTES bytes.
+pub fn check_node_id(v: &Value) -> Result<(), String> {
+    let n = id_len(v);
+    if n == 0 {
+        return Err("node id is empty".into());
+    }
+    if n > MAX_NODE_ID_BYTES {
+        return Err(format!(
+            "node id of {n} bytes is longer than {MAX_NODE_ID_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+fn id_len(v: &Value) -> usize {
+    match v {
+        Value::Buf(b) => b.len(),
+        v => v.to_string().len(),
+    }
+}
 /// Target size of one full-copy chunk, so that ticks interleave.
 pub const COPY_CHUNK_BYTES: usize = 512 * 1024;
 pub const NONCE_LEN: usize = 32;
@@ -209,8 +238,14 @@ impl PeerMsg {
         self.to_term().encode()
     }
 
+    /// Decodes a frame: never a compressed term (no node sends one), within
+    /// the decoder's memory budget for the frame's size.
     pub fn decode(bytes: &[u8]) -> Result<PeerMsg, String> {
-        let t = Term::decode(bytes).map_err(|e| format!("undecodable frame: {e}"))?;
+        let t = Term::decode_with(
+            bytes,
+            confd_ha::proto::term::DecodeLimits::for_input(bytes.len(), false),
+        )
+        .map_err(|e| format!("undecodable frame: {e}"))?;
         PeerMsg::from_term(&t)
     }
 
@@ -233,19 +268,30 @@ impl PeerMsg {
                 .and_then(|i| u64::try_from(i).ok())
                 .ok_or_else(bad)
         };
-        let val = |x: &Term| Value::from_term(x).map_err(|e| e.to_string());
+        let val = |x: &Term| {
+            let v = Value::from_term(x).map_err(|e| e.to_string())?;
+            check_node_id(&v)?;
+            Ok::<Value, String>(v)
+        };
+        let exact = |x: &Term, n: usize, what: &str| {
+            let b = bin(x)?;
+            if b.len() != n {
+                return Err(format!("{what} of {} bytes, not {n}", b.len()));
+            }
+            Ok(b)
+        };
         Ok(match (name, e.len()) {
             ("ha_hello", 3) => PeerMsg::Hello {
                 vsn: e[1].as_i64().ok_or_else(bad)?,
-                nonce: bin(&e[2])?,
+                nonce: exact(&e[2], NONCE_LEN, "nonce")?,
             },
             ("ha_challenge", 4) => PeerMsg::Challenge {
                 vsn: e[1].as_i64().ok_or_else(bad)?,
-                nonce: bin(&e[2])?,
-                mac: bin(&e[3])?,
+                nonce: exact(&e[2], NONCE_LEN, "nonce")?,
+                mac: exact(&e[3], MAC_LEN, "proof")?,
             },
             ("ha_auth", 6 | 8) => PeerMsg::Auth {
-                mac: bin(&e[1])?,
+                mac: exact(&e[1], MAC_LEN, "proof")?,
                 my_id: val(&e[2])?,
                 expected_primary: val(&e[3])?,
                 seq: seq(&e[4])?,
@@ -331,8 +377,12 @@ impl PeerMsg {
                 }
                 let nodes = items
                     .iter()
-                    .map(|n| HaNode::from_term(n).ok_or_else(bad))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map(|n| {
+                        let h = HaNode::from_term(n).ok_or_else(bad)?;
+                        check_node_id(&h.id)?;
+                        Ok(h)
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
                 PeerMsg::SubSecondaries(nodes)
             }
             _ => return Err(bad()),
@@ -389,7 +439,8 @@ pub fn nonce() -> io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub enum ReadErr {
     Closed,
-    TooLarge(usize),
+    /// A frame's length and the limit it passed.
+    TooLarge(usize, usize),
     Io(io::Error),
 }
 
@@ -397,11 +448,8 @@ impl std::fmt::Display for ReadErr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadErr::Closed => write!(f, "connection closed by peer"),
-            ReadErr::TooLarge(n) => {
-                write!(
-                    f,
-                    "frame of {n} bytes exceeds the {MAX_PEER_FRAME}-byte limit"
-                )
+            ReadErr::TooLarge(n, max) => {
+                write!(f, "frame of {n} bytes exceeds the {max}-byte limit")
             }
             ReadErr::Io(e) => write!(f, "{e}"),
         }
@@ -410,9 +458,12 @@ impl std::fmt::Display for ReadErr {
 
 /// Reassembles frames across read timeouts: `poll` returns `Ok(None)` when the
 /// read timed out before a whole frame arrived, keeping the partial bytes.
+/// Frames are limited to MAX_HANDSHAKE_FRAME until `authenticated` is called
+/// (the peer proved the token), then to MAX_PEER_FRAME.
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
+    max: usize,
 }
 
 impl Default for FrameReader {
@@ -424,9 +475,15 @@ impl Default for FrameReader {
 impl FrameReader {
     pub fn new() -> Self {
         FrameReader {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::new(),
             start: 0,
+            max: MAX_HANDSHAKE_FRAME,
         }
+    }
+
+    /// The peer proved the token: accept frames up to MAX_PEER_FRAME.
+    pub fn authenticated(&mut self) {
+        self.max = MAX_PEER_FRAME;
     }
 
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, ReadErr> {
@@ -435,8 +492,8 @@ impl FrameReader {
             return Ok(None);
         }
         let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        if len > MAX_PEER_FRAME {
-            return Err(ReadErr::TooLarge(len));
+        if len > self.max {
+            return Err(ReadErr::TooLarge(len, self.max));
         }
         if avail.len() < 4 + len {
             return Ok(None);
@@ -450,32 +507,47 @@ impl FrameReader {
         Ok(Some(f))
     }
 
-    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+    /// One read into the buffer: `Ok(false)` when it timed out.
+    fn fill<R: Read>(&mut self, r: &mut R) -> Result<bool, ReadErr> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // The buffer holds at most one frame (within the limit) plus one read.
+        let mut tmp = [0u8; 64 * 1024];
         loop {
-            if let Some(f) = self.take_frame()? {
-                return Ok(Some(f));
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let mut tmp = [0u8; 64 * 1024];
             match r.read(&mut tmp) {
                 Ok(0) => return Err(ReadErr::Closed),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::TimedOut =>
                 {
-                    return Ok(None)
+                    return Ok(false)
                 }
                 Err(e) => return Err(ReadErr::Io(e)),
             }
         }
     }
 
-    /// Waits for one frame until `deadline`; `Ok(None)` on timeout.
+    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+        loop {
+            if let Some(f) = self.take_frame()? {
+                return Ok(Some(f));
+            }
+            if !self.fill(r)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits for one frame until `deadline`; `Ok(None)` on timeout. The
+    /// deadline holds for the whole frame: a peer sending a byte at a time
+    /// does not extend it.
     pub fn read_until(
         &mut self,
         s: &TcpStream,
@@ -492,9 +564,7 @@ impl FrameReader {
             let wait = (deadline - now).max(Duration::from_millis(1));
             s.set_read_timeout(Some(wait)).map_err(ReadErr::Io)?;
             let mut r = s;
-            if let Some(f) = self.poll(&mut r)? {
-                return Ok(Some(f));
-            }
+            self.fill(&mut r)?;
         }
     }
 }
@@ -646,6 +716,36 @@ mod tests {
             assert_eq!(PeerMsg::decode(&m.encode()).unwrap(), m);
         }
         assert!(PeerMsg::decode(b"garbage").is_err());
+        // Nonces and proofs of the wrong length, empty or huge node ids.
+        for bad in [
+            PeerMsg::Hello {
+                vsn: 1,
+                nonce: vec![1; 31],
+            },
+            PeerMsg::Challenge {
+                vsn: 1,
+                nonce: vec![2; 32],
+                mac: vec![3; 33],
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(vec![]),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+                instance: None,
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(vec![b'x'; MAX_NODE_ID_BYTES + 1]),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+                instance: None,
+            },
+        ] {
+            assert!(PeerMsg::decode(&bad.encode()).is_err(), "{bad:?}");
+        }
         assert!(PeerMsg::from_term(&Term::Tuple(vec![a("ack"), Term::int(-1)])).is_err());
         assert!(PeerMsg::from_term(&Term::Tuple(vec![
             a("txn"),
@@ -726,7 +826,20 @@ mod tests {
         let mut big = &[0xffu8, 0xff, 0xff, 0xff][..];
         assert!(matches!(
             FrameReader::new().poll(&mut big),
-            Err(ReadErr::TooLarge(_))
+            Err(ReadErr::TooLarge(_, MAX_HANDSHAKE_FRAME))
         ));
+        // Before authentication a 4 KiB + 1 frame is too large; after, not.
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &vec![0u8; MAX_HANDSHAKE_FRAME + 1]).unwrap();
+        assert!(matches!(
+            FrameReader::new().poll(&mut &wire[..]),
+            Err(ReadErr::TooLarge(_, MAX_HANDSHAKE_FRAME))
+        ));
+        let mut fr = FrameReader::new();
+        fr.authenticated();
+        assert_eq!(
+            fr.poll(&mut &wire[..]).unwrap().unwrap().len(),
+            MAX_HANDSHAKE_FRAME + 1
+        );
     }
 }

@@ -61,6 +61,8 @@ pub struct Peer {
     out: Mutex<PeerOut>,
     /// Highest seq the secondary acknowledged as durable.
     pub acked: AtomicU64,
+    /// Highest seq queued for it (an ack beyond this is a protocol error).
+    pub sent_seq: AtomicU64,
     /// It holds our data (no copy, or its copy was acknowledged).
     pub initialized: AtomicBool,
     init_seq: u64,
@@ -439,6 +441,11 @@ impl Downstream {
     /// acknowledgements a sync commit waits for).
     pub fn forward(&self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Vec<Arc<Peer>> {
         let targets = self.initialized_peers();
+        if let Some(last) = txns.iter().map(|(m, _)| m.seq).max() {
+            for p in lock(&self.peers).iter() {
+                p.sent_seq.fetch_max(last, Ordering::SeqCst);
+            }
+        }
         for (m, ops) in txns {
             self.broadcast(&Arc::new(
                 crate::peer::txn_term(m.seq, &m.txid, ops).encode(),
@@ -569,16 +576,26 @@ impl Downstream {
     }
 
     fn accept_loop(self: Arc<Self>, l: TcpListener) {
+        let pending = Arc::new(crate::ipc::PendingCount::default());
+        let mut refused = crate::log::Throttle::default();
         loop {
             match l.accept() {
                 Ok((s, a)) => {
                     if self.stopped.load(Ordering::SeqCst) {
                         break;
                     }
+                    let max = self.node.cfg.max_pending_handshakes;
+                    let Some(p) = pending.enter(max) else {
+                        refused.warn(
+                            "ha",
+                            &format!("connection from {a} on the HA port closed: {max} connections are still in their handshake (max-pending-handshakes)"),
+                        );
+                        continue;
+                    };
                     let d = self.clone();
                     let r = std::thread::Builder::new()
                         .name("ha-peer".into())
-                        .spawn(move || d.serve(s, a));
+                        .spawn(move || d.serve(s, a, p));
                     if let Err(e) = r {
                         crate::error!("ha", "cannot start a thread for {a}: {e}");
                     }
@@ -597,10 +614,13 @@ impl Downstream {
     }
 
     /// One joining secondary: handshake, registration, copy, then its reader loop.
-    fn serve(self: Arc<Self>, s: TcpStream, a: SocketAddr) {
+    /// Until the secondary has proven the token, frames are limited to
+    /// MAX_HANDSHAKE_FRAME and the whole handshake to one handshake timeout.
+    fn serve(self: Arc<Self>, s: TcpStream, a: SocketAddr, pending: crate::ipc::Pending) {
         let _ = s.set_nodelay(true);
         let node = self.node.clone();
         let hs = node.cfg.handshake_timeout();
+        let until = Instant::now() + hs;
         let mut fr = FrameReader::new();
         let send = |m: &PeerMsg| {
             let mut w = &s;
@@ -608,12 +628,9 @@ impl Downstream {
         };
         let _ = s.set_write_timeout(Some(hs));
         let recv = |fr: &mut FrameReader| -> Result<PeerMsg, String> {
-            match fr.read_until(&s, Instant::now() + hs) {
+            match fr.read_until(&s, until) {
                 Ok(Some(f)) => PeerMsg::decode(&f),
-                Ok(None) => Err(format!(
-                    "no message within {} ms (handshake timeout)",
-                    hs.as_millis()
-                )),
+                Ok(None) => Err(format!("handshake not done within {} ms", hs.as_millis())),
                 Err(ReadErr::Closed) => Err("it closed the connection".into()),
                 Err(e) => Err(e.to_string()),
             }
@@ -639,7 +656,11 @@ impl Downstream {
                 }
             },
             Ok(m) => {
-                crate::warn!("ha", "{a}: expected ha_hello, got {m:?}; closing");
+                crate::warn!(
+                    "ha",
+                    "{a}: expected ha_hello, got {}; closing",
+                    crate::peer::short(&m.to_term())
+                );
                 return;
             }
             Err(e) => {
@@ -683,6 +704,7 @@ impl Downstream {
                     reject(CONFD_ERR_HA_BADTOKEN, "token mismatch".into());
                     return;
                 }
+                fr.authenticated();
                 (my_id, expected_primary, seq, txid, instance)
             }
             Ok(PeerMsg::Reject { code, reason }) => {
@@ -695,7 +717,11 @@ impl Downstream {
                 return;
             }
             Ok(m) => {
-                crate::warn!("ha", "{a}: expected ha_auth, got {m:?}; closing");
+                crate::warn!(
+                    "ha",
+                    "{a}: expected ha_auth, got {}; closing",
+                    crate::peer::short(&m.to_term())
+                );
                 return;
             }
             Err(e) => {
@@ -818,6 +844,7 @@ impl Downstream {
                     backlog_bytes: 0,
                 }),
                 acked: AtomicU64::new(if copy { 0 } else { init_seq }),
+                sent_seq: AtomicU64::new(init_seq),
                 initialized: AtomicBool::new(!copy),
                 init_seq,
                 dead: AtomicBool::new(false),
@@ -851,6 +878,7 @@ impl Downstream {
             // concurrent announcement by its reader to finish).
             self.announce_death(&old);
         }
+        drop(pending);
         let _ = s.set_write_timeout(Some(node.cfg.ack_timeout().max(Duration::from_secs(1))));
         let Ok(ws) = s.try_clone() else {
             self.drop_peer(&peer, "cannot clone the socket");
@@ -1039,6 +1067,12 @@ impl Downstream {
                     *lock(&peer.last_rx) = last;
                     match PeerMsg::decode(&f) {
                         Ok(PeerMsg::Tick) => {}
+                        Ok(PeerMsg::Ack(n)) if n > peer.sent_seq.load(Ordering::SeqCst) => {
+                            break format!(
+                                "protocol error: ack of transaction {n}, beyond the last one sent ({})",
+                                peer.sent_seq.load(Ordering::SeqCst)
+                            );
+                        }
                         Ok(PeerMsg::SubSecondaries(nodes)) if vsn >= 2 => {
                             self.take_report(&peer, nodes);
                         }

@@ -268,6 +268,8 @@ fn join_vsn(
                     format!("token mismatch: primary {pname} does not hold our token"),
                 ));
             }
+            // The primary proved the token: its frames may now be full size.
+            fr.authenticated();
             (nonce, vsn)
         }
         m => {

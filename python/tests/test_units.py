@@ -74,6 +74,28 @@ class LayoutTest(unittest.TestCase):
         self.assertEqual((E.ha_info_value.offset, E.ha_info_node.offset), (16, 24))
 
 
+class IntRangeTest(unittest.TestCase):
+    """Every integer value type, and enum values, are range-checked: a value
+    that does not fit raises instead of being truncated by the C field."""
+
+    def test_every_int_vtype(self):
+        from confd_ha import data
+
+        for vtype, (lo, hi) in data._INT_RANGES.items():
+            for ok in (lo, hi, 0 if lo <= 0 else lo):
+                val, _ = data._to_c(ok, vtype)
+                self.assertEqual(val.type, vtype)
+            for bad in (lo - 1, hi + 1, 2**200):
+                with self.assertRaises(ValueError, msg="%d as %d" % (bad, vtype)):
+                    data._to_c(bad, vtype)
+        with self.assertRaises(ValueError):
+            data._to_c(2**40, data.C_ENUM_VALUE)
+        with self.assertRaises(TypeError):
+            data._to_c("3", data.C_ENUM_VALUE)
+        with self.assertRaises(TypeError):
+            data._to_c(True, data.C_INT32)
+
+
 class ConstantsTest(unittest.TestCase):
     def test_states(self):
         self.assertEqual(

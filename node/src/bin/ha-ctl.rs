@@ -6,7 +6,7 @@ use confd_ha::client::ha::HaClient;
 use confd_ha::client::Endpoint;
 use confd_ha::errcode;
 use confd_ha::error::Error;
-use confd_ha::proto::data::NodeState;
+use confd_ha::proto::data::{NodeState, PeerState};
 use confd_ha::proto::ha::{HaNode, NodeAddr, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY};
 use confd_ha::value::Value;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ mod log;
 mod rollback;
 
 const USAGE: &str = "\
-usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [-t TOKEN] COMMAND [ARGS]
+usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [--token-file FILE | -t TOKEN] COMMAND [ARGS]
 
 Talks to one HA node over its IPC port. Without -a/-p/-u the node is found
 as NSO's libraries find it: NCS_IPC_PATH, else NCS_IPC_ADDR/NCS_IPC_PORT,
@@ -32,17 +32,25 @@ options:
   -a ADDR    IPC address of the node (default 127.0.0.1)
   -p PORT    IPC port of the node (default 4565)
   -u PATH    IPC Unix socket of the node (instead of -a/-p)
-  -t TOKEN   the cluster's shared HA token (default: $HA_CTL_TOKEN)
+  --token-file FILE  read the cluster's shared HA token from FILE (one line)
+  -t TOKEN   the token on the command line (visible to every user in ps;
+             prefer $HA_CTL_TOKEN or --token-file)
   -h         this help
 
-HA commands (need the token):
+The token comes from --token-file, else -t, else $HA_CTL_TOKEN.
+
+HA orders (need the token; each opens the node's HA control connection, which
+replaces the framework's current one and sets the token, as in ConfD):
   primary NAME                           make the node primary, named NAME
   secondary NAME PRIMARY_NAME PRIMARY_ADDR [--async]
                                          make the node secondary NAME of the primary
   relay                                  make a secondary a relay
   none                                   return the node to state NONE
   dead NAME                              tell the node that secondary NAME is dead
-  status [--json]                        print the HA state, seq, txid and the node list, each
+
+read-only (no token, never touch the HA control connection):
+  status [--json]                        print the HA state, seq, txid and the node list
+                                         (from the node state of the data API), each
                                          secondary with acked_seq, lag_txns, lag_ms,
                                          last_tick_ms_ago, state (copying|in-sync),
                                          full_copies and catch_ups
@@ -74,6 +82,35 @@ struct Opts {
     port: Option<String>,
     path: Option<String>,
     token: Option<String>,
+    token_file: Option<String>,
+}
+
+/// Longest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+fn read_token_file(path: &str) -> Result<String, Failure> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .map_err(|e| Failure::Usage(format!("cannot read token file {path}: {e}")))?;
+    let mut s = String::new();
+    f.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::Usage(format!("cannot read token file {path}: {e}")))?;
+    if s.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(Failure::Usage(format!(
+            "token file {path} is longer than {MAX_TOKEN_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Writes to stdout; a closed stdout (`| head -1`) ends the command quietly.
+macro_rules! out {
+    ($($a:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        writeln!(o, $($a)*).map_err(Failure::Output)?
+    }};
 }
 
 impl Opts {
@@ -90,12 +127,19 @@ impl Opts {
         )
     }
     fn ha(&self) -> Result<HaClient, Failure> {
-        let token = self
-            .token
-            .clone()
+        let from_file = match &self.token_file {
+            Some(f) => Some(read_token_file(f)?),
+            None => None,
+        };
+        let token = from_file
+            .or_else(|| self.token.clone())
             .or_else(|| std::env::var("HA_CTL_TOKEN").ok())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Failure::Usage("no token: give -t TOKEN or set HA_CTL_TOKEN".into()))?;
+            .ok_or_else(|| {
+                Failure::Usage(
+                    "no token: set HA_CTL_TOKEN or give --token-file FILE (or -t TOKEN)".into(),
+                )
+            })?;
         Ok(HaClient::connect(&self.endpoint(), &token)?)
     }
     fn data(&self) -> Result<DataClient, Failure> {
@@ -106,6 +150,7 @@ impl Opts {
 enum Failure {
     Usage(String),
     Lib(Error),
+    Output(std::io::Error),
 }
 
 impl From<Error> for Failure {
@@ -122,6 +167,12 @@ fn main() -> ExitCode {
             eprintln!("ha-ctl: {m}\n(run ha-ctl -h for help)");
             ExitCode::from(2)
         }
+        // The reader of stdout went away (`ha-ctl list / | head -1`): not an error.
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => {
+            eprintln!("ha-ctl: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
         Err(Failure::Lib(e)) => {
             let code = e.errno();
             let name = errcode::name(code).unwrap_or("CONFD_ERR");
@@ -137,6 +188,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         port: None,
         path: None,
         token: None,
+        token_file: None,
     };
     let mut it = args.into_iter().peekable();
     let mut rest = Vec::new();
@@ -150,8 +202,13 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             "-p" => o.port = Some(val("-p")?),
             "-u" => o.path = Some(val("-u")?),
             "-t" => o.token = Some(val("-t")?),
+            "--token-file" => o.token_file = Some(val("--token-file")?),
             "-h" | "--help" => {
-                print!("{USAGE}");
+                use std::io::Write as _;
+                std::io::stdout()
+                    .lock()
+                    .write_all(USAGE.as_bytes())
+                    .map_err(Failure::Output)?;
                 return Ok(());
             }
             _ => {
@@ -219,15 +276,16 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         }
         "status" => {
             want(0, "status [--json]")?;
-            let (state, nodes) = o.ha()?.get_status()?;
-            // Seq, txid and each secondary's lag come from the node state (data API);
-            // a node that cannot give it still gets its status printed.
-            let ns = o.data().ok().and_then(|mut d| d.node_state().ok());
-            print_status(state, &nodes, ns.as_ref(), has("--json"));
+            // Read-only: the data API's node state, never the HA control
+            // connection (opening one would replace the framework's and
+            // set the token).
+            let ns = o.data()?.node_state()?;
+            print_status(&ns, has("--json"))?;
         }
         "get" => {
             want(1, "get PATH")?;
-            println!("{}", o.data()?.get(&pos[1])?);
+            let v = o.data()?.get(&pos[1])?;
+            out!("{v}");
         }
         "set" => {
             want(2, "set PATH VALUE [--type TYPE]")?;
@@ -246,12 +304,13 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "list" => {
             want(1, "list PATH")?;
             for c in o.data()?.list(&pos[1])? {
-                println!("{c}");
+                out!("{c}");
             }
         }
         "txid" => {
             want(0, "txid")?;
-            println!("{}", o.data()?.txid()?);
+            let t = o.data()?.txid()?;
+            out!("{t}");
         }
         "watch" => {
             want(0, "watch [--json] [--heartbeat MS]")?;
@@ -266,7 +325,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "stats" => {
             want(0, "stats")?;
             for (k, v) in o.data()?.stats()? {
-                println!("{k} {v}");
+                out!("{k} {v}");
             }
         }
         "rollback" => return rollback_cmd(&pos[1..]),
@@ -426,17 +485,10 @@ fn ms_ago(unix_ms: i64) -> i64 {
     (now - unix_ms).max(0)
 }
 
-/// The health fields of one node of the status list, as (name, JSON value): a
-/// secondary's lag as its primary (or relay) sees it; for a secondary's
-/// primary, the last tick from it. Nothing for nodes behind a relay.
-fn health(i: usize, state: i32, n: &HaNode, ns: Option<&NodeState>) -> Vec<(&'static str, String)> {
-    let Some(ns) = ns else { return vec![] };
-    let peer = if i == 0 && state != STATE_PRIMARY {
-        ns.primary.as_ref().filter(|p| p.node == *n)
-    } else {
-        ns.secondaries.iter().find(|p| p.node == *n)
-    };
-    let Some(p) = peer else { return vec![] };
+/// The health fields of a peer, as (name, JSON value): a secondary's lag as
+/// this node (primary or relay) sees it; for a secondary's primary, the last
+/// tick from it.
+fn health(p: &PeerState) -> Vec<(&'static str, String)> {
     let mut f = Vec::new();
     if let Some(l) = &p.lag {
         f.push(("acked_seq", l.acked_seq.to_string()));
@@ -455,65 +507,56 @@ fn health(i: usize, state: i32, n: &HaNode, ns: Option<&NodeState>) -> Vec<(&'st
     f
 }
 
-fn print_status(state: i32, nodes: &[HaNode], ns: Option<&NodeState>, json: bool) {
-    // The first node of a secondary or relay is its primary; the others are
-    // (sub-)secondaries.
-    let role = |i: usize| {
-        if i == 0 && state != STATE_PRIMARY {
-            "primary"
-        } else {
-            "secondary"
-        }
-    };
+fn print_status(ns: &NodeState, json: bool) -> Result<(), Failure> {
+    // A secondary's or relay's primary first, then the (sub-)secondaries.
+    let peers: Vec<(&str, &PeerState)> = ns
+        .primary
+        .iter()
+        .map(|p| ("primary", p))
+        .chain(ns.secondaries.iter().map(|p| ("secondary", p)))
+        .collect();
+    let state = ns.state;
     if json {
-        let list: Vec<String> = nodes
+        let list: Vec<String> = peers
             .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let extra: String = health(i, state, n, ns)
+            .map(|(role, p)| {
+                let extra: String = health(p)
                     .into_iter()
                     .map(|(k, v)| format!(",\"{k}\":{v}"))
                     .collect();
                 format!(
-                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{}\"{extra}}}",
-                    json_str(&n.id.to_string()),
-                    json_str(&n.addr.to_string()),
-                    role(i)
+                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{role}\"{extra}}}",
+                    json_str(&p.node.id.to_string()),
+                    json_str(&p.node.addr.to_string()),
                 )
             })
             .collect();
-        let top: String = ns
-            .map(|ns| {
-                let mut t = format!(",\"seq\":{},\"txid\":{}", ns.seq, json_str(&ns.txid));
-                if let Some(ms) = ns.last_txn_ms {
-                    t.push_str(&format!(",\"last_txn_ms_ago\":{}", ms_ago(ms)));
-                }
-                t
-            })
-            .unwrap_or_default();
-        println!(
+        let mut top = format!(",\"seq\":{},\"txid\":{}", ns.seq, json_str(&ns.txid));
+        if let Some(ms) = ns.last_txn_ms {
+            top.push_str(&format!(",\"last_txn_ms_ago\":{}", ms_ago(ms)));
+        }
+        out!(
             "{{\"state\":{},\"state_name\":\"{}\"{top},\"nodes\":[{}]}}",
             state,
             state_name(state),
             list.join(",")
         );
     } else {
-        println!("state: {}", state_name(state));
-        if let Some(ns) = ns {
-            println!("seq: {}", ns.seq);
-            println!("txid: {}", ns.txid);
-            if let Some(ms) = ns.last_txn_ms {
-                println!("last_txn_ms_ago: {}", ms_ago(ms));
-            }
+        out!("state: {}", state_name(state));
+        out!("seq: {}", ns.seq);
+        out!("txid: {}", ns.txid);
+        if let Some(ms) = ns.last_txn_ms {
+            out!("last_txn_ms_ago: {}", ms_ago(ms));
         }
-        for (i, n) in nodes.iter().enumerate() {
-            let extra: String = health(i, state, n, ns)
+        for (role, p) in &peers {
+            let extra: String = health(p)
                 .into_iter()
                 .map(|(k, v)| format!(" {k}={}", v.trim_matches('"')))
                 .collect();
-            println!("{}: {} {}{extra}", role(i), n.id, n.addr);
+            out!("{role}: {} {}{extra}", p.node.id, p.node.addr);
         }
     }
+    Ok(())
 }
 
 /// `rollback list [DATA_DIR]` and `rollback show FILE`.
