@@ -32,7 +32,7 @@ pub const METRICS_WRITE_DEADLINE_MS: u64 = 5_000;
 /// Largest request (line and headers) read, in bytes; a larger one gets 400.
 pub const MAX_METRICS_REQUEST_BYTES: usize = 8_192;
 /// Most headers parsed in a request.
-const MAX_METRICS_HEADERS: usize = 32;
+pub const MAX_METRICS_HEADERS: usize = 32;
 /// Commit latency buckets: upper bounds from this many seconds, doubling.
 const COMMIT_LATENCY_FIRST_BUCKET_S: f64 = 0.000_25;
 /// ... this many of them (0.25 ms .. about 8 s, then +Inf).
