@@ -53,7 +53,8 @@ read-only (no token, never touch the HA control connection):
                                          (from the node state of the data API), each
                                          secondary with acked_seq, lag_txns, lag_ms,
                                          last_tick_ms_ago, state (copying|in-sync),
-                                         full_copies and catch_ups
+                                         full_copies and catch_ups; on stderr, a warning
+                                         if the node's token is weak
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
@@ -281,6 +282,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             // set the token).
             let ns = o.data()?.node_state()?;
             print_status(&ns, has("--json"))?;
+            warn_short_token(&o);
         }
         "get" => {
             want(1, "get PATH")?;
@@ -474,6 +476,22 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+/// After `status`: a line on stderr when the node reports a weak HA token
+/// (no TLS on its HA port and a token under 16 bytes; stat `short_token`).
+fn warn_short_token(o: &Opts) {
+    let weak = o
+        .data()
+        .ok()
+        .and_then(|mut d| d.stats().ok())
+        .is_some_and(|st| st.iter().any(|(k, v)| k == "short_token" && *v != 0));
+    if weak {
+        eprintln!(
+            "ha-ctl: warning: the HA token is shorter than 16 bytes and the HA port has no TLS: \
+             one captured handshake lets it be guessed offline (use a longer token or ha-tls-*)"
+        );
+    }
 }
 
 /// Milliseconds since a Unix-ms time (0 if it is in the future).
