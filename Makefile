@@ -7,6 +7,8 @@
 #   make check VALGRIND=1 the same, every C test under valgrind (leaks and errors fail)
 #   make check-valgrind   only the C tests, under valgrind
 #   make check SANITIZE=address   C tests built with -fsanitize=address
+#   make check-faults     the fault-injection suite in full (every scenario, both
+#                         min-secondaries modes, FAULTS_ITERATIONS=3 times; about 20 min)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-fuzz       the network fuzzer of node/tests/hostile.rs at 100 000 mutated
 #                         frames per port (HA_FUZZ_FRAMES, HA_FUZZ_SEED to change or repeat)
@@ -53,7 +55,7 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind check-fuzz erl-note install uninstall demo bench clean FORCE
+        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench clean FORCE
 
 all: build
 
@@ -114,6 +116,19 @@ erl-note:
 	  echo "################################################################"; \
 	fi
 
+# ---- fault injection (node/tests/faults) ----
+# A 3-node cluster (network namespaces when root, loopback otherwise), writers,
+# an HA framework and faults; the last line printed is the totals. Without
+# HA_FAULTS the test does nothing (so `cargo test` stays quick).
+FAULTS_ITERATIONS ?= 3
+
+check-faults-bounded: build
+	HA_FAULTS=bounded $(CARGO) test --release -p ha-node --test faults -- --nocapture
+
+check-faults: build
+	HA_FAULTS=full HA_FAULTS_ITERATIONS=$(FAULTS_ITERATIONS) \
+	  $(CARGO) test --release -p ha-node --test faults -- --nocapture
+
 # ---- C tests ----
 
 $(CT_DIR)/harness.o: c-tests/harness.c c-tests/harness.h $(addprefix include/,$(HEADERS))
@@ -152,7 +167,7 @@ check-python: build
 check-valgrind: build
 	$(MAKE) check-c VALGRIND=1
 
-check: fmt-check clippy build check-headers test-rust check-c check-link check-install check-python erl-note
+check: fmt-check clippy build check-headers test-rust check-faults-bounded check-c check-link check-install check-python erl-note
 	@echo "make check: all passed"
 
 # ---- install ----

@@ -231,8 +231,12 @@ impl Node {
         }
     }
 
+    /// Sets the commit path for the role of generation `gen`; does nothing when a newer role
+    /// change has overtaken it (an upstream loss noticed while beprimary ran must not turn
+    /// the new primary's commit path into NONE's: it then committed without replicating).
     fn set_commit(
         &self,
+        gen: u64,
         writable: bool,
         refusal: String,
         down: Option<Arc<Downstream>>,
@@ -240,6 +244,9 @@ impl Node {
     ) {
         let fault = self.store_fault();
         let mut c = lock(&self.commit);
+        if self.gen_now.load(Ordering::SeqCst) != gen {
+            return;
+        }
         c.writable = writable && fault.is_none();
         c.refusal = fault
             .map(|f| format!("{f}: writes are refused"))
@@ -372,14 +379,14 @@ impl Node {
     fn store_fault_thread(self: Arc<Self>, reason: String) {
         {
             let _o = lock(&self.order);
-            let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
+            let (gen, old) = self.switch_role(&mut lock(&self.state), Role::None);
             let what = match &old {
                 Role::Primary { .. } => Some(false),
                 Role::Secondary { .. } => Some(true),
                 _ => None,
             };
             Self::teardown(old);
-            self.set_commit(false, String::new(), None, None);
+            self.set_commit(gen, false, String::new(), None, None);
             match what {
                 Some(true) => {
                     crate::warn!(
@@ -548,7 +555,7 @@ impl Node {
                 return err(CONFD_ERR_HA_BIND, e);
             }
         };
-        let (_, old) = self.switch_role(
+        let (gen, old) = self.switch_role(
             &mut lock(&self.state),
             Role::Primary {
                 me: me.clone(),
@@ -557,7 +564,7 @@ impl Node {
         );
         let was_secondary = matches!(old, Role::Secondary { .. });
         Self::teardown(old);
-        self.set_commit(true, String::new(), Some(down), Some(&me));
+        self.set_commit(gen, true, String::new(), Some(down), Some(&me));
         crate::info!(
             "ha",
             "this node is now PRIMARY {me}{} (last transaction seq {})",
@@ -583,11 +590,15 @@ impl Node {
     }
 
     fn benone(&self) -> HaReply {
-        let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
+        let (gen, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
-        self.set_commit(true, String::new(), None, None);
+        self.set_commit(gen, true, String::new(), None, None);
         // Transactions committed in NONE are named for no HA role (as at start).
-        lock(&self.commit).my_id = "none".into();
+        let mut c = lock(&self.commit);
+        if self.gen_now.load(Ordering::SeqCst) == gen {
+            c.my_id = "none".into();
+        }
+        drop(c);
         crate::info!("ha", "this node is now NONE (benone)");
         self.events.emit(HaEvent::IsNone);
         self.in_sync_changed();
@@ -693,6 +704,7 @@ impl Node {
         Self::teardown(old);
         self.in_sync_changed();
         self.set_commit(
+            gen,
             false,
             format!(
                 "node is joining primary {} at {}: writes are refused",
@@ -725,7 +737,7 @@ impl Node {
                 if st.gen == gen {
                     st.role = Role::None;
                     drop(st);
-                    self.set_commit(true, String::new(), None, None);
+                    self.set_commit(gen, true, String::new(), None, None);
                 }
                 self.events.emit(HaEvent::BeSecondaryResult {
                     result: CONFD_ERR_INTERNAL,
@@ -794,9 +806,9 @@ impl Node {
                 {
                     let mut st = lock(&self.state);
                     if st.gen == gen {
-                        self.switch_role(&mut st, Role::None);
+                        let (gen, _) = self.switch_role(&mut st, Role::None);
                         drop(st);
-                        self.set_commit(true, String::new(), None, None);
+                        self.set_commit(gen, true, String::new(), None, None);
                     }
                 }
                 if !wait {
@@ -815,14 +827,25 @@ impl Node {
             if st.gen != gen || !matches!(st.role, Role::Secondary { .. }) {
                 return;
             }
-            self.switch_role(&mut st, Role::None).1
+            self.switch_role(&mut st, Role::None)
         };
+        let (gen, old) = old;
         let primary = match &old {
             Role::Secondary { primary, .. } => format!("{} at {}", primary.id, primary.addr),
             _ => String::new(),
         };
         Self::teardown(old);
-        self.set_commit(true, String::new(), None, None);
+        self.set_commit(gen, true, String::new(), None, None);
+        if self.gen_now.load(Ordering::SeqCst) != gen {
+            // An order (beprimary, besecondary) came while the old link was torn down:
+            // the node is in that order's role now, and says so, not NONE.
+            crate::info!(
+                "ha",
+                "lost primary {primary}: {why} ({}); a newer HA order has already replaced                  the secondary role",
+                name(code).unwrap_or("?")
+            );
+            return;
+        }
         crate::warn!(
             "ha",
             "lost primary {primary}: {why} ({}); this node is now NONE",

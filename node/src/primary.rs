@@ -26,8 +26,9 @@ pub const MAX_SECONDARIES: usize = 255;
 const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 /// A full copy keeps at most this many bytes queued for the writer.
 const COPY_QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// A joining secondary that needs a copy is told the txids we hold at its latest this many
-/// seqs, so that it can name the transactions the copy discards (its rollback file).
+/// A joining secondary that needs a copy is told the txids we hold at this many seqs up to
+/// the lower of its last seq and ours, so that it can name the transactions the copy
+/// discards (its rollback file).
 pub const ROLLBACK_WINDOW_TXNS: u64 = 1000;
 /// A waiting thread that wakes this much later than it asked was not running (SIGSTOP, a
 /// paused VM, a machine under heavy load): the time it lost does not count against a peer's
@@ -832,10 +833,13 @@ impl Downstream {
             // own log to name what the copy discards there.
             // (Protocol version 2 on: a version-1 peer knows only the 4-element welcome.)
             let history = if copy && seq > 0 && vsn >= 2 {
-                let lo = seq.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
-                node.store
-                    .txlog_ids(lo, seq.min(cs.last.seq))
-                    .unwrap_or_default()
+                // Ending at the lower of the two seqs: a node that kept committing
+                // alone may be far ahead of us, and the common transaction is at or
+                // below our own last seq (issue 9: a split brain of more than 1,000
+                // commits went to no rollback file).
+                let top = seq.min(cs.last.seq);
+                let lo = top.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
+                node.store.txlog_ids(lo, top).unwrap_or_default()
             } else {
                 Vec::new()
             };

@@ -699,9 +699,18 @@ fn discarded(
     }
     let theirs: std::collections::HashMap<u64, &str> =
         history.iter().map(|(s, t)| (*s, t.as_str())).collect();
-    let lo = last
-        .seq
-        .saturating_sub(crate::primary::ROLLBACK_WINDOW_TXNS - 1)
+    // From the first seq of the primary's history (it ends at the lower of the two last
+    // seqs), so that everything committed here after the common transaction is named, however
+    // far this node went on alone (bounded by its own log, TXLOG_MAX_TXNS).
+    let lo = history
+        .iter()
+        .map(|(s, _)| *s)
+        .min()
+        .unwrap_or(last.seq)
+        .min(
+            last.seq
+                .saturating_sub(crate::primary::ROLLBACK_WINDOW_TXNS - 1),
+        )
         .max(1);
     let mine = node.store.txlog_from(lo)?;
     let common = mine
