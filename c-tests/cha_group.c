@@ -292,6 +292,49 @@ static void test_primary_and_secondary_state(void)
         CHECK_RC(state_of(&n2, &st), CONFD_OK, 0);
         CHECK(strcmp(st.txid, txid) == 0 && st.seq == seq, "secondary txid \"%s\" seq %lld", st.txid,
               (long long)st.seq);
+
+        /* Health: the sync commit returned, so the secondary acknowledged it (lag 0). */
+        {
+            static struct cha_node_health h;
+            memset(&h, 0xa5, sizeof h);
+            h.size = sizeof h;
+            CHECK_RC(cha_data_node_health(d, &h), CONFD_OK, 0);
+            CHECK(h.size == sizeof h && h.role == CHA_ROLE_PRIMARY && h.seq == seq && strcmp(h.txid, txid) == 0,
+                  "primary health: size %zu role %d seq %lld txid \"%s\"", h.size, h.role, (long long)h.seq,
+                  h.txid);
+            CHECK(h.last_txn_ms == -1, "a primary has no last transaction from a primary: %lld",
+                  (long long)h.last_txn_ms);
+            CHECK(h.num_secondaries == 1, "%d secondaries", h.num_secondaries);
+            CHECK(strcmp(h.secondaries[0].peer.id, "n2") == 0 && recent(h.secondaries[0].peer.last_tick_ms),
+                  "secondary \"%s\" tick %lld", h.secondaries[0].peer.id,
+                  (long long)h.secondaries[0].peer.last_tick_ms);
+            CHECK(h.secondaries[0].acked_seq == seq && h.secondaries[0].lag_txns == 0 &&
+                      h.secondaries[0].lag_ms == 0 && h.secondaries[0].copy_state == CHA_COPY_IN_SYNC,
+                  "acked %lld lag %lld txns %lld ms state %d", (long long)h.secondaries[0].acked_seq,
+                  (long long)h.secondaries[0].lag_txns, (long long)h.secondaries[0].lag_ms,
+                  h.secondaries[0].copy_state);
+            CHECK(h.secondaries[0].full_copies >= 0 && h.secondaries[0].catch_ups == 0, "copies %lld catch-ups %lld",
+                  (long long)h.secondaries[0].full_copies, (long long)h.secondaries[0].catch_ups);
+            CHECK(h.secondaries[1].peer.id[0] == 0 && h.secondaries[1].acked_seq == 0, "unused entries are zero");
+            /* The secondary: its seq and the time of its last transaction from n1. */
+            {
+                struct sockaddr_in a2;
+                socklen_t len = addr_of_node(&n2, &a2);
+                h.size = sizeof h;
+                CHECK_RC(cha_node_health_get((struct sockaddr *)&a2, len, &h), CONFD_OK, 0);
+                CHECK(h.role == CHA_ROLE_SECONDARY && h.seq == seq && recent(h.last_txn_ms) &&
+                          h.num_secondaries == 0,
+                      "secondary health: role %d seq %lld last txn %lld, %d secondaries", h.role,
+                      (long long)h.seq, (long long)h.last_txn_ms, h.num_secondaries);
+                /* A size below the first version is refused, *out untouched. */
+                h.size = 8;
+                h.seq = 12345;
+                CHECK_RC(cha_node_health_get((struct sockaddr *)&a2, len, &h), CONFD_ERR, CONFD_ERR_PROTOUSAGE);
+                CHECK(h.seq == 12345 && strstr(confd_lasterr(), "size") != NULL, "lasterr \"%s\"",
+                      confd_lasterr());
+                CHECK_RC(cha_node_health_get((struct sockaddr *)&a2, len, NULL), CONFD_ERR, CONFD_ERR_PROTOUSAGE);
+            }
+        }
         cha_txn_free(txn);
         close(d);
     }

@@ -22,6 +22,8 @@ _Static_assert(sizeof(struct cha_peer) == 264, "cha_peer is 264 bytes");
 _Static_assert(sizeof(struct cha_node_state) == 67992, "cha_node_state is 67992 bytes");
 _Static_assert(sizeof(struct cha_event) == 296, "cha_event is 296 bytes");
 _Static_assert(sizeof(enum cha_role) == sizeof(int), "enums are ints");
+_Static_assert(sizeof(struct cha_secondary_lag) == 312, "cha_secondary_lag is 312 bytes");
+_Static_assert(sizeof(struct cha_node_health) == CHA_NODE_HEALTH_V1_SIZE, "cha_node_health v1");
 
 static void test_layout(void)
 {
@@ -46,6 +48,24 @@ static void test_layout(void)
     OFF(struct cha_event, ha_info_value, 16);
     OFF(struct cha_event, ha_info_node, 24);
     OFF(struct cha_event, closed_errno, 288);
+    SZ(struct cha_secondary_lag, 312);
+    OFF(struct cha_secondary_lag, peer, 0);
+    OFF(struct cha_secondary_lag, acked_seq, 264);
+    OFF(struct cha_secondary_lag, lag_txns, 272);
+    OFF(struct cha_secondary_lag, lag_ms, 280);
+    OFF(struct cha_secondary_lag, full_copies, 288);
+    OFF(struct cha_secondary_lag, catch_ups, 296);
+    OFF(struct cha_secondary_lag, copy_state, 304);
+    SZ(struct cha_node_health, 79856);
+    OFF(struct cha_node_health, size, 0);
+    OFF(struct cha_node_health, role, 8);
+    OFF(struct cha_node_health, seq, 16);
+    OFF(struct cha_node_health, last_txn_ms, 24);
+    OFF(struct cha_node_health, num_secondaries, 32);
+    OFF(struct cha_node_health, txid, 40);
+    OFF(struct cha_node_health, secondaries, 296);
+    EQ(CHA_COPY_IN_SYNC, 0);
+    EQ(CHA_COPY_COPYING, 1);
 }
 
 static void test_constants(void)

@@ -7,7 +7,8 @@
  *    the caller creates, connects with cha_data_connect() and closes, as
  *    with confd_ha_connect().
  * 2. The availability group: cha_node_state_get() (role, ids, primary,
- *    secondaries, last transaction, last tick times) and cha_subscribe() /
+ *    secondaries, last transaction, last tick times), cha_node_health_get()
+ *    (seq, each secondary's acknowledged seq, lag, copy state) and cha_subscribe() /
  *    cha_unsubscribe() (callbacks on a library-owned thread).
  *
  * Conventions (as confd_ha.h): call confd_init() first. Functions return
@@ -63,6 +64,26 @@
  * Most secondaries `struct cha_node_state` holds (ha-node refuses more).
  */
 #define CHA_MAX_SECONDARIES 255
+
+/**
+ * Size of the first version of `struct cha_node_health`: `size` must be at
+ * least this.
+ */
+#define CHA_NODE_HEALTH_V1_SIZE 79856
+
+/**
+ * A secondary's copy state (`cha_secondary_lag.copy_state`).
+ */
+enum cha_copy_state {
+  /**
+   * It holds the serving node's data and receives its transactions.
+   */
+  CHA_COPY_IN_SYNC = 0,
+  /**
+   * A full copy is being sent to it or is not yet acknowledged.
+   */
+  CHA_COPY_COPYING = 1,
+};
 
 /**
  * The events a subscription asks for (bits, may be or-ed into
@@ -223,6 +244,98 @@ struct cha_node_state {
    * The id of the last committed transaction ("" if none).
    */
   char txid[CHA_TXID_SIZE];
+};
+
+/**
+ * One secondary's replication progress as its primary (or relay) sees it
+ * (312 bytes on x86-64).
+ */
+struct cha_secondary_lag {
+  /**
+   * Its id, address and the time of the last tick (or ack) received.
+   */
+  struct cha_peer peer;
+  /**
+   * Highest seq it acknowledged as durable (0 while its full copy is
+   * unacknowledged).
+   */
+  int64_t acked_seq;
+  /**
+   * The serving node's seq minus `acked_seq`, in transactions.
+   */
+  int64_t lag_txns;
+  /**
+   * Age in milliseconds of the oldest transaction sent to it and not yet
+   * acknowledged (during a full copy: since the copy began); 0 when
+   * caught up.
+   */
+  int64_t lag_ms;
+  /**
+   * Full copies sent to this node id since the serving node started.
+   */
+  int64_t full_copies;
+  /**
+   * Incremental catch-ups (always 0: ha-node has none yet; a re-join
+   * that differs gets a full copy).
+   */
+  int64_t catch_ups;
+  /**
+   * `enum cha_copy_state`.
+   */
+  int copy_state;
+  /**
+   * Zero.
+   */
+  int reserved;
+};
+
+/**
+ * A node's replication health (79856 bytes on x86-64): what
+ * `struct cha_node_state` has no room for. That struct has no size field,
+ * so it cannot grow without overrunning the buffers of programs built
+ * against an older cha.h; this one starts with its size, set by the
+ * caller, so later versions can append fields.
+ */
+struct cha_node_health {
+  /**
+   * Set by the caller to `sizeof(struct cha_node_health)` (at least
+   * CHA_NODE_HEALTH_V1_SIZE); the library sets it to the bytes it filled.
+   */
+  size_t size;
+  /**
+   * The node's role (`enum cha_role`).
+   */
+  enum cha_role role;
+  /**
+   * Zero.
+   */
+  int reserved;
+  /**
+   * The sequence number of the last transaction durable on the node.
+   */
+  int64_t seq;
+  /**
+   * On a secondary or relay: when its last transaction (or full copy)
+   * from its primary was applied, Unix time in milliseconds; -1 if none
+   * since it started or not a secondary.
+   */
+  int64_t last_txn_ms;
+  /**
+   * How many entries of `secondaries` are set.
+   */
+  int num_secondaries;
+  /**
+   * Zero.
+   */
+  int reserved2;
+  /**
+   * The id of the last transaction ("" if none).
+   */
+  char txid[CHA_TXID_SIZE];
+  /**
+   * The connected secondaries (of a primary or relay) with their lag.
+   */
+  struct cha_secondary_lag secondaries[CHA_MAX_SECONDARIES];
 };
 
 /**
@@ -448,6 +561,35 @@ void cha_txn_free(struct cha_txn *txn);
  * Threads: safe from any thread.
  */
 int cha_node_state_get(const struct sockaddr *srv, int srv_sz, struct cha_node_state *out);
+
+/**
+ * Fills `*out` with the replication health of the node at `srv` (found
+ * as for `cha_node_state_get()`): its seq and txid, on a secondary the time
+ * of its last transaction from the primary, and per connected secondary
+ * (on a primary or relay) its acknowledged seq, lag in transactions and
+ * milliseconds, last tick, copy state and copy counters. The caller sets
+ * `out->size` to `sizeof(struct cha_node_health)` first. On failure `*out`
+ * is left untouched.
+ * Errors: CONFD_ERR_PROTOUSAGE (`out` NULL, `out->size` below
+ * CHA_NODE_HEALTH_V1_SIZE, bad address), CONFD_ERR_OS (no node there),
+ * CONFD_ERR_PROTOUSAGE from an older ha-node that reports no lag, and the
+ * common ones.
+ *
+ * NULL: `srv` may be NULL (the environment); `out` must not be NULL.
+ * Ownership: `*out` is the caller's; it holds no pointers.
+ * Threads: safe from any thread.
+ */
+int cha_node_health_get(const struct sockaddr *srv, int srv_sz, struct cha_node_health *out);
+
+/**
+ * The same as `cha_node_health_get()` over a data socket connected with
+ * `cha_data_connect()`.
+ *
+ * NULL: `out` must not be NULL.
+ * Ownership: `*out` is the caller's; it holds no pointers.
+ * Threads: one thread at a time per socket.
+ */
+int cha_data_node_health(int sock, struct cha_node_health *out);
 
 /**
  * The same as `cha_node_state_get()` over a data socket connected with

@@ -326,8 +326,48 @@ fn arb_data_request() -> impl Strategy<Value = DataRequest> {
 }
 
 fn arb_peer() -> impl Strategy<Value = data::PeerState> {
-    (arb_node(), prop::option::of(any::<i64>()))
-        .prop_map(|(node, last_tick_ms)| data::PeerState { node, last_tick_ms })
+    (arb_node(), prop::option::of(any::<i64>())).prop_map(|(node, last_tick_ms)| data::PeerState {
+        node,
+        last_tick_ms,
+        lag: None,
+    })
+}
+
+fn arb_lag() -> impl Strategy<Value = data::Lag> {
+    (
+        any::<i64>(),
+        any::<i64>(),
+        any::<i64>(),
+        any::<bool>(),
+        any::<i64>(),
+        any::<i64>(),
+    )
+        .prop_map(
+            |(acked_seq, lag_txns, lag_ms, copying, full_copies, catch_ups)| data::Lag {
+                acked_seq,
+                lag_txns,
+                lag_ms,
+                copying,
+                full_copies,
+                catch_ups,
+            },
+        )
+}
+
+/// Secondaries as a primary reports them: every one with its lag, or (an older node) none.
+fn arb_secondaries() -> impl Strategy<Value = Vec<data::PeerState>> {
+    (
+        prop::collection::vec((arb_peer(), arb_lag()), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(v, with_lag)| {
+            v.into_iter()
+                .map(|(mut p, l)| {
+                    p.lag = with_lag.then_some(l);
+                    p
+                })
+                .collect()
+        })
 }
 
 fn arb_node_state() -> impl Strategy<Value = NodeState> {
@@ -335,18 +375,20 @@ fn arb_node_state() -> impl Strategy<Value = NodeState> {
         1i32..=4,
         prop::option::of(arb_value()),
         prop::option::of(arb_peer()),
-        prop::collection::vec(arb_peer(), 0..4),
+        arb_secondaries(),
         any::<i64>(),
         chars(0..20),
+        prop::option::of(any::<i64>()),
     )
         .prop_map(
-            |(state, node_id, primary, secondaries, seq, txid)| NodeState {
+            |(state, node_id, primary, secondaries, seq, txid, last_txn_ms)| NodeState {
                 state,
                 node_id,
                 primary,
                 secondaries,
                 seq,
                 txid,
+                last_txn_ms,
             },
         )
 }

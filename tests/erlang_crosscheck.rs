@@ -384,18 +384,68 @@ fn shape_cases() -> Vec<(String, Term, String)> {
                 primary: Some(data::PeerState {
                     node: node("n1", "127.0.0.1"),
                     last_tick_ms: Some(1_795_000_000_123),
+                    lag: None,
                 }),
                 secondaries: vec![data::PeerState {
                     node: node("n3", "127.0.0.3"),
                     last_tick_ms: None,
+                    lag: None,
                 }],
                 seq: 7,
                 txid: "t7".into(),
+                last_txn_ms: Some(1_795_000_000_100),
             }
             .to_term(),
         ),
         "{ok,[{state,2},{node_id,<<110,50>>},{primary,{<<110,49>>,{127,0,0,1},1795000000123}},\
-         {secondaries,[{<<110,51>>,{127,0,0,3},undefined}]},{seq,7},{txid,<<116,55>>}]}",
+         {secondaries,[{<<110,51>>,{127,0,0,3},undefined}]},{seq,7},{txid,<<116,55>>},\
+         {secondary_lag,[]},{last_txn_ms,1795000000100}]}",
+    );
+    add(
+        "data node_state reply (primary, with lag)",
+        data::ok_term(
+            data::NodeState {
+                state: STATE_PRIMARY,
+                node_id: Some(buf("n1")),
+                primary: None,
+                secondaries: vec![
+                    data::PeerState {
+                        node: node("n2", "127.0.0.2"),
+                        last_tick_ms: Some(1_795_000_000_123),
+                        lag: Some(data::Lag {
+                            acked_seq: 5,
+                            lag_txns: 2,
+                            lag_ms: 1500,
+                            copying: false,
+                            full_copies: 1,
+                            catch_ups: 0,
+                        }),
+                    },
+                    data::PeerState {
+                        node: node("n3", "127.0.0.3"),
+                        last_tick_ms: Some(1_795_000_000_124),
+                        lag: Some(data::Lag {
+                            acked_seq: 0,
+                            lag_txns: 7,
+                            lag_ms: 300,
+                            copying: true,
+                            full_copies: 2,
+                            catch_ups: 0,
+                        }),
+                    },
+                ],
+                seq: 7,
+                txid: "t7".into(),
+                last_txn_ms: None,
+            }
+            .to_term(),
+        ),
+        "{ok,[{state,3},{node_id,<<110,49>>},{primary,undefined},\
+         {secondaries,[{<<110,50>>,{127,0,0,2},1795000000123},\
+         {<<110,51>>,{127,0,0,3},1795000000124}]},{seq,7},{txid,<<116,55>>},\
+         {secondary_lag,[[{acked_seq,5},{lag_txns,2},{lag_ms,1500},{state,'in-sync'},\
+         {full_copies,1},{catch_ups,0}],[{acked_seq,0},{lag_txns,7},{lag_ms,300},\
+         {state,copying},{full_copies,2},{catch_ups,0}]]},{last_txn_ms,undefined}]}",
     );
     add(
         "data error reply",
@@ -667,6 +717,69 @@ fn mutated_inputs() -> Vec<Vec<u8>> {
 /// predicate accepts.
 type Expect = Result<Term, fn(&DecodeError) -> bool>;
 
+/// A primary's node state with two secondaries' lag, as Erlang writes it (plus a key of a
+/// later version, which our decoder ignores).
+const NODE_STATE_ERL: &str = "[{state,3},{node_id,<<\"n1\">>},{primary,undefined},\
+     {secondaries,[{<<\"n2\">>,{10,0,0,2},1795000000123},{<<\"n3\">>,{10,0,0,3},undefined}]},\
+     {seq,9},{txid,<<\"t9\">>},\
+     {secondary_lag,[[{acked_seq,9},{lag_txns,0},{lag_ms,0},{state,'in-sync'},\
+     {full_copies,1},{catch_ups,0}],[{acked_seq,0},{lag_txns,9},{lag_ms,70},{state,copying},\
+     {full_copies,2},{catch_ups,0},{later,1}]]},{last_txn_ms,undefined},{later_key,[]}]";
+
+fn node_state_erl() -> data::NodeState {
+    let lag = |acked_seq, lag_txns, lag_ms, copying, full_copies| data::Lag {
+        acked_seq,
+        lag_txns,
+        lag_ms,
+        copying,
+        full_copies,
+        catch_ups: 0,
+    };
+    data::NodeState {
+        state: STATE_PRIMARY,
+        node_id: Some(buf("n1")),
+        primary: None,
+        secondaries: vec![
+            data::PeerState {
+                node: node("n2", "10.0.0.2"),
+                last_tick_ms: Some(1_795_000_000_123),
+                lag: Some(lag(9, 0, 0, false, 1)),
+            },
+            data::PeerState {
+                node: node("n3", "10.0.0.3"),
+                last_tick_ms: None,
+                lag: Some(lag(0, 9, 70, true, 2)),
+            },
+        ],
+        seq: 9,
+        txid: "t9".into(),
+        last_txn_ms: None,
+    }
+}
+
+/// NODE_STATE_ERL as a term: our encoding with the later keys added.
+fn node_state_erl_term() -> Term {
+    let kv = |k: &str, v: Term| Term::Tuple(vec![Term::atom(k), v]);
+    let Term::List(mut items) = node_state_erl().to_term() else {
+        unreachable!()
+    };
+    let Some(Term::Tuple(lag_kv)) = items
+        .iter_mut()
+        .find(|t| t.as_tuple().is_some_and(|e| e[0].is_atom("secondary_lag")))
+    else {
+        unreachable!()
+    };
+    let Term::List(lags) = &mut lag_kv[1] else {
+        unreachable!()
+    };
+    let Term::List(second) = &mut lags[1] else {
+        unreachable!()
+    };
+    second.push(kv("later", Term::int(1)));
+    items.push(kv("later_key", Term::List(vec![])));
+    Term::List(items)
+}
+
 fn erlang_cases() -> Vec<(&'static str, Expect)> {
     let i = |x: i128| Ok(Term::Int(x));
     let a = |s: &str| Ok(Term::atom(s));
@@ -851,6 +964,7 @@ fn erlang_cases() -> Vec<(&'static str, Expect)> {
             "{9, -9223372036854775808}",
             Ok(Value::Int64(i64::MIN).to_term()),
         ),
+        (NODE_STATE_ERL, Ok(node_state_erl_term())),
         ("#{a => 1}", Err(unknown)),
         ("<<1:3>>", Err(unknown)),
         ("self()", Err(unknown)),
@@ -1232,6 +1346,9 @@ fn b_erlang_written_messages_parse_as_messages() {
     };
     for t in find("ok") {
         assert_eq!(HaReply::from_term(&t), Some(HaReply::Ok));
+    }
+    for t in find(NODE_STATE_ERL) {
+        assert_eq!(data::NodeState::from_term(&t), Some(node_state_erl()));
     }
     for t in find("{3, [{<<\"n2\">>, {10,0,0,2}}]}") {
         assert_eq!(

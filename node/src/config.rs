@@ -18,7 +18,7 @@ OPTIONS (flags override the config file):
                            tick-timeout, replication, log-level, max-connections,
                            min-secondaries, on-store-error, max-pending-handshakes,
                            client-idle-timeout, info-sync-timeout,
-                           ha-tls-ca, ha-tls-cert, ha-tls-key)
+                           ha-tls-ca, ha-tls-cert, ha-tls-key, metrics-addr)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -51,6 +51,8 @@ OPTIONS (flags override the config file):
   --on-store-error ACTION  after a store I/O error: stop-role (default: leave the HA role,
                            refuse writes and joins, reopen the store when possible) or
                            exit (exit with status 3 so that a supervisor restarts the node)
+  --metrics-addr HOST:PORT serve Prometheus metrics (GET /metrics, OpenMetrics text) on
+                           this address (default: off; 'none' turns it off)
   --ha-tls-ca FILE         mutual TLS on the HA port: PEM file of the CA (or CAs) that
                            peers' certificates must chain to
   --ha-tls-cert FILE       PEM file of this node's certificate (then any intermediates);
@@ -95,6 +97,8 @@ pub struct Config {
     pub min_secondaries: usize,
     /// After a store I/O error: exit the process (true) or leave the role (false).
     pub exit_on_store_error: bool,
+    /// Where GET /metrics is served (None: off).
+    pub metrics_addr: Option<SocketAddr>,
     /// Most connections per listening port still in their hello or handshake.
     pub max_pending_handshakes: usize,
     /// A data connection idle this long is closed (None: never).
@@ -132,6 +136,7 @@ impl Default for Config {
             max_connections: 1024,
             min_secondaries: 0,
             exit_on_store_error: false,
+            metrics_addr: None,
             max_pending_handshakes: 64,
             client_idle_timeout: Some(Duration::from_secs(600)),
             info_sync_timeout: Duration::from_secs(30),
@@ -179,6 +184,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     min_secondaries: Option<usize>,
     on_store_error: Option<String>,
+    metrics_addr: Option<String>,
     max_pending_handshakes: Option<usize>,
     client_idle_timeout: Option<TomlDuration>,
     info_sync_timeout: Option<TomlDuration>,
@@ -361,6 +367,20 @@ fn apply_on_store_error(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_metrics_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.metrics_addr = if s == "none" || s.is_empty() {
+        None
+    } else {
+        Some(
+            std::net::ToSocketAddrs::to_socket_addrs(s)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("bad metrics-addr '{s}' (expected HOST:PORT)"))?,
+        )
+    };
+    Ok(())
+}
+
 fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
     cfg.ipc_addr = if s == "none" || s.is_empty() {
         None
@@ -446,6 +466,9 @@ fn load_file(cfg: &mut Config, tls: &mut TlsArgs, path: &str) -> Result<Vec<Stri
     if let Some(a) = f.on_store_error {
         apply_on_store_error(cfg, &a)?;
     }
+    if let Some(a) = f.metrics_addr {
+        apply_metrics_addr(cfg, &a)?;
+    }
     for (slot, v) in tls
         .0
         .iter_mut()
@@ -488,6 +511,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--max-connections",
             "--min-secondaries",
             "--on-store-error",
+            "--metrics-addr",
             "--max-pending-handshakes",
             "--client-idle-timeout",
             "--info-sync-timeout",
@@ -533,6 +557,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--max-connections" => apply_max_connections(&mut cfg, &v)?,
             "--min-secondaries" => apply_min_secondaries(&mut cfg, &v)?,
             "--on-store-error" => apply_on_store_error(&mut cfg, &v)?,
+            "--metrics-addr" => apply_metrics_addr(&mut cfg, &v)?,
             "--max-pending-handshakes" => apply_pending(&mut cfg, &v)?,
             "--client-idle-timeout" => apply_idle(&mut cfg, &v)?,
             "--info-sync-timeout" => apply_info_sync(&mut cfg, &v)?,
@@ -646,6 +671,13 @@ mod tests {
         assert!(parse_args(&args("--min-secondaries -1")).is_err());
         assert!(parse_args(&args("--min-secondaries 256")).is_err());
         assert!(parse_args(&args("--on-store-error ignore")).is_err());
+        assert_eq!(c.metrics_addr, None);
+        let Cli::Run(c) = parse_args(&args("--metrics-addr 127.0.0.1:9464")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = parse_args(&args("--metrics-addr nowhere")).unwrap_err();
+        assert!(e.contains("bad metrics-addr"), "{e}");
         assert_eq!(c.ha_tls, None);
     }
 
@@ -680,7 +712,8 @@ mod tests {
         std::fs::write(
             &f,
             "ipc-addr = \"127.0.0.1:7000\"\nha-addr = \"127.0.0.1:7001\"\n\
-             extra-listen = [\"127.0.0.1:7002\"]\ntick-timeout = \"200ms\"\nreplication = \"async\"\n",
+             extra-listen = [\"127.0.0.1:7002\"]\ntick-timeout = \"200ms\"\nreplication = \"async\"\n\
+             metrics-addr = \"127.0.0.1:9464\"\n",
         )
         .unwrap();
         let a = vec![
@@ -695,6 +728,7 @@ mod tests {
         assert_eq!(c.extra_listen, vec!["127.0.0.1:7002".parse().unwrap()]);
         assert_eq!(c.tick, Some(Duration::from_secs(1)));
         assert!(!c.sync);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         // TLS keys from the file, one overridden by a flag; a lone one is refused.
         std::fs::write(
             &f,

@@ -211,6 +211,11 @@ static CLIENTS: AtomicUsize = AtomicUsize::new(0);
 /// Data connections admitted beyond the limit, read-only.
 static RESERVED: AtomicUsize = AtomicUsize::new(0);
 
+/// Client connections being served now, admitted and read-only reserve (for the metrics).
+pub fn live_connections() -> usize {
+    CLIENTS.load(Ordering::SeqCst) + RESERVED.load(Ordering::SeqCst)
+}
+
 /// Counts one admitted connection in a counter while it exists.
 struct Slot(&'static AtomicUsize);
 
@@ -620,6 +625,7 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                 });
             }
             let (tx, rx) = sync_channel(1);
+            let t0 = std::time::Instant::now();
             let sent = lock(&node.commit_tx)
                 .as_ref()
                 .map(|c| {
@@ -634,7 +640,10 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                 return Err((CONFD_ERR_INTERNAL, "the committer is not running".into()));
             }
             match rx.recv() {
-                Ok(Ok(txid)) => Ok(Term::binary(txid)),
+                Ok(Ok(txid)) => {
+                    crate::metrics::COMMIT_LATENCY.observe(t0.elapsed().as_secs_f64());
+                    Ok(Term::binary(txid))
+                }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err((CONFD_ERR_INTERNAL, "the committer stopped".into())),
             }

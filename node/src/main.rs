@@ -5,6 +5,7 @@ mod config;
 mod events;
 mod ipc;
 mod log;
+mod metrics;
 mod node;
 mod peer;
 mod primary;
@@ -110,6 +111,15 @@ fn main() {
         fail(format!("cannot start the committer: {e}"));
     }
     // Bind everything first, then serve: ready means every listener is up.
+    if let Some(a) = cfg.metrics_addr {
+        let l = metrics::bind(a).unwrap_or_else(|e| fail(e));
+        let n = node.clone();
+        std::thread::Builder::new()
+            .name("metrics-accept".into())
+            .spawn(move || metrics::serve(n, l))
+            .unwrap_or_else(|e| fail(format!("cannot start a thread: {e}")));
+        info!("main", "metrics on http://{a}/metrics");
+    }
     let tcp = cfg
         .ipc_addr
         .as_ref()

@@ -44,6 +44,11 @@ pub struct Counters {
     pub txns_applied: AtomicU64,
     /// Local transactions discarded by re-joins since the start (kept in rollback files).
     pub discarded_txns: AtomicU64,
+    /// Secondaries (or a relay's sub-secondaries) dropped since the start, for any reason.
+    pub secondaries_dropped: AtomicU64,
+    /// When the last transaction (or full copy) from a primary was applied here, in Unix ms
+    /// (0: never).
+    pub last_txn_unix_ms: AtomicU64,
 }
 
 /// What the committer and the applier need under one lock.
@@ -866,6 +871,14 @@ impl Node {
             };
             (peers, st.gen)
         };
+        let lags: Vec<_> = self
+            .node_state()
+            .secondaries
+            .into_iter()
+            .filter_map(|p| p.lag)
+            .collect();
+        let last_txn = self.stats.last_txn_unix_ms.load(Ordering::Relaxed) as i64;
+        let now_ms = unix_ms(std::time::Instant::now());
         let s = &self.stats;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
         vec![
@@ -885,6 +898,32 @@ impl Node {
             ("min_secondaries_met", i64::from(min_met)),
             ("store_failed", i64::from(store_failed)),
             ("discarded_txns", n(&s.discarded_txns)),
+            ("secondaries_dropped", n(&s.secondaries_dropped)),
+            (
+                "secondaries_copying",
+                lags.iter().filter(|l| l.copying).count() as i64,
+            ),
+            (
+                "secondaries_in_sync",
+                lags.iter().filter(|l| !l.copying).count() as i64,
+            ),
+            (
+                "max_lag_txns",
+                lags.iter().map(|l| l.lag_txns).max().unwrap_or(0),
+            ),
+            (
+                "max_lag_ms",
+                lags.iter().map(|l| l.lag_ms).max().unwrap_or(0),
+            ),
+            ("catch_ups", 0),
+            (
+                "last_txn_ms_ago",
+                if last_txn > 0 {
+                    (now_ms - last_txn).max(0)
+                } else {
+                    -1
+                },
+            ),
             (
                 "rollback_files",
                 crate::rollback::list(&self.cfg.data_dir).len() as i64,
@@ -907,7 +946,7 @@ impl Node {
         let (node_id, primary, secondaries) = match &st.role {
             Role::None => (None, None, vec![]),
             Role::Joining { me, .. } => (Some(me.clone()), None, vec![]),
-            Role::Primary { me, down } => (Some(me.clone()), None, down.peer_states()),
+            Role::Primary { me, down } => (Some(me.clone()), None, down.peer_states(seq as u64)),
             Role::Secondary {
                 me,
                 primary,
@@ -918,9 +957,20 @@ impl Node {
                 Some(PeerState {
                     node: primary.clone(),
                     last_tick_ms: Some(unix_ms(*lock(&up.last_rx))),
+                    lag: None,
                 }),
-                relay.as_ref().map(|r| r.peer_states()).unwrap_or_default(),
+                relay
+                    .as_ref()
+                    .map(|r| r.peer_states(seq as u64))
+                    .unwrap_or_default(),
             ),
+        };
+        let last_txn_ms = match (
+            primary.is_some(),
+            self.stats.last_txn_unix_ms.load(Ordering::Relaxed),
+        ) {
+            (true, t) if t > 0 => Some(t as i64),
+            _ => None,
         };
         NodeState {
             state,
@@ -929,6 +979,7 @@ impl Node {
             secondaries,
             seq,
             txid,
+            last_txn_ms,
         }
     }
 

@@ -37,6 +37,11 @@ pub const ROLLBACK_WINDOW_TXNS: u64 = 1000;
 pub const STALL_SLACK: Duration = Duration::from_millis(500);
 /// Slice of the waits that watch for such stalls.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// When each of at most this many recent transactions was sent, kept for the secondaries'
+/// `lag_ms` (a secondary further behind than that reports the age of the oldest one kept).
+pub const MAX_SENT_TIMES: usize = 65_536;
+/// Full-copy counters kept for at most this many node ids (connected ones are never evicted).
+const MAX_COPY_COUNTERS: usize = 4 * MAX_SECONDARIES;
 
 /// What the secondaries said about a commit (see [`Downstream::wait_acks`]).
 #[derive(Default, Debug)]
@@ -70,6 +75,8 @@ pub struct Peer {
     kill_reason: Mutex<Option<String>>,
     stream: HaStream,
     pub last_rx: Mutex<Instant>,
+    /// When it joined (the start of its full copy, if it got one).
+    joined: Instant,
     /// The node process's instance id and join attempt (protocol version 2 on).
     instance: Option<(Vec<u8>, u64)>,
     /// The nodes behind this peer when it is a relay, as it last reported them.
@@ -162,6 +169,10 @@ pub struct Downstream {
     upstream: Mutex<Option<Arc<Upstream>>>,
     /// Serialises those reports so that the last one sent is the current set.
     report_mx: Mutex<()>,
+    /// (seq, when it was sent) of the recent transactions, oldest first, for `lag_ms`.
+    sent_at: Mutex<std::collections::VecDeque<(u64, Instant)>>,
+    /// Full copies sent per node id (text) since this node started serving.
+    copies: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Downstream {
@@ -190,6 +201,8 @@ impl Downstream {
             sent_seq: AtomicU64::new(0),
             upstream: Mutex::new(None),
             report_mx: Mutex::new(()),
+            sent_at: Mutex::new(std::collections::VecDeque::new()),
+            copies: Mutex::new(std::collections::HashMap::new()),
         });
         for (l, a) in clones.into_iter().zip(addrs) {
             let d2 = d.clone();
@@ -322,14 +335,55 @@ impl Downstream {
         }
     }
 
-    pub fn peer_states(&self) -> Vec<confd_ha::proto::data::PeerState> {
-        lock(&self.peers)
+    /// The connected secondaries with their lag behind `seq` (this node's last durable seq).
+    pub fn peer_states(&self, seq: u64) -> Vec<confd_ha::proto::data::PeerState> {
+        use confd_ha::proto::data::{Lag, PeerState};
+        let peers: Vec<Arc<Peer>> = lock(&self.peers).clone();
+        let now = Instant::now();
+        let ms = |t: Instant| now.saturating_duration_since(t).as_millis() as i64;
+        let sent = lock(&self.sent_at);
+        let copies = lock(&self.copies);
+        peers
             .iter()
-            .map(|p| confd_ha::proto::data::PeerState {
-                node: p.node(),
-                last_tick_ms: Some(crate::node::unix_ms(*lock(&p.last_rx))),
+            .map(|p| {
+                let acked = p.acked.load(Ordering::SeqCst);
+                let copying = !p.initialized.load(Ordering::SeqCst);
+                let lag_txns = seq.saturating_sub(acked);
+                let lag_ms = if copying {
+                    ms(p.joined)
+                } else if lag_txns == 0 {
+                    0
+                } else {
+                    // The oldest transaction sent after the one it acknowledged.
+                    let i = sent.partition_point(|(s, _)| *s <= acked);
+                    sent.get(i).map(|(_, t)| ms(*t)).unwrap_or(0)
+                };
+                PeerState {
+                    node: p.node(),
+                    last_tick_ms: Some(crate::node::unix_ms(*lock(&p.last_rx))),
+                    lag: Some(Lag {
+                        acked_seq: acked as i64,
+                        lag_txns: lag_txns as i64,
+                        lag_ms,
+                        copying,
+                        full_copies: copies.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
+                        catch_ups: 0,
+                    }),
+                }
             })
             .collect()
+    }
+
+    fn count_copy(&self, id: &Value) {
+        let key = id_str(id);
+        let connected: Vec<String> = lock(&self.peers).iter().map(|p| id_str(&p.id)).collect();
+        let mut c = lock(&self.copies);
+        if !c.contains_key(&key) && c.len() >= MAX_COPY_COUNTERS {
+            if let Some(k) = c.keys().find(|k| !connected.contains(k)).cloned() {
+                c.remove(&k);
+            }
+        }
+        *c.entry(key).or_insert(0) += 1;
     }
 
     pub fn count(&self) -> usize {
@@ -402,6 +456,22 @@ impl Downstream {
         if let Some((m, _)) = txns.last() {
             self.sent_seq.fetch_max(m.seq, Ordering::SeqCst);
         }
+        // Times for lag_ms; what every connected peer acknowledged is no longer needed.
+        let min_acked = lock(&self.peers)
+            .iter()
+            .map(|p| p.acked.load(Ordering::SeqCst))
+            .min();
+        let now = Instant::now();
+        let mut sent = lock(&self.sent_at);
+        sent.extend(txns.iter().map(|(m, _)| (m.seq, now)));
+        while sent.len() > MAX_SENT_TIMES
+            || sent
+                .front()
+                .is_some_and(|(s, _)| min_acked.is_none_or(|a| *s <= a))
+        {
+            sent.pop_front();
+        }
+        drop(sent);
         targets
     }
 
@@ -499,6 +569,10 @@ impl Downstream {
             return;
         }
         self.node.in_sync_changed();
+        self.node
+            .stats
+            .secondaries_dropped
+            .fetch_add(1, Ordering::Relaxed);
         crate::warn!("ha", "{} {} dropped: {why}", self.what(), p.who);
         self.announce_death(p);
     }
@@ -790,6 +864,7 @@ impl Downstream {
                 kill_reason: Mutex::new(None),
                 stream: rs,
                 last_rx: Mutex::new(Instant::now()),
+                joined: Instant::now(),
                 instance,
                 subs: Mutex::new(Vec::new()),
                 quiet: AtomicBool::new(false),
@@ -861,6 +936,7 @@ impl Downstream {
         // The copy goes out on its own thread: the event below may be held
         // by an HA_INFO_SYNC subscriber, and the join must not wait for it.
         if let Some(sn) = snapshot {
+            self.count_copy(&peer.id);
             let (d, p2) = (self.clone(), peer.clone());
             if std::thread::Builder::new()
                 .name("ha-copy-out".into())

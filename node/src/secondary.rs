@@ -497,6 +497,10 @@ fn join_vsn(
                     node.stats
                         .full_copies_received
                         .fetch_add(1, Ordering::Relaxed);
+                    node.stats.last_txn_unix_ms.store(
+                        crate::node::unix_ms(std::time::Instant::now()) as u64,
+                        Ordering::Relaxed,
+                    );
                     let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
                     crate::info!(
                         "ha",
@@ -659,6 +663,10 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         cs.seq_floor = cs.seq_floor.max(last.seq);
         drop(cs);
         node.stats.txns_applied.fetch_add(n, Ordering::Relaxed);
+        node.stats.last_txn_unix_ms.store(
+            crate::node::unix_ms(std::time::Instant::now()) as u64,
+            Ordering::Relaxed,
+        );
         // Sync mode: a relay acknowledges once its sub-secondaries have the
         // transactions durable too (or were dropped), so a commit on the
         // primary returns when the whole tree has it. Half the primary's

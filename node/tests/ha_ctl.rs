@@ -48,7 +48,7 @@ fn roles_status_and_data_through_ha_ctl() {
     let port = free_port();
     let p = Node::start("p", 2, port, &[]);
     let s = Node::start("s", 3, port, &[]);
-    assert_eq!(ok(&p, &["status"]), "state: none\n");
+    assert_eq!(ok(&p, &["status"]), "state: none\nseq: 0\ntxid: \n");
     ok(&p, &["primary", "p"]);
     ok(&p, &["set", "/system/hostname", "router-1"]);
     ok(
@@ -62,17 +62,41 @@ fn roles_status_and_data_through_ha_ctl() {
         ],
     );
     ok(&s, &["secondary", "s", "p", &p.ip]);
+    // The secondary line carries its lag; last_tick_ms_ago varies, so it is cut out.
+    let txid = ok(&p, &["txid"]);
+    let st = ok(&p, &["status"]);
+    let (head, tail) = st
+        .split_once(" last_tick_ms_ago=")
+        .expect("last_tick_ms_ago");
     assert_eq!(
-        ok(&p, &["status"]),
-        format!("state: primary\nsecondary: s {}\n", s.ip)
-    );
-    assert_eq!(
-        ok(&s, &["status", "--json"]),
+        head,
         format!(
-            "{{\"state\":2,\"state_name\":\"secondary\",\"nodes\":[{{\"nodeid\":\"p\",\"address\":\"{}\",\"role\":\"primary\"}}]}}\n",
+            "state: primary\nseq: 2\ntxid: {txid}secondary: s {} acked_seq=2 lag_txns=0 lag_ms=0",
+            s.ip
+        )
+    );
+    let (ms, tail) = tail.split_once(' ').unwrap();
+    assert!(ms.parse::<u64>().is_ok(), "{st}");
+    assert_eq!(tail, "state=in-sync full_copies=1 catch_ups=0\n");
+    let js = ok(&s, &["status", "--json"]);
+    let (head, tail) = js
+        .split_once(",\"last_tick_ms_ago\":")
+        .expect("last_tick_ms_ago");
+    assert_eq!(
+        head,
+        format!(
+            "{{\"state\":2,\"state_name\":\"secondary\",\"seq\":2,\"txid\":\"{}\",\
+             \"last_txn_ms_ago\":{},\"nodes\":[{{\"nodeid\":\"p\",\"address\":\"{}\",\
+             \"role\":\"primary\"",
+            txid.trim(),
+            head.split("\"last_txn_ms_ago\":")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .unwrap_or("?"),
             p.ip
         )
     );
+    assert!(tail.ends_with("}]}\n"), "{js}");
     // Reads on the secondary: the value alone on stdout.
     assert_eq!(ok(&s, &["get", "/system/hostname"]), "router-1\n");
     assert_eq!(ok(&s, &["get", "/servers/server{www}/port"]), "8080\n");
@@ -98,7 +122,7 @@ fn roles_status_and_data_through_ha_ctl() {
     let (_, err) = fails(&s, &["relay"]);
     assert!(err.starts_with("ha-ctl: CONFD_ERR_BADSTATE:"), "{err}");
     ok(&p, &["none"]);
-    assert_eq!(ok(&p, &["status"]), "state: none\n");
+    assert!(ok(&p, &["status"]).starts_with("state: none\nseq: 3\n"));
 }
 
 #[test]

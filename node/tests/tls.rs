@@ -386,7 +386,7 @@ fn weak_token_and_exposed_port_warnings() {
     log_has(&a, "set a token of 5 bytes");
     assert_eq!(a.stat("short_token"), 1);
     let (out, err) = ha_ctl_status(&a, "short");
-    assert_eq!(out, "state: none\n");
+    assert_eq!(out, "state: none\nseq: 0\ntxid: \n");
     assert!(err.contains("shorter than 16 bytes"), "{err}");
     // A 16-byte token is not. (A request's reply shows the token was taken.)
     let mut ha = a.ha_token("sixteen-byte-tok");

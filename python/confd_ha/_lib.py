@@ -100,6 +100,7 @@ _OPTIONAL: Dict[str, Tuple[object, List[object], bool]] = {
     "confd_sync_ha_notification": (c_int, [c_int], True),
     # cha.h: the availability-group API
     "cha_node_state_get": (c_int, [c_void_p, c_int, c_void_p], True),
+    "cha_node_health_get": (c_int, [c_void_p, c_int, c_void_p], True),
     "cha_subscribe": (c_int, [c_void_p, c_int, c_int, c_int, c_void_p, c_void_p, c_void_p], True),
     "cha_unsubscribe": (None, [c_void_p], False),
     # cha.h: the data API

@@ -478,6 +478,42 @@ class ChaNodeState(Structure):
     ]
 
 
+CHA_COPY_IN_SYNC = 0
+CHA_COPY_COPYING = 1
+CHA_NODE_HEALTH_V1_SIZE = 79856
+
+
+class ChaSecondaryLag(Structure):
+    """struct cha_secondary_lag: 312 bytes."""
+
+    _fields_ = [
+        ("peer", ChaPeer),
+        ("acked_seq", c_int64),
+        ("lag_txns", c_int64),
+        ("lag_ms", c_int64),
+        ("full_copies", c_int64),
+        ("catch_ups", c_int64),
+        ("copy_state", c_int),
+        ("reserved", c_int),
+    ]
+
+
+class ChaNodeHealth(Structure):
+    """struct cha_node_health: 79856 bytes (first version)."""
+
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("role", c_int),
+        ("reserved", c_int),
+        ("seq", c_int64),
+        ("last_txn_ms", c_int64),
+        ("num_secondaries", c_int),
+        ("reserved2", c_int),
+        ("txid", c_char * CHA_TXID_SIZE),
+        ("secondaries", ChaSecondaryLag * CHA_MAX_SECONDARIES),
+    ]
+
+
 class ChaEvent(Structure):
     """struct cha_event: 296 bytes."""
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
 import datetime as _dt
 import enum
 import itertools
@@ -100,6 +101,21 @@ class Peer:
     node_id: str
     address: str
     last_heartbeat_time: Optional[_dt.datetime] = None
+    #: a secondary of this node (primary or relay): its replication progress,
+    #: from ``cha_node_health_get()`` (None for a primary, or when the library
+    #: or the node does not report it)
+    acked_seq: Optional[int] = None
+    #: this node's seq minus ``acked_seq``
+    lag_txns: Optional[int] = None
+    #: age in ms of the oldest transaction sent to it and not acknowledged
+    #: (0 when caught up; during a full copy, since the copy began)
+    lag_ms: Optional[int] = None
+    #: ``"copying"`` or ``"in-sync"``
+    state: Optional[str] = None
+    #: full copies sent to this node id since the serving node started
+    full_copies: Optional[int] = None
+    #: incremental catch-ups (always 0: ha-node has none yet)
+    catch_ups: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,9 @@ class NodeState:
     #: last tick from the primary (on a secondary), the latest from any
     #: secondary (on a primary); None if none yet or ticks are off
     last_heartbeat_time: Optional[_dt.datetime]
+    #: on a secondary: when its last transaction (or full copy) from the
+    #: primary was applied; None otherwise or when not reported
+    last_txn_time: Optional[_dt.datetime] = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +231,39 @@ def get_node_state(
     sa, size = ep.sockaddr()
     out = _types.ChaNodeState()
     _lib.fn("cha_node_state_get")(sa, size, ctypes.byref(out))
-    return _node_state(out)
+    st = _node_state(out)
+    if _lib.has("cha_node_health_get"):
+        h = _types.ChaNodeHealth()
+        h.size = ctypes.sizeof(h)
+        try:
+            _lib.fn("cha_node_health_get")(sa, size, ctypes.byref(h))
+        except Exception:  # an older ha-node reports no lag: the state stands without it
+            return st
+        st = _with_health(st, h)
+    return st
+
+
+def _with_health(st: NodeState, h: _types.ChaNodeHealth) -> NodeState:
+    n = max(0, min(int(h.num_secondaries), _types.CHA_MAX_SECONDARIES))
+    lag = {}
+    for i in range(n):
+        e = h.secondaries[i]
+        lag[(_text(e.peer.id), _text(e.peer.address))] = dict(
+            acked_seq=int(e.acked_seq),
+            lag_txns=int(e.lag_txns),
+            lag_ms=int(e.lag_ms),
+            state="copying" if e.copy_state == _types.CHA_COPY_COPYING else "in-sync",
+            full_copies=int(e.full_copies),
+            catch_ups=int(e.catch_ups),
+        )
+    secondaries = tuple(
+        dataclasses.replace(p, **lag[(p.node_id, p.address)])
+        if (p.node_id, p.address) in lag else p
+        for p in st.secondaries
+    )
+    return dataclasses.replace(
+        st, secondaries=secondaries, last_txn_time=_ms_to_datetime(int(h.last_txn_ms))
+    )
 
 
 def _text(b: bytes) -> str:

@@ -282,6 +282,22 @@ class NodeStateTest(unittest.TestCase):
         self.assertEqual(s.last_txid, p.last_txid)
         wait_for(lambda: ag.get_node_state(port=self.n2.ipc_port).last_heartbeat_time, 10,
                  "a heartbeat time on the secondary")
+        # Health (cha_node_health_get): the secondary as the primary sees it, in sync
+        # once its copy is acknowledged; the secondary's last transaction time.
+        if _lib.has("cha_node_health_get"):
+            def in_sync():
+                st = ag.get_node_state(port=self.n1.ipc_port)
+                sec = st.secondaries[0] if st.secondaries else None
+                return st if sec is not None and sec.state == "in-sync" else None
+            p = wait_for(in_sync, 10, "the secondary in sync")
+            sec = p.secondaries[0]
+            self.assertEqual((sec.node_id, sec.acked_seq, sec.lag_txns, sec.lag_ms, sec.catch_ups),
+                             ("ns2", p.last_seq, 0, 0, 0))
+            self.assertGreaterEqual(sec.full_copies, 0)
+            self.assertIsNone(p.last_txn_time)
+            s = ag.get_node_state(port=self.n2.ipc_port)
+            self.assertIsNone(s.primary.acked_seq)
+            self.assertIsNotNone(s.last_txn_time)
         ha.benone(h2)
         ha.benone(h1)
 

@@ -28,6 +28,11 @@ class LayoutTest(unittest.TestCase):
         self.assertEqual(ctypes.sizeof(_types.HaStatus), 81616)
         self.assertEqual(ctypes.sizeof(_types.HaNotification), 328)
         self.assertEqual(ctypes.sizeof(_types.NotificationsData), 112)
+        # cha.h's health structs (c-tests/cha_layout.c checks the same numbers)
+        self.assertEqual(ctypes.sizeof(_types.ChaSecondaryLag), 312)
+        self.assertEqual(ctypes.sizeof(_types.ChaNodeHealth), _types.CHA_NODE_HEALTH_V1_SIZE)
+        self.assertEqual(_types.ChaSecondaryLag.copy_state.offset, 304)
+        self.assertEqual(_types.ChaNodeHealth.secondaries.offset, 296)
 
     def test_offsets(self):
         V, N, S = _types.ConfdValue, _types.HaNode, _types.HaStatus

@@ -147,6 +147,75 @@ pub struct cha_node_state {
     pub txid: [c_char; CHA_TXID_SIZE],
 }
 
+/// A secondary's copy state (`cha_secondary_lag.copy_state`).
+#[repr(C)]
+pub enum cha_copy_state {
+    /// It holds the serving node's data and receives its transactions.
+    CHA_COPY_IN_SYNC = 0,
+    /// A full copy is being sent to it or is not yet acknowledged.
+    CHA_COPY_COPYING = 1,
+}
+
+/// One secondary's replication progress as its primary (or relay) sees it
+/// (312 bytes on x86-64).
+#[repr(C)]
+pub struct cha_secondary_lag {
+    /// Its id, address and the time of the last tick (or ack) received.
+    pub peer: cha_peer,
+    /// Highest seq it acknowledged as durable (0 while its full copy is
+    /// unacknowledged).
+    pub acked_seq: i64,
+    /// The serving node's seq minus `acked_seq`, in transactions.
+    pub lag_txns: i64,
+    /// Age in milliseconds of the oldest transaction sent to it and not yet
+    /// acknowledged (during a full copy: since the copy began); 0 when
+    /// caught up.
+    pub lag_ms: i64,
+    /// Full copies sent to this node id since the serving node started.
+    pub full_copies: i64,
+    /// Incremental catch-ups (always 0: ha-node has none yet; a re-join
+    /// that differs gets a full copy).
+    pub catch_ups: i64,
+    /// `enum cha_copy_state`.
+    pub copy_state: c_int,
+    /// Zero.
+    pub reserved: c_int,
+}
+
+/// Size of the first version of `struct cha_node_health`: `size` must be at
+/// least this.
+pub const CHA_NODE_HEALTH_V1_SIZE: usize = 79856;
+
+/// A node's replication health (79856 bytes on x86-64): what
+/// `struct cha_node_state` has no room for. That struct has no size field,
+/// so it cannot grow without overrunning the buffers of programs built
+/// against an older cha.h; this one starts with its size, set by the
+/// caller, so later versions can append fields.
+#[repr(C)]
+pub struct cha_node_health {
+    /// Set by the caller to `sizeof(struct cha_node_health)` (at least
+    /// CHA_NODE_HEALTH_V1_SIZE); the library sets it to the bytes it filled.
+    pub size: usize,
+    /// The node's role (`enum cha_role`).
+    pub role: RoleInt,
+    /// Zero.
+    pub reserved: c_int,
+    /// The sequence number of the last transaction durable on the node.
+    pub seq: i64,
+    /// On a secondary or relay: when its last transaction (or full copy)
+    /// from its primary was applied, Unix time in milliseconds; -1 if none
+    /// since it started or not a secondary.
+    pub last_txn_ms: i64,
+    /// How many entries of `secondaries` are set.
+    pub num_secondaries: c_int,
+    /// Zero.
+    pub reserved2: c_int,
+    /// The id of the last transaction ("" if none).
+    pub txid: [c_char; CHA_TXID_SIZE],
+    /// The connected secondaries (of a primary or relay) with their lag.
+    pub secondaries: [cha_secondary_lag; CHA_MAX_SECONDARIES],
+}
+
 /// One event of a subscription, given to the callback (296 bytes on
 /// x86-64). Fields that do not apply to `type` are zero (`ha_info_node`:
 /// empty strings and `last_tick_ms` -1).
@@ -614,6 +683,134 @@ pub unsafe extern "C" fn cha_node_state_get(
     })
 }
 
+/// Fills `*out` with the replication health of the node at `srv` (found
+/// as for `cha_node_state_get()`): its seq and txid, on a secondary the time
+/// of its last transaction from the primary, and per connected secondary
+/// (on a primary or relay) its acknowledged seq, lag in transactions and
+/// milliseconds, last tick, copy state and copy counters. The caller sets
+/// `out->size` to `sizeof(struct cha_node_health)` first. On failure `*out`
+/// is left untouched.
+/// Errors: CONFD_ERR_PROTOUSAGE (`out` NULL, `out->size` below
+/// CHA_NODE_HEALTH_V1_SIZE, bad address), CONFD_ERR_OS (no node there),
+/// CONFD_ERR_PROTOUSAGE from an older ha-node that reports no lag, and the
+/// common ones.
+///
+/// NULL: `srv` may be NULL (the environment); `out` must not be NULL.
+/// Ownership: `*out` is the caller's; it holds no pointers.
+/// Threads: safe from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cha_node_health_get(
+    srv: *const sockaddr,
+    srv_sz: c_int,
+    out: *mut cha_node_health,
+) -> c_int {
+    ffi_boundary!("cha_node_health_get", {
+        const F: &str = "cha_node_health_get";
+        tri!(check_init(F));
+        // SAFETY: out, when not NULL, points to a struct whose size field the caller set.
+        if let Err(why) = unsafe { check_health_out(out) } {
+            return usage(F, &why);
+        }
+        let ep = tri!(unsafe { endpoint_from_c(F, srv, srv_sz) });
+        match group::node_state(&ep) {
+            Ok(st) => {
+                // SAFETY: checked above: out holds at least the first version.
+                unsafe { fill_node_health(F, out, &st) }
+            }
+            Err(e) => fail(F, &e),
+        }
+    })
+}
+
+/// The same as `cha_node_health_get()` over a data socket connected with
+/// `cha_data_connect()`.
+///
+/// NULL: `out` must not be NULL.
+/// Ownership: `*out` is the caller's; it holds no pointers.
+/// Threads: one thread at a time per socket.
+#[no_mangle]
+pub unsafe extern "C" fn cha_data_node_health(sock: c_int, out: *mut cha_node_health) -> c_int {
+    ffi_boundary!("cha_data_node_health", {
+        const F: &str = "cha_data_node_health";
+        tri!(check_init(F));
+        // SAFETY: as in cha_node_health_get.
+        if let Err(why) = unsafe { check_health_out(out) } {
+            return usage(F, &why);
+        }
+        match dc::node_state(&mut FdStream(sock)) {
+            // SAFETY: checked above.
+            Ok(st) => unsafe { fill_node_health(F, out, &st) },
+            Err(e) => fail(F, &e),
+        }
+    })
+}
+
+/// `out` is not NULL and its `size` covers the first version.
+unsafe fn check_health_out(out: *const cha_node_health) -> Result<(), String> {
+    if out.is_null() {
+        return Err("out is NULL".into());
+    }
+    // SAFETY: out points to at least the size field (caller contract).
+    let size = unsafe { std::ptr::read_unaligned(addr_of!((*out).size)) };
+    if size < CHA_NODE_HEALTH_V1_SIZE {
+        return Err(format!(
+            "out->size is {size}: set it to sizeof(struct cha_node_health) \
+             (at least {CHA_NODE_HEALTH_V1_SIZE})"
+        ));
+    }
+    Ok(())
+}
+
+/// Fills the caller's `*out` (at least the first version; zeroed first).
+unsafe fn fill_node_health(func: &str, out: *mut cha_node_health, st: &NodeState) -> c_int {
+    let lags: Vec<_> = st
+        .secondaries
+        .iter()
+        .filter_map(|p| p.lag.as_ref())
+        .collect();
+    if lags.len() != st.secondaries.len() {
+        return usage(
+            func,
+            "the node reports no lag for its secondaries (an older ha-node)",
+        );
+    }
+    // SAFETY: out is writable for the whole struct (checked size); all zero
+    // bytes are a valid cha_node_health.
+    let o = unsafe {
+        std::ptr::write_bytes(out, 0, 1);
+        &mut *out
+    };
+    o.size = size_of::<cha_node_health>();
+    o.role = st.state;
+    o.seq = st.seq;
+    o.last_txn_ms = st.last_txn_ms.unwrap_or(-1);
+    let mut cut = put_text(&mut o.txid, &st.txid);
+    let n = st.secondaries.len().min(CHA_MAX_SECONDARIES);
+    for (dst, (p, l)) in o
+        .secondaries
+        .iter_mut()
+        .zip(st.secondaries.iter().zip(lags))
+    {
+        cut |= fill_peer(&mut dst.peer, &p.node, p.last_tick_ms);
+        dst.acked_seq = l.acked_seq;
+        dst.lag_txns = l.lag_txns;
+        dst.lag_ms = l.lag_ms;
+        dst.full_copies = l.full_copies;
+        dst.catch_ups = l.catch_ups;
+        dst.copy_state = if l.copying {
+            cha_copy_state::CHA_COPY_COPYING as c_int
+        } else {
+            cha_copy_state::CHA_COPY_IN_SYNC as c_int
+        };
+    }
+    o.num_secondaries = n as c_int;
+    if cut || st.secondaries.len() > n {
+        trace(|| format!("{func}: node health cut to fit"));
+    }
+    trace(|| format!("{func} -> role {}, seq {}", st.state, st.seq));
+    CONFD_OK
+}
+
 /// The same as `cha_node_state_get()` over a data socket connected with
 /// `cha_data_connect()`.
 ///
@@ -1037,6 +1234,15 @@ mod tests {
         assert_eq!(offset_of!(cha_event, ha_info_node), 24);
         assert_eq!(offset_of!(cha_event, closed_errno), 288);
         assert_eq!(size_of::<cha_event>(), 296);
+        assert_eq!(size_of::<cha_secondary_lag>(), 312);
+        assert_eq!(offset_of!(cha_secondary_lag, acked_seq), 264);
+        assert_eq!(offset_of!(cha_secondary_lag, copy_state), 304);
+        assert_eq!(size_of::<cha_node_health>(), CHA_NODE_HEALTH_V1_SIZE);
+        assert_eq!(offset_of!(cha_node_health, seq), 16);
+        assert_eq!(offset_of!(cha_node_health, last_txn_ms), 24);
+        assert_eq!(offset_of!(cha_node_health, num_secondaries), 32);
+        assert_eq!(offset_of!(cha_node_health, txid), 40);
+        assert_eq!(offset_of!(cha_node_health, secondaries), 296);
     }
 
     #[test]

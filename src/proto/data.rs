@@ -154,6 +154,28 @@ pub struct PeerState {
     /// When the last tick (or any frame) arrived from this peer, in Unix
     /// milliseconds; `None` if none yet or ticks are disabled.
     pub last_tick_ms: Option<i64>,
+    /// How far behind this node the secondary is (secondaries of a primary or
+    /// relay only; `None` for a secondary's primary and from an older node).
+    pub lag: Option<Lag>,
+}
+
+/// Replication progress of one secondary, as its primary (or relay) sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Highest seq the secondary acknowledged as durable (0 while its full copy
+    /// is unacknowledged).
+    pub acked_seq: i64,
+    /// The serving node's seq minus `acked_seq`, in transactions (>= 0).
+    pub lag_txns: i64,
+    /// Age in milliseconds of the oldest transaction sent to it and not yet
+    /// acknowledged (during a full copy: since the copy began); 0 when caught up.
+    pub lag_ms: i64,
+    /// A full copy is being sent or is unacknowledged (`copying`), else `in-sync`.
+    pub copying: bool,
+    /// Full copies sent to this node id since the serving node started.
+    pub full_copies: i64,
+    /// Incremental catch-ups (always 0: a re-join that differs gets a full copy).
+    pub catch_ups: i64,
 }
 
 /// What a node says about itself (`{node_state}`): the availability-group
@@ -170,6 +192,9 @@ pub struct NodeState {
     pub secondaries: Vec<PeerState>,
     pub seq: i64,
     pub txid: String,
+    /// On a secondary or relay: when its last transaction (or full copy) from the
+    /// primary was applied, in Unix milliseconds (`None` if none since it started).
+    pub last_txn_ms: Option<i64>,
 }
 
 fn opt(t: Option<Term>) -> Term {
@@ -196,18 +221,63 @@ impl PeerState {
                 } else {
                     Some(tick.as_i64()?)
                 },
+                lag: None,
             }),
             _ => None,
         }
     }
 }
 
-impl NodeState {
-    /// `[{state, S}, {node_id, Id | undefined}, {primary, Peer | undefined},
-    /// {secondaries, [Peer]}, {seq, N}, {txid, Bin}]` with Peer =
-    /// `{Id, Addr, LastTickMs | undefined}`. Decoders ignore unknown keys.
+impl Lag {
+    /// `[{acked_seq, N}, {lag_txns, N}, {lag_ms, N}, {state, copying | 'in-sync'},
+    /// {full_copies, N}, {catch_ups, N}]`; decoders ignore unknown keys.
     pub fn to_term(&self) -> Term {
         let kv = |k: &str, v: Term| Term::Tuple(vec![Term::atom(k), v]);
+        Term::List(vec![
+            kv("acked_seq", Term::int(self.acked_seq)),
+            kv("lag_txns", Term::int(self.lag_txns)),
+            kv("lag_ms", Term::int(self.lag_ms)),
+            kv(
+                "state",
+                Term::atom(if self.copying { "copying" } else { "in-sync" }),
+            ),
+            kv("full_copies", Term::int(self.full_copies)),
+            kv("catch_ups", Term::int(self.catch_ups)),
+        ])
+    }
+    pub fn from_term(t: &Term) -> Option<Lag> {
+        let mut l = Lag::default();
+        for e in t.as_list()? {
+            let [k, v] = e.as_tuple()? else { return None };
+            match k.as_atom()? {
+                "acked_seq" => l.acked_seq = v.as_i64()?,
+                "lag_txns" => l.lag_txns = v.as_i64()?,
+                "lag_ms" => l.lag_ms = v.as_i64()?,
+                "state" => l.copying = v.is_atom("copying"),
+                "full_copies" => l.full_copies = v.as_i64()?,
+                "catch_ups" => l.catch_ups = v.as_i64()?,
+                _ => {}
+            }
+        }
+        Some(l)
+    }
+}
+
+impl NodeState {
+    /// `[{state, S}, {node_id, Id | undefined}, {primary, Peer | undefined},
+    /// {secondaries, [Peer]}, {seq, N}, {txid, Bin}, {secondary_lag, [Lag]},
+    /// {last_txn_ms, Ms | undefined}]` with Peer =
+    /// `{Id, Addr, LastTickMs | undefined}` and Lag as [`Lag::to_term`], one per
+    /// secondary in the same order (`[]` when a secondary has none: then all
+    /// are omitted). Decoders ignore unknown keys, so an older decoder still
+    /// reads the first six.
+    pub fn to_term(&self) -> Term {
+        let kv = |k: &str, v: Term| Term::Tuple(vec![Term::atom(k), v]);
+        let lags: Option<Vec<Term>> = self
+            .secondaries
+            .iter()
+            .map(|p| p.lag.as_ref().map(Lag::to_term))
+            .collect();
         Term::List(vec![
             kv("state", Term::int(self.state)),
             kv("node_id", opt(self.node_id.as_ref().map(Value::to_term))),
@@ -221,6 +291,8 @@ impl NodeState {
             ),
             kv("seq", Term::int(self.seq)),
             kv("txid", Term::binary(&self.txid)),
+            kv("secondary_lag", Term::List(lags.unwrap_or_default())),
+            kv("last_txn_ms", opt(self.last_txn_ms.map(Term::int))),
         ])
     }
     pub fn from_term(t: &Term) -> Option<NodeState> {
@@ -231,7 +303,9 @@ impl NodeState {
             secondaries: Vec::new(),
             seq: 0,
             txid: String::new(),
+            last_txn_ms: None,
         };
+        let mut lags: Vec<Lag> = Vec::new();
         for e in t.as_list()? {
             let [k, v] = e.as_tuple()? else { return None };
             let undefined = v.is_atom("undefined");
@@ -248,7 +322,23 @@ impl NodeState {
                 }
                 "seq" => st.seq = v.as_i64()?,
                 "txid" => st.txid = String::from_utf8_lossy(v.as_binary()?).into_owned(),
+                "secondary_lag" => {
+                    lags = v
+                        .as_list()?
+                        .iter()
+                        .map(Lag::from_term)
+                        .collect::<Option<_>>()?
+                }
+                "last_txn_ms" if !undefined => st.last_txn_ms = Some(v.as_i64()?),
                 _ => {}
+            }
+        }
+        if !lags.is_empty() {
+            if lags.len() != st.secondaries.len() {
+                return None;
+            }
+            for (p, l) in st.secondaries.iter_mut().zip(lags) {
+                p.lag = Some(l);
             }
         }
         (1..=4).contains(&st.state).then_some(st)
@@ -289,6 +379,14 @@ mod tests {
                 addr: NodeAddr::parse(ip),
             },
             last_tick_ms: tick,
+            lag: Some(Lag {
+                acked_seq: 5,
+                lag_txns: 2,
+                lag_ms: 40,
+                copying: false,
+                full_copies: 1,
+                catch_ups: 0,
+            }),
         };
         let st = NodeState {
             state: crate::proto::ha::STATE_PRIMARY,
@@ -300,6 +398,7 @@ mod tests {
             ],
             seq: 7,
             txid: "n1-7-123".into(),
+            last_txn_ms: Some(1_700_000_000_001),
         };
         assert_eq!(
             NodeState::from_term(&Term::decode(&st.to_term().encode()).unwrap()),

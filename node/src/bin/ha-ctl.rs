@@ -6,6 +6,7 @@ use confd_ha::client::ha::HaClient;
 use confd_ha::client::Endpoint;
 use confd_ha::errcode;
 use confd_ha::error::Error;
+use confd_ha::proto::data::{NodeState, PeerState};
 use confd_ha::proto::ha::{HaNode, NodeAddr, STATE_NONE, STATE_PRIMARY, STATE_SECONDARY};
 use confd_ha::value::Value;
 use std::process::ExitCode;
@@ -48,9 +49,12 @@ replaces the framework's current one and sets the token, as in ConfD):
   dead NAME                              tell the node that secondary NAME is dead
 
 read-only (no token, never touch the HA control connection):
-  status [--json]                        print the HA state and the node list (from the
-                                         node state of the data API; on stderr, a
-                                         warning if the node's token is weak)
+  status [--json]                        print the HA state, seq, txid and the node list
+                                         (from the node state of the data API), each
+                                         secondary with acked_seq, lag_txns, lag_ms,
+                                         last_tick_ms_ago, state (copying|in-sync),
+                                         full_copies and catch_ups; on stderr, a warning
+                                         if the node's token is weak
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
@@ -277,9 +281,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             // connection (opening one would replace the framework's and
             // set the token).
             let ns = o.data()?.node_state()?;
-            let mut nodes: Vec<HaNode> = ns.primary.into_iter().map(|p| p.node).collect();
-            nodes.extend(ns.secondaries.into_iter().map(|p| p.node));
-            print_status(ns.state, &nodes, has("--json"))?;
+            print_status(&ns, has("--json"))?;
             warn_short_token(&o);
         }
         "get" => {
@@ -492,39 +494,84 @@ fn warn_short_token(o: &Opts) {
     }
 }
 
-fn print_status(state: i32, nodes: &[HaNode], json: bool) -> Result<(), Failure> {
-    // The first node of a secondary or relay is its primary; the others are
-    // (sub-)secondaries.
-    let role = |i: usize| {
-        if i == 0 && state != STATE_PRIMARY {
-            "primary"
-        } else {
-            "secondary"
-        }
-    };
+/// Milliseconds since a Unix-ms time (0 if it is in the future).
+fn ms_ago(unix_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    (now - unix_ms).max(0)
+}
+
+/// The health fields of a peer, as (name, JSON value): a secondary's lag as
+/// this node (primary or relay) sees it; for a secondary's primary, the last
+/// tick from it.
+fn health(p: &PeerState) -> Vec<(&'static str, String)> {
+    let mut f = Vec::new();
+    if let Some(l) = &p.lag {
+        f.push(("acked_seq", l.acked_seq.to_string()));
+        f.push(("lag_txns", l.lag_txns.to_string()));
+        f.push(("lag_ms", l.lag_ms.to_string()));
+    }
+    if let Some(t) = p.last_tick_ms {
+        f.push(("last_tick_ms_ago", ms_ago(t).to_string()));
+    }
+    if let Some(l) = &p.lag {
+        let st = if l.copying { "copying" } else { "in-sync" };
+        f.push(("state", json_str(st)));
+        f.push(("full_copies", l.full_copies.to_string()));
+        f.push(("catch_ups", l.catch_ups.to_string()));
+    }
+    f
+}
+
+fn print_status(ns: &NodeState, json: bool) -> Result<(), Failure> {
+    // A secondary's or relay's primary first, then the (sub-)secondaries.
+    let peers: Vec<(&str, &PeerState)> = ns
+        .primary
+        .iter()
+        .map(|p| ("primary", p))
+        .chain(ns.secondaries.iter().map(|p| ("secondary", p)))
+        .collect();
+    let state = ns.state;
     if json {
-        let list: Vec<String> = nodes
+        let list: Vec<String> = peers
             .iter()
-            .enumerate()
-            .map(|(i, n)| {
+            .map(|(role, p)| {
+                let extra: String = health(p)
+                    .into_iter()
+                    .map(|(k, v)| format!(",\"{k}\":{v}"))
+                    .collect();
                 format!(
-                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{}\"}}",
-                    json_str(&n.id.to_string()),
-                    json_str(&n.addr.to_string()),
-                    role(i)
+                    "{{\"nodeid\":{},\"address\":{},\"role\":\"{role}\"{extra}}}",
+                    json_str(&p.node.id.to_string()),
+                    json_str(&p.node.addr.to_string()),
                 )
             })
             .collect();
+        let mut top = format!(",\"seq\":{},\"txid\":{}", ns.seq, json_str(&ns.txid));
+        if let Some(ms) = ns.last_txn_ms {
+            top.push_str(&format!(",\"last_txn_ms_ago\":{}", ms_ago(ms)));
+        }
         out!(
-            "{{\"state\":{},\"state_name\":\"{}\",\"nodes\":[{}]}}",
+            "{{\"state\":{},\"state_name\":\"{}\"{top},\"nodes\":[{}]}}",
             state,
             state_name(state),
             list.join(",")
         );
     } else {
         out!("state: {}", state_name(state));
-        for (i, n) in nodes.iter().enumerate() {
-            out!("{}: {} {}", role(i), n.id, n.addr);
+        out!("seq: {}", ns.seq);
+        out!("txid: {}", ns.txid);
+        if let Some(ms) = ns.last_txn_ms {
+            out!("last_txn_ms_ago: {}", ms_ago(ms));
+        }
+        for (role, p) in &peers {
+            let extra: String = health(p)
+                .into_iter()
+                .map(|(k, v)| format!(" {k}={}", v.trim_matches('"')))
+                .collect();
+            out!("{role}: {} {}{extra}", p.node.id, p.node.addr);
         }
     }
     Ok(())
