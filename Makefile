@@ -9,6 +9,9 @@
 #   make check SANITIZE=address   C tests built with -fsanitize=address
 #   make install PREFIX=/usr/local DESTDIR=
 #   make demo / make bench
+#   make demo-keepalived  a keepalived failover end to end (root, keepalived; network namespaces)
+#   make check-frameworks the keepalived and Pacemaker tests (root; each skips loudly when its
+#                         framework is not installed)
 
 CARGO    ?= cargo
 CC       ?= cc
@@ -51,7 +54,8 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind erl-note install uninstall demo bench clean FORCE
+        check-link check-install check-python check-valgrind erl-note install uninstall demo bench clean FORCE \
+        contrib check-ocf check-frameworks demo-keepalived
 
 all: build
 
@@ -143,8 +147,37 @@ check-python: build
 check-valgrind: build
 	$(MAKE) check-c VALGRIND=1
 
-check: fmt-check clippy build check-headers test-rust check-c check-link check-install check-python erl-note
+check: fmt-check clippy build check-headers test-rust check-c check-link check-install check-python check-ocf erl-note
 	@echo "make check: all passed"
+
+# ---- contrib: keepalived and Pacemaker integrations ----
+
+HA_KEEPALIVED := $(BUILD)/contrib/ha-keepalived
+
+$(HA_KEEPALIVED): contrib/keepalived/ha-keepalived.c $(addprefix include/,$(HEADERS)) $(LIB_SO)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -Iinclude $< -o $@ $(CT_LDFLAGS)
+
+contrib: $(HA_KEEPALIVED)
+
+# A framework test's exit status 77 means skipped (it prints why in a banner).
+FW_RUN = sh -c 'BIN=$(abspath $(RELEASE)) HK=$(abspath $(HA_KEEPALIVED)) "$$0"; rc=$$?; \
+         if [ $$rc = 77 ]; then exit 0; fi; exit $$rc'
+
+# ocf-tester on the Pacemaker agent (quick; in make check).
+check-ocf: build
+	@$(FW_RUN) contrib/pacemaker/ocf-test.sh
+
+# The slow ones (a few minutes): real keepalived in network namespaces (both
+# failover scenarios) and a real one-node Corosync + Pacemaker cluster.
+check-frameworks: build contrib
+	@$(FW_RUN) contrib/pacemaker/ocf-test.sh
+	@$(FW_RUN) contrib/keepalived/netns-test.sh
+	@$(FW_RUN) contrib/pacemaker/pcmk-test.sh
+	@echo "make check-frameworks: done (see above for any SKIPPED banner)"
+
+demo-keepalived: build contrib
+	@BIN=$(abspath $(RELEASE)) HK=$(abspath $(HA_KEEPALIVED)) contrib/keepalived/netns-test.sh --demo keepalived
 
 # ---- install ----
 
