@@ -80,7 +80,7 @@ wait_for() { local s=$1; shift; local end=$(( $(date +%s) + s ))
 online() { inns crm_mon -1 2>/dev/null | grep -q "Online: \[ pnode1 \]"; }
 hstate() { "$BIN/ha-ctl" -u "$W/node/ipc.sock" stats 2>/dev/null | awk '$1=="state"{print $2}'; }
 promoted_in_cluster() { inns crm_mon -1 2>/dev/null | grep -Eq "(Promoted|Masters): \[ pnode1 \]"; }
-unpromoted_in_cluster() { inns crm_mon -1 2>/dev/null | grep -Eq "(Unpromoted|Slaves)(: \[ | )pnode1"; }
+unpromoted_in_cluster() { inns crm_mon -1 2>/dev/null | grep -Eq "(Unpromoted|Slaves)( \(target-role\))?(: \[ | )pnode1"; }
 is() { [ "$(hstate)" = "$1" ]; }
 
 say "Corosync + Pacemaker (one node, namespace $NS)"
