@@ -8,6 +8,8 @@
 #   make check-valgrind   only the C tests, under valgrind
 #   make check SANITIZE=address   C tests built with -fsanitize=address
 #   make install PREFIX=/usr/local DESTDIR=
+#   make check-fuzz       the network fuzzer of node/tests/hostile.rs at 100 000 mutated
+#                         frames per port (HA_FUZZ_FRAMES, HA_FUZZ_SEED to change or repeat)
 #   make demo / make bench
 #   make demo-keepalived  a keepalived failover end to end (root, keepalived; network namespaces)
 #   make check-frameworks the keepalived and Pacemaker tests (root; each skips loudly when its
@@ -54,7 +56,7 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind erl-note install uninstall demo bench clean FORCE \
+        check-link check-install check-python check-valgrind check-fuzz erl-note install uninstall demo bench clean FORCE \
         contrib check-ocf check-frameworks run-frameworks demo-keepalived
 
 all: build
@@ -100,6 +102,13 @@ clippy:
 # Release, to share the build above (CI has 2 cores).
 test-rust: build
 	$(CARGO) test --release --workspace
+
+# The network fuzzer at full size: 100 000 mutated real frames per port against a
+# running ha-node, checking liveness and RSS after every batch of 500.
+HA_FUZZ_FRAMES ?= 100000
+check-fuzz: build
+	HA_FUZZ_FRAMES=$(HA_FUZZ_FRAMES) $(CARGO) test --release -p ha-node --test hostile \
+	  network_fuzz_both_ports -- --nocapture
 
 erl-note:
 	@if ! command -v erl >/dev/null 2>&1; then \

@@ -59,6 +59,17 @@ wait_state() {
 
 copies() { "$CTL" -a "$(ip_of "$1")" -p "$IPC_PORT" stats 2>/dev/null | awk '$1=="full_copies_received"{print $2}'; }
 
+# Polls node N until it has received at least one full copy (at most ~10 s):
+# an async join reports SECONDARY at once (as ConfD), before its copy is in.
+wait_copied() {
+    local n=$1
+    for _ in $(seq 1 200); do
+        [ "$(copies "$n")" -ge 1 ] 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "  node n$n never finished its full copy"; return 1
+}
+
 cleanup() {
     [ -n "${WATCH:-}" ] && kill "$WATCH" 2>/dev/null
     for p in "${PID[@]}"; do kill "$p" 2>/dev/null; done
@@ -83,7 +94,7 @@ bold "3. n2 joins synchronously, n3 asynchronously; both need a full copy of n1'
 WATCH=$!
 ctl 2 secondary n2 n1 "$(ip_of 1)"
 ctl 3 secondary n3 n1 "$(ip_of 1)" --async
-wait_state 3 secondary
+wait_state 3 secondary && wait_copied 3
 ctl 1 status
 echo "  full copies received: n2 $(copies 2), n3 $(copies 3)"
 

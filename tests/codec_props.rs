@@ -693,7 +693,13 @@ fn huge_counts_in_terms_fail_fast_and_small() {
     }
     b.resize(b.len() + body, 97);
     let (res, peak) = peak_heap(|| Term::decode(&b));
-    assert!(matches!(res, Err(DecodeError::Truncated(_))), "{res:?}");
+    assert!(
+        matches!(
+            res,
+            Err(DecodeError::Truncated(_) | DecodeError::TooCostly(_))
+        ),
+        "{res:?}"
+    );
     assert!(
         peak <= heap_bound(&b),
         "held {peak} bytes for {} input bytes",
@@ -742,13 +748,17 @@ fn compression_cannot_multiply_past_the_inflate_limit() {
     let (res, peak) = peak_heap(|| Term::decode(&b));
     assert!(matches!(res, Err(DecodeError::Compressed(_))), "{res:?}");
     assert!(peak <= 1 << 20, "held {peak} bytes");
-    // Within the limit it decodes, and the heap stays linear in the
-    // inflated size.
+    // Within the inflate limit but past the decode budget of its
+    // compressed size (16 x the input + 64 KiB): refused, holding little.
     let t = Term::List(vec![Term::List(vec![]); 100_000]);
     let c = compress(&t);
     let (res, peak) = peak_heap(|| Term::decode(&c));
-    assert_eq!(res, Ok(t));
-    assert!(peak <= 256 * 1024 + 320 * 100_006, "held {peak} bytes");
+    assert!(matches!(res, Err(DecodeError::TooCostly(_))), "{res:?}");
+    assert!(peak <= 256 * 1024, "held {peak} bytes");
+    // A compressed term within the budget decodes.
+    let t = Term::List(vec![Term::List(vec![]); 1000]);
+    let c = compress(&t);
+    assert_eq!(Term::decode(&c), Ok(t));
 }
 
 #[test]

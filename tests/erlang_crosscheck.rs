@@ -1128,7 +1128,20 @@ fn b_what_erlang_writes_decodes_in_ours() {
             continue;
         };
         for (enc, how) in encodings.iter().zip(ENCODING_NAMES) {
-            let ours = Term::decode(enc);
+            let ours = match Term::decode(enc) {
+                // A compressed term may not cost more than the decoder's
+                // budget for its compressed size (16 x + 64 KiB, issue 10):
+                // 70 000 small integers from 200 bytes are refused. Checked
+                // again with a budget for what it inflates to.
+                Err(DecodeError::TooCostly(_)) if enc.get(1) == Some(&80) => Term::decode_with(
+                    enc,
+                    confd_ha::proto::term::DecodeLimits {
+                        compressed: true,
+                        budget: 1 << 30,
+                    },
+                ),
+                r => r,
+            };
             let ok = match (&ours, expected) {
                 (Ok(t), Ok(want)) => same(t, want),
                 (Err(e), Err(pred)) => pred(e),

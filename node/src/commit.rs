@@ -4,8 +4,14 @@
 //! transaction id, queues each transaction to every connected secondary FIRST,
 //! then makes the whole batch durable with one `Store::commit`, then (sync
 //! mode) waits until every secondary that held our data when the batch was
-//! sent has acknowledged the last seq, or has been dropped. Secondaries that
-//! do not ack within the deadline are cut off; the commit still succeeds.
+//! sent has acknowledged the last seq, or has been declared dead (3 ticks, or
+//! `secondary_dead`). Secondaries that do not ack within the deadline are
+//! declared dead and cut off; the commit still succeeds. A secondary lost any
+//! other way before it confirmed (its connection closed, the primary stopped
+//! serving it at a role change) makes the commit fail with CONFD_ERR_HA_ABORT:
+//! its outcome is unknown. With min-secondaries N, a commit needs N in-sync
+//! secondaries to start (else CONFD_ERR_NOT_WRITABLE) and, in sync mode, N
+//! confirmations (else CONFD_ERR_HA_ABORT).
 
 use crate::node::{lock, Node};
 use crate::store::{StoreOp, TxMeta};
@@ -36,6 +42,7 @@ fn size(ops: &[StoreOp]) -> usize {
 }
 
 pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
+    let need = node.cfg.min_secondaries;
     while let Ok(first) = rx.recv() {
         let mut bytes = size(&first.ops);
         let mut batch = vec![first];
@@ -48,20 +55,42 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
                 Err(_) => break,
             }
         }
+        let refuse = |batch: Vec<CommitReq>, code: i32, why: String| {
+            for r in batch {
+                let _ = r.reply.send(Err((code, why.clone())));
+            }
+        };
         let mut cs = lock(&node.commit);
         if !cs.writable {
             let why = cs.refusal.clone();
             drop(cs);
-            for r in batch {
-                let _ = r.reply.send(Err((CONFD_ERR_NOT_WRITABLE, why.clone())));
-            }
+            refuse(batch, CONFD_ERR_NOT_WRITABLE, why);
             continue;
+        }
+        let down = cs.down.clone();
+        if need > 0 {
+            let in_sync = down.as_ref().map(|d| d.in_sync()).unwrap_or(0);
+            if in_sync < need {
+                drop(cs);
+                node.in_sync_changed();
+                refuse(
+                    batch,
+                    CONFD_ERR_NOT_WRITABLE,
+                    format!(
+                        "min-secondaries {need} not met: {in_sync} in-sync secondaries connected; \
+                         writes are refused"
+                    ),
+                );
+                continue;
+            }
         }
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros();
-        let mut seq = cs.last.seq;
+        // Seqs continue after the highest ever given out, not after the last durable one:
+        // a failed commit's seqs may exist on a secondary and are never reused.
+        let mut seq = cs.last.seq.max(cs.seq_floor);
         let mut txns: Vec<(TxMeta, Vec<StoreOp>)> = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for r in batch {
@@ -73,25 +102,51 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
             txns.push((meta, r.ops));
             replies.push(r.reply);
         }
-        let down = cs.down.clone();
+        cs.seq_floor = seq;
         let targets = down.as_ref().map(|d| d.forward(&txns)).unwrap_or_default();
         let last = txns.last().map(|t| t.0.clone()).unwrap_or_default();
         if let Err(e) = node.store.commit(&txns) {
             drop(cs);
             crate::error!(
                 "commit",
-                "commit of transactions up to {} failed: {e}",
+                "commit of transactions {}..={} failed: {e}",
+                txns[0].0.seq,
                 last.seq
             );
-            // The secondaries may have applied what we could not: they re-join by copy.
+            if !targets.is_empty() || down.as_ref().is_some_and(|d| d.count() > 0) {
+                node.save_seq_floor(last.seq);
+            }
+            // The secondaries may have applied what we could not: they re-join by copy
+            // (and keep what the copy discards in a rollback file).
             if let Some(d) = &down {
                 for p in d.initialized_peers() {
                     p.kill("the primary failed to commit a transaction it had sent");
                 }
             }
-            for r in replies {
-                let _ = r.send(Err((CONFD_ERR_INTERNAL, format!("commit failed: {e}"))));
+            let fault = e.is_fault();
+            if fault {
+                node.store_failed("commit", &e);
             }
+            let (code, why) = if fault {
+                (
+                    crate::node::LOCAL_STORE_ERR,
+                    format!(
+                        "the local store failed to commit transaction {}: {e}; the outcome is \
+                         unknown (it may be durable here or on a secondary)",
+                        last.seq
+                    ),
+                )
+            } else {
+                (CONFD_ERR_INTERNAL, format!("commit failed: {e}"))
+            };
+            refuse(
+                replies
+                    .into_iter()
+                    .map(|reply| CommitReq { ops: vec![], reply })
+                    .collect(),
+                code,
+                why,
+            );
             continue;
         }
         cs.last = last.clone();
@@ -99,13 +154,37 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
         node.stats
             .commits
             .fetch_add(txns.len() as u64, Ordering::Relaxed);
-        if node.cfg.sync && !targets.is_empty() {
-            if let Some(d) = &down {
-                d.wait_acks(&targets, last.seq, node.cfg.ack_timeout());
+        let mut result: Result<(), (i32, String)> = Ok(());
+        if node.cfg.sync && (!targets.is_empty() || need > 0) {
+            let acks = match &down {
+                Some(d) => d.wait_acks(&targets, last.seq, node.cfg.ack_timeout()),
+                None => Default::default(),
+            };
+            if let Some(lost) = acks.lost.first() {
+                result = Err((
+                    CONFD_ERR_HA_ABORT,
+                    format!(
+                        "transaction {} is durable on this node, but secondary {lost} before \
+                         confirming it: the outcome is unknown (it may or may not survive a \
+                         failover)",
+                        last.seq
+                    ),
+                ));
+            } else if acks.confirmed < need {
+                result = Err((
+                    CONFD_ERR_HA_ABORT,
+                    format!(
+                        "only {} of the {need} secondaries that min-secondaries requires \
+                         confirmed transaction {}: the outcome is unknown (it is durable on \
+                         this node and may or may not survive a failover)",
+                        acks.confirmed, last.seq
+                    ),
+                ));
+                node.in_sync_changed();
             }
         }
         for (r, (m, _)) in replies.into_iter().zip(txns) {
-            let _ = r.send(Ok(m.txid));
+            let _ = r.send(result.clone().map(|()| m.txid));
         }
     }
 }

@@ -15,7 +15,9 @@ USAGE: ha-node [OPTIONS]
 OPTIONS (flags override the config file):
   --config FILE            TOML config file with the same keys as the flags
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
-                           tick-timeout, replication, log-level, max-connections)
+                           tick-timeout, replication, log-level, max-connections,
+                           min-secondaries, on-store-error, max-pending-handshakes,
+                           client-idle-timeout, info-sync-timeout)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -32,7 +34,22 @@ OPTIONS (flags override the config file):
                            has it durable) or async (returns after local durability)
   --log-level LEVEL        error | warn | info (default) | debug
   --max-connections N      most client IPC connections served at once (default 1024);
-                           more are closed at once, with a log line
+                           more get CONFD_ERR_TOO_MANY_SESSIONS after their hello. HA
+                           control connections always get in, and 2 more read-only data
+                           connections (node state, stats: what ha-ctl status uses)
+  --max-pending-handshakes N  most connections per listening port (IPC and HA) still in
+                           their hello / handshake (default 64); more are closed at once
+  --client-idle-timeout DURATION  a data connection that sends nothing this long is
+                           closed (default 10m; 0 disables)
+  --info-sync-timeout DURATION  an HA_INFO_SYNC subscriber that has not acknowledged an
+                           event this long is dropped with a WARN and HA processing goes
+                           on (default 30s)
+  --min-secondaries N      a commit needs N connected in-sync secondaries (sync mode: it
+                           returns OK only once N of them have it durable); with fewer,
+                           writes are refused (default 0: ConfD's behaviour)
+  --on-store-error ACTION  after a store I/O error: stop-role (default: leave the HA role,
+                           refuse writes and joins, reopen the store when possible) or
+                           exit (exit with status 3 so that a supervisor restarts the node)
   -h, --help               this text
   -V, --version            the version
 
@@ -62,9 +79,24 @@ pub struct Config {
     pub tick: Option<Duration>,
     pub sync: bool,
     pub log_level: Level,
-    /// Most client IPC connections served at once; more are closed at accept.
+    /// Most client IPC connections served at once; more are refused after their hello.
     pub max_connections: usize,
+    /// Connected in-sync secondaries a commit needs (0: none, ConfD's behaviour).
+    pub min_secondaries: usize,
+    /// After a store I/O error: exit the process (true) or leave the role (false).
+    pub exit_on_store_error: bool,
+    /// Most connections per listening port still in their hello or handshake.
+    pub max_pending_handshakes: usize,
+    /// A data connection idle this long is closed (None: never).
+    pub client_idle_timeout: Option<Duration>,
+    /// Longest an HA_INFO_SYNC subscriber may hold HA processing.
+    pub info_sync_timeout: Duration,
 }
+
+/// Shortest duration accepted for any duration setting but 0 (where 0 means off).
+pub const MIN_DURATION: Duration = Duration::from_millis(10);
+/// Longest duration accepted for any duration setting: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
 impl Default for Config {
     fn default() -> Self {
@@ -78,6 +110,11 @@ impl Default for Config {
             sync: true,
             log_level: Level::Info,
             max_connections: 1024,
+            min_secondaries: 0,
+            exit_on_store_error: false,
+            max_pending_handshakes: 64,
+            client_idle_timeout: Some(Duration::from_secs(600)),
+            info_sync_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -102,7 +139,7 @@ impl Config {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Cli {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -119,6 +156,11 @@ struct FileConfig {
     replication: Option<String>,
     log_level: Option<String>,
     max_connections: Option<usize>,
+    min_secondaries: Option<usize>,
+    on_store_error: Option<String>,
+    max_pending_handshakes: Option<usize>,
+    client_idle_timeout: Option<TomlDuration>,
+    info_sync_timeout: Option<TomlDuration>,
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -194,9 +236,55 @@ pub fn parse_listen(s: &str, default_port: Option<u16>) -> Result<SocketAddr, St
     ))
 }
 
+/// A duration setting: 0 (when `zero_ok`: off) or within
+/// [`MIN_DURATION`, `MAX_DURATION`], with an error naming the setting.
+pub fn checked_duration(key: &str, s: &str, zero_ok: bool) -> Result<Duration, String> {
+    let d = parse_duration(s).map_err(|e| format!("{key}: {e}"))?;
+    if d.is_zero() && zero_ok {
+        return Ok(d);
+    }
+    if d < MIN_DURATION || d > MAX_DURATION {
+        return Err(format!(
+            "{key} '{s}' is out of range (from {} ms to {} s{})",
+            MIN_DURATION.as_millis(),
+            MAX_DURATION.as_secs(),
+            if zero_ok { ", or 0 for off" } else { "" }
+        ));
+    }
+    Ok(d)
+}
+
+fn toml_duration(v: TomlDuration) -> String {
+    match v {
+        TomlDuration::Text(s) => s,
+        TomlDuration::Millis(ms) => format!("{ms}ms"),
+    }
+}
+
 fn apply_tick(cfg: &mut Config, s: &str) -> Result<(), String> {
-    let d = parse_duration(s)?;
+    let d = checked_duration("tick-timeout", s, true)?;
     cfg.tick = if d.is_zero() { None } else { Some(d) };
+    Ok(())
+}
+
+fn apply_idle(cfg: &mut Config, s: &str) -> Result<(), String> {
+    let d = checked_duration("client-idle-timeout", s, true)?;
+    cfg.client_idle_timeout = (!d.is_zero()).then_some(d);
+    Ok(())
+}
+
+fn apply_info_sync(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.info_sync_timeout = checked_duration("info-sync-timeout", s, false)?;
+    Ok(())
+}
+
+fn apply_pending(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.max_pending_handshakes = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0 && n <= 65_536)
+        .ok_or_else(|| format!("bad max-pending-handshakes '{s}' (1 to 65536)"))?;
     Ok(())
 }
 
@@ -222,6 +310,30 @@ fn apply_max_connections(cfg: &mut Config, s: &str) -> Result<(), String> {
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| format!("bad max-connections '{s}' (a positive number)"))?;
+    Ok(())
+}
+
+fn apply_min_secondaries(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.min_secondaries = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n <= crate::primary::MAX_SECONDARIES)
+        .ok_or_else(|| {
+            format!(
+                "bad min-secondaries '{s}' (a number from 0 to {})",
+                crate::primary::MAX_SECONDARIES
+            )
+        })?;
+    Ok(())
+}
+
+fn apply_on_store_error(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.exit_on_store_error = match s {
+        "stop-role" => false,
+        "exit" => true,
+        _ => return Err(format!("bad on-store-error '{s}' (stop-role or exit)")),
+    };
     Ok(())
 }
 
@@ -251,12 +363,17 @@ fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
     if let Some(d) = f.data_dir {
         cfg.data_dir = d.into();
     }
-    match f.tick_timeout {
-        Some(TomlDuration::Text(s)) => apply_tick(cfg, &s)?,
-        Some(TomlDuration::Millis(ms)) => {
-            cfg.tick = (ms > 0).then(|| Duration::from_millis(ms));
-        }
-        None => {}
+    if let Some(t) = f.tick_timeout {
+        apply_tick(cfg, &toml_duration(t))?;
+    }
+    if let Some(t) = f.client_idle_timeout {
+        apply_idle(cfg, &toml_duration(t))?;
+    }
+    if let Some(t) = f.info_sync_timeout {
+        apply_info_sync(cfg, &toml_duration(t))?;
+    }
+    if let Some(n) = f.max_pending_handshakes {
+        apply_pending(cfg, &n.to_string())?;
     }
     if let Some(r) = f.replication {
         apply_replication(cfg, &r)?;
@@ -266,6 +383,12 @@ fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
     }
     if let Some(n) = f.max_connections {
         apply_max_connections(cfg, &n.to_string())?;
+    }
+    if let Some(n) = f.min_secondaries {
+        apply_min_secondaries(cfg, &n.to_string())?;
+    }
+    if let Some(a) = f.on_store_error {
+        apply_on_store_error(cfg, &a)?;
     }
     Ok(f.extra_listen.unwrap_or_default())
 }
@@ -298,6 +421,11 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--replication",
             "--log-level",
             "--max-connections",
+            "--min-secondaries",
+            "--on-store-error",
+            "--max-pending-handshakes",
+            "--client-idle-timeout",
+            "--info-sync-timeout",
         ];
         if !KNOWN.contains(&name.as_str()) {
             return Err(format!("unknown argument '{a}' (see --help)"));
@@ -334,6 +462,11 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--replication" => apply_replication(&mut cfg, &v)?,
             "--log-level" => apply_level(&mut cfg, &v)?,
             "--max-connections" => apply_max_connections(&mut cfg, &v)?,
+            "--min-secondaries" => apply_min_secondaries(&mut cfg, &v)?,
+            "--on-store-error" => apply_on_store_error(&mut cfg, &v)?,
+            "--max-pending-handshakes" => apply_pending(&mut cfg, &v)?,
+            "--client-idle-timeout" => apply_idle(&mut cfg, &v)?,
+            "--info-sync-timeout" => apply_info_sync(&mut cfg, &v)?,
             _ => unreachable!("checked above"),
         }
     }
@@ -347,7 +480,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     if cfg.ipc_addr.is_none() && cfg.ipc_path.is_none() {
         return Err("no IPC listener: give --ipc-addr or --ipc-path".into());
     }
-    Ok(Cli::Run(cfg))
+    Ok(Cli::Run(Box::new(cfg)))
 }
 
 #[cfg(test)]
@@ -374,6 +507,29 @@ mod tests {
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("PT").is_err());
         assert!(parse_duration("5parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_with_the_setting_named() {
+        for bad in ["7000000000000000000s", "1ns", "0.000001s", "2d", "100000s"] {
+            let e = parse_args(&args(&format!("--tick-timeout {bad}"))).unwrap_err();
+            assert!(e.contains("tick-timeout"), "{bad}: {e}");
+        }
+        let e = parse_args(&args("--tick-timeout 7000000000000000000s")).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        assert!(parse_args(&args("--info-sync-timeout 0")).is_err());
+        assert!(parse_args(&args("--client-idle-timeout 5ms")).is_err());
+        let Cli::Run(c) = parse_args(&args(
+            "--client-idle-timeout 0 --info-sync-timeout 2s --max-pending-handshakes 8 --tick-timeout 1h",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.client_idle_timeout, None);
+        assert_eq!(c.info_sync_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_pending_handshakes, 8);
+        assert_eq!(c.tick, Some(Duration::from_secs(3600)));
+        assert!(parse_args(&args("--max-pending-handshakes 0")).is_err());
     }
 
     #[test]
@@ -408,6 +564,15 @@ mod tests {
         assert!(parse_args(&args("--ha-addr")).is_err());
         assert!(parse_args(&args("--replication maybe")).is_err());
         assert!(parse_args(&args("--ipc-addr none")).is_err());
+        let Cli::Run(c) = parse_args(&args("--min-secondaries 2 --on-store-error exit")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.min_secondaries, 2);
+        assert!(c.exit_on_store_error);
+        assert!(parse_args(&args("--min-secondaries -1")).is_err());
+        assert!(parse_args(&args("--min-secondaries 256")).is_err());
+        assert!(parse_args(&args("--on-store-error ignore")).is_err());
     }
 
     #[test]

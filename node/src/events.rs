@@ -30,7 +30,8 @@ struct Sub {
     who: String,
     ha: bool,
     sync: bool,
-    tx: SyncSender<Arc<Vec<u8>>>,
+    /// Frames for the writer; `None` tells it to stop.
+    tx: SyncSender<Option<Arc<Vec<u8>>>>,
     /// HA events sent to it / acknowledged by it (HA_INFO_SYNC).
     sent: AtomicU64,
     acked: AtomicU64,
@@ -47,25 +48,46 @@ impl Sub {
     }
 }
 
-#[derive(Default)]
 pub struct Events {
     subs: Mutex<Vec<Arc<Sub>>>,
     cv: Condvar,
     emit_lock: Mutex<()>,
     next_id: AtomicU64,
+    /// Longest an HA_INFO_SYNC subscriber may hold HA processing
+    /// (`info-sync-timeout`); then it is dropped.
+    sync_timeout: Duration,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
 }
 
 impl Events {
     pub fn new() -> Events {
-        Events::default()
+        Events::with_sync_timeout(Duration::from_secs(30))
+    }
+
+    pub fn with_sync_timeout(sync_timeout: Duration) -> Events {
+        Events {
+            subs: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+            emit_lock: Mutex::new(()),
+            next_id: AtomicU64::new(0),
+            sync_timeout,
+        }
     }
 
     /// Waits until every HA_INFO_SYNC subscriber has acknowledged every event it
-    /// was sent (or went away).
-    pub fn wait_synced(&self) {
+    /// was sent (or went away). One that has not within `info-sync-timeout`
+    /// is dropped with a WARN, and HA processing goes on. Returns whether it
+    /// had to wait.
+    pub fn wait_synced(&self) -> bool {
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         let mut warned = 0u64;
+        let mut held = false;
         loop {
             let pending: Vec<&Arc<Sub>> = subs
                 .iter()
@@ -76,7 +98,18 @@ impl Events {
                 })
                 .collect();
             if pending.is_empty() {
-                return;
+                return held;
+            }
+            held = true;
+            if start.elapsed() >= self.sync_timeout {
+                for p in pending {
+                    p.drop_it(&format!(
+                        "no ha_sync_ack within {} ms (info-sync-timeout); HA processing goes on",
+                        self.sync_timeout.as_millis()
+                    ));
+                }
+                self.cv.notify_all();
+                continue;
             }
             let waited = start.elapsed().as_secs() / 15;
             if waited > warned {
@@ -112,7 +145,7 @@ impl Events {
             .filter(|s| s.ha && !s.gone.load(Ordering::SeqCst))
         {
             s.sent.fetch_add(1, Ordering::SeqCst);
-            match s.tx.try_send(frame.clone()) {
+            match s.tx.try_send(Some(frame.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => s.drop_it("its event queue is full (not reading)"),
                 Err(TrySendError::Disconnected(_)) => s.drop_it("its writer stopped"),
@@ -128,11 +161,17 @@ impl Events {
 
     /// Serves one subscriber connection after a hello of protocol version
     /// `proto_vsn`: reads the subscription (the 4-tuple of ConfD 6.x or the
-    /// 5-tuple with verbosity, whatever the version), replies `ok`, then
-    /// streams events (heartbeats in that version's shape) until the peer goes.
-    pub fn serve(self: &Arc<Self>, mut stream: Stream, who: String, proto_vsn: u16) {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let sub = match confd_ha::client::recv(&mut stream) {
+    /// 5-tuple with verbosity, whatever the version) by `until` (the hello's
+    /// deadline), replies `ok`, then streams events (heartbeats in that
+    /// version's shape) until the peer goes.
+    pub fn serve(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        who: String,
+        proto_vsn: u16,
+        until: Instant,
+    ) {
+        let sub = match crate::ipc::recv_small(&mut stream, Some(until)) {
             Ok(t) => match Subscription::from_term(&t) {
                 Some(s) => s,
                 None => {
@@ -227,7 +266,7 @@ impl Events {
         let legacy_ack = legacy_ha_sync_ack();
         let mut warned_legacy = false;
         loop {
-            match confd_ha::client::recv(&mut stream) {
+            match crate::ipc::recv_small(&mut stream, None) {
                 Ok(t) if t == ack || t == legacy_ack => {
                     if t == legacy_ack && !warned_legacy {
                         warned_legacy = true;
@@ -250,7 +289,7 @@ impl Events {
                 }
                 Err(e) => {
                     if !s.gone.load(Ordering::SeqCst) {
-                        if e.is_eof() {
+                        if e == "closed" {
                             crate::info!("events", "{who}: subscriber closed its socket");
                         } else {
                             crate::warn!("events", "{who}: {e}; closing");
@@ -262,13 +301,17 @@ impl Events {
         }
         s.gone.store(true, Ordering::SeqCst);
         s.stream.shutdown();
+        // Wake the writer now, whatever its heartbeat interval: it holds a
+        // descriptor and a thread until it sees this. A full queue means it
+        // is writing, and its write fails on the shut-down socket.
+        let _ = s.tx.try_send(None);
         self.remove(s.id);
     }
 }
 
 fn writer(
     mut s: Stream,
-    rx: Receiver<Arc<Vec<u8>>>,
+    rx: Receiver<Option<Arc<Vec<u8>>>>,
     hb: Option<Duration>,
     sub: Arc<Sub>,
     proto_vsn: u16,
@@ -291,13 +334,15 @@ fn writer(
                     continue;
                 }
                 match rx.recv_timeout(t - now) {
-                    Ok(m) => m,
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             None => match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(m) => m,
+                Ok(Some(m)) => m,
+                Ok(None) => break,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             },

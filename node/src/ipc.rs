@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The daemon's own version numbers: what it answers a hello that it
 /// refuses (an unknown client id). An accepted hello is answered with the
@@ -32,9 +32,98 @@ use std::time::Duration;
 /// and speaks to each as a daemon of that release would.
 pub const DAEMON_PROTO_VSN: u16 = DEFAULT_PROTO_VSN;
 pub const DAEMON_VSN: u32 = 0x0807_0000;
+/// Absolute deadline for the hello, and then for the token (HA control) or
+/// the subscription (events): the whole exchange, not each read.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest token accepted.
 pub const MAX_TOKEN: usize = 1024;
+/// Largest frame of a subscription or an ha_sync_ack (both a few dozen bytes).
+pub const MAX_SMALL_FRAME: usize = 64 * 1024;
+/// Data connections admitted beyond `max-connections`, for read-only
+/// requests (node state, stats, txid: what `ha-ctl status` uses).
+pub const RESERVED_STATUS_SLOTS: usize = 2;
+/// A connection refused for a limit is given this long to read its error.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Reads from a stream with an absolute deadline: each read waits at most
+/// the time left, and reads past the deadline fail with `TimedOut`, so a
+/// peer that sends one byte at a time cannot stretch the deadline.
+pub struct Deadline<'a> {
+    pub s: &'a mut Stream,
+    pub until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_read_timeout(Some(left))?;
+        self.s.read(buf)
+    }
+}
+
+/// Decodes a term from a client: never compressed (no ConfD library sends
+/// compressed terms), within the memory budget of its size.
+pub fn decode_client(f: &[u8]) -> Result<Term, confd_ha::proto::term::DecodeError> {
+    Term::decode_with(
+        f,
+        confd_ha::proto::term::DecodeLimits::for_input(f.len(), false),
+    )
+}
+
+/// Reads one small frame (subscription, ack) by `until` and decodes it.
+pub fn recv_small(s: &mut Stream, until: Option<Instant>) -> Result<Term, String> {
+    let f = match until {
+        Some(until) => read_frame(&mut Deadline { s, until }, MAX_SMALL_FRAME),
+        None => read_frame(s, MAX_SMALL_FRAME),
+    };
+    match f {
+        Ok(f) => decode_client(&f).map_err(|e| format!("garbage frame ({e})")),
+        Err(FrameError::Closed) => Err("closed".into()),
+        Err(FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err("deadline passed".into())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn set_write_timeout(s: &Stream, d: Option<Duration>) {
+    let _ = match s {
+        Stream::Tcp(t) => t.set_write_timeout(d),
+        Stream::Unix(u) => u.set_write_timeout(d),
+    };
+}
+
+/// Connections of one listening port still in their hello.
+#[derive(Default)]
+pub struct PendingCount(AtomicUsize);
+
+/// One connection counted in a `PendingCount` while it lives.
+pub struct Pending(Arc<PendingCount>);
+
+impl PendingCount {
+    /// Counts one more, or None when `max` are already pending.
+    pub fn enter(self: &Arc<Self>, max: usize) -> Option<Pending> {
+        if self.0.fetch_add(1, Ordering::SeqCst) >= max {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Pending(self.clone()))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -70,11 +159,20 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
 }
 
 pub fn serve_tcp(node: Arc<Node>, l: TcpListener) {
+    let pending = Arc::new(PendingCount::default());
+    let mut refused = crate::log::Throttle::default();
     loop {
         match l.accept() {
             Ok((s, a)) => {
+                let Some(p) = pending.enter(node.cfg.max_pending_handshakes) else {
+                    refused.warn("ipc", &format!(
+                        "connection from {a} closed: {} connections on this port are still in their hello (max-pending-handshakes)",
+                        node.cfg.max_pending_handshakes
+                    ));
+                    continue;
+                };
                 let _ = s.set_nodelay(true);
-                spawn_conn(node.clone(), Stream::Tcp(s), a.to_string());
+                spawn_conn(node.clone(), Stream::Tcp(s), a.to_string(), p);
             }
             Err(e) => {
                 crate::warn!("ipc", "accept: {e}");
@@ -85,9 +183,20 @@ pub fn serve_tcp(node: Arc<Node>, l: TcpListener) {
 }
 
 pub fn serve_unix(node: Arc<Node>, l: UnixListener) {
+    let pending = Arc::new(PendingCount::default());
+    let mut refused = crate::log::Throttle::default();
     loop {
         match l.accept() {
-            Ok((s, _)) => spawn_conn(node.clone(), Stream::Unix(s), "unix".into()),
+            Ok((s, _)) => {
+                let Some(p) = pending.enter(node.cfg.max_pending_handshakes) else {
+                    refused.warn("ipc", &format!(
+                        "connection on the Unix socket closed: {} connections are still in their hello (max-pending-handshakes)",
+                        node.cfg.max_pending_handshakes
+                    ));
+                    continue;
+                };
+                spawn_conn(node.clone(), Stream::Unix(s), "unix".into(), p)
+            }
             Err(e) => {
                 crate::warn!("ipc", "accept: {e}");
                 std::thread::sleep(Duration::from_millis(20));
@@ -96,40 +205,55 @@ pub fn serve_unix(node: Arc<Node>, l: UnixListener) {
     }
 }
 
-/// Client connections being served (each has a thread).
-static LIVE_CONNS: AtomicUsize = AtomicUsize::new(0);
+/// Data and event connections admitted after their hello (each has a
+/// thread; a subscriber has a writer thread too): at most `max-connections`.
+static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+/// Data connections admitted beyond the limit, read-only.
+static RESERVED: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts one live connection while it exists.
-struct LiveConn;
+/// Counts one admitted connection in a counter while it exists.
+struct Slot(&'static AtomicUsize);
 
-impl Drop for LiveConn {
-    fn drop(&mut self) {
-        LIVE_CONNS.fetch_sub(1, Ordering::SeqCst);
+impl Slot {
+    fn take(c: &'static AtomicUsize, max: usize) -> Option<Slot> {
+        if c.fetch_add(1, Ordering::SeqCst) >= max {
+            c.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot(c))
     }
 }
 
-fn spawn_conn(node: Arc<Node>, s: Stream, peer: String) {
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn spawn_conn(node: Arc<Node>, s: Stream, peer: String, pending: Pending) {
     let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
     let who = format!("client #{id} ({peer})");
-    let max = node.cfg.max_connections;
-    if LIVE_CONNS.fetch_add(1, Ordering::SeqCst) >= max {
-        LIVE_CONNS.fetch_sub(1, Ordering::SeqCst);
-        crate::warn!(
-            "ipc",
-            "{who}: {max} client connections already served (--max-connections); closing"
-        );
-        return;
-    }
-    let live = LiveConn;
     let r = std::thread::Builder::new()
         .name("ipc-conn".into())
-        .spawn(move || {
-            let _live = live;
-            conn(node, s, id, who)
-        });
+        .spawn(move || conn(node, s, id, who, pending));
     if let Err(e) = r {
         crate::error!("ipc", "cannot start a connection thread: {e}");
     }
+}
+
+/// Tells a client it was refused (one error frame), then closes gently: the
+/// request it may already have sent is read and dropped for a moment, so
+/// the close does not reset the connection before it reads the error.
+fn refuse(mut s: Stream, code: i32, reason: &str) {
+    let _ = write_frame(&mut s, &error_reply(code, reason).encode());
+    let _ = match &s {
+        Stream::Tcp(t) => t.shutdown(std::net::Shutdown::Write),
+        Stream::Unix(u) => u.shutdown(std::net::Shutdown::Write),
+    };
+    let until = Instant::now() + REFUSAL_LINGER;
+    let mut sink = [0u8; 4096];
+    let mut d = Deadline { s: &mut s, until };
+    while matches!(d.read(&mut sink), Ok(n) if n > 0) {}
 }
 
 fn server_hello(status: u8, proto_vsn: u16, vsn: u32) -> [u8; 9] {
@@ -143,10 +267,10 @@ fn server_hello(status: u8, proto_vsn: u16, vsn: u32) -> [u8; 9] {
     .encode()
 }
 
-fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String) {
-    let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
+fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) {
+    let until = Instant::now() + HELLO_TIMEOUT;
     let mut b = [0u8; 9];
-    if let Err(e) = s.read_exact(&mut b) {
+    if let Err(e) = (Deadline { s: &mut s, until }).read_exact(&mut b) {
         let why = match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                 format!("no hello within {} s", HELLO_TIMEOUT.as_secs())
@@ -183,18 +307,53 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String) {
             h.proto_vsn
         );
     }
+    set_write_timeout(&s, Some(HELLO_TIMEOUT));
     if s.write_all(&server_hello(HELLO_OK, h.proto_vsn, h.lib_vsn))
         .is_err()
     {
         return;
     }
     crate::debug!("ipc", "{who}: {kind} connection");
+    let max = node.cfg.max_connections;
+    // HA control always gets in: at most one is current (a newer one
+    // replaces it), and the token read below has the hello's deadline.
+    if h.client_id == CLIENT_HA {
+        return ha_conn(&node, s, id, &who, until, pending);
+    }
+    let (slot, read_only) = match Slot::take(&CLIENTS, max) {
+        Some(sl) => (sl, false),
+        None => match Slot::take(&RESERVED, RESERVED_STATUS_SLOTS) {
+            Some(sl) if h.client_id == CLIENT_HADATA => (sl, true),
+            other => {
+                drop(other);
+                // Still counted as pending while it lingers to be refused.
+                static REFUSED: std::sync::Mutex<crate::log::Throttle> =
+                    std::sync::Mutex::new(crate::log::Throttle::new());
+                lock(&REFUSED).warn(
+                    "ipc",
+                    &format!("{who}: {kind} connection refused: {max} client connections already served (max-connections)"),
+                );
+                refuse(
+                    s,
+                    CONFD_ERR_TOO_MANY_SESSIONS,
+                    &format!("ha-node serves at most {max} client connections (max-connections); try again later"),
+                );
+                return;
+            }
+        },
+    };
+    let _slot = slot;
+    drop(pending);
     match h.client_id {
-        CLIENT_HA => ha_conn(&node, s, id, &who),
-        CLIENT_EVENT_MGR => node.events.serve(s, who, h.proto_vsn),
+        CLIENT_EVENT_MGR => node.events.serve(s, who, h.proto_vsn, until),
         _ => {
-            let _ = s.set_read_timeout(None);
-            data_conn(&node, s, &who)
+            if read_only {
+                crate::info!(
+                    "ipc",
+                    "{who}: over max-connections ({max}); served read-only on a reserved slot"
+                );
+            }
+            data_conn(&node, s, &who, read_only)
         }
     }
 }
@@ -202,7 +361,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String) {
 /// Reads one request frame; `None` ends the connection (with a log line).
 fn read_request(s: &mut Stream, who: &str) -> Option<Term> {
     match read_frame(s, DEFAULT_MAX_FRAME) {
-        Ok(f) => match Term::decode(&f) {
+        Ok(f) => match decode_client(&f) {
             Ok(t) => Some(t),
             Err(e) => {
                 crate::warn!("ipc", "{who}: garbage frame ({e}); closing");
@@ -220,6 +379,18 @@ fn read_request(s: &mut Stream, who: &str) -> Option<Term> {
             );
             None
         }
+        Err(FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            crate::info!(
+                "ipc",
+                "{who}: idle longer than client-idle-timeout; closing"
+            );
+            None
+        }
         Err(FrameError::Io(e)) => {
             crate::warn!("ipc", "{who}: {e}; closing");
             None
@@ -231,8 +402,8 @@ fn reply(s: &mut Stream, t: &Term) -> bool {
     write_frame(s, &t.encode()).is_ok()
 }
 
-fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str) {
-    let token = match read_frame(&mut s, MAX_TOKEN) {
+fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant, pending: Pending) {
+    let token = match read_frame(&mut Deadline { s: &mut s, until }, MAX_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => {
             crate::warn!("ipc", "{who}: empty HA token; closing");
@@ -243,7 +414,9 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str) {
             return;
         }
     };
+    drop(pending);
     let _ = s.set_read_timeout(None);
+    set_write_timeout(&s, None);
     let Ok(ctl) = s.try_clone() else {
         crate::warn!("ipc", "{who}: cannot clone the socket");
         return;
@@ -274,6 +447,34 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str) {
                 continue;
             }
         };
+        if let Err(e) = check_order_ids(&req) {
+            crate::warn!("ipc", "{who}: {e}");
+            if !reply(
+                &mut s,
+                &HaReply::Error {
+                    code: CONFD_ERR_PROTOUSAGE,
+                    reason: e,
+                }
+                .to_term(),
+            ) {
+                break;
+            }
+            continue;
+        }
+        if req != HaRequest::GetStatus {
+            // An HA_INFO_SYNC subscriber may hold the order (bounded by
+            // info-sync-timeout); an order whose client went away meanwhile,
+            // or whose connection was replaced, is not executed. (An order
+            // that was not held runs even if its client closed right after
+            // sending it, as an async besecondary's client may.)
+            if node.events.wait_synced() && peer_gone(&s) {
+                crate::warn!(
+                    "ipc",
+                    "{who}: the HA control connection closed before its order {req:?} could run; not executed"
+                );
+                break;
+            }
+        }
         if let Some(r) = node.order(req) {
             if !reply(&mut s, &r.to_term()) {
                 break;
@@ -283,6 +484,36 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str) {
     node.clear_ha_conn(id);
 }
 
+/// The node ids in an HA order are valid (non-empty, bounded).
+fn check_order_ids(req: &HaRequest) -> Result<(), String> {
+    use crate::peer::check_node_id;
+    match req {
+        HaRequest::BePrimary { me } => check_node_id(me),
+        HaRequest::BeSecondary { me, primary, .. } => {
+            check_node_id(me).and_then(|_| check_node_id(&primary.id))
+        }
+        HaRequest::SecondaryDead { node } => check_node_id(node),
+        _ => Ok(()),
+    }
+}
+
+/// The peer closed (or this side shut the socket down): poll says so at once.
+fn peer_gone(s: &Stream) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = match s {
+        Stream::Tcp(t) => t.as_raw_fd(),
+        Stream::Unix(u) => u.as_raw_fd(),
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 fn store_err(e: StoreError) -> (i32, String) {
     match e {
         StoreError::BadPath(m) => (CONFD_ERR_BADPATH, format!("bad path {m}")),
@@ -290,9 +521,25 @@ fn store_err(e: StoreError) -> (i32, String) {
     }
 }
 
-fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str) {
+fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
+    // A reserved (over the limit) connection gets the hello's deadline as
+    // its idle timeout: it is there for one status request.
+    let idle = if read_only {
+        Some(HELLO_TIMEOUT)
+    } else {
+        node.cfg.client_idle_timeout
+    };
+    let _ = s.set_read_timeout(idle);
+    set_write_timeout(&s, None);
     while let Some(t) = read_request(&mut s, who) {
         let r = match DataRequest::from_term(&t) {
+            Ok(DataRequest::Commit(_)) if read_only => Err((
+                CONFD_ERR_TOO_MANY_SESSIONS,
+                format!(
+                    "this connection is over max-connections ({}) and may only read the node state, stats and txid",
+                    node.cfg.max_connections
+                ),
+            )),
             Ok(req) => data_request(node, req),
             Err(e) => {
                 crate::warn!("ipc", "{who}: {e}");

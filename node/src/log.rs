@@ -1,4 +1,9 @@
 //! Logging to stderr: one line per event, `2026-11-22T00:00:00.123Z INFO ha: ...`.
+//!
+//! Lines are bounded and inert whatever a peer sent: the message is formatted
+//! through a writer that escapes control characters (a newline in a node id
+//! becomes `\n`, so it cannot start a forged line) and stops formatting at
+//! [`MAX_LINE_BYTES`], before the rest of a huge argument is ever rendered.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -71,6 +76,58 @@ pub fn timestamp(t: SystemTime) -> String {
     )
 }
 
+/// Longest message text of one log line, in bytes (after escaping); a
+/// longer message is cut and ends in `...(cut)`.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// Formats into `out`, escaping control characters, until `left` runs out.
+struct Inert<'a> {
+    out: &'a mut String,
+    left: usize,
+    cut: bool,
+}
+
+impl std::fmt::Write for Inert<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            let start = self.out.len();
+            match c {
+                '\n' => self.out.push_str("\\n"),
+                '\r' => self.out.push_str("\\r"),
+                '\t' => self.out.push_str("\\t"),
+                c if c.is_control() => {
+                    let _ = write!(self.out, "\\u{{{:x}}}", c as u32);
+                }
+                c => self.out.push(c),
+            }
+            let n = self.out.len() - start;
+            if n > self.left {
+                self.out.truncate(start);
+                self.cut = true;
+                return Err(std::fmt::Error);
+            }
+            self.left -= n;
+        }
+        Ok(())
+    }
+}
+
+/// The message text as it goes into a log line: control characters
+/// escaped, at most [`MAX_LINE_BYTES`] bytes (then `...(cut)`).
+pub fn inert(msg: std::fmt::Arguments<'_>) -> String {
+    let mut out = String::new();
+    let mut w = Inert {
+        out: &mut out,
+        left: MAX_LINE_BYTES,
+        cut: false,
+    };
+    let _ = std::fmt::write(&mut w, msg);
+    if w.cut {
+        out.push_str("...(cut)");
+    }
+    out
+}
+
 pub fn write(l: Level, target: &str, msg: std::fmt::Arguments<'_>) {
     if !enabled(l) {
         return;
@@ -80,9 +137,51 @@ pub fn write(l: Level, target: &str, msg: std::fmt::Arguments<'_>) {
         timestamp(SystemTime::now()),
         l.name(),
         target,
-        msg
+        inert(msg)
     );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Shortest time between two lines of one throttled warning.
+pub const THROTTLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A warning that an attacker could repeat at will (a refused connection):
+/// logged at most once per [`THROTTLE_PERIOD`], with how many were not.
+#[derive(Default)]
+pub struct Throttle {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    pub fn warn(&mut self, target: &str, msg: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < THROTTLE_PERIOD)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.suppressed);
+        self.last = Some(now);
+        if more > 0 {
+            write(
+                Level::Warn,
+                target,
+                format_args!("{msg} (and {more} more like it in the last seconds)"),
+            );
+        } else {
+            write(Level::Warn, target, format_args!("{msg}"));
+        }
+    }
 }
 
 #[macro_export]
@@ -106,5 +205,30 @@ mod tests {
         assert_eq!(timestamp(t), "2026-11-22T00:00:00.123Z");
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661); // 2000-02-29 01:01:01
         assert_eq!(timestamp(t), "2000-02-29T01:01:01.000Z");
+    }
+
+    #[test]
+    fn messages_are_escaped_and_cut_before_formatting() {
+        let id = "n2\n2026-11-22T00:00:00.000Z INFO ha: this node is now PRIMARY";
+        let m = inert(format_args!("secondary {id} refused"));
+        assert!(!m.contains('\n'), "{m}");
+        assert!(m.contains("n2\\n2026"), "{m}");
+        assert_eq!(inert(format_args!("a\u{1b}[31mb")), "a\\u{1b}[31mb");
+        // A huge argument is not rendered past the limit: a Display that
+        // counts what it was asked to write shows formatting stopped.
+        struct Huge(std::cell::Cell<usize>);
+        impl std::fmt::Display for Huge {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for _ in 0..1_000_000 {
+                    self.0.set(self.0.get() + 1);
+                    f.write_str("xxxxxxxxxx")?;
+                }
+                Ok(())
+            }
+        }
+        let h = Huge(std::cell::Cell::new(0));
+        let m = inert(format_args!("{h}"));
+        assert_eq!(m.len(), MAX_LINE_BYTES + "...(cut)".len());
+        assert!(h.0.get() <= MAX_LINE_BYTES / 10 + 1, "{}", h.0.get());
     }
 }

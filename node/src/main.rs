@@ -8,6 +8,9 @@ mod log;
 mod node;
 mod peer;
 mod primary;
+// `read` is for ha-ctl.
+#[allow(dead_code)]
+mod rollback;
 mod secondary;
 mod store;
 
@@ -42,7 +45,7 @@ fn main() {
     let sigs = block_signals();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match config::parse_args(&args) {
-        Ok(Cli::Run(c)) => c,
+        Ok(Cli::Run(c)) => *c,
         Ok(Cli::Help) => {
             print!("{}", config::HELP);
             return;
@@ -61,6 +64,12 @@ fn main() {
         error!("main", "{msg}");
         std::process::exit(1);
     };
+    // Everything the node creates (data directory, store, its side files)
+    // is for this user only: 0700 directories, 0600 files.
+    // SAFETY: umask(2) has no failure mode.
+    unsafe {
+        libc::umask(0o077);
+    }
     let store = match store::Store::open(&cfg.data_dir) {
         Ok(s) => Arc::new(s),
         Err(e) => fail(format!(

@@ -20,9 +20,21 @@ use confd_ha::proto::ha::{
     STATE_SECONDARY_RELAY,
 };
 use confd_ha::value::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The reason code of a failure of this node's own store: the NOPRIMARY event a secondary
+/// sends when its store fails, and the error of a commit or an order refused for it. The
+/// primary is never blamed (CONFD_ERR_HA_CLOSED) for the local disk.
+pub const LOCAL_STORE_ERR: i32 = CONFD_ERR_OS;
+/// Exit status of `--on-store-error exit`.
+pub const STORE_ERROR_EXIT_STATUS: i32 = 3;
+/// After a store I/O error, how often the store is reopened until that works.
+pub const STORE_REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2000);
+/// The file in the data directory that remembers the highest seq ever given out, when a
+/// commit failed after its transactions were sent (so that no seq names two transactions).
+pub const SEQ_FLOOR_FILE: &str = "seq-floor";
 
 #[derive(Default)]
 pub struct Counters {
@@ -30,6 +42,8 @@ pub struct Counters {
     pub full_copies_sent: AtomicU64,
     pub commits: AtomicU64,
     pub txns_applied: AtomicU64,
+    /// Local transactions discarded by re-joins since the start (kept in rollback files).
+    pub discarded_txns: AtomicU64,
 }
 
 /// What the committer and the applier need under one lock.
@@ -43,6 +57,9 @@ pub struct CommitState {
     pub refusal: String,
     /// This node's id, for transaction ids.
     pub my_id: String,
+    /// The highest seq ever given to a transaction here (>= `last.seq`; higher after a
+    /// commit that failed): the next transaction gets the seq after it.
+    pub seq_floor: u64,
 }
 
 pub enum Role {
@@ -84,6 +101,13 @@ pub struct Node {
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
     ha_conn: Mutex<Option<(u64, Stream)>>,
     token: Mutex<Arc<Vec<u8>>>,
+    /// Set when the store failed (why, naming the local store); cleared when it reopened.
+    store_fault: Mutex<Option<String>>,
+    /// min-secondaries was met at the last check (for the log line marking a change).
+    min_met: AtomicBool,
+    /// Random id of this process, sent when joining a primary, so that the
+    /// primary can tell our re-join from another node using our node id.
+    pub instance: Vec<u8>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,10 +131,17 @@ impl Node {
         let last = store
             .last_tx()
             .map_err(|e| format!("cannot read the store's last transaction: {e}"))?;
+        let seq_floor = std::fs::read_to_string(cfg.data_dir.join(SEQ_FLOOR_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .max(last.seq);
+        let min_met = AtomicBool::new(cfg.min_secondaries == 0);
+        let sync_timeout = cfg.info_sync_timeout;
         Ok(Arc::new(Node {
             cfg,
             store,
-            events: Arc::new(Events::new()),
+            events: Arc::new(Events::with_sync_timeout(sync_timeout)),
             stats: Counters::default(),
             state: Mutex::new(HaState {
                 gen: 0,
@@ -124,10 +155,14 @@ impl Node {
                 writable: true,
                 refusal: String::new(),
                 my_id: "none".into(),
+                seq_floor,
             }),
             commit_tx: Mutex::new(None),
             ha_conn: Mutex::new(None),
             token: Mutex::new(Arc::new(Vec::new())),
+            store_fault: Mutex::new(None),
+            min_met,
+            instance: crate::peer::nonce().map_err(|e| format!("node instance id: {e}"))?,
         }))
     }
 
@@ -161,7 +196,16 @@ impl Node {
         }
     }
 
+    /// Why the local store is out of service, if it is.
+    pub fn store_fault(&self) -> Option<String> {
+        lock(&self.store_fault).clone()
+    }
+
     pub fn state_code(&self) -> i32 {
+        if self.store_fault().is_some() {
+            // The role is being left (or was): never report PRIMARY on a failed store.
+            return STATE_NONE;
+        }
         match &lock(&self.state).role {
             Role::None | Role::Joining { .. } => STATE_NONE,
             Role::Primary { .. } => STATE_PRIMARY,
@@ -177,16 +221,20 @@ impl Node {
         down: Option<Arc<Downstream>>,
         me: Option<&Value>,
     ) {
+        let fault = self.store_fault();
         let mut c = lock(&self.commit);
-        c.writable = writable;
-        c.refusal = refusal;
+        c.writable = writable && fault.is_none();
+        c.refusal = fault
+            .map(|f| format!("{f}: writes are refused"))
+            .unwrap_or(refusal);
         c.down = down;
         if let Some(me) = me {
             c.my_id = id_str(me);
         }
     }
 
-    /// Stops whatever the old role ran (listeners, peers, the upstream link).
+    /// Stops whatever the old role ran (listeners, peers, the upstream link). A secondary's
+    /// applier first makes every transaction it fully received durable.
     fn teardown(old: Role) {
         match old {
             Role::None | Role::Joining { .. } => {}
@@ -196,7 +244,194 @@ impl Node {
                     r.stop();
                 }
                 up.stop();
+                up.wait_applied();
             }
+        }
+    }
+
+    /// Before a role change on a primary or relay: stop taking new commits, then let the
+    /// transactions already sent finish on the live secondaries (at most 3 ticks), so that
+    /// stopping the downstream does not leave a sent commit unconfirmed.
+    fn quiesce(&self, why: &str) {
+        let down = match &lock(&self.state).role {
+            Role::Primary { down, .. } => Some(down.clone()),
+            Role::Secondary { relay: Some(r), .. } => Some(r.clone()),
+            _ => None,
+        };
+        let Some(d) = down else { return };
+        {
+            let mut c = lock(&self.commit);
+            c.writable = false;
+            c.refusal = format!("node is changing its HA role ({why}): writes are refused");
+        }
+        d.drain(self.cfg.ack_timeout());
+    }
+
+    /// Why this node refuses to take a role, if it does (its store failed).
+    fn refuse_role(&self, order: &str) -> Option<HaReply> {
+        self.store_fault().map(|f| {
+            crate::warn!("ha", "{order} refused: {f}");
+            err(LOCAL_STORE_ERR, format!("{order} refused: {f}"))
+        })
+    }
+
+    /// Whether min-secondaries is met now (always with 0; with N, only on a primary with at
+    /// least N connected in-sync secondaries).
+    pub fn min_secondaries_met(&self) -> bool {
+        let n = self.cfg.min_secondaries;
+        if n == 0 {
+            return true;
+        }
+        match &lock(&self.state).role {
+            Role::Primary { down, .. } => down.in_sync() >= n,
+            _ => false,
+        }
+    }
+
+    /// The set of in-sync secondaries changed: log when min-secondaries stops or starts
+    /// being met.
+    pub fn in_sync_changed(&self) {
+        let n = self.cfg.min_secondaries;
+        if n == 0 {
+            return;
+        }
+        let met = self.min_secondaries_met();
+        if self.min_met.swap(met, Ordering::SeqCst) != met {
+            if met {
+                crate::info!(
+                    "ha",
+                    "min-secondaries {n} met: {n} or more in-sync secondaries; writes are accepted"
+                );
+            } else {
+                crate::warn!(
+                    "ha",
+                    "min-secondaries {n} not met: fewer than {n} in-sync secondaries; writes are refused"
+                );
+            }
+        }
+    }
+
+    /// The store failed (`during` says doing what). Fail-stop: refuse writes and joins at
+    /// once, leave the HA role (IS_NONE on a primary; NOPRIMARY with LOCAL_STORE_ERR, then
+    /// IS_NONE, on a secondary), and reopen the store in the background until that works;
+    /// or exit if configured so. Safe to call from the committer and the applier (the role
+    /// change runs on its own thread: it may wait for them).
+    pub fn store_failed(self: &Arc<Self>, during: &str, e: &crate::store::StoreError) {
+        let reason = format!(
+            "the local store {} failed ({during}): {e}",
+            self.store.file().display()
+        );
+        {
+            let mut f = lock(&self.store_fault);
+            if f.is_some() {
+                return;
+            }
+            *f = Some(reason.clone());
+        }
+        {
+            let mut c = lock(&self.commit);
+            c.writable = false;
+            c.refusal = format!("{reason}: writes are refused");
+        }
+        crate::error!("store", "{reason}");
+        if self.cfg.exit_on_store_error {
+            crate::error!(
+                "store",
+                "exiting with status {STORE_ERROR_EXIT_STATUS} (on-store-error exit)"
+            );
+            std::process::exit(STORE_ERROR_EXIT_STATUS);
+        }
+        self.store.close();
+        let node = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("store-fault".into())
+            .spawn(move || node.store_fault_thread(reason));
+        if let Err(e) = spawned {
+            crate::error!("store", "cannot start the store-fault thread: {e}; exiting");
+            std::process::exit(STORE_ERROR_EXIT_STATUS);
+        }
+    }
+
+    fn store_fault_thread(self: Arc<Self>, reason: String) {
+        {
+            let _o = lock(&self.order);
+            let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
+            let what = match &old {
+                Role::Primary { .. } => Some(false),
+                Role::Secondary { .. } => Some(true),
+                _ => None,
+            };
+            Self::teardown(old);
+            self.set_commit(false, String::new(), None, None);
+            match what {
+                Some(true) => {
+                    crate::warn!(
+                        "ha",
+                        "leaving the secondary role: {reason}; this node is now NONE"
+                    );
+                    self.events.emit(HaEvent::NoPrimary {
+                        reason: LOCAL_STORE_ERR,
+                    });
+                    self.events.emit(HaEvent::IsNone);
+                }
+                Some(false) => {
+                    crate::warn!(
+                        "ha",
+                        "leaving the primary role: {reason}; this node is now NONE"
+                    );
+                    self.events.emit(HaEvent::IsNone);
+                }
+                None => {}
+            }
+        }
+        let mut tries = 0u64;
+        loop {
+            std::thread::sleep(STORE_REOPEN_INTERVAL);
+            tries += 1;
+            match self.store.reopen() {
+                Ok(last) => {
+                    let _o = lock(&self.order);
+                    *lock(&self.store_fault) = None;
+                    let none = matches!(lock(&self.state).role, Role::None);
+                    {
+                        let mut c = lock(&self.commit);
+                        c.seq_floor = c.seq_floor.max(last.seq);
+                        c.last = last.clone();
+                        if none {
+                            c.writable = true;
+                            c.refusal.clear();
+                        }
+                    }
+                    crate::info!(
+                        "store",
+                        "store {} reopened after the failure (last transaction {} '{}'); \
+                         the node is in NONE and takes orders again",
+                        self.store.file().display(),
+                        last.seq,
+                        last.txid
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if tries == 1 || tries.is_multiple_of(30) {
+                        crate::warn!("store", "reopening the store failed (try {tries}): {e}");
+                    }
+                    self.store.close();
+                }
+            }
+        }
+    }
+
+    /// Remembers (best effort, durably) that seqs up to `seq` were given out.
+    pub fn save_seq_floor(&self, seq: u64) {
+        let path = self.cfg.data_dir.join(SEQ_FLOOR_FILE);
+        let r = std::fs::File::create(&path).and_then(|mut f| {
+            use std::io::Write;
+            writeln!(f, "{seq}")?;
+            f.sync_all()
+        });
+        if let Err(e) = r {
+            crate::warn!("store", "cannot write {}: {e}", path.display());
         }
     }
 
@@ -208,6 +443,16 @@ impl Node {
         let _o = lock(&self.order);
         self.events.wait_synced();
         crate::debug!("ha", "order {req:?}");
+        match &req {
+            HaRequest::BeNone => self.quiesce("benone"),
+            HaRequest::BeSecondary { .. } => self.quiesce("besecondary"),
+            HaRequest::BePrimary { .. }
+                if !matches!(lock(&self.state).role, Role::Primary { .. }) =>
+            {
+                self.quiesce("beprimary")
+            }
+            _ => {}
+        }
         Some(match req {
             HaRequest::GetStatus => self.get_status(),
             HaRequest::BePrimary { me } => self.beprimary(me),
@@ -223,9 +468,18 @@ impl Node {
     }
 
     fn get_status(&self) -> HaReply {
+        if self.store_fault().is_some() {
+            return HaReply::Status {
+                state: STATE_NONE,
+                nodes: vec![],
+            };
+        }
         let st = lock(&self.state);
         let (state, nodes) = match &st.role {
-            Role::None | Role::Joining { .. } => (STATE_NONE, vec![]),
+            Role::None => (STATE_NONE, vec![]),
+            // As ConfD: right after besecondary the node is SECONDARY of the
+            // primary it was ordered to join (an async join still running).
+            Role::Joining { primary, .. } => (STATE_SECONDARY, vec![primary.clone()]),
             Role::Primary { down, .. } => (STATE_PRIMARY, down.nodes()),
             Role::Secondary {
                 primary,
@@ -246,6 +500,9 @@ impl Node {
     }
 
     fn beprimary(self: &Arc<Self>, me: Value) -> HaReply {
+        if let Some(r) = self.refuse_role("beprimary") {
+            return r;
+        }
         {
             let mut st = lock(&self.state);
             match &mut st.role {
@@ -295,6 +552,7 @@ impl Node {
             lock(&self.commit).last.seq
         );
         self.events.emit(HaEvent::IsPrimary);
+        self.in_sync_changed();
         HaReply::Ok
     }
 
@@ -311,8 +569,11 @@ impl Node {
         let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
         self.set_commit(true, String::new(), None, None);
+        // Transactions committed in NONE are named for no HA role (as at start).
+        lock(&self.commit).my_id = "none".into();
         crate::info!("ha", "this node is now NONE (benone)");
         self.events.emit(HaEvent::IsNone);
+        self.in_sync_changed();
         HaReply::Ok
     }
 
@@ -349,8 +610,11 @@ impl Node {
         };
         let mut st = lock(&self.state);
         match &mut st.role {
-            Role::Secondary { relay, primary, .. } => {
+            Role::Secondary {
+                relay, primary, up, ..
+            } => {
                 *relay = Some(down.clone());
+                down.set_upstream(up.clone());
                 let reason = relay_refusal(primary);
                 lock(&self.commit).down = Some(down);
                 lock(&self.commit).refusal = reason;
@@ -366,6 +630,15 @@ impl Node {
     }
 
     fn besecondary(self: &Arc<Self>, me: Value, primary: HaNode, wait: bool) -> Option<HaReply> {
+        if let Some(r) = self.refuse_role("besecondary") {
+            if wait {
+                return Some(r);
+            }
+            self.events.emit(HaEvent::BeSecondaryResult {
+                result: LOCAL_STORE_ERR,
+            });
+            return None;
+        }
         // Already a secondary of that primary: a relay drops its subs, else nothing to do.
         {
             let mut st = lock(&self.state);
@@ -401,6 +674,7 @@ impl Node {
             },
         );
         Self::teardown(old);
+        self.in_sync_changed();
         self.set_commit(
             false,
             format!(
@@ -546,6 +820,8 @@ impl Node {
         let c = lock(&self.commit);
         let (seq, writable) = (c.last.seq, c.writable);
         drop(c);
+        let store_failed = self.store_fault().is_some();
+        let min_met = self.min_secondaries_met();
         let (peers, state) = {
             let st = lock(&self.state);
             let peers = match &st.role {
@@ -565,8 +841,19 @@ impl Node {
             ("seq", seq as i64),
             ("secondaries", peers as i64),
             ("state", self.state_code().into()),
-            ("writable", i64::from(writable)),
+            (
+                "writable",
+                i64::from(writable && !store_failed && (min_met || self.cfg.min_secondaries == 0)),
+            ),
             ("generation", state as i64),
+            ("min_secondaries", self.cfg.min_secondaries as i64),
+            ("min_secondaries_met", i64::from(min_met)),
+            ("store_failed", i64::from(store_failed)),
+            ("discarded_txns", n(&s.discarded_txns)),
+            (
+                "rollback_files",
+                crate::rollback::list(&self.cfg.data_dir).len() as i64,
+            ),
         ]
     }
 
@@ -606,8 +893,10 @@ impl Node {
         }
     }
 
-    /// Stops everything that listens or talks to peers (at shutdown).
+    /// Stops everything that listens or talks to peers (at shutdown), after letting the
+    /// commits already sent finish.
     pub fn stop(&self) {
+        self.quiesce("shutdown");
         let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
     }

@@ -4,6 +4,7 @@
 
 use crate::store::StoreOp;
 use confd_ha::proto::frame::write_frame;
+use confd_ha::proto::ha::HaNode;
 use confd_ha::proto::term::Term;
 use confd_ha::value::Value;
 use hmac::{Hmac, Mac};
@@ -15,10 +16,45 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Version of the node-to-node protocol.
-pub const HA_PROTO_VSN: i64 = 1;
-/// Largest node-to-node frame (a transaction of one 16 MiB value, plus framing).
+/// Highest version of the node-to-node protocol this node speaks. Version 2
+/// added the node instance in `ha_auth` and the `sub_secondaries` report.
+pub const HA_PROTO_VSN: i64 = 2;
+/// Lowest version still spoken (a peer of an older ha-node release).
+pub const HA_PROTO_VSN_MIN: i64 = 1;
+/// At most this many nodes in one `sub_secondaries` report (a longer list is
+/// a protocol error).
+pub const MAX_REPORTED_SUBS: usize = 4096;
+/// Largest node-to-node frame (a transaction of one 16 MiB value, plus framing),
+/// once the peer has proven the token.
 pub const MAX_PEER_FRAME: usize = 40 * 1024 * 1024;
+/// Largest frame before the peer has proven the token: the handshake's
+/// messages (hello, challenge, auth, reject, welcome) are a few hundred bytes.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;
+/// Length of a proof (HMAC-SHA-256).
+pub const MAC_LEN: usize = 32;
+/// Longest node id, in bytes of its text form (ConfD's C struct holds 128).
+pub const MAX_NODE_ID_BYTES: usize = 128;
+
+/// Checks a node id: non-empty text of at most MAX_NODE_ID_BYTES bytes.
+pub fn check_node_id(v: &Value) -> Result<(), String> {
+    let n = id_len(v);
+    if n == 0 {
+        return Err("node id is empty".into());
+    }
+    if n > MAX_NODE_ID_BYTES {
+        return Err(format!(
+            "node id of {n} bytes is longer than {MAX_NODE_ID_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+fn id_len(v: &Value) -> usize {
+    match v {
+        Value::Buf(b) => b.len(),
+        v => v.to_string().len(),
+    }
+}
 /// Target size of one full-copy chunk, so that ticks interleave.
 pub const COPY_CHUNK_BYTES: usize = 512 * 1024;
 pub const NONCE_LEN: usize = 32;
@@ -41,15 +77,25 @@ pub enum PeerMsg {
         expected_primary: Value,
         seq: u64,
         txid: String,
+        /// Version 2 on: the joining node process's random instance id and
+        /// the number of the join attempt in that process (it grows), so a
+        /// primary can tell a newer re-join of the same node from its older
+        /// links and from a second node using the same node id.
+        instance: Option<(Vec<u8>, u64)>,
     },
     Reject {
         code: i32,
         reason: String,
     },
+    /// `history`: with a copy, the (seq, txid) the primary holds at the secondary's latest
+    /// seqs (from its transaction log), so that the secondary can tell which of its own
+    /// transactions the copy discards. Sent as `{ha_welcome, Copy, Seq, TxId}` when empty,
+    /// else `{ha_welcome, Copy, Seq, TxId, [{Seq, TxId}]}`.
     Welcome {
         copy: bool,
         seq: u64,
         txid: String,
+        history: Vec<(u64, String)>,
     },
     CopyChunk(Vec<(String, Vec<u8>)>),
     CopyDone {
@@ -63,6 +109,17 @@ pub enum PeerMsg {
     },
     Ack(u64),
     Tick,
+    /// Version 2 on, secondary to primary: every node now behind this relay
+    /// (its sub-secondaries and theirs), each with the address its connection
+    /// came from. Sent whenever the set changes; replaces the previous report.
+    SubSecondaries(Vec<HaNode>),
+}
+
+/// The version a primary speaks with a secondary that offered `theirs`:
+/// the lower of the two, or None if that is below what we still speak.
+pub fn negotiate(theirs: i64) -> Option<i64> {
+    let v = theirs.min(HA_PROTO_VSN);
+    (v >= HA_PROTO_VSN_MIN).then_some(v)
 }
 
 fn a(s: &str) -> Term {
@@ -122,23 +179,47 @@ impl PeerMsg {
                 expected_primary,
                 seq,
                 txid,
-            } => Term::Tuple(vec![
-                a("ha_auth"),
-                Term::binary(mac),
-                my_id.to_term(),
-                expected_primary.to_term(),
-                u(*seq),
-                Term::binary(txid),
-            ]),
+                instance,
+            } => {
+                let mut t = vec![
+                    a("ha_auth"),
+                    Term::binary(mac),
+                    my_id.to_term(),
+                    expected_primary.to_term(),
+                    u(*seq),
+                    Term::binary(txid),
+                ];
+                if let Some((i, attempt)) = instance {
+                    t.push(Term::binary(i));
+                    t.push(u(*attempt));
+                }
+                Term::Tuple(t)
+            }
             PeerMsg::Reject { code, reason } => {
                 Term::Tuple(vec![a("ha_reject"), Term::int(*code), Term::binary(reason)])
             }
-            PeerMsg::Welcome { copy, seq, txid } => Term::Tuple(vec![
-                a("ha_welcome"),
-                a(if *copy { "copy" } else { "nocopy" }),
-                u(*seq),
-                Term::binary(txid),
-            ]),
+            PeerMsg::Welcome {
+                copy,
+                seq,
+                txid,
+                history,
+            } => {
+                let mut e = vec![
+                    a("ha_welcome"),
+                    a(if *copy { "copy" } else { "nocopy" }),
+                    u(*seq),
+                    Term::binary(txid),
+                ];
+                if !history.is_empty() {
+                    e.push(Term::List(
+                        history
+                            .iter()
+                            .map(|(s, t)| Term::Tuple(vec![u(*s), Term::binary(t)]))
+                            .collect(),
+                    ));
+                }
+                Term::Tuple(e)
+            }
             PeerMsg::CopyChunk(c) => chunk_term(c),
             PeerMsg::CopyDone { seq, txid } => {
                 Term::Tuple(vec![a("copy_done"), u(*seq), Term::binary(txid)])
@@ -146,6 +227,10 @@ impl PeerMsg {
             PeerMsg::Txn { seq, txid, ops } => txn_term(*seq, txid, ops),
             PeerMsg::Ack(s) => Term::Tuple(vec![a("ack"), u(*s)]),
             PeerMsg::Tick => a("tick"),
+            PeerMsg::SubSecondaries(nodes) => Term::Tuple(vec![
+                a("sub_secondaries"),
+                Term::List(nodes.iter().map(HaNode::to_term).collect()),
+            ]),
         }
     }
 
@@ -153,8 +238,14 @@ impl PeerMsg {
         self.to_term().encode()
     }
 
+    /// Decodes a frame: never a compressed term (no node sends one), within
+    /// the decoder's memory budget for the frame's size.
     pub fn decode(bytes: &[u8]) -> Result<PeerMsg, String> {
-        let t = Term::decode(bytes).map_err(|e| format!("undecodable frame: {e}"))?;
+        let t = Term::decode_with(
+            bytes,
+            confd_ha::proto::term::DecodeLimits::for_input(bytes.len(), false),
+        )
+        .map_err(|e| format!("undecodable frame: {e}"))?;
         PeerMsg::from_term(&t)
     }
 
@@ -177,23 +268,38 @@ impl PeerMsg {
                 .and_then(|i| u64::try_from(i).ok())
                 .ok_or_else(bad)
         };
-        let val = |x: &Term| Value::from_term(x).map_err(|e| e.to_string());
+        let val = |x: &Term| {
+            let v = Value::from_term(x).map_err(|e| e.to_string())?;
+            check_node_id(&v)?;
+            Ok::<Value, String>(v)
+        };
+        let exact = |x: &Term, n: usize, what: &str| {
+            let b = bin(x)?;
+            if b.len() != n {
+                return Err(format!("{what} of {} bytes, not {n}", b.len()));
+            }
+            Ok(b)
+        };
         Ok(match (name, e.len()) {
             ("ha_hello", 3) => PeerMsg::Hello {
                 vsn: e[1].as_i64().ok_or_else(bad)?,
-                nonce: bin(&e[2])?,
+                nonce: exact(&e[2], NONCE_LEN, "nonce")?,
             },
             ("ha_challenge", 4) => PeerMsg::Challenge {
                 vsn: e[1].as_i64().ok_or_else(bad)?,
-                nonce: bin(&e[2])?,
-                mac: bin(&e[3])?,
+                nonce: exact(&e[2], NONCE_LEN, "nonce")?,
+                mac: exact(&e[3], MAC_LEN, "proof")?,
             },
-            ("ha_auth", 6) => PeerMsg::Auth {
-                mac: bin(&e[1])?,
+            ("ha_auth", 6 | 8) => PeerMsg::Auth {
+                mac: exact(&e[1], MAC_LEN, "proof")?,
                 my_id: val(&e[2])?,
                 expected_primary: val(&e[3])?,
                 seq: seq(&e[4])?,
                 txid: text(&e[5])?,
+                instance: match (e.get(6), e.get(7)) {
+                    (Some(i), Some(n)) => Some((bin(i)?, seq(n)?)),
+                    _ => None,
+                },
             },
             ("ha_reject", 3) => PeerMsg::Reject {
                 code: e[1]
@@ -202,7 +308,7 @@ impl PeerMsg {
                     .ok_or_else(bad)?,
                 reason: String::from_utf8_lossy(&bin(&e[2])?).into_owned(),
             },
-            ("ha_welcome", 4) => PeerMsg::Welcome {
+            ("ha_welcome", 4 | 5) => PeerMsg::Welcome {
                 copy: match e[1].as_atom() {
                     Some("copy") => true,
                     Some("nocopy") => false,
@@ -210,6 +316,20 @@ impl PeerMsg {
                 },
                 seq: seq(&e[2])?,
                 txid: text(&e[3])?,
+                history: match e.get(4) {
+                    None => Vec::new(),
+                    Some(h) => {
+                        let items = h.as_list().ok_or_else(bad)?;
+                        let mut out = Vec::with_capacity(items.len());
+                        for it in items {
+                            match it.as_tuple() {
+                                Some([s, t]) => out.push((seq(s)?, text(t)?)),
+                                _ => return Err(bad()),
+                            }
+                        }
+                        out
+                    }
+                },
             },
             ("copy_chunk", 2) => {
                 let items = e[1].as_list().ok_or_else(bad)?;
@@ -247,6 +367,24 @@ impl PeerMsg {
                 }
             }
             ("ack", 2) => PeerMsg::Ack(seq(&e[1])?),
+            ("sub_secondaries", 2) => {
+                let items = e[1].as_list().ok_or_else(bad)?;
+                if items.len() > MAX_REPORTED_SUBS {
+                    return Err(format!(
+                        "sub_secondaries report of {} nodes exceeds the limit of {MAX_REPORTED_SUBS}",
+                        items.len()
+                    ));
+                }
+                let nodes = items
+                    .iter()
+                    .map(|n| {
+                        let h = HaNode::from_term(n).ok_or_else(bad)?;
+                        check_node_id(&h.id)?;
+                        Ok(h)
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                PeerMsg::SubSecondaries(nodes)
+            }
             _ => return Err(bad()),
         })
     }
@@ -301,7 +439,8 @@ pub fn nonce() -> io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub enum ReadErr {
     Closed,
-    TooLarge(usize),
+    /// A frame's length and the limit it passed.
+    TooLarge(usize, usize),
     Io(io::Error),
 }
 
@@ -309,11 +448,8 @@ impl std::fmt::Display for ReadErr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadErr::Closed => write!(f, "connection closed by peer"),
-            ReadErr::TooLarge(n) => {
-                write!(
-                    f,
-                    "frame of {n} bytes exceeds the {MAX_PEER_FRAME}-byte limit"
-                )
+            ReadErr::TooLarge(n, max) => {
+                write!(f, "frame of {n} bytes exceeds the {max}-byte limit")
             }
             ReadErr::Io(e) => write!(f, "{e}"),
         }
@@ -322,9 +458,12 @@ impl std::fmt::Display for ReadErr {
 
 /// Reassembles frames across read timeouts: `poll` returns `Ok(None)` when the
 /// read timed out before a whole frame arrived, keeping the partial bytes.
+/// Frames are limited to MAX_HANDSHAKE_FRAME until `authenticated` is called
+/// (the peer proved the token), then to MAX_PEER_FRAME.
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
+    max: usize,
 }
 
 impl Default for FrameReader {
@@ -336,9 +475,15 @@ impl Default for FrameReader {
 impl FrameReader {
     pub fn new() -> Self {
         FrameReader {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::new(),
             start: 0,
+            max: MAX_HANDSHAKE_FRAME,
         }
+    }
+
+    /// The peer proved the token: accept frames up to MAX_PEER_FRAME.
+    pub fn authenticated(&mut self) {
+        self.max = MAX_PEER_FRAME;
     }
 
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, ReadErr> {
@@ -347,8 +492,8 @@ impl FrameReader {
             return Ok(None);
         }
         let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        if len > MAX_PEER_FRAME {
-            return Err(ReadErr::TooLarge(len));
+        if len > self.max {
+            return Err(ReadErr::TooLarge(len, self.max));
         }
         if avail.len() < 4 + len {
             return Ok(None);
@@ -362,32 +507,47 @@ impl FrameReader {
         Ok(Some(f))
     }
 
-    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+    /// One read into the buffer: `Ok(false)` when it timed out.
+    fn fill<R: Read>(&mut self, r: &mut R) -> Result<bool, ReadErr> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // The buffer holds at most one frame (within the limit) plus one read.
+        let mut tmp = [0u8; 64 * 1024];
         loop {
-            if let Some(f) = self.take_frame()? {
-                return Ok(Some(f));
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let mut tmp = [0u8; 64 * 1024];
             match r.read(&mut tmp) {
                 Ok(0) => return Err(ReadErr::Closed),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::TimedOut =>
                 {
-                    return Ok(None)
+                    return Ok(false)
                 }
                 Err(e) => return Err(ReadErr::Io(e)),
             }
         }
     }
 
-    /// Waits for one frame until `deadline`; `Ok(None)` on timeout.
+    pub fn poll<R: Read>(&mut self, r: &mut R) -> Result<Option<Vec<u8>>, ReadErr> {
+        loop {
+            if let Some(f) = self.take_frame()? {
+                return Ok(Some(f));
+            }
+            if !self.fill(r)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits for one frame until `deadline`; `Ok(None)` on timeout. The
+    /// deadline holds for the whole frame: a peer sending a byte at a time
+    /// does not extend it.
     pub fn read_until(
         &mut self,
         s: &TcpStream,
@@ -404,9 +564,7 @@ impl FrameReader {
             let wait = (deadline - now).max(Duration::from_millis(1));
             s.set_read_timeout(Some(wait)).map_err(ReadErr::Io)?;
             let mut r = s;
-            if let Some(f) = self.poll(&mut r)? {
-                return Ok(Some(f));
-            }
+            self.fill(&mut r)?;
         }
     }
 }
@@ -501,6 +659,15 @@ mod tests {
                 expected_primary: Value::Buf(b"n1".to_vec()),
                 seq: 7,
                 txid: "n1-7-1".into(),
+                instance: None,
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(b"n2".to_vec()),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+                instance: Some((vec![5; 32], 9)),
             },
             PeerMsg::Reject {
                 code: 28,
@@ -510,6 +677,13 @@ mod tests {
                 copy: true,
                 seq: 3,
                 txid: "x".into(),
+                history: vec![],
+            },
+            PeerMsg::Welcome {
+                copy: true,
+                seq: 3,
+                txid: "x".into(),
+                history: vec![(2, "a".into()), (3, "b".into())],
             },
             PeerMsg::CopyChunk(vec![("/a".into(), vec![1, 2]), ("/b".into(), vec![])]),
             PeerMsg::CopyDone {
@@ -526,11 +700,52 @@ mod tests {
             },
             PeerMsg::Ack(5),
             PeerMsg::Tick,
+            PeerMsg::SubSecondaries(vec![]),
+            PeerMsg::SubSecondaries(vec![
+                HaNode {
+                    id: Value::Buf(b"n3".to_vec()),
+                    addr: confd_ha::proto::ha::NodeAddr::V4("127.0.0.4".parse().unwrap()),
+                },
+                HaNode {
+                    id: Value::Int32(4),
+                    addr: confd_ha::proto::ha::NodeAddr::V6("::1".parse().unwrap()),
+                },
+            ]),
         ];
         for m in msgs {
             assert_eq!(PeerMsg::decode(&m.encode()).unwrap(), m);
         }
         assert!(PeerMsg::decode(b"garbage").is_err());
+        // Nonces and proofs of the wrong length, empty or huge node ids.
+        for bad in [
+            PeerMsg::Hello {
+                vsn: 1,
+                nonce: vec![1; 31],
+            },
+            PeerMsg::Challenge {
+                vsn: 1,
+                nonce: vec![2; 32],
+                mac: vec![3; 33],
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(vec![]),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+                instance: None,
+            },
+            PeerMsg::Auth {
+                mac: vec![4; 32],
+                my_id: Value::Buf(vec![b'x'; MAX_NODE_ID_BYTES + 1]),
+                expected_primary: Value::Buf(b"n1".to_vec()),
+                seq: 7,
+                txid: "n1-7-1".into(),
+                instance: None,
+            },
+        ] {
+            assert!(PeerMsg::decode(&bad.encode()).is_err(), "{bad:?}");
+        }
         assert!(PeerMsg::from_term(&Term::Tuple(vec![a("ack"), Term::int(-1)])).is_err());
         assert!(PeerMsg::from_term(&Term::Tuple(vec![
             a("txn"),
@@ -539,6 +754,28 @@ mod tests {
             Term::List(vec![a("x")])
         ]))
         .is_err());
+    }
+
+    #[test]
+    fn version_negotiation_takes_the_lower_supported_version() {
+        assert_eq!(negotiate(1), Some(1));
+        assert_eq!(negotiate(HA_PROTO_VSN), Some(HA_PROTO_VSN));
+        assert_eq!(negotiate(HA_PROTO_VSN + 7), Some(HA_PROTO_VSN));
+        assert_eq!(negotiate(0), None);
+        assert_eq!(negotiate(-3), None);
+    }
+
+    #[test]
+    fn sub_secondaries_report_is_bounded() {
+        let node = HaNode {
+            id: Value::Buf(b"x".to_vec()),
+            addr: confd_ha::proto::ha::NodeAddr::V4("127.0.0.9".parse().unwrap()),
+        };
+        let big = PeerMsg::SubSecondaries(vec![node; MAX_REPORTED_SUBS + 1]);
+        let e = PeerMsg::decode(&big.encode()).unwrap_err();
+        assert!(e.contains("exceeds the limit"), "{e}");
+        let bad = Term::Tuple(vec![a("sub_secondaries"), Term::List(vec![a("x")])]);
+        assert!(PeerMsg::from_term(&bad).is_err());
     }
 
     #[test]
@@ -589,7 +826,20 @@ mod tests {
         let mut big = &[0xffu8, 0xff, 0xff, 0xff][..];
         assert!(matches!(
             FrameReader::new().poll(&mut big),
-            Err(ReadErr::TooLarge(_))
+            Err(ReadErr::TooLarge(_, MAX_HANDSHAKE_FRAME))
         ));
+        // Before authentication a 4 KiB + 1 frame is too large; after, not.
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &vec![0u8; MAX_HANDSHAKE_FRAME + 1]).unwrap();
+        assert!(matches!(
+            FrameReader::new().poll(&mut &wire[..]),
+            Err(ReadErr::TooLarge(_, MAX_HANDSHAKE_FRAME))
+        ));
+        let mut fr = FrameReader::new();
+        fr.authenticated();
+        assert_eq!(
+            fr.poll(&mut &wire[..]).unwrap().unwrap().len(),
+            MAX_HANDSHAKE_FRAME + 1
+        );
     }
 }

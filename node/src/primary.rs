@@ -4,9 +4,10 @@
 
 use crate::node::{id_str, lock, node_addr, Node};
 use crate::peer::{
-    chunk_term, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr,
-    WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN,
+    chunk_term, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
+    ReadErr, WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
+use crate::secondary::Upstream;
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
@@ -24,6 +25,27 @@ pub const MAX_SECONDARIES: usize = 255;
 const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 /// A full copy keeps at most this many bytes queued for the writer.
 const COPY_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// A joining secondary that needs a copy is told the txids we hold at its latest this many
+/// seqs, so that it can name the transactions the copy discards (its rollback file).
+pub const ROLLBACK_WINDOW_TXNS: u64 = 1000;
+/// A waiting thread that wakes this much later than it asked was not running (SIGSTOP, a
+/// paused VM, a machine under heavy load): the time it lost does not count against a peer's
+/// tick or ack deadline, so a node that was frozen never declares its peers dead for its own
+/// silence (and never acknowledges a commit because of that).
+pub const STALL_SLACK: Duration = Duration::from_millis(500);
+/// Slice of the waits that watch for such stalls.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// What the secondaries said about a commit (see [`Downstream::wait_acks`]).
+#[derive(Default, Debug)]
+pub struct Acks {
+    /// Secondaries that acknowledged it as durable.
+    pub confirmed: usize,
+    /// Secondaries that neither acknowledged it nor were declared dead (3 ticks without a
+    /// tick or an ack, or `secondary_dead`): each "who: why". The commit's outcome is then
+    /// unknown and it must not be reported as a success.
+    pub lost: Vec<String>,
+}
 
 pub struct Peer {
     pub id: Value,
@@ -34,13 +56,30 @@ pub struct Peer {
     out: Mutex<PeerOut>,
     /// Highest seq the secondary acknowledged as durable.
     pub acked: AtomicU64,
+    /// Highest seq queued for it (an ack beyond this is a protocol error).
+    pub sent_seq: AtomicU64,
     /// It holds our data (no copy, or its copy was acknowledged).
     pub initialized: AtomicBool,
     init_seq: u64,
     dead: AtomicBool,
+    /// Declared dead (no ticks or acks for 3 ticks, or `secondary_dead`): a commit that it
+    /// did not acknowledge may still succeed. Any other loss leaves the commit unconfirmed.
+    declared: AtomicBool,
     kill_reason: Mutex<Option<String>>,
     stream: TcpStream,
     pub last_rx: Mutex<Instant>,
+    /// The node process's instance id and join attempt (protocol version 2 on).
+    instance: Option<(Vec<u8>, u64)>,
+    /// The nodes behind this peer when it is a relay, as it last reported them.
+    subs: Mutex<Vec<HaNode>>,
+    /// Dropped by a `secondary_dead` order: no SECONDARY_DIED for the peer itself.
+    quiet: AtomicBool,
+    /// Its SECONDARY_DIED events were emitted (held while emitting them, so
+    /// that they come before anything emitted by whoever waits for this lock).
+    died: Mutex<bool>,
+    /// The latest unprocessed report of the nodes behind it, and whether a
+    /// worker is processing reports.
+    report: Mutex<(Option<Vec<HaNode>>, bool)>,
 }
 
 struct PeerOut {
@@ -82,6 +121,12 @@ impl Peer {
         self.dead.load(Ordering::SeqCst) || self.wstate.dead.load(Ordering::SeqCst)
     }
 
+    /// Declares the peer dead (it stopped ticking or acking) and cuts it off.
+    pub fn declare_dead(&self, why: &str) {
+        self.declared.store(true, Ordering::SeqCst);
+        self.kill(why);
+    }
+
     /// Cuts the connection; its reader thread then drops the peer with `why`.
     pub fn kill(&self, why: &str) {
         let mut r = lock(&self.kill_reason);
@@ -109,6 +154,12 @@ pub struct Downstream {
     ack_mx: Mutex<()>,
     ack_cv: Condvar,
     stopped: AtomicBool,
+    /// The last seq queued to the peers.
+    sent_seq: AtomicU64,
+    /// A relay's link to its own primary, to report the nodes behind it.
+    upstream: Mutex<Option<Arc<Upstream>>>,
+    /// Serialises those reports so that the last one sent is the current set.
+    report_mx: Mutex<()>,
 }
 
 impl Downstream {
@@ -134,6 +185,9 @@ impl Downstream {
             ack_mx: Mutex::new(()),
             ack_cv: Condvar::new(),
             stopped: AtomicBool::new(false),
+            sent_seq: AtomicU64::new(0),
+            upstream: Mutex::new(None),
+            report_mx: Mutex::new(()),
         });
         for (l, a) in clones.into_iter().zip(addrs) {
             let d2 = d.clone();
@@ -176,15 +230,94 @@ impl Downstream {
         let peers: Vec<_> = lock(&self.peers).drain(..).collect();
         for p in peers {
             p.dead.store(true, Ordering::SeqCst);
-            p.kill("this node stopped serving secondaries");
+            p.kill("this node stopped serving secondaries (role change)");
             let _ = p.tx.send(Out::Stop);
         }
         let _g = lock(&self.ack_mx);
         self.ack_cv.notify_all();
+        drop(_g);
+        // A relay that stops serving (and stays a secondary) has nobody behind it now.
+        self.report_upstream();
     }
 
+    /// A relay: from now on, reports the nodes behind it over `up`.
+    pub fn set_upstream(&self, up: Arc<Upstream>) {
+        *lock(&self.upstream) = Some(up);
+        self.report_upstream();
+    }
+
+    /// Every node behind this one: each peer followed by the nodes behind it
+    /// (ConfD lists the secondaries of relays in the primary's status).
     pub fn nodes(&self) -> Vec<HaNode> {
-        lock(&self.peers).iter().map(|p| p.node()).collect()
+        let mut out = Vec::new();
+        for p in lock(&self.peers).iter() {
+            out.push(p.node());
+            out.extend(lock(&p.subs).iter().cloned());
+        }
+        out
+    }
+
+    /// A relay tells its primary the nodes now behind it (nothing once stopped).
+    fn report_upstream(&self) {
+        if !self.relay {
+            return;
+        }
+        let _g = lock(&self.report_mx);
+        let nodes = if self.stopped.load(Ordering::SeqCst) {
+            Vec::new()
+        } else {
+            self.nodes()
+        };
+        if let Some(up) = lock(&self.upstream).clone() {
+            up.report_subs(nodes);
+        }
+    }
+
+    /// A peer reported the nodes behind it: the cluster primary announces
+    /// the ones that arrived and left; a relay passes the change upstream.
+    fn set_subs(&self, peer: &Arc<Peer>, mut nodes: Vec<HaNode>) {
+        // Held across the change and its events, so that a concurrent drop
+        // of the peer does not announce a stale set.
+        let died = lock(&peer.died);
+        if *died || peer.is_dead() {
+            return;
+        }
+        nodes.truncate(crate::peer::MAX_REPORTED_SUBS);
+        let old = std::mem::replace(&mut *lock(&peer.subs), nodes.clone());
+        if self.relay {
+            drop(died);
+            self.report_upstream();
+            return;
+        }
+        for n in old.iter().filter(|n| !nodes.contains(n)) {
+            self.node.events.emit(HaEvent::SecondaryDied(n.clone()));
+        }
+        for n in nodes.iter().filter(|n| !old.contains(n)) {
+            self.node.events.emit(HaEvent::SecondaryArrived(n.clone()));
+        }
+    }
+
+    /// SECONDARY_DIED for a dropped peer (unless a `secondary_dead` order
+    /// dropped it, as ConfD does) and for every node that was behind it;
+    /// a relay reports its new set upstream instead.
+    fn announce_death(&self, p: &Arc<Peer>) {
+        let mut died = lock(&p.died);
+        if *died {
+            return;
+        }
+        *died = true;
+        let subs = std::mem::take(&mut *lock(&p.subs));
+        if self.relay {
+            drop(died);
+            self.report_upstream();
+            return;
+        }
+        if !p.quiet.load(Ordering::SeqCst) {
+            self.node.events.emit(HaEvent::SecondaryDied(p.node()));
+        }
+        for n in subs {
+            self.node.events.emit(HaEvent::SecondaryDied(n));
+        }
     }
 
     pub fn peer_states(&self) -> Vec<confd_ha::proto::data::PeerState> {
@@ -201,6 +334,45 @@ impl Downstream {
         lock(&self.peers).len()
     }
 
+    /// Live secondaries that hold our data (counted for min-secondaries).
+    pub fn in_sync(&self) -> usize {
+        self.initialized_peers().len()
+    }
+
+    /// Before a role change: waits (at most `timeout`) until every live peer acknowledged
+    /// the last transaction sent to it or was dropped, so that commits already sent finish
+    /// before the downstream is stopped. Nobody is cut off here.
+    pub fn drain(&self, timeout: Duration) {
+        let seq = self.sent_seq.load(Ordering::SeqCst);
+        let peers = self.initialized_peers();
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.ack_mx);
+        loop {
+            let pending = peers
+                .iter()
+                .filter(|p| !p.is_dead() && p.acked.load(Ordering::SeqCst) < seq)
+                .count();
+            let now = Instant::now();
+            if pending == 0 || now >= deadline {
+                if pending > 0 {
+                    crate::warn!(
+                        "ha",
+                        "{pending} {}(s) did not acknowledge transaction {seq} within {} ms \
+                         before the role change",
+                        self.what(),
+                        timeout.as_millis()
+                    );
+                }
+                return;
+            }
+            g = self
+                .ack_cv
+                .wait_timeout(g, (deadline - now).min(WAIT_SLICE))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Live peers that hold our data (the ones a sync commit waits for).
     pub fn initialized_peers(&self) -> Vec<Arc<Peer>> {
         lock(&self.peers)
@@ -215,10 +387,18 @@ impl Downstream {
     /// acknowledgements a sync commit waits for).
     pub fn forward(&self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Vec<Arc<Peer>> {
         let targets = self.initialized_peers();
+        if let Some(last) = txns.iter().map(|(m, _)| m.seq).max() {
+            for p in lock(&self.peers).iter() {
+                p.sent_seq.fetch_max(last, Ordering::SeqCst);
+            }
+        }
         for (m, ops) in txns {
             self.broadcast(&Arc::new(
                 crate::peer::txn_term(m.seq, &m.txid, ops).encode(),
             ));
+        }
+        if let Some((m, _)) = txns.last() {
+            self.sent_seq.fetch_max(m.seq, Ordering::SeqCst);
         }
         targets
     }
@@ -234,7 +414,8 @@ impl Downstream {
         let p = lock(&self.peers).iter().find(|p| p.id == *id).cloned();
         match p {
             Some(p) => {
-                p.kill(why);
+                p.quiet.store(true, Ordering::SeqCst);
+                p.declare_dead(why);
                 self.drop_peer(&p, why);
                 true
             }
@@ -242,35 +423,57 @@ impl Downstream {
         }
     }
 
-    /// Waits until every peer of `targets` acked `seq` or is dead; peers still
-    /// silent at the deadline are cut off.
-    pub fn wait_acks(&self, targets: &[Arc<Peer>], seq: u64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+    /// Waits until every peer of `targets` acknowledged `seq` or is gone; peers still
+    /// silent at the deadline are declared dead and cut off. Time during which this thread
+    /// did not run (see [`STALL_SLACK`]) does not count. Says who confirmed and who was
+    /// lost without confirming or being declared dead.
+    pub fn wait_acks(&self, targets: &[Arc<Peer>], seq: u64, timeout: Duration) -> Acks {
+        let mut deadline = Instant::now() + timeout;
         let mut g = lock(&self.ack_mx);
+        let mut woke = Instant::now();
         loop {
             let pending: Vec<&Arc<Peer>> = targets
                 .iter()
                 .filter(|p| !p.is_dead() && p.acked.load(Ordering::SeqCst) < seq)
                 .collect();
-            if pending.is_empty() || self.stopped.load(Ordering::SeqCst) {
-                return;
+            if pending.is_empty() {
+                break;
             }
             let now = Instant::now();
             if now >= deadline {
                 for p in pending {
-                    p.kill(&format!(
+                    p.declare_dead(&format!(
                         "no ack for transaction {seq} within {} ms",
                         timeout.as_millis()
                     ));
                 }
-                return;
+                break;
             }
+            let slice = (deadline - now).min(WAIT_SLICE);
             g = self
                 .ack_cv
-                .wait_timeout(g, deadline - now)
+                .wait_timeout(g, slice)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            let late = woke.elapsed().saturating_sub(slice);
+            woke = Instant::now();
+            if late > STALL_SLACK {
+                deadline += late;
+            }
         }
+        drop(g);
+        let mut acks = Acks::default();
+        for p in targets {
+            if p.acked.load(Ordering::SeqCst) >= seq {
+                acks.confirmed += 1;
+            } else if !p.declared.load(Ordering::SeqCst) {
+                let why = lock(&p.kill_reason)
+                    .clone()
+                    .unwrap_or_else(|| "its connection was lost".into());
+                acks.lost.push(format!("{}: {why}", p.who));
+            }
+        }
+        acks
     }
 
     fn drop_peer(&self, p: &Arc<Peer>, why: &str) {
@@ -284,26 +487,41 @@ impl Downstream {
             let _g = lock(&self.ack_mx);
             self.ack_cv.notify_all();
         }
+        {
+            let mut r = lock(&p.kill_reason);
+            if r.is_none() {
+                *r = Some(why.to_owned());
+            }
+        }
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
+        self.node.in_sync_changed();
         crate::warn!("ha", "{} {} dropped: {why}", self.what(), p.who);
-        if !self.relay {
-            self.node.events.emit(HaEvent::SecondaryDied(p.node()));
-        }
+        self.announce_death(p);
     }
 
     fn accept_loop(self: Arc<Self>, l: TcpListener) {
+        let pending = Arc::new(crate::ipc::PendingCount::default());
+        let mut refused = crate::log::Throttle::default();
         loop {
             match l.accept() {
                 Ok((s, a)) => {
                     if self.stopped.load(Ordering::SeqCst) {
                         break;
                     }
+                    let max = self.node.cfg.max_pending_handshakes;
+                    let Some(p) = pending.enter(max) else {
+                        refused.warn(
+                            "ha",
+                            &format!("connection from {a} on the HA port closed: {max} connections are still in their handshake (max-pending-handshakes)"),
+                        );
+                        continue;
+                    };
                     let d = self.clone();
                     let r = std::thread::Builder::new()
                         .name("ha-peer".into())
-                        .spawn(move || d.serve(s, a));
+                        .spawn(move || d.serve(s, a, p));
                     if let Err(e) = r {
                         crate::error!("ha", "cannot start a thread for {a}: {e}");
                     }
@@ -322,10 +540,13 @@ impl Downstream {
     }
 
     /// One joining secondary: handshake, registration, copy, then its reader loop.
-    fn serve(self: Arc<Self>, s: TcpStream, a: SocketAddr) {
+    /// Until the secondary has proven the token, frames are limited to
+    /// MAX_HANDSHAKE_FRAME and the whole handshake to one handshake timeout.
+    fn serve(self: Arc<Self>, s: TcpStream, a: SocketAddr, pending: crate::ipc::Pending) {
         let _ = s.set_nodelay(true);
         let node = self.node.clone();
         let hs = node.cfg.handshake_timeout();
+        let until = Instant::now() + hs;
         let mut fr = FrameReader::new();
         let send = |m: &PeerMsg| {
             let mut w = &s;
@@ -333,9 +554,10 @@ impl Downstream {
         };
         let _ = s.set_write_timeout(Some(hs));
         let recv = |fr: &mut FrameReader| -> Result<PeerMsg, String> {
-            match fr.read_until(&s, Instant::now() + hs) {
+            match fr.read_until(&s, until) {
                 Ok(Some(f)) => PeerMsg::decode(&f),
-                Ok(None) => Err(format!("no message within {} ms", hs.as_millis())),
+                Ok(None) => Err(format!("handshake not done within {} ms", hs.as_millis())),
+                Err(ReadErr::Closed) => Err("it closed the connection".into()),
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -347,20 +569,24 @@ impl Downstream {
             crate::warn!("ha", "{} at {a} refused: {reason}", self.what());
         };
         // 1. hello
-        let ns = match recv(&mut fr) {
-            Ok(PeerMsg::Hello { vsn, nonce }) => {
-                if vsn != HA_PROTO_VSN {
-                    crate::warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN}) from {a}, secondary is not allowed");
+        let (ns, vsn) = match recv(&mut fr) {
+            Ok(PeerMsg::Hello { vsn, nonce }) => match negotiate(vsn) {
+                Some(v) => (nonce, v),
+                None => {
+                    crate::warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN}) from {a}, secondary is not allowed");
                     reject(
                         CONFD_ERR_HA_BADVSN,
-                        format!("incompatible HA version ({vsn}, expected {HA_PROTO_VSN})"),
+                        format!("incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN})"),
                     );
                     return;
                 }
-                nonce
-            }
+            },
             Ok(m) => {
-                crate::warn!("ha", "{a}: expected ha_hello, got {m:?}; closing");
+                crate::warn!(
+                    "ha",
+                    "{a}: expected ha_hello, got {}; closing",
+                    crate::peer::short(&m.to_term())
+                );
                 return;
             }
             Err(e) => {
@@ -379,7 +605,7 @@ impl Downstream {
         };
         let mac = proof(&token, "primary", &ns, &np);
         if let Err(e) = send(&PeerMsg::Challenge {
-            vsn: HA_PROTO_VSN,
+            vsn,
             nonce: np.clone(),
             mac,
         }) {
@@ -387,13 +613,14 @@ impl Downstream {
             return;
         }
         // 3. the secondary's proof and identity
-        let (id, expected, seq, txid) = match recv(&mut fr) {
+        let (id, expected, seq, txid, instance) = match recv(&mut fr) {
             Ok(PeerMsg::Auth {
                 mac,
                 my_id,
                 expected_primary,
                 seq,
                 txid,
+                instance,
             }) => {
                 if !verify_proof(&token, "secondary", &np, &ns, &mac) {
                     crate::warn!(
@@ -403,16 +630,32 @@ impl Downstream {
                     reject(CONFD_ERR_HA_BADTOKEN, "token mismatch".into());
                     return;
                 }
-                (my_id, expected_primary, seq, txid)
+                fr.authenticated();
+                (my_id, expected_primary, seq, txid, instance)
+            }
+            Ok(PeerMsg::Reject { code, reason }) => {
+                crate::warn!(
+                    "ha",
+                    "{} at {a} refused this node during the handshake: {reason} ({})",
+                    self.what(),
+                    name(code).unwrap_or("?")
+                );
+                return;
             }
             Ok(m) => {
-                crate::warn!("ha", "{a}: expected ha_auth, got {m:?}; closing");
+                crate::warn!(
+                    "ha",
+                    "{a}: expected ha_auth, got {}; closing",
+                    crate::peer::short(&m.to_term())
+                );
                 return;
             }
             Err(e) => {
+                // A secondary that finds our proof wrong says so (ha_reject, above); a
+                // silent close or a timeout is the network or the peer going away.
                 crate::warn!(
                     "ha",
-                    "{} at {a} left during the handshake ({e}); a token mismatch on its side?",
+                    "{} at {a} did not finish the handshake: {e}",
                     self.what()
                 );
                 return;
@@ -444,20 +687,35 @@ impl Downstream {
             crate::warn!("ha", "{who}: cannot clone the socket");
             return;
         };
-        let (peer, snapshot) = {
+        let (peer, snapshot, replaced) = {
             let cs = lock(&node.commit);
             let mut peers = lock(&self.peers);
             if self.stopped.load(Ordering::SeqCst) {
                 return;
             }
-            if peers.iter().any(|p| p.id == id) {
-                drop(peers);
-                drop(cs);
-                reject(
-                    CONFD_ERR_HA_BADNAME,
-                    format!("HA_DUPLICATE_NODEID: node id {id} already exists"),
-                );
-                return;
+            // A node holds one link to its primary at a time, and gives up the
+            // old one before it joins again: a peer with the same id, the same
+            // node instance and an older join attempt is that node's stale
+            // link (e.g. benone then besecondary at once, before its close was
+            // read here), so the new link replaces it. A different instance is
+            // a second node using the same id, and an older attempt arriving
+            // late is one its node has already abandoned: both are refused.
+            let mut replaced = None;
+            if let Some(i) = peers.iter().position(|p| p.id == id) {
+                let newer = match (&instance, &peers[i].instance) {
+                    (Some((new, na)), Some((old, oa))) => new == old && na > oa,
+                    _ => false,
+                };
+                if !newer {
+                    drop(peers);
+                    drop(cs);
+                    reject(
+                        CONFD_ERR_HA_BADNAME,
+                        format!("HA_DUPLICATE_NODEID: node id {id} already exists"),
+                    );
+                    return;
+                }
+                replaced = Some(peers.remove(i));
             }
             if peers.len() >= MAX_SECONDARIES {
                 drop(peers);
@@ -468,7 +726,9 @@ impl Downstream {
                 );
                 return;
             }
-            let copy = cs.last.seq != seq || cs.last.txid != txid;
+            // A node without any transaction (an empty node's first join) is
+            // initialized by a copy, as ConfD reports it (by copy = 1).
+            let copy = cs.last.seq != seq || cs.last.txid != txid || seq == 0;
             let snapshot: Option<Snapshot> = if copy {
                 match node.store.snapshot() {
                     Ok(sn) => Some(sn),
@@ -486,6 +746,17 @@ impl Downstream {
             } else {
                 None
             };
+            // The txids we hold at the secondary's latest seqs: it compares them with its
+            // own log to name what the copy discards there.
+            // (Protocol version 2 on: a version-1 peer knows only the 4-element welcome.)
+            let history = if copy && seq > 0 && vsn >= 2 {
+                let lo = seq.saturating_sub(ROLLBACK_WINDOW_TXNS - 1).max(1);
+                node.store
+                    .txlog_ids(lo, seq.min(cs.last.seq))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let init_seq = cs.last.seq;
             let peer = Arc::new(Peer {
                 id: id.clone(),
@@ -499,24 +770,40 @@ impl Downstream {
                     backlog_bytes: 0,
                 }),
                 acked: AtomicU64::new(if copy { 0 } else { init_seq }),
+                sent_seq: AtomicU64::new(init_seq),
                 initialized: AtomicBool::new(!copy),
                 init_seq,
                 dead: AtomicBool::new(false),
+                declared: AtomicBool::new(false),
                 kill_reason: Mutex::new(None),
                 stream: rs,
                 last_rx: Mutex::new(Instant::now()),
+                instance,
+                subs: Mutex::new(Vec::new()),
+                quiet: AtomicBool::new(false),
+                died: Mutex::new(false),
+                report: Mutex::new((None, false)),
             });
             peer.push(Arc::new(
                 PeerMsg::Welcome {
                     copy,
                     seq: cs.last.seq,
                     txid: cs.last.txid.clone(),
+                    history,
                 }
                 .encode(),
             ));
             peers.push(peer.clone());
-            (peer, snapshot)
+            (peer, snapshot, replaced)
         };
+        if let Some(old) = replaced {
+            old.kill("replaced by a new connection from the same node");
+            self.drop_peer(&old, "replaced by a new connection from the same node");
+            // Its death is announced before this arrival (waits for a
+            // concurrent announcement by its reader to finish).
+            self.announce_death(&old);
+        }
+        drop(pending);
         let _ = s.set_write_timeout(Some(node.cfg.ack_timeout().max(Duration::from_secs(1))));
         let Ok(ws) = s.try_clone() else {
             self.drop_peer(&peer, "cannot clone the socket");
@@ -544,23 +831,39 @@ impl Downstream {
             }
         );
         // 5. the reader runs in its own thread (acks flow even while an
-        // HA_INFO_SYNC subscriber holds the event below); the copy goes out from here.
+        // HA_INFO_SYNC subscriber holds the event below). The peer's arrival
+        // is announced before anything its reader reports (the nodes behind
+        // it, its death): they wait for `died`.
+        let died = lock(&peer.died);
         let d = self.clone();
         let p2 = peer.clone();
         if std::thread::Builder::new()
             .name("ha-peer-rd".into())
-            .spawn(move || d.reader(p2, s, fr))
+            .spawn(move || d.reader(p2, s, fr, vsn))
             .is_err()
         {
+            drop(died);
             self.drop_peer(&peer, "cannot start a reader thread");
             return;
         }
+        // The copy goes out on its own thread: the event below may be held
+        // by an HA_INFO_SYNC subscriber, and the join must not wait for it.
+        if let Some(sn) = snapshot {
+            let (d, p2) = (self.clone(), peer.clone());
+            if std::thread::Builder::new()
+                .name("ha-copy-out".into())
+                .spawn(move || d.send_copy(&p2, sn))
+                .is_err()
+            {
+                peer.kill("cannot start a thread for the full copy");
+            }
+        }
         if !self.relay {
             node.events.emit(HaEvent::SecondaryArrived(peer.node()));
+            node.in_sync_changed();
         }
-        if let Some(sn) = snapshot {
-            self.send_copy(&peer, sn);
-        }
+        drop(died);
+        self.report_upstream();
     }
 
     fn send_copy(&self, peer: &Arc<Peer>, mut sn: Snapshot) {
@@ -629,7 +932,41 @@ impl Downstream {
         );
     }
 
-    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader) {
+    /// Takes a peer's report of the nodes behind it. Its events are emitted
+    /// by a worker thread (one per peer at a time, latest report wins), so
+    /// the reader keeps reading acks while an HA_INFO_SYNC subscriber holds
+    /// the event stream.
+    fn take_report(self: &Arc<Self>, peer: &Arc<Peer>, nodes: Vec<HaNode>) {
+        let mut r = lock(&peer.report);
+        r.0 = Some(nodes);
+        if r.1 {
+            return;
+        }
+        r.1 = true;
+        drop(r);
+        let (d, p) = (self.clone(), peer.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ha-sub-report".into())
+            .spawn(move || loop {
+                let next = {
+                    let mut r = lock(&p.report);
+                    match r.0.take() {
+                        Some(n) => n,
+                        None => {
+                            r.1 = false;
+                            return;
+                        }
+                    }
+                };
+                d.set_subs(&p, next);
+            });
+        if let Err(e) = spawned {
+            crate::error!("ha", "cannot start a thread for {}: {e}", peer.who);
+            lock(&peer.report).1 = false;
+        }
+    }
+
+    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader, vsn: i64) {
         let dead_after = self.node.cfg.dead_after();
         let poll = self
             .node
@@ -638,14 +975,31 @@ impl Downstream {
             .map(|t| (t / 10).max(Duration::from_millis(5)));
         let _ = s.set_read_timeout(poll);
         let mut last = Instant::now();
+        let mut woke = Instant::now();
         let mut r = &s;
         let why: String = loop {
-            match fr.poll(&mut r) {
+            let polled = fr.poll(&mut r);
+            // Not running for a while (frozen): the peer's silence is ours; restart its clock.
+            let gap = woke.elapsed();
+            woke = Instant::now();
+            if gap > poll.unwrap_or(WAIT_SLICE) + STALL_SLACK {
+                last = woke;
+            }
+            match polled {
                 Ok(Some(f)) => {
                     last = Instant::now();
                     *lock(&peer.last_rx) = last;
                     match PeerMsg::decode(&f) {
                         Ok(PeerMsg::Tick) => {}
+                        Ok(PeerMsg::Ack(n)) if n > peer.sent_seq.load(Ordering::SeqCst) => {
+                            break format!(
+                                "protocol error: ack of transaction {n}, beyond the last one sent ({})",
+                                peer.sent_seq.load(Ordering::SeqCst)
+                            );
+                        }
+                        Ok(PeerMsg::SubSecondaries(nodes)) if vsn >= 2 => {
+                            self.take_report(&peer, nodes);
+                        }
                         Ok(PeerMsg::Ack(n)) => {
                             peer.acked.fetch_max(n, Ordering::SeqCst);
                             if n >= peer.init_seq && !peer.initialized.load(Ordering::SeqCst) {
@@ -656,6 +1010,7 @@ impl Downstream {
                                     self.what(),
                                     peer.who
                                 );
+                                self.node.in_sync_changed();
                             }
                             let _g = lock(&self.ack_mx);
                             self.ack_cv.notify_all();
@@ -675,6 +1030,7 @@ impl Downstream {
                         "HA_SECONDARY_KILLED: Secondary {} killed due to no ticks",
                         peer.who
                     );
+                    peer.declared.store(true, Ordering::SeqCst);
                     break format!("no ticks for {} ms", d.as_millis());
                 }
             }

@@ -5,7 +5,7 @@
 use crate::node::{lock, Node};
 use crate::peer::{
     nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
-    HA_PROTO_VSN,
+    HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
 use confd_ha::errcode::*;
@@ -25,9 +25,31 @@ pub struct Upstream {
     tx: Sender<Out>,
     stopped: AtomicBool,
     pub last_rx: Mutex<Instant>,
+    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The node-to-node protocol version agreed with the primary.
+    vsn: i64,
 }
 
 impl Upstream {
+    /// Waits until the applier has made every transaction it received durable (it stops
+    /// once the reader is gone). Call after `stop`.
+    pub fn wait_applied(&self) {
+        let h = lock(&self.applier).take();
+        if let Some(h) = h {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+    /// A relay reports the nodes now behind it (protocol version 2 on; an
+    /// older primary does not know the message and is not sent it).
+    pub fn report_subs(&self, nodes: Vec<HaNode>) {
+        if self.vsn >= 2 && !self.is_stopped() {
+            let _ = self.tx.send(Out::Frame(Arc::new(
+                PeerMsg::SubSecondaries(nodes).encode(),
+            )));
+        }
+    }
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -56,6 +78,7 @@ pub struct Joined {
     tx: Sender<Out>,
     next_seq: u64,
     who: String,
+    vsn: i64,
 }
 
 impl Joined {
@@ -73,6 +96,8 @@ impl Joined {
             tx: self.tx,
             stopped: AtomicBool::new(false),
             last_rx: Mutex::new(Instant::now()),
+            applier: Mutex::new(None),
+            vsn: self.vsn,
         });
         let (atx, arx) = channel::<(u64, String, Vec<StoreOp>)>();
         let (n1, u1) = (node.clone(), up.clone());
@@ -86,9 +111,12 @@ impl Joined {
         let r2 = std::thread::Builder::new()
             .name("ha-apply".into())
             .spawn(move || applier(n2, u2, arx));
-        if r1.is_err() || r2.is_err() {
-            crate::error!("ha", "cannot start the secondary's threads");
-            up.stop();
+        match (r1, r2) {
+            (Ok(_), Ok(h)) => *lock(&up.applier) = Some(h),
+            _ => {
+                crate::error!("ha", "cannot start the secondary's threads");
+                up.stop();
+            }
         }
         up
     }
@@ -139,6 +167,33 @@ pub fn join(
     primary: &HaNode,
 ) -> Result<Joined, (i32, String)> {
     let pname = format!("{} at {}", primary.id, primary.addr);
+    // Offer our highest version; a primary of an older release refuses it
+    // with HA_BADVSN, and we connect again offering the one below.
+    let mut offer = HA_PROTO_VSN;
+    loop {
+        match join_vsn(node, gen, me, primary, &pname, offer) {
+            Err((code, why)) if code == CONFD_ERR_HA_BADVSN && offer > HA_PROTO_VSN_MIN => {
+                crate::info!(
+                    "ha",
+                    "primary {pname} refused HA protocol version {offer} ({why}); offering {}",
+                    offer - 1
+                );
+                offer -= 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One join attempt offering node-to-node protocol version `offer`.
+fn join_vsn(
+    node: &Arc<Node>,
+    gen: u64,
+    me: &Value,
+    primary: &HaNode,
+    pname: &str,
+    offer: i64,
+) -> Result<Joined, (i32, String)> {
     let (s, addr) = connect(node, primary).map_err(|e| {
         (
             CONFD_ERR_HA_CONNECT,
@@ -157,8 +212,8 @@ pub fn join(
             )
         })
     };
-    let recv = |fr: &mut FrameReader, deadline: Instant| -> Result<PeerMsg, (i32, String)> {
-        match fr.read_until(&s, deadline) {
+    let recv = |fr: &mut FrameReader, wait: Duration| -> Result<PeerMsg, (i32, String)> {
+        match fr.read_until(&s, Instant::now() + wait) {
             Ok(Some(f)) => match PeerMsg::decode(&f) {
                 Ok(PeerMsg::Reject { code, reason }) => {
                     Err((code, format!("primary {pname} refused us: {reason}")))
@@ -171,7 +226,7 @@ pub fn join(
             },
             Ok(None) => Err((
                 CONFD_ERR_HA_NOTICK,
-                format!("primary {pname} sent nothing for {} ms", hs.as_millis()),
+                format!("primary {pname} sent nothing for {} ms", wait.as_millis()),
             )),
             Err(ReadErr::Closed) => Err((
                 CONFD_ERR_HA_CLOSED,
@@ -182,17 +237,17 @@ pub fn join(
     };
     let ns = nonce().map_err(|e| (CONFD_ERR_OS, e.to_string()))?;
     send(&PeerMsg::Hello {
-        vsn: HA_PROTO_VSN,
+        vsn: offer,
         nonce: ns.clone(),
     })?;
     let token = node.token();
-    let np = match recv(&mut fr, Instant::now() + hs)? {
+    let (np, vsn) = match recv(&mut fr, hs)? {
         PeerMsg::Challenge { vsn, nonce, mac } => {
-            if vsn != HA_PROTO_VSN {
+            if !(HA_PROTO_VSN_MIN..=offer).contains(&vsn) {
                 return Err((
                     CONFD_ERR_HA_BADVSN,
                     format!(
-                        "primary {pname} speaks HA protocol version {vsn}, we speak {HA_PROTO_VSN}"
+                        "primary {pname} speaks HA protocol version {vsn}, we speak {HA_PROTO_VSN_MIN}..{offer}"
                     ),
                 ));
             }
@@ -201,12 +256,21 @@ pub fn join(
                     "ha",
                     "TOKEN_MISMATCH: primary {pname} does not hold our token"
                 );
+                // Say so, so that the primary does not guess at a network fault.
+                let _ = send(&PeerMsg::Reject {
+                    code: CONFD_ERR_HA_BADTOKEN,
+                    reason: "token mismatch: the primary's proof does not match this \
+                             secondary's token"
+                        .into(),
+                });
                 return Err((
                     CONFD_ERR_HA_BADTOKEN,
                     format!("token mismatch: primary {pname} does not hold our token"),
                 ));
             }
-            nonce
+            // The primary proved the token: its frames may now be full size.
+            fr.authenticated();
+            (nonce, vsn)
         }
         m => {
             return Err((
@@ -222,16 +286,22 @@ pub fn join(
         expected_primary: primary.id.clone(),
         seq: last.seq,
         txid: last.txid.clone(),
+        instance: (vsn >= 2).then(|| (node.instance.clone(), gen)),
     })?;
-    let (copy, wseq) = match recv(&mut fr, Instant::now() + hs)? {
-        PeerMsg::Welcome { copy, seq, txid } => {
+    let (copy, wseq, history) = match recv(&mut fr, hs)? {
+        PeerMsg::Welcome {
+            copy,
+            seq,
+            txid,
+            history,
+        } => {
             if !copy && (seq != last.seq || txid != last.txid) {
                 return Err((
                     CONFD_ERR_HA_CLOSED,
                     format!("protocol error: primary {pname} skipped the copy for a different transaction"),
                 ));
             }
-            (copy, seq)
+            (copy, seq, history)
         }
         m => {
             return Err((
@@ -258,15 +328,73 @@ pub fn join(
         let _ = tx.send(Out::Stop);
         e
     };
+    // A local store failure is this node's, never the primary's: fail-stop and say so.
+    let store_fail = |tx: &Sender<Out>, what: &str, e: crate::store::StoreError| {
+        if e.is_fault() {
+            node.store_failed(what, &e);
+            fail(
+                tx,
+                (
+                    crate::node::LOCAL_STORE_ERR,
+                    format!("the local store failed ({what}): {e}"),
+                ),
+            )
+        } else {
+            fail(tx, (CONFD_ERR_INTERNAL, format!("{what}: {e}")))
+        }
+    };
     let next_seq;
     if copy {
         let t0 = Instant::now();
-        let w = node.store.begin_copy().map_err(|e| {
-            fail(
-                &tx,
-                (CONFD_ERR_INTERNAL, format!("cannot start the copy: {e}")),
-            )
-        })?;
+        // What the copy discards of our own history goes to a rollback file first.
+        let rollback = match discarded(node, &last, &history) {
+            Ok(r) => r,
+            Err(e) => return Err(store_fail(&tx, "reading the transaction log", e)),
+        };
+        let rb_file = match &rollback {
+            Some((txns, common)) if !txns.is_empty() => {
+                let reason = if history.is_empty() {
+                    // The primary's log does not reach our seqs: it cannot say; keep them.
+                    format!(
+                        "full copy from primary {pname} (at seq {wseq}), whose transaction log \
+                         does not reach seq {}: these transactions may or may not be there",
+                        last.seq
+                    )
+                } else {
+                    format!(
+                        "full copy from primary {pname}, which does not have these transactions"
+                    )
+                };
+                match write_rollback(node, pname, &reason, &last, txns, *common) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        crate::error!("ha", "{e}");
+                        return Err(fail(
+                            &tx,
+                            (
+                                crate::node::LOCAL_STORE_ERR,
+                                format!("refusing the full copy: {e}"),
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
+        // Removed again if the copy fails (then nothing was discarded).
+        struct Pending(Option<std::path::PathBuf>);
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    let _ = std::fs::remove_file(f);
+                }
+            }
+        }
+        let mut pending = Pending(rb_file);
+        let w = node
+            .store
+            .begin_copy()
+            .map_err(|e| store_fail(&tx, "starting the full copy", e))?;
         // Chunks are staged in the store by a second thread, so decoding the next
         // chunk overlaps with writing this one.
         let (ctx, crx) = sync_channel::<Vec<(String, Vec<u8>)>>(4);
@@ -287,9 +415,16 @@ pub fn join(
             drop(ctx.take());
             match stager.take().map(|h| h.join()) {
                 Some(Ok(Ok(w))) => Ok(w),
-                Some(Ok(Err(e))) => Err(format!("full copy from {pname}: {e}")),
-                _ => Err("the copy thread failed".to_string()),
+                Some(Ok(Err(e))) => Err(Some(e)),
+                _ => Err(None),
             }
+        };
+        let staging_err = |tx: &Sender<Out>, e: Option<crate::store::StoreError>| match e {
+            Some(e) => store_fail(tx, "staging the full copy", e),
+            None => fail(
+                tx,
+                (CONFD_ERR_INTERNAL, "the copy thread failed".to_string()),
+            ),
         };
         let silence = node.cfg.dead_after().unwrap_or(Duration::from_secs(3600));
         let mut entries = 0usize;
@@ -301,7 +436,7 @@ pub fn join(
                     (CONFD_ERR_HA_CLOSED, "superseded by another order".into()),
                 ));
             }
-            match recv(&mut fr, Instant::now() + silence) {
+            match recv(&mut fr, silence) {
                 Ok(PeerMsg::Tick) => {}
                 Ok(PeerMsg::CopyChunk(c)) => {
                     entries += c.len();
@@ -309,15 +444,14 @@ pub fn join(
                     if !sent {
                         let e = match finish_staging(&mut ctx) {
                             Err(e) => e,
-                            Ok(_) => "the copy thread stopped".into(),
+                            Ok(_) => None,
                         };
-                        return Err(fail(&tx, (CONFD_ERR_INTERNAL, e)));
+                        return Err(staging_err(&tx, e));
                     }
                 }
                 Ok(PeerMsg::CopyDone { seq, txid }) => {
                     let meta = TxMeta { seq, txid };
-                    let w =
-                        finish_staging(&mut ctx).map_err(|e| fail(&tx, (CONFD_ERR_INTERNAL, e)))?;
+                    let w = finish_staging(&mut ctx).map_err(|e| staging_err(&tx, e))?;
                     let mut cs = lock(&node.commit);
                     if node.gen_now.load(Ordering::SeqCst) != gen {
                         drop(cs);
@@ -326,14 +460,30 @@ pub fn join(
                             (CONFD_ERR_HA_CLOSED, "superseded by another order".into()),
                         ));
                     }
-                    w.finish(&meta).map_err(|e| {
-                        fail(
-                            &tx,
-                            (CONFD_ERR_INTERNAL, format!("full copy from {pname}: {e}")),
-                        )
-                    })?;
+                    if let Err(e) = w.finish(&meta) {
+                        drop(cs);
+                        return Err(store_fail(&tx, "finishing the full copy", e));
+                    }
                     cs.last = meta;
+                    cs.seq_floor = cs.seq_floor.max(seq);
                     drop(cs);
+                    if let (Some(f), Some((txns, _))) = (pending.0.take(), &rollback) {
+                        node.stats
+                            .discarded_txns
+                            .fetch_add(txns.len() as u64, Ordering::Relaxed);
+                        crate::warn!(
+                            "ha",
+                            "the full copy from {pname} discarded {} local transaction(s) the \
+                             primary does not have, from seq {} txid '{}' to seq {} txid '{}'; \
+                             they are kept in the rollback file {}",
+                            txns.len(),
+                            txns[0].0.seq,
+                            txns[0].0.txid,
+                            last.seq,
+                            last.txid,
+                            f.display()
+                        );
+                    }
                     next_seq = seq + 1;
                     node.stats
                         .full_copies_received
@@ -377,6 +527,7 @@ pub fn join(
         tx,
         next_seq,
         who,
+        vsn,
     })
 }
 
@@ -396,24 +547,34 @@ fn reader(
         .map(|t| (t / 10).max(Duration::from_millis(5)));
     let _ = s.set_read_timeout(poll);
     let mut last = Instant::now();
+    let mut woke = Instant::now();
     let mut r = &s;
     let (code, why) = loop {
-        match fr.poll(&mut r) {
+        let polled = fr.poll(&mut r);
+        // Not running for a while (frozen): the primary's silence is ours; restart its clock.
+        let gap = woke.elapsed();
+        woke = Instant::now();
+        if gap > poll.unwrap_or(Duration::from_millis(50)) + crate::primary::STALL_SLACK {
+            last = woke;
+        }
+        match polled {
             Ok(Some(f)) => {
                 last = Instant::now();
                 *lock(&up.last_rx) = last;
                 match PeerMsg::decode(&f) {
                     Ok(PeerMsg::Tick) => {}
                     Ok(PeerMsg::Txn { seq, txid, ops }) => {
-                        if seq != next {
+                        // Seqs only grow; a gap is a seq the primary gave to a commit that
+                        // failed there (never sent to anyone who stayed connected).
+                        if seq < next {
                             break (
                                 CONFD_ERR_HA_CLOSED,
                                 format!(
-                                    "protocol error: transaction {seq} arrived, expected {next}"
+                                    "protocol error: transaction {seq} arrived, expected {next} or later"
                                 ),
                             );
                         }
-                        next += 1;
+                        next = seq + 1;
                         if atx.send((seq, txid, ops)).is_err() {
                             break (CONFD_ERR_HA_CLOSED, "the applier stopped".into());
                         }
@@ -461,10 +622,9 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
                 Err(_) => break,
             }
         }
+        // Applied even when the link is gone (it stopped): what was fully received is made
+        // durable before the node reports NOPRIMARY or takes another role.
         let mut cs = lock(&node.commit);
-        if up.is_stopped() {
-            break;
-        }
         let n = batch.len() as u64;
         let txns: Vec<(TxMeta, Vec<StoreOp>)> = batch
             .into_iter()
@@ -477,10 +637,17 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         if let Err(e) = node.store.commit(&txns) {
             drop(cs);
             crate::error!("ha", "applying transactions up to {}: {e}", last.seq);
-            up.cut();
+            if e.is_fault() {
+                // Our disk, not the primary: leave the role with the local-store reason.
+                up.stop();
+                node.store_failed(&format!("applying transaction {}", last.seq), &e);
+            } else {
+                up.cut();
+            }
             return;
         }
         cs.last = last.clone();
+        cs.seq_floor = cs.seq_floor.max(last.seq);
         drop(cs);
         node.stats.txns_applied.fetch_add(n, Ordering::Relaxed);
         // Sync mode: a relay acknowledges once its sub-secondaries have the
@@ -490,9 +657,95 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         // the primary gives up on the relay.
         if node.cfg.sync && !targets.is_empty() {
             if let Some(d) = &down {
-                d.wait_acks(&targets, last.seq, node.cfg.ack_timeout() / 2);
+                let _ = d.wait_acks(&targets, last.seq, node.cfg.ack_timeout() / 2);
             }
         }
         up.ack(last.seq);
     }
+}
+
+/// The local transactions a full copy would discard: those after the last seq at which our
+/// transaction log and the primary's `history` name the same txid (None: the local data is
+/// in the primary's history, nothing is discarded). Also returns that common seq, if found.
+#[allow(clippy::type_complexity)]
+fn discarded(
+    node: &Node,
+    last: &TxMeta,
+    history: &[(u64, String)],
+) -> Result<Option<(Vec<(TxMeta, Vec<StoreOp>)>, Option<u64>)>, crate::store::StoreError> {
+    if last.seq == 0
+        || history
+            .iter()
+            .any(|(s, t)| *s == last.seq && *t == last.txid)
+    {
+        return Ok(None);
+    }
+    let theirs: std::collections::HashMap<u64, &str> =
+        history.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    let lo = last
+        .seq
+        .saturating_sub(crate::primary::ROLLBACK_WINDOW_TXNS - 1)
+        .max(1);
+    let mine = node.store.txlog_from(lo)?;
+    let common = mine
+        .iter()
+        .rev()
+        .find(|(m, _)| theirs.get(&m.seq) == Some(&m.txid.as_str()))
+        .map(|(m, _)| m.seq);
+    let gone: Vec<_> = mine
+        .into_iter()
+        .filter(|(m, _)| m.seq > common.unwrap_or(0))
+        .collect();
+    if gone.is_empty() {
+        crate::warn!(
+            "ha",
+            "local data at seq {} txid '{}' is not in the primary's history, but its \
+             transactions are not in the local transaction log (they came by a full copy): \
+             the copy replaces them and no rollback file can name them",
+            last.seq,
+            last.txid
+        );
+    } else if common.is_none() {
+        crate::warn!(
+            "ha",
+            "no common transaction with the primary in the last {} seqs: older local \
+             transactions than seq {} may be discarded too, without a rollback file",
+            crate::primary::ROLLBACK_WINDOW_TXNS,
+            gone[0].0.seq
+        );
+    }
+    Ok(Some((gone, common)))
+}
+
+fn write_rollback(
+    node: &Node,
+    primary: &str,
+    reason: &str,
+    last: &TxMeta,
+    txns: &[(TxMeta, Vec<StoreOp>)],
+    common: Option<u64>,
+) -> Result<std::path::PathBuf, String> {
+    let info = crate::rollback::Info {
+        reason: reason.to_string(),
+        primary: primary.to_string(),
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64,
+        local_seq: last.seq,
+        local_txid: last.txid.clone(),
+        common_seq: common,
+    };
+    let rb: Vec<crate::rollback::Txn> = txns
+        .iter()
+        .map(|(m, ops)| crate::rollback::Txn {
+            seq: m.seq,
+            txid: m.txid.clone(),
+            ops: crate::store::ops_term(ops)
+                .as_list()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+        })
+        .collect();
+    crate::rollback::write(&node.cfg.data_dir, &info, &rb)
 }

@@ -66,6 +66,18 @@ const META_BYTES: &[u8] = b"bytes";
 const META_FORMAT: &[u8] = b"format";
 const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("blobs");
 const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
+/// The transaction log: seq → ETF `{TxId, [{set, Path, Bin} | {delete, Path}]}` of the last
+/// [`TXLOG_MAX_TXNS`] transactions committed or applied here (written in the same redb
+/// transaction as their data). It names what a re-join discards (rollback files) and lets a
+/// primary tell a joining secondary which txid it holds at each seq.
+const TXLOG: TableDefinition<u64, &[u8]> = TableDefinition::new("txlog");
+
+/// The transaction log keeps this many transactions (older ones are trimmed on commit).
+pub const TXLOG_MAX_TXNS: u64 = 10_000;
+
+/// A store file shorter than this cannot hold a redb database (its header alone is larger):
+/// it was truncated.
+const MIN_STORE_FILE_BYTES: u64 = 512;
 
 /// The record format this code reads and writes (meta `format`).
 const FORMAT: u64 = 1;
@@ -124,6 +136,22 @@ pub enum StoreError {
     /// Any other storage failure (I/O error, ...); `op` says what we were doing.
     #[error("store {op} failed: {msg}")]
     Db { op: &'static str, msg: String },
+    /// The store file exists but is damaged beyond what redb repairs (empty, truncated).
+    #[error("store file {} {why}: refusing to start on it. Its data cannot be read; move the \
+             data directory away (or delete the file) to start with an empty store, and let \
+             the node get a full copy from the primary", file.display())]
+    Damaged { file: PathBuf, why: String },
+    /// The database was closed after an I/O error and is not reopened yet.
+    #[error("store {} is closed after an I/O error (reopening)", file.display())]
+    Closed { file: PathBuf },
+}
+
+impl StoreError {
+    /// True for a failure of the storage itself (I/O error, damaged data, closed), as
+    /// opposed to a bad request such as an invalid path.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, StoreError::BadPath(_))
+    }
 }
 
 /// Maps a redb error into a `StoreError`, keeping corruption distinguishable.
@@ -541,12 +569,58 @@ impl<'t> Writer<'t> {
     }
 }
 
+/// ETF `{TxId, [{set, Path, Bin} | {delete, Path}]}`: one transaction-log record (also the
+/// shape of a transaction in a rollback file).
+pub fn log_record(txid: &str, ops: &[StoreOp]) -> Vec<u8> {
+    use confd_ha::proto::term::Term;
+    Term::Tuple(vec![Term::binary(txid), ops_term(ops)]).encode()
+}
+
+/// `[{set, Path, Bin} | {delete, Path}]`.
+pub fn ops_term(ops: &[StoreOp]) -> confd_ha::proto::term::Term {
+    use confd_ha::proto::term::Term;
+    Term::List(
+        ops.iter()
+            .map(|o| match o {
+                StoreOp::Set(p, v) => {
+                    Term::Tuple(vec![Term::atom("set"), Term::binary(p), Term::binary(v)])
+                }
+                StoreOp::Delete(p) => Term::Tuple(vec![Term::atom("delete"), Term::binary(p)]),
+            })
+            .collect(),
+    )
+}
+
+fn parse_log_record(seq: u64, raw: &[u8]) -> Result<(String, Vec<StoreOp>), StoreError> {
+    use confd_ha::proto::term::Term;
+    let bad = || StoreError::Corrupt(format!("transaction log record {seq} is damaged"));
+    let t = Term::decode(raw).map_err(|_| bad())?;
+    let e = t.as_tuple().filter(|e| e.len() == 2).ok_or_else(bad)?;
+    let txid = String::from_utf8(e[0].as_binary().ok_or_else(bad)?.to_vec()).map_err(|_| bad())?;
+    let text = |t: &Term| -> Result<String, StoreError> {
+        String::from_utf8(t.as_binary().ok_or_else(bad)?.to_vec()).map_err(|_| bad())
+    };
+    let mut ops = Vec::new();
+    for o in e[1].as_list().ok_or_else(bad)? {
+        let f = o.as_tuple().ok_or_else(bad)?;
+        ops.push(match (f.first().and_then(|a| a.as_atom()), f.len()) {
+            (Some("set"), 3) => {
+                StoreOp::Set(text(&f[1])?, f[2].as_binary().ok_or_else(bad)?.to_vec())
+            }
+            (Some("delete"), 2) => StoreOp::Delete(text(&f[1])?),
+            _ => return Err(bad()),
+        });
+    }
+    Ok((txid, ops))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Store
 
 /// The durable store. `Send + Sync`; share it with `Arc`.
 pub struct Store {
-    db: Arc<Database>,
+    /// None while closed after an I/O error (see [`Store::reopen`]).
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     file: PathBuf,
 }
 
@@ -565,7 +639,89 @@ impl Store {
             source,
         })?;
         let file = dir.join(STORE_FILE);
-        let db = Database::create(&file).map_err(|e| match e {
+        let db = Self::open_db(&file)?;
+        Ok(Store {
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+            file,
+        })
+    }
+
+    /// Closes the database and opens it again (after an I/O error redb refuses every
+    /// operation until then). Fails while a snapshot or copy still holds the old database,
+    /// or while the fault persists; call again later. Returns the last transaction.
+    pub fn reopen(&self) -> Result<TxMeta, StoreError> {
+        let mut g = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = g.take() {
+            if Arc::strong_count(&old) > 1 {
+                *g = Some(old);
+                return Err(StoreError::Db {
+                    op: "reopen",
+                    msg: "the database is still in use (a full copy?)".into(),
+                });
+            }
+            drop(old);
+        }
+        let db = Self::open_db(&self.file)?;
+        *g = Some(Arc::new(db));
+        drop(g);
+        self.last_tx()
+    }
+
+    /// Closes the database after an I/O error (operations fail with `Closed` until
+    /// [`Store::reopen`]).
+    pub fn close(&self) {
+        self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Closed {
+                file: self.file.clone(),
+            })
+    }
+
+    /// Refuses an empty or truncated file (redb would treat a 0-byte file as a new empty
+    /// database, and may panic on a truncated one), then opens or creates the database.
+    fn open_db(file: &Path) -> Result<Database, StoreError> {
+        let file = file.to_path_buf();
+        match std::fs::metadata(&file) {
+            Ok(m) if m.len() == 0 => {
+                return Err(StoreError::Damaged {
+                    file,
+                    why: "is empty (0 bytes)".into(),
+                })
+            }
+            Ok(m) if m.len() < MIN_STORE_FILE_BYTES => {
+                return Err(StoreError::Damaged {
+                    file,
+                    why: format!("is truncated ({} bytes)", m.len()),
+                })
+            }
+            _ => {}
+        }
+        // redb asserts on some truncations: catch that (quietly: the error below says it).
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(|| Database::create(&file));
+        std::panic::set_hook(hook);
+        let opened = match opened {
+            Ok(r) => r,
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                return Err(StoreError::Damaged {
+                    file,
+                    why: format!("is damaged or truncated (reading it failed: {what})"),
+                });
+            }
+        };
+        let db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::AlreadyOpen { file: file.clone() }
             }
@@ -579,11 +735,19 @@ impl Store {
         })?;
         // Create the tables once so that readers never see a missing table, and check (or
         // set) the record format.
-        let mut txn = db.begin_write().map_err(db_err("open"))?;
+        let damaged = |e: StoreError| match e {
+            StoreError::Corrupt(why) => StoreError::Damaged {
+                file: file.clone(),
+                why: format!("is damaged ({why})"),
+            },
+            e => e,
+        };
+        let mut txn = db.begin_write().map_err(db_err("open")).map_err(damaged)?;
         txn.set_durability(Durability::Immediate);
         {
             let data = txn.open_table(DATA).map_err(db_err("open"))?;
             txn.open_table(BLOBS).map_err(db_err("open"))?;
+            txn.open_table(TXLOG).map_err(db_err("open"))?;
             txn.open_table(BLOB_REFS).map_err(db_err("open"))?;
             let mut meta = txn.open_table(META).map_err(db_err("open"))?;
             let format = match meta.get(META_FORMAT).map_err(db_err("open"))? {
@@ -617,10 +781,7 @@ impl Store {
             }
         }
         txn.commit().map_err(db_err("open"))?;
-        Ok(Store {
-            db: Arc::new(db),
-            file,
-        })
+        Ok(db)
     }
 
     /// The database file.
@@ -629,7 +790,7 @@ impl Store {
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(db_err("read"))
+        self.db()?.begin_read().map_err(db_err("read"))
     }
 
     /// The value stored at `path`, if any.
@@ -739,7 +900,7 @@ impl Store {
             }
         }
         const OP: &str = "commit";
-        let mut txn = self.db.begin_write().map_err(db_err(OP))?;
+        let mut txn = self.db()?.begin_write().map_err(db_err(OP))?;
         txn.set_durability(Durability::Immediate);
         let bytes = {
             let meta = txn.open_table(META).map_err(db_err(OP))?;
@@ -758,8 +919,53 @@ impl Store {
             w.finish()?
         };
         write_meta(&txn, last_meta, bytes, OP)?;
+        {
+            let mut log = txn.open_table(TXLOG).map_err(db_err(OP))?;
+            for (m, ops) in txns {
+                log.insert(m.seq, log_record(&m.txid, ops).as_slice())
+                    .map_err(db_err(OP))?;
+            }
+            let keep_from = last_meta.seq.saturating_sub(TXLOG_MAX_TXNS - 1);
+            log.retain_in(..keep_from, |_, _| false)
+                .map_err(db_err(OP))?;
+        }
         txn.commit().map_err(db_err(OP))?;
         Ok(())
+    }
+
+    /// The logged transactions with seq >= `from`, oldest first (at most
+    /// [`TXLOG_MAX_TXNS`]; transactions that came by a full copy are not there).
+    pub fn txlog_from(&self, from: u64) -> Result<Vec<(TxMeta, Vec<StoreOp>)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(TXLOG).map_err(db_err("read"))?;
+        let mut out = Vec::new();
+        for item in t.range(from..).map_err(db_err("read"))? {
+            let (k, v) = item.map_err(db_err("read"))?;
+            let (txid, ops) = parse_log_record(k.value(), v.value())?;
+            out.push((
+                TxMeta {
+                    seq: k.value(),
+                    txid,
+                },
+                ops,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The (seq, txid) of the logged transactions with `lo <= seq <= hi`, oldest first.
+    pub fn txlog_ids(&self, lo: u64, hi: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        if lo > hi {
+            return Ok(Vec::new());
+        }
+        let txn = self.read()?;
+        let t = txn.open_table(TXLOG).map_err(db_err("read"))?;
+        let mut out = Vec::new();
+        for item in t.range(lo..=hi).map_err(db_err("read"))? {
+            let (k, v) = item.map_err(db_err("read"))?;
+            out.push((k.value(), parse_log_record(k.value(), v.value())?.0));
+        }
+        Ok(out)
     }
 
     /// A consistent read view for a full copy: its meta and all (path, value) pairs, streamed
@@ -768,7 +974,8 @@ impl Store {
     /// many commits happen meanwhile) but blocks nobody.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         const OP: &str = "snapshot";
-        let txn = self.read()?;
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(db_err(OP))?;
         let meta_t = txn.open_table(META).map_err(db_err(OP))?;
         let meta = read_meta(&meta_t)?;
         let bytes = read_bytes_counter(&meta_t)?;
@@ -785,7 +992,7 @@ impl Store {
             meta,
             stats: StoreStats { entries, bytes },
             _txn: txn,
-            _db: self.db.clone(),
+            _db: db,
         })
     }
 
@@ -796,8 +1003,12 @@ impl Store {
     /// until the writer is finished or dropped.
     pub fn begin_copy(&self) -> Result<CopyWriter, StoreError> {
         const OP: &str = "full copy";
-        let mut txn = self.db.begin_write().map_err(db_err(OP))?;
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(db_err(OP))?;
         txn.set_durability(Durability::Immediate);
+        // The copy replaces the history too: the log restarts after the copy's transaction.
+        txn.delete_table(TXLOG).map_err(db_err(OP))?;
+        txn.open_table(TXLOG).map_err(db_err(OP))?;
         txn.delete_table(DATA).map_err(db_err(OP))?;
         txn.delete_table(BLOBS).map_err(db_err(OP))?;
         txn.delete_table(BLOB_REFS).map_err(db_err(OP))?;
@@ -807,7 +1018,7 @@ impl Store {
             txn: Some(txn),
             stats: StoreStats::default(),
             next_blob: 1,
-            _db: self.db.clone(),
+            _db: db,
         })
     }
 
@@ -1499,12 +1710,91 @@ mod tests {
     }
 
     #[test]
+    fn store_refuses_empty_and_truncated_files() {
+        let d = TempDir::new("damaged");
+        let s = open(&d);
+        for i in 1..=20 {
+            commit1(&s, i, vec![set(&format!("/k{i}"), &"v".repeat(300))]);
+        }
+        drop(s);
+        let file = d.0.join(STORE_FILE);
+        let good = std::fs::read(&file).unwrap();
+        for cut in [0, 100, 4096, good.len() / 2] {
+            std::fs::write(&file, &good[..cut]).unwrap();
+            let err = Store::open(&d.0).unwrap_err();
+            assert!(matches!(err, StoreError::Damaged { .. }), "{cut}: {err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("store.redb"), "{msg}");
+            assert!(msg.contains("move the data directory away"), "{msg}");
+            if cut == 0 {
+                assert!(msg.contains("empty (0 bytes)"), "{msg}");
+            }
+        }
+        std::fs::write(&file, &good).unwrap();
+        let s = Store::open(&d.0).unwrap();
+        assert_eq!(s.last_tx().unwrap(), meta(20));
+    }
+
+    #[test]
+    fn store_txlog_keeps_the_last_transactions_and_a_copy_clears_it() {
+        let d = TempDir::new("txlog");
+        let s = open(&d);
+        commit1(&s, 1, vec![set("/a", "1")]);
+        s.commit(&[
+            (meta(2), vec![set("/b", "2"), del("/a")]),
+            (meta(3), vec![set("/c", "3")]),
+        ])
+        .unwrap();
+        let log = s.txlog_from(2).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].0, meta(2));
+        assert_eq!(log[0].1, vec![set("/b", "2"), del("/a")]);
+        assert_eq!(
+            s.txlog_ids(1, 2).unwrap(),
+            vec![(1, meta(1).txid), (2, meta(2).txid)]
+        );
+        assert!(s.txlog_ids(3, 2).unwrap().is_empty());
+        // Trimmed to TXLOG_MAX_TXNS.
+        let far = TXLOG_MAX_TXNS + 10;
+        commit1(&s, far, vec![set("/z", "z")]);
+        let log = s.txlog_from(0).unwrap();
+        assert_eq!(
+            log.len(),
+            1,
+            "{:?}",
+            log.iter().map(|t| t.0.seq).collect::<Vec<_>>()
+        );
+        // A full copy replaces the history.
+        let w = s.begin_copy().unwrap();
+        w.finish(meta(50)).unwrap();
+        assert!(s.txlog_from(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn store_close_and_reopen() {
+        let d = TempDir::new("reopen");
+        let s = open(&d);
+        commit1(&s, 1, vec![set("/a", "1")]);
+        s.close();
+        let err = s.get("/a").unwrap_err();
+        assert!(matches!(err, StoreError::Closed { .. }), "{err:?}");
+        assert!(err.is_fault());
+        assert_eq!(s.reopen().unwrap(), meta(1));
+        assert_eq!(get_s(&s, "/a").as_deref(), Some("1"));
+        // Refused while a snapshot holds the database.
+        let sn = s.snapshot().unwrap();
+        assert!(s.reopen().is_err());
+        drop(sn);
+        assert_eq!(s.reopen().unwrap(), meta(1));
+    }
+
+    #[test]
     fn store_corrupt_meta_is_an_error_not_a_panic() {
         let d = TempDir::new("corrupt");
         let s = open(&d);
         commit1(&s, 1, vec![set("/a", "1")]);
         // Damage the records behind the store's back.
-        let txn = s.db.begin_write().unwrap();
+        let txn = s.db().unwrap().begin_write().unwrap();
         {
             let mut m = txn.open_table(META).unwrap();
             m.insert(META_SEQ, [1u8, 2, 3].as_slice()).unwrap();
@@ -1715,7 +2005,7 @@ mod tests {
     }
 
     fn blob_tables(s: &Store) -> (u64, u64) {
-        let txn = s.db.begin_read().unwrap();
+        let txn = s.db().unwrap().begin_read().unwrap();
         let b = txn.open_table(BLOBS).unwrap().len().unwrap();
         let r = txn.open_table(BLOB_REFS).unwrap().len().unwrap();
         (b, r)
@@ -1724,7 +2014,7 @@ mod tests {
     /// Every blob's reference count equals the records that point into it, and no blob is
     /// left without references.
     fn check_refs(s: &Store) {
-        let txn = s.db.begin_read().unwrap();
+        let txn = s.db().unwrap().begin_read().unwrap();
         let data = txn.open_table(DATA).unwrap();
         let mut counted = std::collections::BTreeMap::new();
         for item in data.iter().unwrap() {
@@ -1885,7 +2175,7 @@ mod tests {
         w.put_chunk(&[("/a".into(), big(1, 500)), ("/b".into(), big(2, 500))])
             .unwrap();
         w.finish(meta(1)).unwrap();
-        let txn = s.db.begin_write().unwrap();
+        let txn = s.db().unwrap().begin_write().unwrap();
         {
             let mut t = txn.open_table(DATA).unwrap();
             t.insert(b"/a".as_slice(), Entry::encode_ref(1, 700, 500).as_slice())
@@ -1929,7 +2219,7 @@ mod tests {
         let d = TempDir::new("format");
         {
             let s = open(&d);
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()
                 .insert(META_FORMAT, 9u64.to_be_bytes().as_slice())
@@ -1945,7 +2235,7 @@ mod tests {
         let d2 = TempDir::new("noformat");
         {
             let s = open(&d2);
-            let txn = s.db.begin_write().unwrap();
+            let txn = s.db().unwrap().begin_write().unwrap();
             txn.open_table(META).unwrap().remove(META_FORMAT).unwrap();
             txn.open_table(DATA)
                 .unwrap()

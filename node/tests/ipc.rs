@@ -206,32 +206,71 @@ fn extra_listen_address_serves_secondaries() {
 }
 
 #[test]
-fn connections_beyond_max_connections_are_closed_and_slots_come_back() {
+fn connections_beyond_max_connections_are_refused_clearly_and_ha_control_gets_in() {
     let n = Node::start("n", 2, free_port(), &["--max-connections", "3"]);
-    // Three data clients hold every slot (retried: the readiness probe's
-    // connection may still hold one for a moment).
+    // Three idle data clients hold every slot (retried: the readiness
+    // probe's connection may still hold one for a moment).
     let mut held: Vec<DataClient> = (0..3)
         .map(|_| {
             wait_for("a connection slot", Duration::from_secs(5), || {
-                DataClient::connect(&n.ep()).ok()
+                let mut c = DataClient::connect(&n.ep()).ok()?;
+                c.commit(&{
+                    let mut t = confd_ha::client::data::Txn::new();
+                    t.set("/x", Value::Int32(1));
+                    t
+                })
+                .ok()?;
+                Some(c)
             })
         })
         .collect();
-    for c in held.iter_mut() {
-        assert_eq!(c.txid().unwrap(), "");
-    }
-    // A fourth is closed at once, before any hello answer.
-    let mut extra = raw(&n);
-    let _ = extra.write_all(&hello(CLIENT_HADATA));
-    assert!(closed_by_daemon(&mut extra));
+    // HA control always gets in: `ha-ctl primary` works.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ha-ctl"))
+        .args(["-p", &n.ipc_port.to_string(), "-t", TOKEN, "primary", "n"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // `ha-ctl status` gets a reserved read-only slot.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ha-ctl"))
+        .args(["-p", &n.ipc_port.to_string(), "status"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("state: primary"));
+    // Over the limit, data clients get the reserved read-only slots
+    // (a commit there is refused with a clear error) ...
+    let mut ro: Vec<DataClient> = (0..2)
+        .map(|_| DataClient::connect(&n.ep()).unwrap())
+        .collect();
+    assert_eq!(ro[0].node_state().unwrap().state, STATE_PRIMARY);
+    let mut t = confd_ha::client::data::Txn::new();
+    t.set("/y", Value::Int32(1));
+    let e = ro[1].commit(&t).unwrap_err();
+    assert_eq!(
+        e.errno(),
+        confd_ha::errcode::CONFD_ERR_TOO_MANY_SESSIONS,
+        "{e}"
+    );
+    // ... and beyond those, a clear CONFD_ERR_TOO_MANY_SESSIONS, not an EOF.
+    let mut extra = DataClient::connect(&n.ep()).unwrap();
+    let e = extra.txid().unwrap_err();
+    assert_eq!(
+        e.errno(),
+        confd_ha::errcode::CONFD_ERR_TOO_MANY_SESSIONS,
+        "{e}"
+    );
+    assert!(e.to_string().contains("max-connections"), "{e}");
     assert!(n
         .log_text()
-        .contains("3 client connections already served (--max-connections); closing"));
+        .contains("refused: 3 client connections already served"));
     // The held ones still work; once one goes, its slot is free again.
-    assert_eq!(held[0].txid().unwrap(), "");
+    assert!(!held[0].txid().unwrap().is_empty());
     held.pop();
+    drop(ro);
     let mut again = wait_for("a free connection slot", Duration::from_secs(5), || {
-        DataClient::connect(&n.ep()).ok()
+        let mut c = DataClient::connect(&n.ep()).ok()?;
+        c.commit(&t).ok()?;
+        Some(c)
     });
-    assert_eq!(again.txid().unwrap(), "");
+    assert!(!again.txid().unwrap().is_empty());
 }

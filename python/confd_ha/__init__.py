@@ -12,18 +12,40 @@ the exception class stay usable) and every call raises
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
-from . import error
+from . import error, value
 from ._lib import ENV_LIBRARY, LibraryError
-from .error import EOF, ERR, OK, Error
+from .error import *  # noqa: F401,F403  the ERR_* numbers at top level, as _ncs has them
+from .value import *  # noqa: F401,F403  Value and the C_* type numbers, as _ncs has them
+from .error import ERR, OK, Error
+from .value import Value
 
 __version__ = "0.1.0"
+
+# Return code of the C API for a closed socket (``_ncs.EOF``); the exception
+# class is ``confd_ha.error.EOF``.
+EOF = error.RC_EOF
 
 CONFD_PORT = 4565
 NCS_PORT = 4569
 NCS_PATH = "/tmp/nso/nso-ipc"
-PORT = CONFD_PORT
+
+
+def _env_port(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, ""), 10)
+    except ValueError:
+        return default
+
+
+# The daemon's IPC address, read once on import like ConfD's library does:
+# $CONFD_IPC_PORT (default CONFD_PORT, 4565) and $CONFD_IPC_ADDR (default
+# 127.0.0.1). The ``_ncs`` shim has NSO's: $NCS_IPC_PORT (default 4569) and
+# $NCS_IPC_ADDR.
+PORT = _env_port("CONFD_IPC_PORT", CONFD_PORT)
+ADDR = os.environ.get("CONFD_IPC_ADDR") or "127.0.0.1"
 
 from . import _lib  # noqa: E402
 
@@ -53,7 +75,7 @@ def library_path() -> str:
 
 
 __all__ = [
-    "Error", "LibraryError", "error", "ha", "events", "availability_group",
-    "OK", "ERR", "EOF", "CONFD_PORT", "NCS_PORT", "NCS_PATH", "PORT",
+    "Error", "LibraryError", "Value", "error", "value", "ha", "events", "availability_group",
+    "data", "OK", "ERR", "EOF", "CONFD_PORT", "NCS_PORT", "NCS_PATH", "PORT", "ADDR",
     "ENV_LIBRARY", "library_error", "library_path", "lib_version",
-]
+] + [k for k in dir(error) if k.startswith("ERR_")] + [k for k in dir(value) if k.startswith("C_")]

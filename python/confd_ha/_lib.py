@@ -60,16 +60,17 @@ def _check(result, func, arguments):
         return result
     lib = _loaded
     code = lib.errno() if lib is not None else _error.ERR_INTERNAL
-    if result == _error.EOF:
+    if result == _error.RC_EOF:
         # The daemon closed the socket: always ERR_EOF (spec A.2, M-LIB).
         code = _error.ERR_EOF
     elif code == 0:
         code = _error.ERR_INTERNAL
     strerror = lib.strerror(code) if lib is not None else None
     lasterr = lib.lasterr() if lib is not None else ""
-    if result not in (_error.ERR, _error.EOF) and not lasterr:
+    if result not in (_error.ERR, _error.RC_EOF) and not lasterr:
         lasterr = "unexpected return value %d" % result
-    raise Error(code, strerror, lasterr, getattr(func, "__name__", None))
+    cls = _error.EOF if code == _error.ERR_EOF else Error
+    raise cls(code, strerror, lasterr, getattr(func, "__name__", None))
 
 
 # name: (restype, argtypes, checked)

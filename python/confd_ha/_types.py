@@ -168,20 +168,83 @@ def decode_text(b: bytes) -> str:
 
 def make_value(v: Any, what: str = "node id") -> Tuple[ConfdValue, Any]:
     """A confd_value_t for a node id: ``str`` / ``bytes`` become C_BUF (as
-    NSO's _ncs does for str). Returns (value, keepalive); the caller keeps
-    ``keepalive`` alive for as long as the C side may read the value."""
+    NSO's _ncs does for str); a :class:`confd_ha.value.Value` keeps its type.
+    Returns (value, keepalive); the caller keeps ``keepalive`` alive for as
+    long as the C side may read the value."""
+    from .value import Value
+
+    if isinstance(v, Value):
+        return value_to_c(v)
     if isinstance(v, str):
         data = encode_text(v)
     elif isinstance(v, (bytes, bytearray, memoryview)):
         data = bytes(v)
     else:
-        raise TypeError("%s must be str or bytes, not %s" % (what, type(v).__name__))
+        raise TypeError("%s must be str, bytes or Value, not %s" % (what, type(v).__name__))
+    return _buf_value(C_BUF, data)
+
+
+def _buf_value(t: int, data: bytes) -> Tuple[ConfdValue, Any]:
     keep = ctypes.create_string_buffer(data, len(data) + 1)  # NUL-terminated too
     val = ConfdValue()
-    val.type = C_BUF
-    val.val.buf.size = len(data)
-    val.val.buf.ptr = ctypes.cast(keep, c_void_p)
+    val.type = t
+    if t == C_STR:
+        val.val.s = ctypes.cast(keep, c_void_p)
+    else:
+        val.val.buf.size = len(data)
+        val.val.buf.ptr = ctypes.cast(keep, c_void_p)
     return val, keep
+
+
+def value_to_c(v: Any) -> Tuple[ConfdValue, Any]:
+    """(confd_value_t, keepalive) for a :class:`confd_ha.value.Value`."""
+    from . import value as V
+
+    t = v.confd_type()
+    py = v._v
+    if t in V.BYTES_TYPES:
+        return _buf_value(t, py)
+    val = ConfdValue()
+    val.type = t
+    if t in V.INT_TYPES:
+        bits, signed = V.INT_TYPES[t]
+        setattr(val.val, ("i%d" if signed else "u%d") % bits, py)
+    elif t == C_BOOL:
+        val.val.boolean = 1 if py else 0
+    elif t == C_DOUBLE:
+        val.val.d = py
+    elif t == C_IPV4:
+        val.val.ip[:] = list(py.packed)
+    elif t == C_IPV6:
+        val.val.ip6[:] = list(py.packed)
+    elif t != C_NOEXISTS:
+        raise TypeError("a Value of type %s cannot be passed here" % v.confd_type_str())
+    return val, None
+
+
+def value_from_c(v: ConfdValue) -> Any:
+    """A :class:`confd_ha.value.Value` for a confd_value_t the library filled
+    (a node id); a type it cannot hold becomes a C_BUF of its description."""
+    from . import value as V
+
+    t = int(v.type)
+    if t in (C_BUF, V.C_BINARY, V.C_HEXSTR):
+        data = ctypes.string_at(v.val.buf.ptr, v.val.buf.size) if v.val.buf.ptr and v.val.buf.size else b""
+        return V.Value(data, t)
+    if t == C_STR:
+        return V.Value(ctypes.string_at(v.val.s) if v.val.s else b"", C_STR)
+    if t in V.INT_TYPES:
+        bits, signed = V.INT_TYPES[t]
+        return V.Value(getattr(v.val, ("i%d" if signed else "u%d") % bits), t)
+    if t == C_BOOL:
+        return V.Value(bool(v.val.boolean), t)
+    if t == C_DOUBLE:
+        return V.Value(float(v.val.d), t)
+    if t in (C_IPV4, C_IPV6):
+        return V.Value(value_to_str(v), t)
+    if t == C_NOEXISTS:
+        return V.Value(None, t)
+    return V.Value(value_to_str(v), C_BUF)
 
 
 def parse_ip(text: Any) -> Tuple[int, bytes]:
@@ -241,8 +304,8 @@ def node_address(node: HaNode) -> Optional[str]:
 
 
 def node_dict(node: HaNode) -> Dict[str, Any]:
-    """A node as _ncs.events gives it: nodeid, af, and ip4 / ip6 / str."""
-    d: Dict[str, Any] = {"nodeid": value_to_str(node.nodeid), "af": node.af}
+    """A node as _ncs.events gives it: nodeid (a Value), af, and ip4 / ip6 / str."""
+    d: Dict[str, Any] = {"nodeid": value_from_c(node.nodeid), "af": node.af}
     if node.af == AF_INET:
         d["ip4"] = node_address(node)
     elif node.af == AF_INET6:

@@ -66,22 +66,42 @@ def _path(p: Any) -> bytes:
     return _types.c_string(p, "path")
 
 
+# The range of every integer value type (an enum value is an int32), checked
+# before the value reaches a C field, which would silently truncate it.
+_INT_RANGES = {
+    C_INT8: (-(2**7), 2**7 - 1),
+    C_INT16: (-(2**15), 2**15 - 1),
+    C_INT32: (-(2**31), 2**31 - 1),
+    C_INT64: (-(2**63), 2**63 - 1),
+    C_UINT8: (0, 2**8 - 1),
+    C_UINT16: (0, 2**16 - 1),
+    C_UINT32: (0, 2**32 - 1),
+    C_UINT64: (0, 2**64 - 1),
+    C_ENUM_VALUE: (-(2**31), 2**31 - 1),
+}
+
+
+def _check_int(v: Any, vtype: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("a value of type %d must be an int, not %s" % (vtype, type(v).__name__))
+    lo, hi = _INT_RANGES[vtype]
+    if not lo <= v <= hi:
+        raise ValueError("%d does not fit a value of type %d (%d..%d)" % (v, vtype, lo, hi))
+    return v
+
+
 def _to_c(v: Any, vtype: Optional[int]):
     """(confd_value_t, keepalive) for a Python value."""
     if vtype is not None and vtype in _INT_FIELDS:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError("a value of type %d must be an int, not %s" % (vtype, type(v).__name__))
+        _check_int(v, vtype)
         val = _types.ConfdValue()
         val.type = vtype
-        field = _INT_FIELDS[vtype]
-        setattr(val.val, field, v)
-        if getattr(val.val, field) != v:
-            raise ValueError("%d does not fit a value of type %d" % (v, vtype))
+        setattr(val.val, _INT_FIELDS[vtype], v)
         return val, None
     if vtype == C_ENUM_VALUE:
         val = _types.ConfdValue()
         val.type = C_ENUM_VALUE
-        val.val.i32 = int(v)
+        val.val.i32 = _check_int(v, C_ENUM_VALUE)
         return val, None
     if vtype == C_BINARY:
         val, keep = _types.make_value(bytes(v), "value")

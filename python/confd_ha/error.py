@@ -5,12 +5,19 @@ when a call fails it raises :class:`Error`, which carries the three things
 ConfD reports about a failure:
 
 * ``confd_errno`` -- the error number (one of the ``ERR_*`` constants below);
-* ``strerror``    -- the library's fixed text for that number (``confd_strerror()``);
-* ``lasterr``     -- the library's message about this failure (``confd_lasterr()``),
-  usually the daemon's reason ("token mismatch ...").
+* ``confd_strerror`` (also ``strerror``) -- the library's fixed text for that
+  number (``confd_strerror()``);
+* ``confd_lasterr`` (also ``lasterr``) -- the library's message about this
+  failure (``confd_lasterr()``), usually the daemon's reason ("token mismatch ...").
 
-A call that finds the daemon's socket closed (``CONFD_EOF``) raises the same
-class with ``confd_errno == ERR_EOF``.
+The ``confd_*`` names are NSO's (``_ncs.error.Error``); ``str(e)`` is NSO's
+``"<confd_strerror> (<confd_errno>): <confd_lasterr>"``. One difference:
+NSO's ``e.strerror`` is the OS error text (meaningful only for ERR_OS), ours
+is the ConfD text, the same as ``confd_strerror``.
+
+A call that finds the daemon's socket closed (``CONFD_EOF``) raises
+:class:`EOF`, a subclass of :class:`Error` with ``confd_errno == ERR_EOF``
+(NSO's ``_ncs.error.EOF``), so ``except EOF:`` catches exactly that.
 
 Mistakes in the Python arguments themselves (a node id of the wrong type, an
 unparsable address) raise ``TypeError`` / ``ValueError`` before anything is
@@ -21,12 +28,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["Error", "errno_name"]
+__all__ = ["Error", "EOF", "errno_name"]
 
-# Return codes of the C API (confd_lib.h).
+# Return codes of the C API (confd_lib.h). (CONFD_EOF is ``confd_ha.EOF``
+# at the package's top level, as ``_ncs.EOF``; here ``EOF`` is the
+# exception class, as ``_ncs.error.EOF``.)
 OK = 0
 ERR = -1
-EOF = -2
+RC_EOF = -2
 
 # confd_errno values (spec section B.4; same numbers as confd_lib.h).
 ERR_NOEXISTS = 1
@@ -114,6 +123,7 @@ _NAMES = {
     for k, v in sorted(globals().items())
     if k.startswith("ERR_") and isinstance(v, int)
 }
+__all__ += sorted(_NAMES.values())
 
 
 class Error(Exception):
@@ -142,25 +152,45 @@ class Error(Exception):
         self.function = function
         super().__init__(self.confd_errno, self.strerror, self.lasterr)
 
+    # NSO's attribute names.
+    @property
+    def confd_strerror(self) -> str:
+        return self.strerror
+
+    @property
+    def confd_lasterr(self) -> str:
+        return self.lasterr
+
     @property
     def errno_name(self) -> Optional[str]:
         """``"ERR_HA_BADTOKEN"`` etc., or None for a number without a name."""
         return errno_name(self.confd_errno)
 
     def __str__(self) -> str:
-        # NSO's _ncs.error.Error reads "<strerror> (<errno>): <lasterr>".
-        text = "%s (%d)" % (self.strerror, self.confd_errno)
-        if self.lasterr:
-            text += ": " + self.lasterr
-        if self.function:
-            text = self.function + ": " + text
-        return text
+        # As NSO's _ncs.error.Error: "<strerror> (<errno>): <lasterr>" (the
+        # failed function is in repr() and ``function``).
+        return "%s (%d): %s" % (self.strerror, self.confd_errno, self.lasterr)
 
     def __repr__(self) -> str:
-        return "Error(confd_errno=%d (%s), strerror=%r, lasterr=%r, function=%r)" % (
+        return "%s(confd_errno=%d (%s), strerror=%r, lasterr=%r, function=%r)" % (
+            type(self).__name__,
             self.confd_errno,
             self.errno_name or "?",
             self.strerror,
             self.lasterr,
             self.function,
         )
+
+
+class EOF(Error):
+    """The daemon closed the socket (``CONFD_EOF``; ``confd_errno`` is
+    ERR_EOF), as NSO's ``_ncs.error.EOF``."""
+
+    def __init__(
+        self,
+        confd_errno: int = ERR_EOF,
+        strerror: Optional[str] = None,
+        lasterr: str = "",
+        function: Optional[str] = None,
+    ) -> None:
+        super().__init__(confd_errno, strerror, lasterr, function)

@@ -17,8 +17,11 @@ notification flag; for NOTIF_HA_INFO, ``'hnot'`` holds ``'type'`` (an
 HA_INFO_* number) and, by type, ``'noprimary'`` (+ ``'nomaster'``),
 ``'secondary_died'`` / ``'secondary_arrived'`` (+ ``'slave_died'`` /
 ``'slave_arrived'``), ``'cdb_initialized_by_copy'``, ``'besecondary_result'``
-(+ ``'beslave_result'``). Node dicts have ``'nodeid'`` (str; NSO gives a
-Value), ``'af'`` and ``'ip4'`` / ``'ip6'`` / ``'str'``.
+(+ ``'beslave_result'``). Node dicts have ``'nodeid'`` (a
+:class:`confd_ha.value.Value`, as NSO gives it; a C_BUF node id also
+compares equal to its ``str``), ``'af'`` and ``'ip4'`` / ``'ip6'`` / ``'str'``.
+Every dict also has ``'_notif'``, as NSO's: an opaque :class:`Notification`
+(the flag and the HA data) for code that passes it on.
 
 A socket subscribed with NOTIF_HA_INFO_SYNC must call ``sync_ha_notification``
 after each HA event: the node holds HA processing until it does.
@@ -30,6 +33,7 @@ import ctypes
 from typing import Any, Dict, Optional
 
 from . import _lib, _types
+from .value import C_NOEXISTS, Value
 
 # enum confd_notification_type
 NOTIF_AUDIT = 1 << 0
@@ -90,10 +94,29 @@ PROGRESS_VERY_VERBOSE = 2
 PROGRESS_DEBUG = 3
 
 
+def _no_time(v: Any) -> bool:
+    return v is None or (isinstance(v, Value) and v.confd_type() == C_NOEXISTS)
+
+
+class Notification:
+    """The ``'_notif'`` entry of a ``read_notification`` dict: the
+    notification flag (``type``) and, for HA events, the ``hnot`` dict."""
+
+    __slots__ = ("type", "hnot")
+
+    def __init__(self, type: int, hnot: Optional[Dict[str, Any]] = None) -> None:  # noqa: A002
+        self.type = type
+        self.hnot = hnot
+
+    def __repr__(self) -> str:
+        return "Notification(type=%d, hnot=%r)" % (self.type, self.hnot)
+
+
 class NotificationsData:
     """Arguments of ``notifications_connect2`` (as NSO's class of the same
     name). Only the intervals are used by HA and heartbeat subscriptions;
-    ``start_time`` / ``stop_time`` must be None (C_NOEXISTS) here."""
+    ``start_time`` / ``stop_time`` are "no time": None or, as NSO's examples
+    pass them, ``Value(None, C_NOEXISTS)`` (stream replay is not supported)."""
 
     def __init__(
         self,
@@ -106,8 +129,13 @@ class NotificationsData:
         usid: int = 0,
         verbosity: int = PROGRESS_NORMAL,
     ) -> None:
-        if start_time is not None or stop_time is not None:
-            raise NotImplementedError("start_time/stop_time (stream replay) are not supported")
+        if not (_no_time(start_time) and _no_time(stop_time)):
+            raise NotImplementedError(
+                "start_time/stop_time (stream replay) are not supported: "
+                "pass None or Value(None, C_NOEXISTS)"
+            )
+        self.start_time = Value(None, C_NOEXISTS)
+        self.stop_time = Value(None, C_NOEXISTS)
         self.heartbeat_interval = int(heartbeat_interval)
         self.health_check_interval = int(health_check_interval)
         self.stream_name = stream_name
@@ -195,6 +223,7 @@ def read_notification(sock: Any) -> Dict[str, Any]:
         n: Dict[str, Any] = {"type": t}
         if t == NOTIF_HA_INFO:
             n["hnot"] = _ha_dict(head.hnot)
+        n["_notif"] = Notification(t, n.get("hnot"))
         return n
     finally:
         lib = _lib.library()

@@ -282,7 +282,12 @@ def read_event(sock: socket.socket, timeout: float = EVENT_TIMEOUT) -> dict:
     r, _, _ = select.select([sock], [], [], timeout)
     if not r:
         raise AssertionError("no notification within %.0f s" % timeout)
-    return events.read_notification(sock)
+    n = events.read_notification(sock)
+    # Every dict carries NSO's '_notif' entry; the tests compare the rest.
+    notif = n.pop("_notif")
+    if not isinstance(notif, events.Notification) or notif.type != n["type"]:
+        raise AssertionError("bad '_notif' entry %r in %r" % (notif, n))
+    return n
 
 
 def read_ha_event(sock: socket.socket, ha_type: int, timeout: float = EVENT_TIMEOUT) -> dict:

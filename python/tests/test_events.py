@@ -11,6 +11,7 @@ import support
 from support import read_event, read_ha_event
 from confd_ha import error, events, ha
 from confd_ha.error import Error
+from confd_ha.value import C_BUF, Value
 
 needs_events = support.skip_unless_library_has(
     "confd_notifications_connect", "confd_read_notification", "confd_sync_ha_notification"
@@ -85,15 +86,28 @@ class EventsTest(unittest.TestCase):
         h = read_ha_event(e2, events.HA_INFO_BESECONDARY_RESULT)
         self.assertEqual(h["besecondary_result"], error.ERR_HA_BADTOKEN)
 
-    def test_secondary_died_on_secondary_dead(self):
+    def test_secondary_died_when_a_secondary_leaves(self):
+        e1 = self.ev(self.n1)
+        ha.beprimary(self.h1, "n1")
+        ha.besecondary(self.h2, "n2", "n1", "127.0.0.1", 1)
+        read_ha_event(e1, events.HA_INFO_SECONDARY_ARRIVED)
+        ha.benone(self.h2)
+        died = read_ha_event(e1, events.HA_INFO_SECONDARY_DIED)
+        self.assertEqual(died["secondary_died"]["nodeid"], "n2")
+        self.assertEqual(died["secondary_died"]["nodeid"], Value("n2"))
+        self.assertEqual(died["secondary_died"]["nodeid"].confd_type(), C_BUF)
+        self.assertEqual(died["slave_died"], died["secondary_died"])
+
+    def test_secondary_dead_emits_nothing_for_that_node(self):
+        # As ConfD 6.6: the HA framework declared it dead, so no event for it.
         e1 = self.ev(self.n1)
         ha.beprimary(self.h1, "n1")
         ha.besecondary(self.h2, "n2", "n1", "127.0.0.1", 1)
         read_ha_event(e1, events.HA_INFO_SECONDARY_ARRIVED)
         ha.secondary_dead(self.h1, "n2")
-        died = read_ha_event(e1, events.HA_INFO_SECONDARY_DIED)
-        self.assertEqual(died["secondary_died"]["nodeid"], "n2")
-        self.assertEqual(died["slave_died"], died["secondary_died"])
+        ha.benone(self.h1)
+        self.assertEqual(read_event(e1), {"type": events.NOTIF_HA_INFO,
+                                          "hnot": {"type": events.HA_INFO_IS_NONE}})
 
     def test_sync_ha_notification(self):
         e = self.ev(self.n1, events.NOTIF_HA_INFO | events.NOTIF_HA_INFO_SYNC)

@@ -64,6 +64,8 @@ class ReadNotificationShapeTest(unittest.TestCase):
         with mock.patch.object(events, "_lib", fake):
             n = events.read_notification(0)
         self.assertEqual(fake.freed, 1, "confd_free_notification not called")
+        notif = n.pop("_notif")
+        self.assertEqual((notif.type, notif.hnot), (n["type"], n.get("hnot")))
         return n
 
     def test_each_ha_type(self):

@@ -138,7 +138,7 @@ class HaTest(unittest.TestCase):
         self.assertEqual(ha.status(s)[0], ha.STATE_MASTER)
 
     def test_beprimary_bad_id_type(self):
-        with self.assertRaisesRegex(TypeError, "mynodeid must be str or bytes"):
+        with self.assertRaisesRegex(TypeError, "mynodeid must be str, bytes or Value"):
             ha.beprimary(self.socks["n1"], 1)
 
     def test_beprimary_ha_bind(self):

@@ -27,7 +27,7 @@ class ReadmeExampleTest(unittest.TestCase):
                            text=True, timeout=60)
         self.assertEqual(r.returncode, 0, "stdout:\n%s\nstderr:\n%s" % (r.stdout, r.stderr))
         self.assertIn("(3, [])", r.stdout)
-        self.assertIn("{'type': 64, 'hnot': {'type': 5}}", r.stdout)
+        self.assertIn("64 {'type': 5}", r.stdout)
         self.assertIn("17 operation in wrong state | berelay: node is not a secondary", r.stdout)
 
 

@@ -69,6 +69,28 @@ class LayoutTest(unittest.TestCase):
         self.assertEqual((E.ha_info_value.offset, E.ha_info_node.offset), (16, 24))
 
 
+class IntRangeTest(unittest.TestCase):
+    """Every integer value type, and enum values, are range-checked: a value
+    that does not fit raises instead of being truncated by the C field."""
+
+    def test_every_int_vtype(self):
+        from confd_ha import data
+
+        for vtype, (lo, hi) in data._INT_RANGES.items():
+            for ok in (lo, hi, 0 if lo <= 0 else lo):
+                val, _ = data._to_c(ok, vtype)
+                self.assertEqual(val.type, vtype)
+            for bad in (lo - 1, hi + 1, 2**200):
+                with self.assertRaises(ValueError, msg="%d as %d" % (bad, vtype)):
+                    data._to_c(bad, vtype)
+        with self.assertRaises(ValueError):
+            data._to_c(2**40, data.C_ENUM_VALUE)
+        with self.assertRaises(TypeError):
+            data._to_c("3", data.C_ENUM_VALUE)
+        with self.assertRaises(TypeError):
+            data._to_c(True, data.C_INT32)
+
+
 class ConstantsTest(unittest.TestCase):
     def test_states(self):
         self.assertEqual(
@@ -118,7 +140,10 @@ class ConstantsTest(unittest.TestCase):
         self.assertEqual(error.ERR_CONNECTION_REFUSED, 56)
         self.assertEqual(error.ERR_HA_BADCONFIG, 69)
         self.assertEqual(error.ERR_CHECKSUM_MISMATCH, 73)
-        self.assertEqual((error.OK, error.ERR, error.EOF), (0, -1, -2))
+        import confd_ha
+
+        self.assertEqual((error.OK, error.ERR, confd_ha.EOF), (0, -1, -2))
+        self.assertTrue(issubclass(error.EOF, Error))
 
     def test_top_level(self):
         import confd_ha
@@ -135,10 +160,11 @@ class ErrorClassTest(unittest.TestCase):
         self.assertEqual(e.strerror, "Remote HA node has bad credentials")
         self.assertEqual(e.lasterr, "token mismatch")
         self.assertEqual(e.errno_name, "ERR_HA_BADTOKEN")
-        self.assertEqual(
-            str(e),
-            "confd_ha_besecondary: Remote HA node has bad credentials (28): token mismatch",
-        )
+        # NSO's attribute names and text.
+        self.assertEqual(e.confd_strerror, "Remote HA node has bad credentials")
+        self.assertEqual(e.confd_lasterr, "token mismatch")
+        self.assertEqual(str(e), "Remote HA node has bad credentials (28): token mismatch")
+        self.assertIn("confd_ha_besecondary", repr(e))
         self.assertIn("ERR_HA_BADTOKEN", repr(e))
         self.assertIsInstance(e, Exception)
 
@@ -147,7 +173,7 @@ class ErrorClassTest(unittest.TestCase):
         self.assertEqual(e.strerror, "Unknown error")
         self.assertEqual(e.lasterr, "")
         self.assertIsNone(e.errno_name)
-        self.assertEqual(str(e), "Unknown error (9999)")
+        self.assertEqual(str(e), "Unknown error (9999): ")
 
 
 class ConversionTest(unittest.TestCase):
@@ -168,7 +194,7 @@ class ConversionTest(unittest.TestCase):
         self.assertEqual(_types.value_to_str(v2), "nöd")
 
     def test_bad_node_id_type(self):
-        with self.assertRaisesRegex(TypeError, "mynodeid must be str or bytes, not int"):
+        with self.assertRaisesRegex(TypeError, "mynodeid must be str, bytes or Value, not int"):
             _types.make_value(7, "mynodeid")
 
     def test_parse_ip(self):

@@ -35,10 +35,45 @@ pub const MAX_DEPTH: usize = 64;
 /// more than a plain frame may carry (`frame::DEFAULT_MAX_FRAME`), so that
 /// compression (up to ~1000:1) cannot multiply what a small frame costs.
 pub const MAX_INFLATED: usize = 16 * 1024 * 1024;
-/// Most elements reserved up front for a tuple or list; beyond that the
-/// vector grows only as elements are actually decoded, so a count field
-/// cannot make the decoder reserve memory the input does not back.
-const PREALLOC: usize = 1024;
+/// Memory a decoded term may take per byte of its encoding (see
+/// [`DecodeLimits`]): 16, half the size of one [`Term`], so that every shape
+/// the protocols really send fits (a small integer, 2 bytes, takes one
+/// 32-byte `Term`), while a frame of empty lists or one-byte string
+/// characters (1 byte each, 32 bytes decoded) is refused.
+pub const BUDGET_PER_INPUT_BYTE: usize = 16;
+/// Memory every decode may take whatever its input's size (small terms of
+/// empty lists, `{ok, []}` and the like, are always accepted).
+pub const BUDGET_FLOOR_BYTES: usize = 64 * 1024;
+/// Size of one decoded term value, before any heap data it owns.
+const TERM_BYTES: usize = std::mem::size_of::<Term>();
+
+/// What one decode may cost.
+///
+/// The decoder counts the memory the decoded value will occupy: one
+/// `size_of::<Term>()` (32 bytes) for every element of every tuple and list
+/// (reserved exactly, never doubled), the bytes of every binary and atom,
+/// and the buffer a compressed term inflates into. Decoding stops with
+/// [`DecodeError::TooCostly`] as soon as the count would pass `budget`, so
+/// no input costs more than `budget` bytes (plus allocator overhead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Accept compressed terms (tag 80). Off on every port before the peer
+    /// is authenticated.
+    pub compressed: bool,
+    /// Most bytes of memory the decoded term may take.
+    pub budget: usize,
+}
+
+impl DecodeLimits {
+    /// The budget for an input of `len` bytes:
+    /// `BUDGET_FLOOR_BYTES + BUDGET_PER_INPUT_BYTE * len`.
+    pub fn for_input(len: usize, compressed: bool) -> DecodeLimits {
+        DecodeLimits {
+            compressed,
+            budget: BUDGET_FLOOR_BYTES.saturating_add(len.saturating_mul(BUDGET_PER_INPUT_BYTE)),
+        }
+    }
+}
 
 /// An Erlang term. Integers are held as `i128`, which covers every integer
 /// the protocol carries (int64 and uint64 values included).
@@ -55,47 +90,93 @@ pub enum Term {
     ImproperList(Vec<Term>, Box<Term>),
 }
 
+/// Most characters the text form of one term (`{:?}`) takes; longer ones are
+/// cut and end in `...`. Every log line and error reply that shows a term a
+/// peer sent goes through this, so a 16 MiB term costs a few hundred bytes
+/// of text, and formatting stops as soon as the limit is reached.
+pub const MAX_TERM_TEXT: usize = 512;
+
+/// A `fmt::Write` that keeps at most `left` bytes and then fails, which
+/// stops the formatting that feeds it.
+struct Cut<'a> {
+    out: &'a mut String,
+    left: usize,
+    cut: bool,
+}
+
+impl fmt::Write for Cut<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() <= self.left {
+            self.out.push_str(s);
+            self.left -= s.len();
+            return Ok(());
+        }
+        let mut end = self.left;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out.push_str(&s[..end]);
+        self.left = 0;
+        self.cut = true;
+        Err(fmt::Error)
+    }
+}
+
+fn fmt_term(t: &Term, f: &mut Cut<'_>) -> fmt::Result {
+    use fmt::Write;
+    let seq = |f: &mut Cut<'_>, l: &[Term]| -> fmt::Result {
+        for (i, e) in l.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            fmt_term(e, f)?;
+        }
+        Ok(())
+    };
+    match t {
+        Term::Int(i) => write!(f, "{i}"),
+        Term::Float(x) => write!(f, "{x:?}"),
+        Term::Atom(a) => write!(f, "'{}'", a.escape_debug()),
+        Term::Binary(b) => match std::str::from_utf8(b) {
+            Ok(s) if s.chars().all(|c| !c.is_control()) => write!(f, "<<\"{s}\">>"),
+            _ => write!(f, "<<{b:?}>>"),
+        },
+        Term::Tuple(t) => {
+            f.write_str("{")?;
+            seq(f, t)?;
+            f.write_str("}")
+        }
+        Term::List(l) => {
+            f.write_str("[")?;
+            seq(f, l)?;
+            f.write_str("]")
+        }
+        Term::ImproperList(l, t) => {
+            f.write_str("[")?;
+            seq(f, l)?;
+            f.write_str("|")?;
+            fmt_term(t, f)?;
+            f.write_str("]")
+        }
+    }
+}
+
+/// Erlang-like text of a term, at most [`MAX_TERM_TEXT`] bytes (then `...`).
 impl fmt::Debug for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Term::Int(i) => write!(f, "{i}"),
-            Term::Float(x) => write!(f, "{x:?}"),
-            Term::Atom(a) => write!(f, "'{a}'"),
-            Term::Binary(b) => match std::str::from_utf8(b) {
-                Ok(s) if s.chars().all(|c| !c.is_control()) => write!(f, "<<\"{s}\">>"),
-                _ => write!(f, "<<{b:?}>>"),
-            },
-            Term::Tuple(t) => {
-                write!(f, "{{")?;
-                for (i, e) in t.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ",")?;
-                    }
-                    write!(f, "{e:?}")?;
-                }
-                write!(f, "}}")
-            }
-            Term::List(l) => {
-                write!(f, "[")?;
-                for (i, e) in l.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ",")?;
-                    }
-                    write!(f, "{e:?}")?;
-                }
-                write!(f, "]")
-            }
-            Term::ImproperList(l, t) => {
-                write!(f, "[")?;
-                for (i, e) in l.iter().enumerate() {
-                    if i > 0 {
-                        write!(f, ",")?;
-                    }
-                    write!(f, "{e:?}")?;
-                }
-                write!(f, "|{t:?}]")
-            }
+        let mut out = String::new();
+        let mut w = Cut {
+            out: &mut out,
+            left: MAX_TERM_TEXT,
+            cut: false,
+        };
+        let _ = fmt_term(self, &mut w);
+        let cut = w.cut;
+        f.write_str(&out)?;
+        if cut {
+            f.write_str("...")?;
         }
+        Ok(())
     }
 }
 
@@ -122,6 +203,10 @@ pub enum DecodeError {
     Compressed(String),
     #[error("{0} bytes left over after the term")]
     Trailing(usize),
+    #[error("compressed terms are not accepted here")]
+    CompressedRefused,
+    #[error("term would take more than {0} bytes of memory decoded")]
+    TooCostly(usize),
 }
 
 impl Term {
@@ -264,22 +349,43 @@ impl Term {
         }
     }
 
-    /// Decodes exactly one term, with version byte, from `buf`.
+    /// Decodes exactly one term, with version byte, from `buf`, within the
+    /// default limits for its size (`DecodeLimits::for_input(len, true)`).
     pub fn decode(buf: &[u8]) -> Result<Term, DecodeError> {
-        let (&v, _) = buf.split_first().ok_or(DecodeError::Empty)?;
-        if v != VERSION {
-            return Err(DecodeError::BadVersion(v));
-        }
-        if buf.get(1) == Some(&COMPRESSED) {
-            return decode_compressed(buf);
-        }
-        let mut d = Decoder { buf, pos: 1 };
-        let t = d.term(0)?;
-        if d.pos != buf.len() {
-            return Err(DecodeError::Trailing(buf.len() - d.pos));
-        }
-        Ok(t)
+        Term::decode_with(buf, DecodeLimits::for_input(buf.len(), true))
     }
+
+    /// Decodes exactly one term, with version byte, within `limits`.
+    pub fn decode_with(buf: &[u8], limits: DecodeLimits) -> Result<Term, DecodeError> {
+        let mut budget = limits.budget;
+        decode_budget(buf, limits.compressed, &mut budget)
+    }
+}
+
+fn decode_budget(buf: &[u8], compressed: bool, budget: &mut usize) -> Result<Term, DecodeError> {
+    let (&v, _) = buf.split_first().ok_or(DecodeError::Empty)?;
+    if v != VERSION {
+        return Err(DecodeError::BadVersion(v));
+    }
+    if buf.get(1) == Some(&COMPRESSED) {
+        if !compressed {
+            return Err(DecodeError::CompressedRefused);
+        }
+        return decode_compressed(buf, budget);
+    }
+    let mut d = Decoder {
+        buf,
+        pos: 1,
+        budget: *budget,
+        limit: *budget,
+    };
+    d.charge(TERM_BYTES)?;
+    let t = d.term(0)?;
+    if d.pos != buf.len() {
+        return Err(DecodeError::Trailing(buf.len() - d.pos));
+    }
+    *budget = d.budget;
+    Ok(t)
 }
 
 fn encode_int(i: i128, out: &mut Vec<u8>) {
@@ -304,7 +410,7 @@ fn encode_int(i: i128, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_compressed(buf: &[u8]) -> Result<Term, DecodeError> {
+fn decode_compressed(buf: &[u8], budget: &mut usize) -> Result<Term, DecodeError> {
     use std::io::Read;
     let size = buf
         .get(2..6)
@@ -315,8 +421,13 @@ fn decode_compressed(buf: &[u8]) -> Result<Term, DecodeError> {
             "uncompressed size {size} exceeds the {MAX_INFLATED}-byte limit"
         )));
     }
-    // Reserve at most 1 MiB on the header's word; the rest grows as data inflates.
-    let mut inflated = Vec::with_capacity(size.min(1 << 20) + 1);
+    // The inflated buffer is part of what the term costs.
+    let limit = *budget;
+    if size + 1 > *budget {
+        return Err(DecodeError::TooCostly(limit));
+    }
+    *budget -= size + 1;
+    let mut inflated = Vec::with_capacity(size + 1);
     inflated.push(VERSION);
     let mut z = flate2::read::ZlibDecoder::new(&buf[6..]).take(size as u64 + 1);
     z.read_to_end(&mut inflated)
@@ -330,7 +441,10 @@ fn decode_compressed(buf: &[u8]) -> Result<Term, DecodeError> {
     if inflated.get(1) == Some(&COMPRESSED) {
         return Err(DecodeError::Compressed("nested compression".into()));
     }
-    Term::decode(&inflated)
+    decode_budget(&inflated, false, budget).map_err(|e| match e {
+        DecodeError::TooCostly(_) => DecodeError::TooCostly(limit),
+        e => e,
+    })
 }
 
 /// The text of a FLOAT_EXT (old minor version 0 floats, `%.20e`), with the
@@ -377,6 +491,9 @@ fn parse_float_ext(s: &[u8]) -> Option<f64> {
 struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Bytes of decoded memory still allowed, and the whole allowance.
+    budget: usize,
+    limit: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -401,6 +518,41 @@ impl<'a> Decoder<'a> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
     }
+    /// Counts `n` bytes of decoded memory against the budget.
+    fn charge(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.budget = self
+            .budget
+            .checked_sub(n)
+            .ok_or(DecodeError::TooCostly(self.limit))?;
+        Ok(())
+    }
+    /// Charges `n` element slots (each a `Term`), before they are reserved.
+    fn charge_elems(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.charge(
+            n.checked_mul(TERM_BYTES)
+                .ok_or(DecodeError::TooCostly(self.limit))?,
+        )
+    }
+    /// Makes room for `n` more elements in `v`, charging the slots it
+    /// allocates. A list sent as a chain of short list headers (the C `ei`
+    /// idiom) grows by doubling, so that it costs linear time; the unused
+    /// part of a doubling is charged too, and when it does not fit the
+    /// budget the vector grows by exactly `n`.
+    fn grow(&mut self, v: &mut Vec<Term>, n: usize) -> Result<(), DecodeError> {
+        let need = v.len() + n;
+        if need <= v.capacity() {
+            return Ok(());
+        }
+        let doubled = need.max(v.capacity() * 2);
+        let extra = if self.charge_elems(doubled - v.capacity()).is_ok() {
+            doubled - v.len()
+        } else {
+            self.charge_elems(need - v.capacity())?;
+            n
+        };
+        v.reserve_exact(extra);
+        Ok(())
+    }
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -422,7 +574,7 @@ impl<'a> Decoder<'a> {
         loop {
             let n = self.u32()?;
             let n = self.count(n)?;
-            v.reserve(n.min(PREALLOC));
+            self.grow(&mut v, n)?;
             for _ in 0..n {
                 v.push(self.term(depth + 1)?);
             }
@@ -435,10 +587,13 @@ impl<'a> Decoder<'a> {
                 Some(&STRING_EXT) => {
                     self.pos += 1;
                     let n = self.u16()?;
+                    self.grow(&mut v, n)?;
                     v.extend(self.take(n)?.iter().map(|&c| Term::Int(c as i128)));
                     return Ok(Term::List(v));
                 }
                 _ => {
+                    // The tail lives in a Box of its own.
+                    self.charge(TERM_BYTES)?;
                     let tail = self.term(depth + 1)?;
                     // `[ | T]` with no elements is just T.
                     return Ok(if v.is_empty() {
@@ -506,7 +661,8 @@ impl<'a> Decoder<'a> {
                 } else {
                     self.u8()? as usize
                 };
-                // Latin-1: every byte is one code point.
+                // Latin-1: every byte is one code point (two UTF-8 bytes at most).
+                self.charge(2 * n)?;
                 Term::Atom(self.take(n)?.iter().map(|&c| c as char).collect())
             }
             ATOM_UTF8_EXT | SMALL_ATOM_UTF8_EXT => {
@@ -515,6 +671,7 @@ impl<'a> Decoder<'a> {
                 } else {
                     self.u8()? as usize
                 };
+                self.charge(n)?;
                 let b = self.take(n)?;
                 Term::Atom(
                     std::str::from_utf8(b)
@@ -529,7 +686,8 @@ impl<'a> Decoder<'a> {
                     self.u32()?
                 };
                 let n = self.count(n)?;
-                let mut v = Vec::with_capacity(n.min(PREALLOC));
+                self.charge_elems(n)?;
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(self.term(depth + 1)?);
                 }
@@ -538,6 +696,7 @@ impl<'a> Decoder<'a> {
             NIL_EXT => Term::List(Vec::new()),
             STRING_EXT => {
                 let n = self.u16()?;
+                self.charge_elems(n)?;
                 Term::List(
                     self.take(n)?
                         .iter()
@@ -548,7 +707,9 @@ impl<'a> Decoder<'a> {
             LIST_EXT => self.list(depth)?,
             BINARY_EXT => {
                 let n = self.u32()?;
-                Term::Binary(self.take(n)?.to_vec())
+                let b = self.take(n)?;
+                self.charge(n)?;
+                Term::Binary(b.to_vec())
             }
             COMPRESSED => return Err(DecodeError::Compressed("nested compression".into())),
             _ => return Err(DecodeError::UnknownTag { tag, at }),
@@ -765,7 +926,10 @@ mod tests {
             b.extend_from_slice(&(body as u32).to_be_bytes());
         }
         b.resize(b.len() + body, 106);
-        assert!(matches!(Term::decode(&b), Err(DecodeError::Truncated(_))));
+        assert!(matches!(
+            Term::decode(&b),
+            Err(DecodeError::Truncated(_) | DecodeError::TooCostly(_))
+        ));
     }
 
     #[test]
@@ -780,5 +944,105 @@ mod tests {
         buf.extend_from_slice(&((raw.len() - 1) as u32).to_be_bytes());
         buf.extend_from_slice(&body);
         assert_eq!(Term::decode(&buf).unwrap(), inner);
+    }
+
+    /// A list of `n` empty lists, compressed: the "bomb" of issue 10.
+    pub(crate) fn nil_bomb(n: u32) -> Vec<u8> {
+        use std::io::Write;
+        let mut raw = vec![LIST_EXT];
+        raw.extend_from_slice(&n.to_be_bytes());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&raw).unwrap();
+        let chunk = vec![NIL_EXT; 1 << 16];
+        let mut left = n as usize + 1;
+        while left > 0 {
+            let k = left.min(chunk.len());
+            z.write_all(&chunk[..k]).unwrap();
+            left -= k;
+        }
+        let body = z.finish().unwrap();
+        let mut buf = vec![131, COMPRESSED];
+        buf.extend_from_slice(&(raw.len() as u32 + n + 1).to_be_bytes());
+        buf.extend_from_slice(&body);
+        buf
+    }
+
+    #[test]
+    fn decoded_memory_is_bounded_by_the_input_size() {
+        // 16.7 M empty lists inflated from ~16 KB: refused before inflating
+        // more than the budget of a 16 KB input.
+        let bomb = nil_bomb(16_700_000);
+        assert!(bomb.len() < 40_000, "bomb is {} bytes", bomb.len());
+        assert_eq!(
+            Term::decode(&bomb),
+            Err(DecodeError::TooCostly(
+                DecodeLimits::for_input(bomb.len(), true).budget
+            ))
+        );
+        assert_eq!(
+            Term::decode_with(&bomb, DecodeLimits::for_input(bomb.len(), false)),
+            Err(DecodeError::CompressedRefused)
+        );
+        // The same uncompressed: 1 byte per element, 32 decoded.
+        let mut flat = vec![131, LIST_EXT];
+        flat.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        flat.resize(flat.len() + (1 << 20) + 1, NIL_EXT);
+        assert!(matches!(
+            Term::decode(&flat),
+            Err(DecodeError::TooCostly(_))
+        ));
+        // A tuple of empty lists, and a long STRING_EXT, likewise.
+        let mut tup = vec![131, LARGE_TUPLE_EXT];
+        tup.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        tup.resize(tup.len() + (1 << 20), NIL_EXT);
+        assert!(matches!(Term::decode(&tup), Err(DecodeError::TooCostly(_))));
+        // Real shapes fit: a million small integers, a 1 MiB binary, a
+        // chained (ei-style) list of 100 000 integers, and small NIL terms.
+        let ints = Term::List((0..1_000_000).map(|i| Term::int(i % 200)).collect());
+        assert_eq!(Term::decode(&ints.encode()).unwrap(), ints);
+        let bin = Term::binary(vec![7u8; 1 << 20]);
+        assert_eq!(Term::decode(&bin.encode()).unwrap(), bin);
+        let mut b = vec![131];
+        for i in 0..100_000u32 {
+            b.extend_from_slice(&[108, 0, 0, 0, 1, 98]);
+            b.extend_from_slice(&i.to_be_bytes());
+        }
+        b.push(106);
+        assert_eq!(
+            Term::decode(&b).unwrap(),
+            Term::List((0..100_000).map(Term::int).collect())
+        );
+        let small = Term::tuple((0..1000).map(|_| Term::List(vec![])).collect());
+        assert_eq!(Term::decode(&small.encode()).unwrap(), small);
+    }
+
+    #[test]
+    fn the_budget_is_what_decoding_allocates() {
+        // A term decoding to exactly the budget passes; one byte less fails.
+        let t = Term::tuple(vec![Term::binary(vec![1u8; 100]), Term::atom("abc")]);
+        let need = TERM_BYTES + 2 * TERM_BYTES + 100 + 3;
+        let e = t.encode();
+        let lim = |budget| DecodeLimits {
+            compressed: false,
+            budget,
+        };
+        assert_eq!(Term::decode_with(&e, lim(need)).unwrap(), t);
+        assert_eq!(
+            Term::decode_with(&e, lim(need - 1)),
+            Err(DecodeError::TooCostly(need - 1))
+        );
+    }
+
+    #[test]
+    fn term_text_is_bounded() {
+        let big = Term::List(vec![Term::binary(vec![b'x'; 1 << 20]); 16]);
+        let s = format!("{big:?}");
+        assert_eq!(s.len(), MAX_TERM_TEXT + 3);
+        assert!(s.starts_with("[<<\"xxx") && s.ends_with("..."), "{s}");
+        assert_eq!(format!("{:?}", Term::atom("a\nb")), "'a\\nb'");
+        assert_eq!(
+            format!("{:?}", Term::tuple(vec![Term::atom("ok"), Term::int(1)])),
+            "{'ok',1}"
+        );
     }
 }

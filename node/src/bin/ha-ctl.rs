@@ -15,8 +15,13 @@ use std::process::ExitCode;
 #[path = "../log.rs"]
 mod log;
 
+/// The daemon's rollback-file format.
+#[allow(dead_code)]
+#[path = "../rollback.rs"]
+mod rollback;
+
 const USAGE: &str = "\
-usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [-t TOKEN] COMMAND [ARGS]
+usage: ha-ctl [-a ADDR] [-p PORT] [-u PATH] [--token-file FILE | -t TOKEN] COMMAND [ARGS]
 
 Talks to one HA node over its IPC port. Without -a/-p/-u the node is found
 as NSO's libraries find it: NCS_IPC_PATH, else NCS_IPC_ADDR/NCS_IPC_PORT,
@@ -26,17 +31,25 @@ options:
   -a ADDR    IPC address of the node (default 127.0.0.1)
   -p PORT    IPC port of the node (default 4565)
   -u PATH    IPC Unix socket of the node (instead of -a/-p)
-  -t TOKEN   the cluster's shared HA token (default: $HA_CTL_TOKEN)
+  --token-file FILE  read the cluster's shared HA token from FILE (one line)
+  -t TOKEN   the token on the command line (visible to every user in ps;
+             prefer $HA_CTL_TOKEN or --token-file)
   -h         this help
 
-HA commands (need the token):
+The token comes from --token-file, else -t, else $HA_CTL_TOKEN.
+
+HA orders (need the token; each opens the node's HA control connection, which
+replaces the framework's current one and sets the token, as in ConfD):
   primary NAME                           make the node primary, named NAME
   secondary NAME PRIMARY_NAME PRIMARY_ADDR [--async]
                                          make the node secondary NAME of the primary
   relay                                  make a secondary a relay
   none                                   return the node to state NONE
   dead NAME                              tell the node that secondary NAME is dead
-  status [--json]                        print the HA state and the node list
+
+read-only (no token, never touch the HA control connection):
+  status [--json]                        print the HA state and the node list (from the
+                                         node state of the data API)
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
@@ -49,6 +62,13 @@ data commands:
                                          timestamp (and heartbeats every MS milliseconds if given)
   stats                                  print the node's counters, one NAME VALUE per line
 
+local commands (read the node's data directory; no connection):
+  rollback list [DATA_DIR]               print the rollback files (local transactions a re-join
+                                         discarded), one path per line, oldest first
+                                         (DATA_DIR: $HA_NODE_DATA_DIR, else ./ha-node-data)
+  rollback show FILE                     print a rollback file: why, then each discarded
+                                         transaction (seq, txid) and its operations
+
 exit status: 0 on success; otherwise 1 with the error's ConfD name and the
 message on stderr (2 for a usage error).
 ";
@@ -58,6 +78,35 @@ struct Opts {
     port: Option<String>,
     path: Option<String>,
     token: Option<String>,
+    token_file: Option<String>,
+}
+
+/// Longest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+fn read_token_file(path: &str) -> Result<String, Failure> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .map_err(|e| Failure::Usage(format!("cannot read token file {path}: {e}")))?;
+    let mut s = String::new();
+    f.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::Usage(format!("cannot read token file {path}: {e}")))?;
+    if s.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(Failure::Usage(format!(
+            "token file {path} is longer than {MAX_TOKEN_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Writes to stdout; a closed stdout (`| head -1`) ends the command quietly.
+macro_rules! out {
+    ($($a:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        writeln!(o, $($a)*).map_err(Failure::Output)?
+    }};
 }
 
 impl Opts {
@@ -74,12 +123,19 @@ impl Opts {
         )
     }
     fn ha(&self) -> Result<HaClient, Failure> {
-        let token = self
-            .token
-            .clone()
+        let from_file = match &self.token_file {
+            Some(f) => Some(read_token_file(f)?),
+            None => None,
+        };
+        let token = from_file
+            .or_else(|| self.token.clone())
             .or_else(|| std::env::var("HA_CTL_TOKEN").ok())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Failure::Usage("no token: give -t TOKEN or set HA_CTL_TOKEN".into()))?;
+            .ok_or_else(|| {
+                Failure::Usage(
+                    "no token: set HA_CTL_TOKEN or give --token-file FILE (or -t TOKEN)".into(),
+                )
+            })?;
         Ok(HaClient::connect(&self.endpoint(), &token)?)
     }
     fn data(&self) -> Result<DataClient, Failure> {
@@ -90,6 +146,7 @@ impl Opts {
 enum Failure {
     Usage(String),
     Lib(Error),
+    Output(std::io::Error),
 }
 
 impl From<Error> for Failure {
@@ -106,6 +163,12 @@ fn main() -> ExitCode {
             eprintln!("ha-ctl: {m}\n(run ha-ctl -h for help)");
             ExitCode::from(2)
         }
+        // The reader of stdout went away (`ha-ctl list / | head -1`): not an error.
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => {
+            eprintln!("ha-ctl: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
         Err(Failure::Lib(e)) => {
             let code = e.errno();
             let name = errcode::name(code).unwrap_or("CONFD_ERR");
@@ -121,6 +184,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         port: None,
         path: None,
         token: None,
+        token_file: None,
     };
     let mut it = args.into_iter().peekable();
     let mut rest = Vec::new();
@@ -134,8 +198,13 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             "-p" => o.port = Some(val("-p")?),
             "-u" => o.path = Some(val("-u")?),
             "-t" => o.token = Some(val("-t")?),
+            "--token-file" => o.token_file = Some(val("--token-file")?),
             "-h" | "--help" => {
-                print!("{USAGE}");
+                use std::io::Write as _;
+                std::io::stdout()
+                    .lock()
+                    .write_all(USAGE.as_bytes())
+                    .map_err(Failure::Output)?;
                 return Ok(());
             }
             _ => {
@@ -203,12 +272,18 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         }
         "status" => {
             want(0, "status [--json]")?;
-            let (state, nodes) = o.ha()?.get_status()?;
-            print_status(state, &nodes, has("--json"));
+            // Read-only: the data API's node state, never the HA control
+            // connection (opening one would replace the framework's and
+            // set the token).
+            let ns = o.data()?.node_state()?;
+            let mut nodes: Vec<HaNode> = ns.primary.into_iter().map(|p| p.node).collect();
+            nodes.extend(ns.secondaries.into_iter().map(|p| p.node));
+            print_status(ns.state, &nodes, has("--json"))?;
         }
         "get" => {
             want(1, "get PATH")?;
-            println!("{}", o.data()?.get(&pos[1])?);
+            let v = o.data()?.get(&pos[1])?;
+            out!("{v}");
         }
         "set" => {
             want(2, "set PATH VALUE [--type TYPE]")?;
@@ -227,12 +302,13 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "list" => {
             want(1, "list PATH")?;
             for c in o.data()?.list(&pos[1])? {
-                println!("{c}");
+                out!("{c}");
             }
         }
         "txid" => {
             want(0, "txid")?;
-            println!("{}", o.data()?.txid()?);
+            let t = o.data()?.txid()?;
+            out!("{t}");
         }
         "watch" => {
             want(0, "watch [--json] [--heartbeat MS]")?;
@@ -247,9 +323,10 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
         "stats" => {
             want(0, "stats")?;
             for (k, v) in o.data()?.stats()? {
-                println!("{k} {v}");
+                out!("{k} {v}");
             }
         }
+        "rollback" => return rollback_cmd(&pos[1..]),
         "" => return Err(Failure::Usage("no command given".into())),
         other => return Err(Failure::Usage(format!("unknown command '{other}'"))),
     }
@@ -397,7 +474,7 @@ fn json_str(s: &str) -> String {
     o
 }
 
-fn print_status(state: i32, nodes: &[HaNode], json: bool) {
+fn print_status(state: i32, nodes: &[HaNode], json: bool) -> Result<(), Failure> {
     // The first node of a secondary or relay is its primary; the others are
     // (sub-)secondaries.
     let role = |i: usize| {
@@ -420,16 +497,88 @@ fn print_status(state: i32, nodes: &[HaNode], json: bool) {
                 )
             })
             .collect();
-        println!(
+        out!(
             "{{\"state\":{},\"state_name\":\"{}\",\"nodes\":[{}]}}",
             state,
             state_name(state),
             list.join(",")
         );
     } else {
-        println!("state: {}", state_name(state));
+        out!("state: {}", state_name(state));
         for (i, n) in nodes.iter().enumerate() {
-            println!("{}: {} {}", role(i), n.id, n.addr);
+            out!("{}: {} {}", role(i), n.id, n.addr);
         }
+    }
+    Ok(())
+}
+
+/// `rollback list [DATA_DIR]` and `rollback show FILE`.
+fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
+    let fail = |msg: String| {
+        Failure::Lib(Error::Usage {
+            code: errcode::CONFD_ERR_OS,
+            msg,
+        })
+    };
+    match (args.first().map(String::as_str), args.len()) {
+        (Some("list"), 1 | 2) => {
+            let dir = args
+                .get(1)
+                .cloned()
+                .or_else(|| std::env::var("HA_NODE_DATA_DIR").ok())
+                .unwrap_or_else(|| "./ha-node-data".into());
+            let dir = std::path::Path::new(&dir);
+            if !dir.is_dir() {
+                return Err(fail(format!("{} is not a directory", dir.display())));
+            }
+            for f in rollback::list(dir) {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        (Some("show"), 2) => {
+            let (info, txns) = rollback::read(std::path::Path::new(&args[1])).map_err(fail)?;
+            println!("reason: {}", info.reason);
+            println!("primary: {}", info.primary);
+            println!("time_ms: {}", info.time_ms);
+            println!(
+                "local_last: seq {} txid {}",
+                info.local_seq, info.local_txid
+            );
+            match info.common_seq {
+                Some(c) => println!("common_seq: {c}"),
+                None => println!("common_seq: unknown"),
+            }
+            println!("transactions: {}", txns.len());
+            for t in txns {
+                println!("seq {} txid {}", t.seq, t.txid);
+                for op in &t.ops {
+                    println!("  {}", show_op(op));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(Failure::Usage(
+            "usage: ha-ctl rollback list [DATA_DIR] | ha-ctl rollback show FILE".into(),
+        )),
+    }
+}
+
+/// `set PATH VALUE` or `delete PATH`, the value decoded as the node stores it.
+fn show_op(op: &confd_ha::proto::term::Term) -> String {
+    use confd_ha::proto::term::Term;
+    let text = |t: &Term| String::from_utf8_lossy(t.as_binary().unwrap_or_default()).into_owned();
+    match op.as_tuple() {
+        Some([k, p, v]) if k.is_atom("set") => {
+            let shown = v
+                .as_binary()
+                .and_then(|b| Term::decode(b).ok())
+                .and_then(|t| Value::from_term(&t).ok())
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "<undecodable value>".into());
+            format!("set {} {shown}", text(p))
+        }
+        Some([k, p]) if k.is_atom("delete") => format!("delete {}", text(p)),
+        _ => format!("{op:?}"),
     }
 }

@@ -117,7 +117,10 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ha-node"));
+        // HA_NODE_BIN runs the tests against another build (before/after measurements).
+        let bin = std::env::var("HA_NODE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ha-node").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("--ipc-addr")
             .arg(format!("127.0.0.1:{}", self.ipc_port))
             .arg("--ha-addr")
