@@ -177,8 +177,9 @@ FW_RUN = sh -c 'BIN=$(abspath $(RELEASE)) HK=$(abspath $(HA_KEEPALIVED)) "$$0"; 
 check-ocf: build
 	@$(FW_RUN) contrib/pacemaker/ocf-test.sh
 
-# The slow ones (a few minutes): real keepalived in network namespaces (both
-# failover scenarios) and a real one-node Corosync + Pacemaker cluster.
+# The slow ones (about 3 minutes): real keepalived in network namespaces (both
+# failover scenarios), a real one-node Corosync + Pacemaker cluster (forced
+# demote/promote, recovery) and a three-node one (a node crash).
 # run-frameworks runs them without building (CI: build as the user, run as root).
 check-frameworks: build contrib
 	@$(MAKE) --no-print-directory run-frameworks
@@ -187,6 +188,7 @@ run-frameworks:
 	@$(FW_RUN) contrib/pacemaker/ocf-test.sh
 	@$(FW_RUN) contrib/keepalived/netns-test.sh
 	@$(FW_RUN) contrib/pacemaker/pcmk-test.sh
+	@$(FW_RUN) contrib/pacemaker/pcmk3-test.sh
 	@echo "make check-frameworks: done (see above for any SKIPPED banner)"
 
 demo-keepalived: build contrib

@@ -35,6 +35,7 @@ cleanup() {
     for n in 1 2 3; do ip netns pids ${P}n$n 2>/dev/null | xargs -r kill -9 2>/dev/null; done
     sleep 0.3
     for ns in n1 n2 n3 c; do ip netns del $P$ns 2>/dev/null; done
+    [ -n "${KEEP:-}" ] && { rm -rf $RA_DIR; echo "kept $W"; return; }
     rm -rf $RA_DIR "$W"
 }
 trap cleanup EXIT
@@ -84,13 +85,14 @@ logging {
 }
 END
 for n in 1 2 3; do
-    d=$W/n$n; mkdir -p "$d/cib" "$d/pengine" "$d/corosync" "$d/data" "$d/run"
+    d=$W/n$n; mkdir -p "$d/cib" "$d/pengine" "$d/corosync" "$d/data" "$d/run" "$d/slash-run"
     chown hacluster:haclient "$d/cib" "$d/pengine"
     # Each node's Pacemaker and ha-node state lives in $W/nN, bind-mounted in
-    # the node's own mount namespace (ip netns exec gives each command one).
+    # the node's own mount namespace (ip netns exec gives each command one);
+    # /run too (corosync's lock file is /run/corosync.pid).
     inns n$n sh -c "mount --bind '$d/corosync' /var/lib/corosync && mount --bind '$d/cib' /var/lib/pacemaker/cib && \
         mount --bind '$d/pengine' /var/lib/pacemaker/pengine && mount --bind '$d/data' '$W/data' && \
-        mount --bind '$d/run' '$W/run' && { corosync -f -c '$W/corosync.conf' & sleep 2; \
+        mount --bind '$d/run' '$W/run' && mount --bind '$d/slash-run' /run && { corosync -f -c '$W/corosync.conf' & sleep 2; \
         PCMK_logfile='$d/pacemaker.log' exec /usr/sbin/pacemakerd -f; }" >"$d/daemons.log" 2>&1 &
 done
 
@@ -147,6 +149,11 @@ writer() {
         else echo "$i $(now) err ${p:--}"; sleep 0.05; fi
     done >"$W/writes"
 }
+score_of() { inns n1 crm_attribute -N pnode$1 -n master-hn -l reboot -G -q 2>/dev/null; }
+scores_set() { for n in 1 2 3; do
+    if [ $n = $M ]; then [ "$(score_of $n)" = 1001 ] || return 1; else [ "$(score_of $n)" = 1000 ] || return 1; fi; done; }
+wait_for 30 scores_set && echo "promotion scores: pnode1 $(score_of 1), pnode2 $(score_of 2), pnode3 $(score_of 3) (promoted 1001; in-sync secondaries 1000)" \
+    || fail "promotion scores $(score_of 1) $(score_of 2) $(score_of 3)"
 writer & wpid=$!
 wait_for 30 grep -q ok "$W/writes" || fail "no commit succeeded"
 sleep 2
