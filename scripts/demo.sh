@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a local three-node cluster on loopback, driven through the
-# library (ha-ctl is a thin CLI over it). Prints each step and what the
-# library returned.
+# library (ha-ctl is a thin CLI over it), with mutual TLS between the nodes
+# (a throw-away CA and node certificates made with openssl). Prints each
+# step and what the library returned.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
@@ -28,11 +29,32 @@ ctl() {
     return $rc
 }
 
+# A throw-away CA, and for each node a key and a certificate that names its
+# HA address (IP SAN) and serves as TLS server and client certificate.
+make_certs() {
+    local d=$WORK/tls
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=ha-node demo CA" -keyout "$d/ca-key.pem" -out "$d/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        2>/dev/null || return 1
+    for n in 1 2 3; do
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=n$n" \
+            -keyout "$d/n$n-key.pem" -out "$d/n$n.csr" 2>/dev/null || return 1
+        printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n' \
+            "$(ip_of "$n")" >"$d/n$n.ext"
+        openssl x509 -req -in "$d/n$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial \
+            -days 1 -extfile "$d/n$n.ext" -out "$d/n$n.pem" 2>/dev/null || return 1
+    done
+}
+
 start_node() {
     local n=$1
     mkdir -p "$WORK/n$n"
     "$NODE" --ipc-addr "$(ip_of "$n"):$IPC_PORT" --ha-addr "$(ip_of "$n"):$HA_PORT" \
-        --data-dir "$WORK/n$n/data" --tick-timeout "$TICK" 2>>"$WORK/n$n/log" &
+        --data-dir "$WORK/n$n/data" --tick-timeout "$TICK" \
+        --ha-tls-ca "$WORK/tls/ca.pem" --ha-tls-cert "$WORK/tls/n$n.pem" \
+        --ha-tls-key "$WORK/tls/n$n-key.pem" 2>>"$WORK/n$n/log" &
     PID[$n]=$!
     # Ready when the IPC port accepts connections.
     for _ in $(seq 1 100); do
@@ -79,8 +101,11 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$NODE" ] && [ -x "$CTL" ] || { echo "build first: cargo build --release --workspace"; exit 1; }
+command -v openssl >/dev/null || { echo "the demo makes its certificates with openssl: apt-get install openssl"; exit 1; }
+make_certs || { echo "openssl could not make the demo certificates"; exit 1; }
 
 bold "1. Three ha-node processes on 127.0.0.1-3 (HA port $HA_PORT, tick $TICK); all start in NONE"
+echo "  mutual TLS on the HA port: a throw-away CA and one certificate per node in $WORK/tls"
 for n in 1 2 3; do start_node $n; done
 ctl 1 status
 

@@ -17,7 +17,8 @@ OPTIONS (flags override the config file):
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
                            tick-timeout, replication, log-level, max-connections,
                            min-secondaries, on-store-error, max-pending-handshakes,
-                           client-idle-timeout, info-sync-timeout)
+                           client-idle-timeout, info-sync-timeout,
+                           ha-tls-ca, ha-tls-cert, ha-tls-key)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -50,6 +51,12 @@ OPTIONS (flags override the config file):
   --on-store-error ACTION  after a store I/O error: stop-role (default: leave the HA role,
                            refuse writes and joins, reopen the store when possible) or
                            exit (exit with status 3 so that a supervisor restarts the node)
+  --ha-tls-ca FILE         mutual TLS on the HA port: PEM file of the CA (or CAs) that
+                           peers' certificates must chain to
+  --ha-tls-cert FILE       PEM file of this node's certificate (then any intermediates);
+                           it must name the address secondaries dial (IP SAN or DNS)
+  --ha-tls-key FILE        PEM file of this node's private key. The three go together;
+                           with them every HA connection is TLS 1.3, both ends verified
   -h, --help               this text
   -V, --version            the version
 
@@ -65,6 +72,9 @@ EXAMPLE CONFIG:
   tick-timeout = \"2s\"
   replication = \"sync\"
   log-level = \"info\"
+  ha-tls-ca = \"/etc/ha-node/ca.pem\"
+  ha-tls-cert = \"/etc/ha-node/node.pem\"
+  ha-tls-key = \"/etc/ha-node/node-key.pem\"
 ";
 
 #[derive(Debug, Clone)]
@@ -91,6 +101,16 @@ pub struct Config {
     pub client_idle_timeout: Option<Duration>,
     /// Longest an HA_INFO_SYNC subscriber may hold HA processing.
     pub info_sync_timeout: Duration,
+    /// Mutual TLS on the HA port; None: plain TCP.
+    pub ha_tls: Option<TlsFiles>,
+}
+
+/// The PEM files of `ha-tls-ca`, `ha-tls-cert` and `ha-tls-key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Shortest duration accepted for any duration setting but 0 (where 0 means off).
@@ -115,6 +135,7 @@ impl Default for Config {
             max_pending_handshakes: 64,
             client_idle_timeout: Some(Duration::from_secs(600)),
             info_sync_timeout: Duration::from_secs(30),
+            ha_tls: None,
         }
     }
 }
@@ -161,6 +182,9 @@ struct FileConfig {
     max_pending_handshakes: Option<usize>,
     client_idle_timeout: Option<TomlDuration>,
     info_sync_timeout: Option<TomlDuration>,
+    ha_tls_ca: Option<String>,
+    ha_tls_cert: Option<String>,
+    ha_tls_key: Option<String>,
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -346,7 +370,39 @@ fn apply_ipc_addr(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
+/// `ha-tls-ca`, `ha-tls-cert`, `ha-tls-key` as given so far (file, then flags).
+#[derive(Default)]
+struct TlsArgs([Option<String>; 3]);
+
+impl TlsArgs {
+    const KEYS: [&'static str; 3] = ["ha-tls-ca", "ha-tls-cert", "ha-tls-key"];
+
+    /// All three or none.
+    fn finish(self) -> Result<Option<TlsFiles>, String> {
+        match self.0 {
+            [Some(ca), Some(cert), Some(key)] => Ok(Some(TlsFiles {
+                ca: ca.into(),
+                cert: cert.into(),
+                key: key.into(),
+            })),
+            [None, None, None] => Ok(None),
+            given => {
+                let missing: Vec<&str> = given
+                    .iter()
+                    .zip(Self::KEYS)
+                    .filter(|(v, _)| v.is_none())
+                    .map(|(_, k)| k)
+                    .collect();
+                Err(format!(
+                    "ha-tls-ca, ha-tls-cert and ha-tls-key go together: {} missing",
+                    missing.join(" and ")
+                ))
+            }
+        }
+    }
+}
+
+fn load_file(cfg: &mut Config, tls: &mut TlsArgs, path: &str) -> Result<Vec<String>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
     let f: FileConfig =
@@ -390,6 +446,15 @@ fn load_file(cfg: &mut Config, path: &str) -> Result<Vec<String>, String> {
     if let Some(a) = f.on_store_error {
         apply_on_store_error(cfg, &a)?;
     }
+    for (slot, v) in tls
+        .0
+        .iter_mut()
+        .zip([f.ha_tls_ca, f.ha_tls_cert, f.ha_tls_key])
+    {
+        if v.is_some() {
+            *slot = v;
+        }
+    }
     Ok(f.extra_listen.unwrap_or_default())
 }
 
@@ -426,6 +491,9 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--max-pending-handshakes",
             "--client-idle-timeout",
             "--info-sync-timeout",
+            "--ha-tls-ca",
+            "--ha-tls-cert",
+            "--ha-tls-key",
         ];
         if !KNOWN.contains(&name.as_str()) {
             return Err(format!("unknown argument '{a}' (see --help)"));
@@ -445,8 +513,9 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     }
     let mut cfg = Config::default();
     let mut extra: Vec<String> = Vec::new();
+    let mut tls = TlsArgs::default();
     if let Some((_, Some(path))) = items.iter().rev().find(|(n, _)| n == "--config") {
-        extra = load_file(&mut cfg, path)?;
+        extra = load_file(&mut cfg, &mut tls, path)?;
     }
     let mut flag_extra: Vec<String> = Vec::new();
     for (name, v) in items {
@@ -467,6 +536,9 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--max-pending-handshakes" => apply_pending(&mut cfg, &v)?,
             "--client-idle-timeout" => apply_idle(&mut cfg, &v)?,
             "--info-sync-timeout" => apply_info_sync(&mut cfg, &v)?,
+            "--ha-tls-ca" => tls.0[0] = Some(v),
+            "--ha-tls-cert" => tls.0[1] = Some(v),
+            "--ha-tls-key" => tls.0[2] = Some(v),
             _ => unreachable!("checked above"),
         }
     }
@@ -477,6 +549,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         .iter()
         .map(|s| parse_listen(s, Some(cfg.ha_addr.port())))
         .collect::<Result<_, _>>()?;
+    cfg.ha_tls = tls.finish()?;
     if cfg.ipc_addr.is_none() && cfg.ipc_path.is_none() {
         return Err("no IPC listener: give --ipc-addr or --ipc-path".into());
     }
@@ -573,6 +646,30 @@ mod tests {
         assert!(parse_args(&args("--min-secondaries -1")).is_err());
         assert!(parse_args(&args("--min-secondaries 256")).is_err());
         assert!(parse_args(&args("--on-store-error ignore")).is_err());
+        assert_eq!(c.ha_tls, None);
+    }
+
+    #[test]
+    fn tls_files_all_or_none() {
+        let Cli::Run(c) = parse_args(&args(
+            "--ha-tls-ca ca.pem --ha-tls-cert n1.pem --ha-tls-key=n1-key.pem",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c.ha_tls,
+            Some(TlsFiles {
+                ca: "ca.pem".into(),
+                cert: "n1.pem".into(),
+                key: "n1-key.pem".into()
+            })
+        );
+        let e = parse_args(&args("--ha-tls-cert n1.pem")).unwrap_err();
+        assert_eq!(
+            e,
+            "ha-tls-ca, ha-tls-cert and ha-tls-key go together: ha-tls-ca and ha-tls-key missing"
+        );
     }
 
     #[test]
@@ -598,6 +695,25 @@ mod tests {
         assert_eq!(c.extra_listen, vec!["127.0.0.1:7002".parse().unwrap()]);
         assert_eq!(c.tick, Some(Duration::from_secs(1)));
         assert!(!c.sync);
+        // TLS keys from the file, one overridden by a flag; a lone one is refused.
+        std::fs::write(
+            &f,
+            "ha-tls-ca = \"ca.pem\"\nha-tls-cert = \"n.pem\"\nha-tls-key = \"k.pem\"\n",
+        )
+        .unwrap();
+        let Cli::Run(c) = parse_args(&[
+            "--config".to_string(),
+            f.display().to_string(),
+            "--ha-tls-key=k2.pem".into(),
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        let t = c.ha_tls.unwrap();
+        assert_eq!((t.ca, t.key), ("ca.pem".into(), "k2.pem".into()));
+        std::fs::write(&f, "ha-tls-key = \"k.pem\"\n").unwrap();
+        let e = parse_args(&a).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
         std::fs::write(&f, "bogus = 1\n").unwrap();
         let e = parse_args(&a).unwrap_err();
         assert!(e.contains("bad config file"), "{e}");

@@ -13,6 +13,7 @@ mod primary;
 mod rollback;
 mod secondary;
 mod store;
+mod tls;
 
 use config::Cli;
 use std::sync::Arc;
@@ -96,6 +97,9 @@ fn main() {
             if cfg.sync { "sync" } else { "async" }
         );
     }
+    let mut ha_addrs = vec![cfg.ha_addr];
+    ha_addrs.extend(cfg.extra_listen.iter().copied());
+    tls::startup_warnings(node.tls.is_some(), &ha_addrs);
     let (ctx, crx) = std::sync::mpsc::channel();
     *node::lock(&node.commit_tx) = Some(ctx);
     let n = node.clone();

@@ -108,6 +108,10 @@ pub struct Node {
     /// Random id of this process, sent when joining a primary, so that the
     /// primary can tell our re-join from another node using our node id.
     pub instance: Vec<u8>,
+    /// Mutual TLS on the HA port (`ha-tls-*`); None: plain TCP.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The token is weak: no TLS and shorter than tls::MIN_TOKEN_BYTES.
+    short_token: AtomicBool,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +142,10 @@ impl Node {
             .max(last.seq);
         let min_met = AtomicBool::new(cfg.min_secondaries == 0);
         let sync_timeout = cfg.info_sync_timeout;
+        let tls = match &cfg.ha_tls {
+            Some(f) => Some(Arc::new(crate::tls::Tls::load(f, cfg.ha_addr)?)),
+            None => None,
+        };
         Ok(Arc::new(Node {
             cfg,
             store,
@@ -163,6 +171,8 @@ impl Node {
             store_fault: Mutex::new(None),
             min_met,
             instance: crate::peer::nonce().map_err(|e| format!("node instance id: {e}"))?,
+            tls,
+            short_token: AtomicBool::new(false),
         }))
     }
 
@@ -181,6 +191,8 @@ impl Node {
         if matches!(&*c, Some((cur, _)) if *cur > id) {
             return false;
         }
+        let weak = crate::tls::token_is_weak(self.tls.is_some(), token.len(), id);
+        self.short_token.store(weak, Ordering::Relaxed);
         *lock(&self.token) = Arc::new(token);
         if let Some((old, os)) = c.replace((id, s)) {
             crate::info!("ipc", "HA connection #{id} replaces HA connection #{old}");
@@ -853,6 +865,10 @@ impl Node {
             (
                 "rollback_files",
                 crate::rollback::list(&self.cfg.data_dir).len() as i64,
+            ),
+            (
+                "short_token",
+                i64::from(self.short_token.load(Ordering::Relaxed)),
             ),
         ]
     }

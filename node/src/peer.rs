@@ -3,6 +3,7 @@
 //! writer thread that carries data and ticks through one queue.
 
 use crate::store::StoreOp;
+use crate::tls::HaStream;
 use confd_ha::proto::frame::write_frame;
 use confd_ha::proto::ha::HaNode;
 use confd_ha::proto::term::Term;
@@ -10,7 +11,6 @@ use confd_ha::value::Value;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::{self, Read};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -550,7 +550,7 @@ impl FrameReader {
     /// does not extend it.
     pub fn read_until(
         &mut self,
-        s: &TcpStream,
+        s: &HaStream,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, ReadErr> {
         loop {
@@ -589,7 +589,7 @@ pub struct WriterState {
 /// when the queue's senders are gone, or on a write error (it then shuts the
 /// socket down so that the reader side notices too).
 pub fn writer_loop(
-    mut s: TcpStream,
+    mut s: HaStream,
     rx: Receiver<Out>,
     tick: Option<Duration>,
     state: Arc<WriterState>,

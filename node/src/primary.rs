@@ -9,6 +9,7 @@ use crate::peer::{
 };
 use crate::secondary::Upstream;
 use crate::store::{Snapshot, StoreOp, TxMeta};
+use crate::tls::HaStream;
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaEvent, HaNode, NodeAddr};
 use confd_ha::value::Value;
@@ -66,7 +67,7 @@ pub struct Peer {
     /// did not acknowledge may still succeed. Any other loss leaves the commit unconfirmed.
     declared: AtomicBool,
     kill_reason: Mutex<Option<String>>,
-    stream: TcpStream,
+    stream: HaStream,
     pub last_rx: Mutex<Instant>,
     /// The node process's instance id and join attempt (protocol version 2 on).
     instance: Option<(Vec<u8>, u64)>,
@@ -547,6 +548,13 @@ impl Downstream {
         let node = self.node.clone();
         let hs = node.cfg.handshake_timeout();
         let until = Instant::now() + hs;
+        let s = match crate::tls::accept(node.tls.as_deref(), s, until) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!("ha", "connection from {a} on the HA port: {e}; closing");
+                return;
+            }
+        };
         let mut fr = FrameReader::new();
         let send = |m: &PeerMsg| {
             let mut w = &s;
@@ -966,7 +974,7 @@ impl Downstream {
         }
     }
 
-    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: TcpStream, mut fr: FrameReader, vsn: i64) {
+    fn reader(self: Arc<Self>, peer: Arc<Peer>, s: HaStream, mut fr: FrameReader, vsn: i64) {
         let dead_after = self.node.cfg.dead_after();
         let poll = self
             .node

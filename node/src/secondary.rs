@@ -8,6 +8,7 @@ use crate::peer::{
     HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
+use crate::tls::HaStream;
 use confd_ha::errcode::*;
 use confd_ha::proto::ha::{HaNode, NodeAddr};
 use confd_ha::value::Value;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 pub struct Upstream {
     pub who: String,
-    stream: TcpStream,
+    stream: HaStream,
     tx: Sender<Out>,
     stopped: AtomicBool,
     pub last_rx: Mutex<Instant>,
@@ -72,8 +73,8 @@ impl Upstream {
 /// A completed join, not yet installed as the node's role.
 pub struct Joined {
     pub by_copy: bool,
-    stream: TcpStream,
-    ctl: TcpStream,
+    stream: HaStream,
+    ctl: HaStream,
     fr: FrameReader,
     tx: Sender<Out>,
     next_seq: u64,
@@ -201,6 +202,11 @@ fn join_vsn(
         )
     })?;
     let hs = node.cfg.handshake_timeout();
+    let s = crate::tls::connect(node.tls.as_deref(), s, &primary.addr, Instant::now() + hs)
+        .map_err(|e| {
+            let why = format!("cannot connect to primary {pname}: {e}");
+            (CONFD_ERR_HA_CONNECT, why)
+        })?;
     let _ = s.set_write_timeout(Some(hs));
     let mut fr = FrameReader::new();
     let send = |m: &PeerMsg| -> Result<(), (i32, String)> {
@@ -232,6 +238,9 @@ fn join_vsn(
                 CONFD_ERR_HA_CLOSED,
                 format!("primary {pname} closed the connection"),
             )),
+            Err(ReadErr::Io(e)) if crate::tls::is_tls_error(&e) => {
+                Err((CONFD_ERR_HA_CONNECT, format!("primary {pname}: {e}")))
+            }
             Err(e) => Err((CONFD_ERR_HA_CLOSED, format!("primary {pname}: {e}"))),
         }
     };
@@ -535,7 +544,7 @@ fn reader(
     node: Arc<Node>,
     up: Arc<Upstream>,
     gen: u64,
-    s: TcpStream,
+    s: HaStream,
     mut fr: FrameReader,
     mut next: u64,
     atx: Sender<(u64, String, Vec<StoreOp>)>,

@@ -177,6 +177,9 @@ fn help_and_bad_flags() {
         "--replication",
         "--log-level",
         "--max-connections",
+        "--ha-tls-ca",
+        "--ha-tls-cert",
+        "--ha-tls-key",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }

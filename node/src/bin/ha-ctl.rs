@@ -49,7 +49,8 @@ replaces the framework's current one and sets the token, as in ConfD):
 
 read-only (no token, never touch the HA control connection):
   status [--json]                        print the HA state and the node list (from the
-                                         node state of the data API)
+                                         node state of the data API; on stderr, a
+                                         warning if the node's token is weak)
 
 data commands:
   get PATH                               print the value at PATH (alone on stdout)
@@ -279,6 +280,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             let mut nodes: Vec<HaNode> = ns.primary.into_iter().map(|p| p.node).collect();
             nodes.extend(ns.secondaries.into_iter().map(|p| p.node));
             print_status(ns.state, &nodes, has("--json"))?;
+            warn_short_token(&o);
         }
         "get" => {
             want(1, "get PATH")?;
@@ -472,6 +474,22 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+/// After `status`: a line on stderr when the node reports a weak HA token
+/// (no TLS on its HA port and a token under 16 bytes; stat `short_token`).
+fn warn_short_token(o: &Opts) {
+    let weak = o
+        .data()
+        .ok()
+        .and_then(|mut d| d.stats().ok())
+        .is_some_and(|st| st.iter().any(|(k, v)| k == "short_token" && *v != 0));
+    if weak {
+        eprintln!(
+            "ha-ctl: warning: the HA token is shorter than 16 bytes and the HA port has no TLS: \
+             one captured handshake lets it be guessed offline (use a longer token or ha-tls-*)"
+        );
+    }
 }
 
 fn print_status(state: i32, nodes: &[HaNode], json: bool) -> Result<(), Failure> {
