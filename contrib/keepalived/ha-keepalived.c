@@ -15,9 +15,11 @@
  *                    current primary found by asking each peer for its state
  *                    (cha_data_node_state over a data connection)
  *   FAULT, STOP   -> confd_ha_benone()
- *   FIFO closed   -> confd_ha_benone() (keepalived stopped or died: a node
- *                    must not stay primary without its framework), then it
- *                    waits for keepalived to open the FIFO again
+ *   keepalived gone -> confd_ha_benone() (a node must not stay primary
+ *                    without its framework): checked every interval, the
+ *                    process in --keepalived-pidfile no longer running. A
+ *                    closed FIFO alone is not enough: a reload closes and
+ *                    reopens it, and the role stays
  *
  * Every RECONCILE_INTERVAL_MS (and after each event) it compares the node's
  * state (confd_ha_get_status) with what keepalived last said and acts again
@@ -28,6 +30,7 @@
  * usage: ha-keepalived --fifo PATH --id NODE_ID [--ipc HOST:PORT]
  *            --peer ID=HOST[:IPC_PORT] ... [--token-file FILE]
  *            [--instance NAME] [--async] [--interval-ms MS]
+ *            [--keepalived-pidfile FILE]   (default /run/keepalived.pid)
  *
  * A peer's HOST is also its HA address (the HA port is cluster-wide, see
  * ha-node --ha-addr). The token comes from --token-file, else HA_CTL_TOKEN.
@@ -62,6 +65,8 @@
 #define MAX_PEERS 16
 /* Longest FIFO line kept; longer lines are dropped with a log line. */
 #define MAX_LINE_BYTES 512
+/* After the FIFO closes, the pause before it is opened again, in ms. */
+#define FIFO_REOPEN_PAUSE_MS 200
 /* Longest token read from --token-file. */
 #define MAX_TOKEN_BYTES 1024
 
@@ -73,7 +78,7 @@ struct peer {
     char port[16];
 };
 
-static const char *fifo_path, *my_id, *instance;
+static const char *fifo_path, *my_id, *instance, *ka_pidfile = "/run/keepalived.pid";
 static char my_host[128] = "127.0.0.1", my_port[16] = "4565";
 static struct peer peers[MAX_PEERS];
 static int npeers, async_join, interval_ms = RECONCILE_INTERVAL_MS_DEFAULT;
@@ -270,6 +275,26 @@ static void on_line(char *line)
     reconcile();
 }
 
+/* Whether the keepalived of --keepalived-pidfile is running. */
+static int keepalived_alive(void)
+{
+    FILE *f = fopen(ka_pidfile, "r");
+    long pid = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld", &pid) != 1) pid = 0;
+    fclose(f);
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* keepalived gone while it had given a role: the node must not keep it. */
+static void check_keepalived(void)
+{
+    if ((want == W_MASTER || want == W_BACKUP) && !keepalived_alive()) {
+        logf_("keepalived is gone (no process for %s): the node must not keep a role", ka_pidfile);
+        want = W_NONE;
+    }
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -280,7 +305,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: ha-keepalived --fifo PATH --id NODE_ID [--ipc HOST:PORT] --peer ID=HOST[:IPC_PORT] ...\n"
-            "                     [--token-file FILE] [--instance NAME] [--async] [--interval-ms MS]\n");
+            "                     [--token-file FILE] [--instance NAME] [--async] [--interval-ms MS]\n"
+            "                     [--keepalived-pidfile FILE]\n");
     exit(2);
 }
 
@@ -309,6 +335,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--token-file")) token_file = v;
         else if (!strcmp(a, "--instance")) instance = v;
         else if (!strcmp(a, "--interval-ms")) interval_ms = atoi(v);
+        else if (!strcmp(a, "--keepalived-pidfile")) ka_pidfile = v;
         else if (!strcmp(a, "--peer")) {
             const char *eq = strchr(v, '=');
             if (!eq || npeers == MAX_PEERS) usage();
@@ -362,12 +389,13 @@ int main(int argc, char **argv)
             struct pollfd pfd = {fd, POLLIN, 0};
             int n = poll(&pfd, 1, interval_ms);
             if (n < 0 && errno != EINTR) break;
-            if (n <= 0) { reconcile(); continue; }
+            if (n <= 0) { check_keepalived(); reconcile(); continue; }
             char buf[256];
             ssize_t r = read(fd, buf, sizeof buf);
             if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
             if (r <= 0) {
                 if (had_writer || (pfd.revents & POLLHUP)) break;
+                check_keepalived();
                 reconcile();
                 continue;
             }
@@ -390,10 +418,11 @@ int main(int argc, char **argv)
         used = 0;
         dropping = 0;
         if (stopping) break;
-        logf_("keepalived closed the FIFO (stopped or died)");
-        want = W_NONE;
+        usleep(FIFO_REOPEN_PAUSE_MS * 1000);
+        if (keepalived_alive())
+            logf_("keepalived closed the FIFO and is still running (a reload): the role stays");
+        check_keepalived();
         reconcile();
-        usleep(200 * 1000);
     }
     logf_("stopping (the node keeps its role)");
     if (ha_sock >= 0) close(ha_sock);

@@ -94,7 +94,7 @@ start_handler() {
     local n=$1 d=$WORK/n$1 peers=""
     for m in 1 2 3; do [ "$m" = "$n" ] || peers="$peers --peer n$m=$NET.$m:$IPC_PORT"; done
     ip netns exec "${P}n$n" "$HK" --fifo "$d/fifo" --id "n$n" --ipc 127.0.0.1:$IPC_PORT --instance VI_HA \
-        --token-file "$WORK/token" $peers >>"$d/handler.log" 2>&1 &
+        --token-file "$WORK/token" --keepalived-pidfile "$d/keepalived.pid" $peers >>"$d/handler.log" 2>&1 &
     PIDS[hk$n]=$!; disown $!
 }
 
@@ -165,6 +165,13 @@ scenario_run() {
     writer & local wpid=$!
     wait_for 30 grep -q ok "$WORK/writes" || fail "no commit through the VIP succeeded"
     sleep 1
+    if [ "$what" = keepalived ]; then
+        # A reload closes and reopens the FIFO: the master must keep its role.
+        kill -HUP "$(cat "$WORK/n$M/keepalived.pid")"
+        wait_for 10 grep -q "a reload" "$WORK/n$M/handler.log" || fail "ha-keepalived on n$M did not see the reload"
+        is_state "$M" primary && ! grep -q "confd_ha_benone" "$WORK/n$M/handler.log" && note "keepalived reloaded on n$M (SIGHUP): n$M stays primary" \
+            || fail "n$M lost its role on a keepalived reload"
+    fi
     t0=$(now)
     if [ "$what" = keepalived ]; then
         kill -9 "$(cat "$WORK/n$M/vrrp.pid")" "$(cat "$WORK/n$M/keepalived.pid")"
