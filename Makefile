@@ -14,6 +14,9 @@
 #                         frames per port (HA_FUZZ_FRAMES, HA_FUZZ_SEED to change or repeat)
 #   make demo / make bench
 #   make bench-peers      ha-node beside PostgreSQL, Redis and etcd (bench/PEERS.md; not in check)
+#   make demo-keepalived  a keepalived failover end to end (root, keepalived; network namespaces)
+#   make check-frameworks the keepalived and Pacemaker tests (root; each skips loudly when its
+#                         framework is not installed)
 
 CARGO    ?= cargo
 CC       ?= cc
@@ -56,7 +59,8 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench bench-peers clean FORCE
+        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench bench-peers clean FORCE \
+        contrib check-ocf check-frameworks run-frameworks demo-keepalived
 
 all: build
 
@@ -168,8 +172,43 @@ check-python: build
 check-valgrind: build
 	$(MAKE) check-c VALGRIND=1
 
-check: fmt-check clippy build check-headers test-rust check-faults-bounded check-c check-link check-install check-python erl-note
+check: fmt-check clippy build check-headers test-rust check-faults-bounded check-c check-link check-install check-python check-ocf erl-note
 	@echo "make check: all passed"
+
+# ---- contrib: keepalived and Pacemaker integrations ----
+
+HA_KEEPALIVED := $(BUILD)/contrib/ha-keepalived
+
+$(HA_KEEPALIVED): contrib/keepalived/ha-keepalived.c $(addprefix include/,$(HEADERS)) $(LIB_SO)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O2 -Iinclude $< -o $@ $(CT_LDFLAGS)
+
+contrib: $(HA_KEEPALIVED)
+
+# A framework test's exit status 77 means skipped (it prints why in a banner).
+FW_RUN = sh -c 'BIN=$(abspath $(RELEASE)) HK=$(abspath $(HA_KEEPALIVED)) "$$0"; rc=$$?; \
+         if [ $$rc = 77 ]; then exit 0; fi; exit $$rc'
+
+# ocf-tester on the Pacemaker agent (quick; in make check).
+check-ocf: build
+	@$(FW_RUN) contrib/pacemaker/ocf-test.sh
+
+# The slow ones (about 3 minutes): real keepalived in network namespaces (both
+# failover scenarios), a real one-node Corosync + Pacemaker cluster (forced
+# demote/promote, recovery) and a three-node one (a node crash).
+# run-frameworks runs them without building (CI: build as the user, run as root).
+check-frameworks: build contrib
+	@$(MAKE) --no-print-directory run-frameworks
+
+run-frameworks:
+	@$(FW_RUN) contrib/pacemaker/ocf-test.sh
+	@$(FW_RUN) contrib/keepalived/netns-test.sh
+	@$(FW_RUN) contrib/pacemaker/pcmk-test.sh
+	@$(FW_RUN) contrib/pacemaker/pcmk3-test.sh
+	@echo "make check-frameworks: done (see above for any SKIPPED banner)"
+
+demo-keepalived: build contrib
+	@BIN=$(abspath $(RELEASE)) HK=$(abspath $(HA_KEEPALIVED)) contrib/keepalived/netns-test.sh --demo keepalived
 
 # ---- install ----
 
