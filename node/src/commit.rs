@@ -119,7 +119,7 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
             // The secondaries may have applied what we could not: they re-join by copy
             // (and keep what the copy discards in a rollback file).
             if let Some(d) = &down {
-                for p in d.initialized_peers() {
+                for p in d.commit_targets() {
                     p.kill("the primary failed to commit a transaction it had sent");
                 }
             }

@@ -67,6 +67,11 @@ pub struct Peer {
     pub sent_seq: AtomicU64,
     /// It holds our data (no copy, or its copy was acknowledged).
     pub initialized: AtomicBool,
+    /// The end of its full copy has been queued (or it needed none): every transaction
+    /// queued from now on reaches it after its copy, so sync commits wait for it, even
+    /// before its copy acknowledgement makes it `initialized` (its besecondary may return
+    /// before that acknowledgement reaches us).
+    copy_done_sent: AtomicBool,
     init_seq: u64,
     dead: AtomicBool,
     /// Declared dead (no ticks or acks for 3 ticks, or `secondary_dead`): a commit that it
@@ -400,7 +405,7 @@ impl Downstream {
     /// before the downstream is stopped. Nobody is cut off here.
     pub fn drain(&self, timeout: Duration) {
         let seq = self.sent_seq.load(Ordering::SeqCst);
-        let peers = self.initialized_peers();
+        let peers = self.commit_targets();
         let deadline = Instant::now() + timeout;
         let mut g = lock(&self.ack_mx);
         loop {
@@ -429,7 +434,20 @@ impl Downstream {
         }
     }
 
-    /// Live peers that hold our data (the ones a sync commit waits for).
+    /// Live peers a sync commit waits for: those that hold our data, and those whose full
+    /// copy has been queued to the end (they get every later transaction after it).
+    pub fn commit_targets(&self) -> Vec<Arc<Peer>> {
+        lock(&self.peers)
+            .iter()
+            .filter(|p| {
+                (p.initialized.load(Ordering::SeqCst) || p.copy_done_sent.load(Ordering::SeqCst))
+                    && !p.is_dead()
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Live peers that hold our data (acknowledged their copy, or needed none).
     pub fn initialized_peers(&self) -> Vec<Arc<Peer>> {
         lock(&self.peers)
             .iter()
@@ -442,7 +460,7 @@ impl Downstream {
     /// the peers that held our data when they were sent (those whose
     /// acknowledgements a sync commit waits for).
     pub fn forward(&self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Vec<Arc<Peer>> {
-        let targets = self.initialized_peers();
+        let targets = self.commit_targets();
         if let Some(last) = txns.iter().map(|(m, _)| m.seq).max() {
             for p in lock(&self.peers).iter() {
                 p.sent_seq.fetch_max(last, Ordering::SeqCst);
@@ -858,6 +876,7 @@ impl Downstream {
                 acked: AtomicU64::new(if copy { 0 } else { init_seq }),
                 sent_seq: AtomicU64::new(init_seq),
                 initialized: AtomicBool::new(!copy),
+                copy_done_sent: AtomicBool::new(!copy),
                 init_seq,
                 dead: AtomicBool::new(false),
                 declared: AtomicBool::new(false),
@@ -987,6 +1006,9 @@ impl Downstream {
                 }
             }
         }
+        // Before CopyDone can reach the secondary (and its besecondary return): from here
+        // on, commits wait for it.
+        peer.copy_done_sent.store(true, Ordering::SeqCst);
         peer.push(Arc::new(
             PeerMsg::CopyDone {
                 seq: meta.seq,
