@@ -238,3 +238,58 @@ fn a_copy_broken_half_way_leaves_the_old_data() {
     s.set("/mine", buf("new"));
     assert_eq!(s.get("/mine"), Some(buf("new")));
 }
+
+/// Reads frames until one whose first element is the atom `tag`; returns it.
+fn recv_until(s: &mut TcpStream, tag: &str) -> Vec<Term> {
+    loop {
+        let t = recv(s);
+        if let Some(e) = t.as_tuple() {
+            if e.first().is_some_and(|a| a.is_atom(tag)) {
+                return e.to_vec();
+            }
+        }
+    }
+}
+
+/// From the moment the end of its full copy is on its way, a secondary is waited for by
+/// sync commits: its besecondary may return (copy applied) before its copy acknowledgement
+/// reaches the primary, and the next commit must not miss it. A secondary (played by the
+/// test) that has its copy but has not acknowledged anything holds the commit back.
+#[test]
+fn a_commit_waits_for_a_secondary_whose_copy_is_sent_but_unacknowledged() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &["--tick-timeout", "10s"]);
+    p.ha().beprimary("p").unwrap();
+    p.set("/before", Value::Int32(1));
+    let (t, mut s) = fake_join(&p, "late", 1, true);
+    assert!(t.as_tuple().unwrap()[1].is_atom("copy"), "{t:?}");
+    let done = recv_until(&mut s, "copy_done");
+    let copy_seq = done[1].as_int().unwrap();
+    let (ep, (tx, rx)) = (p.ep(), std::sync::mpsc::channel());
+    std::thread::spawn(move || {
+        let mut t = Txn::new();
+        t.set("/after", Value::Int32(2));
+        let _ = tx.send(
+            confd_ha::client::data::DataClient::connect(&ep)
+                .unwrap()
+                .commit(&t),
+        );
+    });
+    let txn = recv_until(&mut s, "txn");
+    let seq = txn[1].as_int().unwrap();
+    assert!(seq > copy_seq, "{txn:?}");
+    // Not acknowledged: the commit is still waiting (it would have returned at once had
+    // the primary not counted this secondary).
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the commit returned before the new secondary acknowledged it"
+    );
+    send(
+        &mut s,
+        Term::Tuple(vec![Term::atom("ack"), Term::int(seq as i64)]),
+    );
+    let r = rx
+        .recv_timeout(T)
+        .expect("the commit returns once acknowledged");
+    assert!(r.is_ok(), "{r:?}");
+}
