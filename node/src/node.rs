@@ -44,6 +44,9 @@ pub struct Counters {
     pub txns_applied: AtomicU64,
     /// Local transactions discarded by re-joins since the start (kept in rollback files).
     pub discarded_txns: AtomicU64,
+    /// State rollback files written by re-joins since the start (complete local data before
+    /// a copy whose discarded transactions the transaction log could not itemise).
+    pub rollback_snapshots: AtomicU64,
 }
 
 /// What the committer and the applier need under one lock.
@@ -885,6 +888,7 @@ impl Node {
             ("min_secondaries_met", i64::from(min_met)),
             ("store_failed", i64::from(store_failed)),
             ("discarded_txns", n(&s.discarded_txns)),
+            ("rollback_snapshots", n(&s.rollback_snapshots)),
             (
                 "rollback_files",
                 crate::rollback::list(&self.cfg.data_dir).len() as i64,
