@@ -396,3 +396,60 @@ pub fn read(path: &Path) -> Result<(Info, Vec<Txn>), String> {
     }
     Ok((info, txns))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_reads_back_and_a_truncated_one_is_refused() {
+        let dir =
+            std::env::temp_dir().join(format!("ha-node-rollback-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let info = Info {
+            reason: "r".into(),
+            local_seq: 42,
+            local_txid: "t42".into(),
+            time_ms: 1,
+            ..Info::default()
+        };
+        let mut chunks = vec![
+            vec![("/b".to_string(), vec![2u8])],
+            vec![("/a".to_string(), vec![1u8]), ("/c".to_string(), vec![3u8])],
+        ];
+        let (path, n) = write_state(&dir, &info, 30, 3, || Ok(chunks.pop())).unwrap();
+        assert_eq!(n, 3);
+        assert!(is_state_file(&path));
+        assert_eq!(list(&dir), vec![path.clone()]);
+        let mut hdr = None;
+        let mut seen = Vec::new();
+        let got = read_state(
+            &path,
+            |h| hdr = Some(h.clone()),
+            |p, v| seen.push((p.to_string(), v.to_vec())),
+        )
+        .unwrap();
+        assert_eq!(got, 3);
+        let hdr = hdr.unwrap();
+        assert_eq!((hdr.itemised_from, hdr.entries), (30, 3));
+        assert_eq!(hdr.info, info);
+        assert!(hdr
+            .note
+            .contains("transactions before seq 30 are not itemised"));
+        assert_eq!(seen[0], ("/a".to_string(), vec![1u8]));
+        assert_eq!(seen.len(), 3);
+        // Without its end record a state file is an error, not a shorter state.
+        let raw = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
+        assert!(read_state(&path, |_| {}, |_, _| {}).is_err());
+        // A failing source leaves no file behind.
+        let err = write_state(&dir, &info, 1, 1, || Err("boom".into())).unwrap_err();
+        assert_eq!(err, "boom");
+        assert_eq!(list(&dir).len(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.join(ROLLBACK_DIR)).unwrap().count(),
+            1
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
