@@ -17,7 +17,7 @@ OPTIONS (flags override the config file):
                            (ipc-addr, ipc-path, ha-addr, extra-listen = [..], data-dir,
                            tick-timeout, replication, log-level, max-connections,
                            min-secondaries, on-store-error, max-pending-handshakes,
-                           client-idle-timeout, info-sync-timeout,
+                           client-idle-timeout, info-sync-timeout, txlog-max-txns,
                            ha-tls-ca, ha-tls-cert, ha-tls-key, metrics-addr)
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
@@ -53,6 +53,9 @@ OPTIONS (flags override the config file):
                            exit (exit with status 3 so that a supervisor restarts the node)
   --metrics-addr HOST:PORT serve Prometheus metrics (GET /metrics, OpenMetrics text) on
                            this address (default: off; 'none' turns it off)
+  --txlog-max-txns N       transactions the store's transaction log keeps (default
+                           10000, at least 1); a re-join itemises discarded transactions
+                           from it, and keeps the complete local state beyond it
   --ha-tls-ca FILE         mutual TLS on the HA port: PEM file of the CA (or CAs) that
                            peers' certificates must chain to
   --ha-tls-cert FILE       PEM file of this node's certificate (then any intermediates);
@@ -107,6 +110,8 @@ pub struct Config {
     pub info_sync_timeout: Duration,
     /// Mutual TLS on the HA port; None: plain TCP.
     pub ha_tls: Option<TlsFiles>,
+    /// Transactions the store's transaction log keeps (≥ 1).
+    pub txlog_max_txns: u64,
 }
 
 /// The PEM files of `ha-tls-ca`, `ha-tls-cert` and `ha-tls-key`.
@@ -141,6 +146,7 @@ impl Default for Config {
             client_idle_timeout: Some(Duration::from_secs(600)),
             info_sync_timeout: Duration::from_secs(30),
             ha_tls: None,
+            txlog_max_txns: crate::store::TXLOG_MAX_TXNS,
         }
     }
 }
@@ -191,6 +197,7 @@ struct FileConfig {
     ha_tls_ca: Option<String>,
     ha_tls_cert: Option<String>,
     ha_tls_key: Option<String>,
+    txlog_max_txns: Option<u64>,
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -358,6 +365,21 @@ fn apply_min_secondaries(cfg: &mut Config, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest accepted `txlog-max-txns`.
+pub const MAX_TXLOG_MAX_TXNS: u64 = 100_000_000;
+
+fn apply_txlog_max(cfg: &mut Config, s: &str) -> Result<(), String> {
+    cfg.txlog_max_txns = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| (1..=MAX_TXLOG_MAX_TXNS).contains(&n))
+        .ok_or_else(|| {
+            format!("bad txlog-max-txns '{s}' (a number from 1 to {MAX_TXLOG_MAX_TXNS})")
+        })?;
+    Ok(())
+}
+
 fn apply_on_store_error(cfg: &mut Config, s: &str) -> Result<(), String> {
     cfg.exit_on_store_error = match s {
         "stop-role" => false,
@@ -469,6 +491,9 @@ fn load_file(cfg: &mut Config, tls: &mut TlsArgs, path: &str) -> Result<Vec<Stri
     if let Some(a) = f.metrics_addr {
         apply_metrics_addr(cfg, &a)?;
     }
+    if let Some(n) = f.txlog_max_txns {
+        apply_txlog_max(cfg, &n.to_string())?;
+    }
     for (slot, v) in tls
         .0
         .iter_mut()
@@ -512,6 +537,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--min-secondaries",
             "--on-store-error",
             "--metrics-addr",
+            "--txlog-max-txns",
             "--max-pending-handshakes",
             "--client-idle-timeout",
             "--info-sync-timeout",
@@ -558,6 +584,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--min-secondaries" => apply_min_secondaries(&mut cfg, &v)?,
             "--on-store-error" => apply_on_store_error(&mut cfg, &v)?,
             "--metrics-addr" => apply_metrics_addr(&mut cfg, &v)?,
+            "--txlog-max-txns" => apply_txlog_max(&mut cfg, &v)?,
             "--max-pending-handshakes" => apply_pending(&mut cfg, &v)?,
             "--client-idle-timeout" => apply_idle(&mut cfg, &v)?,
             "--info-sync-timeout" => apply_info_sync(&mut cfg, &v)?,
@@ -670,6 +697,11 @@ mod tests {
         assert!(c.exit_on_store_error);
         assert!(parse_args(&args("--min-secondaries -1")).is_err());
         assert!(parse_args(&args("--min-secondaries 256")).is_err());
+        let Cli::Run(c) = parse_args(&args("--txlog-max-txns 5")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.txlog_max_txns, 5);
+        assert!(parse_args(&args("--txlog-max-txns 0")).is_err());
         assert!(parse_args(&args("--on-store-error ignore")).is_err());
         assert_eq!(c.metrics_addr, None);
         let Cli::Run(c) = parse_args(&args("--metrics-addr 127.0.0.1:9464")).unwrap() else {

@@ -73,7 +73,10 @@ fn main() {
         libc::umask(0o077);
     }
     let store = match store::Store::open(&cfg.data_dir) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => {
+            s.set_txlog_max_txns(cfg.txlog_max_txns);
+            Arc::new(s)
+        }
         Err(e) => fail(format!(
             "cannot open the store in {}: {e}",
             cfg.data_dir.display()

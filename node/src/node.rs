@@ -49,6 +49,9 @@ pub struct Counters {
     /// When the last transaction (or full copy) from a primary was applied here, in Unix ms
     /// (0: never).
     pub last_txn_unix_ms: AtomicU64,
+    /// State rollback files written by re-joins since the start (complete local data before
+    /// a copy whose discarded transactions the transaction log could not itemise).
+    pub rollback_snapshots: AtomicU64,
 }
 
 /// What the committer and the applier need under one lock.
@@ -924,6 +927,7 @@ impl Node {
                     -1
                 },
             ),
+            ("rollback_snapshots", n(&s.rollback_snapshots)),
             (
                 "rollback_files",
                 crate::rollback::list(&self.cfg.data_dir).len() as i64,

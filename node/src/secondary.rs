@@ -360,46 +360,52 @@ fn join_vsn(
             Ok(r) => r,
             Err(e) => return Err(store_fail(&tx, "reading the transaction log", e)),
         };
-        let rb_file = match &rollback {
-            Some((txns, common)) if !txns.is_empty() => {
-                let reason = if history.is_empty() {
-                    // The primary's log does not reach our seqs: it cannot say; keep them.
-                    format!(
-                        "full copy from primary {pname} (at seq {wseq}), whose transaction log \
-                         does not reach seq {}: these transactions may or may not be there",
-                        last.seq
-                    )
-                } else {
-                    format!(
-                        "full copy from primary {pname}, which does not have these transactions"
-                    )
-                };
-                match write_rollback(node, pname, &reason, &last, txns, *common) {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        crate::error!("ha", "{e}");
-                        return Err(fail(
-                            &tx,
-                            (
-                                crate::node::LOCAL_STORE_ERR,
-                                format!("refusing the full copy: {e}"),
-                            ),
-                        ));
-                    }
-                }
-            }
-            _ => None,
+        let reason = if history.is_empty() {
+            // The primary's log does not reach our seqs: it cannot say; keep them.
+            format!(
+                "full copy from primary {pname} (at seq {wseq}), whose transaction log \
+                 does not reach seq {}: these transactions may or may not be there",
+                last.seq
+            )
+        } else {
+            format!("full copy from primary {pname}, which does not have these transactions")
+        };
+        let refuse = |e: String| {
+            crate::error!("ha", "{e}");
+            fail(
+                &tx,
+                (
+                    crate::node::LOCAL_STORE_ERR,
+                    format!("refusing the full copy: {e}"),
+                ),
+            )
         };
         // Removed again if the copy fails (then nothing was discarded).
-        struct Pending(Option<std::path::PathBuf>);
+        struct Pending(Vec<std::path::PathBuf>);
         impl Drop for Pending {
             fn drop(&mut self) {
-                if let Some(f) = self.0.take() {
+                for f in self.0.drain(..) {
                     let _ = std::fs::remove_file(f);
                 }
             }
         }
-        let mut pending = Pending(rb_file);
+        let mut pending = Pending(Vec::new());
+        let mut rb_file = None;
+        let mut state_file = None;
+        if let Some(d) = &rollback {
+            if !d.txns.is_empty() {
+                let f = write_rollback(node, pname, &reason, &last, &d.txns, d.common)
+                    .map_err(&refuse)?;
+                pending.0.push(f.clone());
+                rb_file = Some(f);
+            }
+            if !d.complete {
+                let (f, n) =
+                    write_rollback_state(node, pname, &reason, &last, d).map_err(&refuse)?;
+                pending.0.push(f.clone());
+                state_file = Some((f, n));
+            }
+        }
         let w = node
             .store
             .begin_copy()
@@ -476,7 +482,9 @@ fn join_vsn(
                     cs.last = meta;
                     cs.seq_floor = cs.seq_floor.max(seq);
                     drop(cs);
-                    if let (Some(f), Some((txns, _))) = (pending.0.take(), &rollback) {
+                    pending.0.clear();
+                    if let (Some(f), Some(d)) = (&rb_file, &rollback) {
+                        let txns = &d.txns;
                         node.stats
                             .discarded_txns
                             .fetch_add(txns.len() as u64, Ordering::Relaxed);
@@ -488,6 +496,21 @@ fn join_vsn(
                             txns.len(),
                             txns[0].0.seq,
                             txns[0].0.txid,
+                            last.seq,
+                            last.txid,
+                            f.display()
+                        );
+                    }
+                    if let Some((f, n)) = &state_file {
+                        node.stats
+                            .rollback_snapshots
+                            .fetch_add(1, Ordering::Relaxed);
+                        crate::warn!(
+                            "ha",
+                            "the full copy from {pname} replaced local data (seq {} txid '{}') \
+                             whose divergence from the primary the transaction log cannot \
+                             itemise; the complete local state before the copy ({n} entries) \
+                             is kept in the rollback file {}",
                             last.seq,
                             last.txid,
                             f.display()
@@ -681,15 +704,27 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
     }
 }
 
+/// What a full copy would discard of the local history.
+struct Discard {
+    /// The logged local transactions after the last common one, oldest first.
+    txns: Vec<(TxMeta, Vec<StoreOp>)>,
+    /// The last seq both histories share, if it was found.
+    common: Option<u64>,
+    /// Whether `txns` is everything the copy discards. False when the local log does not
+    /// reach back to the common transaction (trimmed to `txlog-max-txns`, or emptied by an
+    /// earlier full copy) or the common point cannot be established: then the complete local
+    /// state goes to a state rollback file too.
+    complete: bool,
+}
+
 /// The local transactions a full copy would discard: those after the last seq at which our
 /// transaction log and the primary's `history` name the same txid (None: the local data is
-/// in the primary's history, nothing is discarded). Also returns that common seq, if found.
-#[allow(clippy::type_complexity)]
+/// in the primary's history, nothing is discarded).
 fn discarded(
     node: &Node,
     last: &TxMeta,
     history: &[(u64, String)],
-) -> Result<Option<(Vec<(TxMeta, Vec<StoreOp>)>, Option<u64>)>, crate::store::StoreError> {
+) -> Result<Option<Discard>, crate::store::StoreError> {
     if last.seq == 0
         || history
             .iter()
@@ -701,7 +736,7 @@ fn discarded(
         history.iter().map(|(s, t)| (*s, t.as_str())).collect();
     // From the first seq of the primary's history (it ends at the lower of the two last
     // seqs), so that everything committed here after the common transaction is named, however
-    // far this node went on alone (bounded by its own log, TXLOG_MAX_TXNS).
+    // far this node went on alone (bounded by its own log, txlog-max-txns).
     let lo = history
         .iter()
         .map(|(s, _)| *s)
@@ -718,29 +753,91 @@ fn discarded(
         .rev()
         .find(|(m, _)| theirs.get(&m.seq) == Some(&m.txid.as_str()))
         .map(|(m, _)| m.seq);
-    let gone: Vec<_> = mine
+    // Without a common transaction the itemised list is everything only if it starts at
+    // seq 1 and runs without a gap to our last seq.
+    let complete = common.is_some()
+        || (mine.first().is_some_and(|(m, _)| m.seq == 1)
+            && mine.last().is_some_and(|(m, _)| m.seq == last.seq)
+            && mine.len() as u64 == last.seq);
+    let txns: Vec<_> = mine
         .into_iter()
         .filter(|(m, _)| m.seq > common.unwrap_or(0))
         .collect();
-    if gone.is_empty() {
+    if !complete {
         crate::warn!(
             "ha",
-            "local data at seq {} txid '{}' is not in the primary's history, but its \
-             transactions are not in the local transaction log (they came by a full copy): \
-             the copy replaces them and no rollback file can name them",
+            "no common transaction with the primary found in the local transaction log \
+             ({} logged transaction(s) after it; local data at seq {} txid '{}'): the complete \
+             local state goes to a rollback file before the copy",
+            txns.len(),
             last.seq,
             last.txid
         );
-    } else if common.is_none() {
-        crate::warn!(
-            "ha",
-            "no common transaction with the primary in the last {} seqs: older local \
-             transactions than seq {} may be discarded too, without a rollback file",
-            crate::primary::ROLLBACK_WINDOW_TXNS,
-            gone[0].0.seq
-        );
     }
-    Ok(Some((gone, common)))
+    Ok(Some(Discard {
+        txns,
+        common,
+        complete,
+    }))
+}
+
+/// Writes the complete local state (as of `last`) to a state rollback file, streamed from a
+/// store snapshot; returns its path and entry count.
+fn write_rollback_state(
+    node: &Node,
+    primary: &str,
+    reason: &str,
+    last: &TxMeta,
+    d: &Discard,
+) -> Result<(std::path::PathBuf, u64), String> {
+    let mut snap = node
+        .store
+        .snapshot()
+        .map_err(|e| format!("cannot read the local store for a rollback file: {e}"))?;
+    if snap.meta() != last {
+        return Err(format!(
+            "the local store moved (seq {} txid '{}', expected seq {} txid '{}') while writing \
+             a rollback file",
+            snap.meta().seq,
+            snap.meta().txid,
+            last.seq,
+            last.txid
+        ));
+    }
+    let itemised_from = d.txns.first().map(|(m, _)| m.seq).unwrap_or(last.seq + 1);
+    let entries = snap.stats().entries;
+    crate::rollback::write_state(
+        &node.cfg.data_dir,
+        &rollback_info(primary, reason, last, d.common),
+        itemised_from,
+        entries,
+        || {
+            snap.next_chunk(ROLLBACK_STATE_CHUNK_BYTES)
+                .map_err(|e| format!("cannot read the local store for a rollback file: {e}"))
+        },
+    )
+}
+
+/// A state rollback file is streamed from the store in chunks of about this many bytes.
+const ROLLBACK_STATE_CHUNK_BYTES: usize = 1 << 20;
+
+fn rollback_info(
+    primary: &str,
+    reason: &str,
+    last: &TxMeta,
+    common: Option<u64>,
+) -> crate::rollback::Info {
+    crate::rollback::Info {
+        reason: reason.to_string(),
+        primary: primary.to_string(),
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64,
+        local_seq: last.seq,
+        local_txid: last.txid.clone(),
+        common_seq: common,
+    }
 }
 
 fn write_rollback(
@@ -751,17 +848,7 @@ fn write_rollback(
     txns: &[(TxMeta, Vec<StoreOp>)],
     common: Option<u64>,
 ) -> Result<std::path::PathBuf, String> {
-    let info = crate::rollback::Info {
-        reason: reason.to_string(),
-        primary: primary.to_string(),
-        time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64,
-        local_seq: last.seq,
-        local_txid: last.txid.clone(),
-        common_seq: common,
-    };
+    let info = rollback_info(primary, reason, last, common);
     let rb: Vec<crate::rollback::Txn> = txns
         .iter()
         .map(|(m, ops)| crate::rollback::Txn {

@@ -72,7 +72,8 @@ const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
 /// primary tell a joining secondary which txid it holds at each seq.
 const TXLOG: TableDefinition<u64, &[u8]> = TableDefinition::new("txlog");
 
-/// The transaction log keeps this many transactions (older ones are trimmed on commit).
+/// The transaction log keeps this many transactions by default (older ones are trimmed on
+/// commit); config key `txlog-max-txns`.
 pub const TXLOG_MAX_TXNS: u64 = 10_000;
 
 /// A store file shorter than this cannot hold a redb database (its header alone is larger):
@@ -622,6 +623,8 @@ pub struct Store {
     /// None while closed after an I/O error (see [`Store::reopen`]).
     db: std::sync::RwLock<Option<Arc<Database>>>,
     file: PathBuf,
+    /// How many transactions the transaction log keeps (≥ 1).
+    txlog_max_txns: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Store {
@@ -643,7 +646,15 @@ impl Store {
         Ok(Store {
             db: std::sync::RwLock::new(Some(Arc::new(db))),
             file,
+            txlog_max_txns: std::sync::atomic::AtomicU64::new(TXLOG_MAX_TXNS),
         })
+    }
+
+    /// Sets how many transactions the transaction log keeps (at least 1; applied from the
+    /// next commit on).
+    pub fn set_txlog_max_txns(&self, n: u64) {
+        self.txlog_max_txns
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Closes the database and opens it again (after an I/O error redb refuses every
@@ -925,7 +936,11 @@ impl Store {
                 log.insert(m.seq, log_record(&m.txid, ops).as_slice())
                     .map_err(db_err(OP))?;
             }
-            let keep_from = last_meta.seq.saturating_sub(TXLOG_MAX_TXNS - 1);
+            let max = self
+                .txlog_max_txns
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1);
+            let keep_from = last_meta.seq.saturating_sub(max - 1);
             log.retain_in(..keep_from, |_, _| false)
                 .map_err(db_err(OP))?;
         }

@@ -72,7 +72,9 @@ local commands (read the node's data directory; no connection):
                                          discarded), one path per line, oldest first
                                          (DATA_DIR: $HA_NODE_DATA_DIR, else ./ha-node-data)
   rollback show FILE                     print a rollback file: why, then each discarded
-                                         transaction (seq, txid) and its operations
+                                         transaction (seq, txid) and its operations; for a
+                                         state-*.rollback file, the complete local data
+                                         before the copy (entries: N, then PATH VALUE lines)
 
 exit status: 0 on success; otherwise 1 with the error's ConfD name and the
 message on stderr (2 for a usage error).
@@ -601,6 +603,31 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
             }
             Ok(())
         }
+        (Some("show"), 2) if rollback::is_state_file(std::path::Path::new(&args[1])) => {
+            let n = rollback::read_state(
+                std::path::Path::new(&args[1]),
+                |h| {
+                    println!("kind: {}", h.note);
+                    println!("reason: {}", h.info.reason);
+                    println!("primary: {}", h.info.primary);
+                    println!("time_ms: {}", h.info.time_ms);
+                    println!(
+                        "local_last: seq {} txid {}",
+                        h.info.local_seq, h.info.local_txid
+                    );
+                    match h.info.common_seq {
+                        Some(c) => println!("common_seq: {c}"),
+                        None => println!("common_seq: unknown"),
+                    }
+                    println!("itemised_from: {}", h.itemised_from);
+                    println!("entries: {}", h.entries);
+                },
+                |p, v| println!("  {p} {}", show_value(v)),
+            )
+            .map_err(fail)?;
+            println!("end: {n} entries");
+            Ok(())
+        }
         (Some("show"), 2) => {
             let (info, txns) = rollback::read(std::path::Path::new(&args[1])).map_err(fail)?;
             println!("reason: {}", info.reason);
@@ -629,19 +656,26 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
     }
 }
 
+/// A value as the node stores it (the ETF of a ConfD value), decoded for printing.
+fn show_value(b: &[u8]) -> String {
+    confd_ha::proto::term::Term::decode(b)
+        .ok()
+        .and_then(|t| Value::from_term(&t).ok())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "<undecodable value>".into())
+}
+
 /// `set PATH VALUE` or `delete PATH`, the value decoded as the node stores it.
 fn show_op(op: &confd_ha::proto::term::Term) -> String {
     use confd_ha::proto::term::Term;
     let text = |t: &Term| String::from_utf8_lossy(t.as_binary().unwrap_or_default()).into_owned();
     match op.as_tuple() {
         Some([k, p, v]) if k.is_atom("set") => {
-            let shown = v
-                .as_binary()
-                .and_then(|b| Term::decode(b).ok())
-                .and_then(|t| Value::from_term(&t).ok())
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "<undecodable value>".into());
-            format!("set {} {shown}", text(p))
+            format!(
+                "set {} {}",
+                text(p),
+                show_value(v.as_binary().unwrap_or_default())
+            )
         }
         Some([k, p]) if k.is_atom("delete") => format!("delete {}", text(p)),
         _ => format!("{op:?}"),
