@@ -281,9 +281,19 @@ pub fn read_state(
         if len > MAX_STATE_RECORD_BYTES {
             return Err(bad(&format!("a record of {len} bytes")));
         }
-        let mut buf = vec![0u8; len as usize];
-        r.read_exact(&mut buf)
-            .map_err(|e| bad(&format!("truncated record: {e}")))?;
+        // Read through `take`: memory grows with the bytes that arrive, not with the
+        // length the record claims.
+        let mut buf = Vec::new();
+        (&mut r)
+            .take(u64::from(len))
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if buf.len() != len as usize {
+            return Err(bad(&format!(
+                "truncated record: {} of {len} bytes",
+                buf.len()
+            )));
+        }
         Term::decode(&buf)
             .map(Some)
             .map_err(|e| bad(&e.to_string()))
@@ -351,16 +361,31 @@ pub fn list(data_dir: &Path) -> Vec<PathBuf> {
 
 /// Reads a rollback file.
 pub fn read(path: &Path) -> Result<(Info, Vec<Txn>), String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
-    if len > MAX_ROLLBACK_FILE_BYTES {
+    read_limited(path, MAX_ROLLBACK_FILE_BYTES)
+}
+
+/// At most `limit` bytes of `path`, read through `take` so that a pipe, a device or a file
+/// that grows is refused once more than `limit` bytes arrive (its metadata length is not
+/// trusted).
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut raw = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if raw.len() as u64 > limit {
         return Err(format!(
-            "{} is {len} bytes, more than the {MAX_ROLLBACK_FILE_BYTES} bytes read",
+            "{} is longer than {limit} bytes, the most a rollback file is read",
             path.display()
         ));
     }
-    let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(raw)
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<(Info, Vec<Txn>), String> {
+    let raw = read_bounded(path, limit)?;
     let bad = |what: &str| format!("{} is not a rollback file ({what})", path.display());
     let t = Term::decode(&raw).map_err(|e| bad(&e.to_string()))?;
     let e = t.as_tuple().ok_or_else(|| bad("not a tuple"))?;
@@ -400,6 +425,19 @@ pub fn read(path: &Path) -> Result<(Info, Vec<Txn>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_never_ends_is_refused_with_a_bounded_read() {
+        // /dev/zero reports length 0 and never ends: the limit must hold while reading.
+        let e = read_limited(Path::new("/dev/zero"), 4096).unwrap_err();
+        assert!(
+            e.contains("/dev/zero") && e.contains("longer than 4096 bytes"),
+            "{e}"
+        );
+        // A file within the limit is read (and then judged by its content).
+        let e = read_limited(Path::new("/dev/null"), 4096).unwrap_err();
+        assert!(e.contains("not a rollback file"), "{e}");
+    }
 
     #[test]
     fn a_state_file_reads_back_and_a_truncated_one_is_refused() {
