@@ -189,3 +189,30 @@ fn watch_prints_events_with_timestamps() {
     assert!(line.starts_with("{\"time\":\"20"), "{line}");
     assert!(line.ends_with("\"event\":\"IS_PRIMARY\"}"), "{line}");
 }
+
+#[test]
+fn rollback_errors_name_the_file() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ha-ctl"))
+            .args(args)
+            .env_remove("HA_NODE_DATA_DIR")
+            .output()
+            .expect("run ha-ctl")
+    };
+    let missing = std::env::temp_dir().join(format!("ha-ctl-no-such-dir-{}", std::process::id()));
+    let o = run(&["rollback", "list", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "data directory {} does not exist",
+            missing.display()
+        )) && err.contains("--data-dir"),
+        "{err}"
+    );
+    // Not a rollback file (read, then refused by content): exit 1, the file named.
+    let o = run(&["rollback", "show", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/dev/null is not a rollback file"), "{err}");
+}

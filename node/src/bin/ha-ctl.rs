@@ -595,8 +595,18 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
                 .or_else(|| std::env::var("HA_NODE_DATA_DIR").ok())
                 .unwrap_or_else(|| "./ha-node-data".into());
             let dir = std::path::Path::new(&dir);
+            if !dir.exists() {
+                return Err(fail(format!(
+                    "data directory {} does not exist (give the node's --data-dir: \
+                     ha-ctl rollback list DATA_DIR, or set HA_NODE_DATA_DIR)",
+                    dir.display()
+                )));
+            }
             if !dir.is_dir() {
-                return Err(fail(format!("{} is not a directory", dir.display())));
+                return Err(fail(format!(
+                    "{} is not a directory (give the node's --data-dir)",
+                    dir.display()
+                )));
             }
             for f in rollback::list(dir) {
                 println!("{}", f.display());
