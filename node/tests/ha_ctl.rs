@@ -216,3 +216,22 @@ fn rollback_errors_name_the_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/dev/null is not a rollback file"), "{err}");
 }
+
+#[test]
+fn status_text_escapes_a_node_id_with_a_newline() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    let s = Node::start("s", 3, port, &[]);
+    ok(&p, &["primary", "p"]);
+    ok(&s, &["secondary", "s\nsecondary: forged", "p", &p.ip]);
+    let st = ok(&p, &["status"]);
+    assert!(
+        st.contains(&format!("secondary: s\\nsecondary: forged {} ", s.ip)),
+        "{st}"
+    );
+    assert_eq!(
+        st.lines().filter(|l| l.starts_with("secondary:")).count(),
+        1,
+        "{st}"
+    );
+}

@@ -179,7 +179,12 @@ fn main() -> ExitCode {
         Err(Failure::Lib(e)) => {
             let code = e.errno();
             let name = errcode::name(code).unwrap_or("CONFD_ERR");
-            eprintln!("ha-ctl: {name}: {}: {e}", errcode::strerror(code));
+            // The message can carry a peer's words (a reason, a node id): escaped.
+            eprintln!(
+                "ha-ctl: {name}: {}: {}",
+                errcode::strerror(code),
+                printable(&e.to_string())
+            );
             ExitCode::from(1)
         }
     }
@@ -445,7 +450,7 @@ fn watch(ep: &Endpoint, json: bool, heartbeat_ms: i64) -> Result<(), Failure> {
         } else {
             let mut s = format!("{ts} {name}");
             for (k, v) in &fields {
-                s.push_str(&format!(" {k}={v}"));
+                s.push_str(&format!(" {k}={}", printable(v)));
             }
             s
         };
@@ -463,6 +468,27 @@ fn state_name(state: i32) -> &'static str {
         STATE_PRIMARY => "primary",
         _ => "secondary-relay",
     }
+}
+
+/// `s` for text output: a backslash and every control character escaped (`\\`, `\n`,
+/// `\r`, `\t`, `\u{7f}`), so that a node id, address or reason from a peer cannot
+/// forge or break a line. `--json` output escapes with [`json_str`] instead.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c == '\\' || c.is_control()) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if c.is_control() => o.push_str(&c.escape_unicode().to_string()),
+            c => o.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(o)
 }
 
 fn json_str(s: &str) -> String {
@@ -564,7 +590,7 @@ fn print_status(ns: &NodeState, json: bool) -> Result<(), Failure> {
     } else {
         out!("state: {}", state_name(state));
         out!("seq: {}", ns.seq);
-        out!("txid: {}", ns.txid);
+        out!("txid: {}", printable(&ns.txid));
         if let Some(ms) = ns.last_txn_ms {
             out!("last_txn_ms_ago: {}", ms_ago(ms));
         }
@@ -573,7 +599,11 @@ fn print_status(ns: &NodeState, json: bool) -> Result<(), Failure> {
                 .into_iter()
                 .map(|(k, v)| format!(" {k}={}", v.trim_matches('"')))
                 .collect();
-            out!("{role}: {} {}{extra}", p.node.id, p.node.addr);
+            out!(
+                "{role}: {} {}{extra}",
+                printable(&p.node.id.to_string()),
+                printable(&p.node.addr.to_string())
+            );
         }
     }
     Ok(())
@@ -609,7 +639,7 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
                 )));
             }
             for f in rollback::list(dir) {
-                println!("{}", f.display());
+                println!("{}", printable(&f.display().to_string()));
             }
             Ok(())
         }
@@ -617,13 +647,14 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
             let n = rollback::read_state(
                 std::path::Path::new(&args[1]),
                 |h| {
-                    println!("kind: {}", h.note);
-                    println!("reason: {}", h.info.reason);
-                    println!("primary: {}", h.info.primary);
+                    println!("kind: {}", printable(&h.note));
+                    println!("reason: {}", printable(&h.info.reason));
+                    println!("primary: {}", printable(&h.info.primary));
                     println!("time_ms: {}", h.info.time_ms);
                     println!(
                         "local_last: seq {} txid {}",
-                        h.info.local_seq, h.info.local_txid
+                        h.info.local_seq,
+                        printable(&h.info.local_txid)
                     );
                     match h.info.common_seq {
                         Some(c) => println!("common_seq: {c}"),
@@ -632,7 +663,7 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
                     println!("itemised_from: {}", h.itemised_from);
                     println!("entries: {}", h.entries);
                 },
-                |p, v| println!("  {p} {}", show_value(v)),
+                |p, v| println!("  {} {}", printable(p), printable(&show_value(v))),
             )
             .map_err(fail)?;
             println!("end: {n} entries");
@@ -640,12 +671,13 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
         }
         (Some("show"), 2) => {
             let (info, txns) = rollback::read(std::path::Path::new(&args[1])).map_err(fail)?;
-            println!("reason: {}", info.reason);
-            println!("primary: {}", info.primary);
+            println!("reason: {}", printable(&info.reason));
+            println!("primary: {}", printable(&info.primary));
             println!("time_ms: {}", info.time_ms);
             println!(
                 "local_last: seq {} txid {}",
-                info.local_seq, info.local_txid
+                info.local_seq,
+                printable(&info.local_txid)
             );
             match info.common_seq {
                 Some(c) => println!("common_seq: {c}"),
@@ -653,9 +685,9 @@ fn rollback_cmd(args: &[String]) -> Result<(), Failure> {
             }
             println!("transactions: {}", txns.len());
             for t in txns {
-                println!("seq {} txid {}", t.seq, t.txid);
+                println!("seq {} txid {}", t.seq, printable(&t.txid));
                 for op in &t.ops {
-                    println!("  {}", show_op(op));
+                    println!("  {}", printable(&show_op(op)));
                 }
             }
             Ok(())
@@ -689,5 +721,20 @@ fn show_op(op: &confd_ha::proto::term::Term) -> String {
         }
         Some([k, p]) if k.is_atom("delete") => format!("delete {}", text(p)),
         _ => format!("{op:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_backslash_and_control_characters() {
+        assert_eq!(printable("s1 10.0.0.1:4570"), "s1 10.0.0.1:4570");
+        assert_eq!(
+            printable("s\nsecondary: forged\r\t\\\u{1b}[31m\u{7f}"),
+            "s\\nsecondary: forged\\r\\t\\\\\\u{1b}[31m\\u{7f}"
+        );
+        assert_eq!(printable("é/ü"), "é/ü");
     }
 }
