@@ -362,11 +362,15 @@ fn join_vsn(
         };
         let reason = if history.is_empty() {
             // The primary's log does not reach our seqs: it cannot say; keep them.
-            format!(
-                "full copy from primary {pname} (at seq {wseq}), whose transaction log \
-                 does not reach seq {}: these transactions may or may not be there",
-                last.seq
-            )
+            if wseq == 0 {
+                format!("full copy from primary {pname}, which has no transactions (seq 0)")
+            } else {
+                format!(
+                    "full copy from primary {pname} (at seq {wseq}), whose transaction log \
+                     does not reach seq {}: these transactions may or may not be there",
+                    last.seq
+                )
+            }
         } else {
             format!("full copy from primary {pname}, which does not have these transactions")
         };
@@ -764,11 +768,18 @@ fn discarded(
         .filter(|(m, _)| m.seq > common.unwrap_or(0))
         .collect();
     if !complete {
+        // Only here is anything left unitemised: the state file written next (or the copy
+        // refused if it cannot be) keeps it, so the message says so and nothing more.
+        let why = if history.is_empty() {
+            "the primary sent no history that reaches the local seqs"
+        } else {
+            "no transaction shared with the primary was found in it"
+        };
         crate::warn!(
             "ha",
-            "no common transaction with the primary found in the local transaction log \
-             ({} logged transaction(s) after it; local data at seq {} txid '{}'): the complete \
-             local state goes to a rollback file before the copy",
+            "the local transaction log cannot itemise everything the full copy discards \
+             ({why}; {} local transaction(s) itemised, local data at seq {} txid '{}'): the \
+             complete local state goes to a state rollback file before the copy",
             txns.len(),
             last.seq,
             last.txid
