@@ -605,12 +605,26 @@ impl Downstream {
                         break;
                     }
                     let max = self.node.cfg.max_pending_handshakes;
-                    let Some(p) = pending.enter(max) else {
-                        refused.warn(
-                            "ha",
-                            &format!("connection from {a} on the HA port closed: {max} connections are still in their handshake (max-pending-handshakes)"),
-                        );
-                        continue;
+                    let p = match pending.enter(max, Some(a.ip())) {
+                        Ok(p) => p,
+                        Err(crate::ipc::PendingFull::Port) => {
+                            refused.warn(
+                                "ha",
+                                &format!("connection from {a} on the HA port closed: {max} connections are still in their handshake (max-pending-handshakes)"),
+                            );
+                            continue;
+                        }
+                        Err(crate::ipc::PendingFull::Source) => {
+                            refused.warn(
+                                "ha",
+                                &format!(
+                                    "connection from {a} on the HA port closed: {} connections from {} are still in their handshake (MAX_PENDING_HANDSHAKES_PER_SOURCE)",
+                                    crate::ipc::MAX_PENDING_HANDSHAKES_PER_SOURCE,
+                                    a.ip()
+                                ),
+                            );
+                            continue;
+                        }
                     };
                     let d = self.clone();
                     let r = std::thread::Builder::new()

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use confd_ha::client::data::{DataClient, Txn};
 use confd_ha::client::events::EventClient;
+use confd_ha::client::ha::HaClient;
 use confd_ha::client::{recv, send};
 use confd_ha::proto::frame::write_frame;
 use confd_ha::proto::ha::{
@@ -357,12 +358,69 @@ fn pending_handshakes_are_capped_per_port() {
     let t = threads(pid);
     eprintln!("threads with 200 idle connections: {t0} -> {t}");
     assert!(t <= t0 + 16 + 4, "threads {t0} -> {t}");
-    assert!(p.log_text().contains("max-pending-handshakes"));
+    // (All from one address: the per-source cap, also 8, refuses them first.)
+    let log = p.log_text();
+    assert!(
+        log.contains("max-pending-handshakes") || log.contains("MAX_PENDING_HANDSHAKES_PER_SOURCE")
+    );
     // Once the idle ones are past their deadline, a real secondary joins.
     let s = Node::start("s", 3, p.ha_port, &[]);
     wait_for("the secondary to join", Duration::from_secs(30), || {
         s.ha().besecondary("s", &p.as_primary(), true).ok()
     });
+    drop(idle);
+}
+
+/// A TCP connection to `to` leaving from the loopback address `from`.
+fn connect_from(from: &str, to: &str) -> TcpStream {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&local.into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    sock.into()
+}
+
+#[test]
+fn one_source_cannot_fill_the_pending_handshakes_of_a_port() {
+    // Default max-pending-handshakes (64): 100 idle connections from one
+    // address would hold every slot for a whole handshake timeout (15 s
+    // with a 5 s tick) without the per-source cap.
+    let p = Node::start("p", 2, free_port(), &["--tick-timeout", "5s"]);
+    p.ha().beprimary("p").unwrap();
+    let ha_addr = format!("{}:{}", p.ip, p.ha_port);
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| connect_from("127.0.0.1", &ha_addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A real secondary on 127.0.0.3 joins well within the handshake timeout.
+    let t = Instant::now();
+    let s = Node::start("s", 3, p.ha_port, &[]);
+    wait_for("the secondary to join", Duration::from_secs(8), || {
+        s.ha().besecondary("s", &p.as_primary(), true).ok()
+    });
+    eprintln!("secondary joined {:?} after the attack", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    drop(idle);
+    // The same on the IPC port (127.0.0.1): 100 idle connections from
+    // 127.0.0.2, and HA control from 127.0.0.1 gets its status at once
+    // (well within the 5 s hello timeout that would free the slots).
+    let ipc_addr = format!("127.0.0.1:{}", p.ipc_port);
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| connect_from("127.0.0.2", &ipc_addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (state, _) = HaClient::connect(&p.ep(), TOKEN)
+        .expect("HA control connects")
+        .get_status()
+        .expect("status");
+    assert_eq!(state, STATE_PRIMARY);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let out = ha_ctl(&p, &["status"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(p.log_text().contains("MAX_PENDING_HANDSHAKES_PER_SOURCE"));
     drop(idle);
 }
 
