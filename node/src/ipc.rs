@@ -337,7 +337,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
             std::io::ErrorKind::UnexpectedEof => "closed before a full hello".into(),
             _ => e.to_string(),
         };
-        crate::warn!("ipc", "{who}: {why}; closing");
+        crate::peer_warn!("ipc", "{who}: {why}; closing");
         return;
     }
     let h = ClientHello::decode(&b);
@@ -346,7 +346,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
         CLIENT_EVENT_MGR => "event",
         CLIENT_HADATA => "data",
         other => {
-            crate::warn!(
+            crate::peer_warn!(
                 "ipc",
                 "{who}: unknown client id {other} in hello {b:02x?}; answering status 1 and closing"
             );
@@ -423,7 +423,7 @@ fn read_request(s: &mut Stream, who: &str) -> Option<Term> {
         Ok(f) => match decode_client(&f) {
             Ok(t) => Some(t),
             Err(e) => {
-                crate::warn!("ipc", "{who}: garbage frame ({e}); closing");
+                crate::peer_warn!("ipc", "{who}: garbage frame ({e}); closing");
                 None
             }
         },
@@ -432,7 +432,7 @@ fn read_request(s: &mut Stream, who: &str) -> Option<Term> {
             None
         }
         Err(FrameError::TooLarge { len, max }) => {
-            crate::warn!(
+            crate::peer_warn!(
                 "ipc",
                 "{who}: frame of {len} bytes exceeds the {max}-byte limit; closing"
             );
@@ -465,11 +465,11 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant, 
     let token = match read_frame(&mut Deadline { s: &mut s, until }, MAX_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => {
-            crate::warn!("ipc", "{who}: empty HA token; closing");
+            crate::peer_warn!("ipc", "{who}: empty HA token; closing");
             return;
         }
         Err(e) => {
-            crate::warn!("ipc", "{who}: no HA token: {e}; closing");
+            crate::peer_warn!("ipc", "{who}: no HA token: {e}; closing");
             return;
         }
     };

@@ -566,6 +566,69 @@ fn logs_and_replies_are_bounded_and_inert() {
     assert!(log.contains("x\\nFORGED"), "escaped id not in the log");
 }
 
+#[test]
+fn garbage_connections_cannot_flood_the_log() {
+    let p = Node::start("p", 2, free_port(), &[]);
+    p.ha().beprimary("p").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The nodes of the tests log at DEBUG (one line per connection by
+    // design); what is counted is what a production log level keeps.
+    let logged = || -> usize {
+        p.log_text()
+            .lines()
+            .filter(|l| !l.contains(" DEBUG "))
+            .map(|l| l.len() + 1)
+            .sum()
+    };
+    let before = logged();
+    // 2,000 connections on each port, each sending garbage: an unknown
+    // client id, a data hello then a garbage frame, an oversized frame,
+    // half a hello; on the HA port a garbage frame or a bare close.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let ipc = format!("127.0.0.1:{}", p.ipc_port);
+            let ha = format!("{}:{}", p.ip, p.ha_port);
+            std::thread::spawn(move || {
+                for i in (w..2000).step_by(4) {
+                    let mut s = TcpStream::connect(&ipc).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let _ = match i % 4 {
+                        0 => s.write_all(&[0xee; 9]),
+                        1 => s
+                            .write_all(&hello(CLIENT_HADATA))
+                            .and_then(|_| s.read_exact(&mut [0u8; 9]))
+                            .and_then(|_| s.write_all(&[0, 0, 0, 3, 1, 2, 3])),
+                        2 => s
+                            .write_all(&hello(CLIENT_HADATA))
+                            .and_then(|_| s.read_exact(&mut [0u8; 9]))
+                            .and_then(|_| s.write_all(&[0x7f, 0xff, 0xff, 0xff])),
+                        _ => s
+                            .write_all(&[1, 2, 3])
+                            .and_then(|_| s.shutdown(std::net::Shutdown::Write)),
+                    };
+                    let _ = s.read_to_end(&mut Vec::new());
+                    let mut s = TcpStream::connect(&ha).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    if i % 2 == 0 {
+                        let _ = s.write_all(&[0, 0, 0, 5, 131, 1, 2, 3, 4]);
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    let _ = s.read_to_end(&mut Vec::new());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = logged() - before;
+    eprintln!("log grew by {grown} bytes for 4,000 garbage connections");
+    assert!(grown < 50_000, "log grew by {grown} bytes");
+    // Still serving.
+    assert_eq!(p.status().0, STATE_PRIMARY);
+}
+
 // ------------------------------------------------- 7. the smaller ones
 
 #[test]
