@@ -101,27 +101,71 @@ pub fn set_write_timeout(s: &Stream, d: Option<Duration>) {
     };
 }
 
-/// Connections of one listening port still in their hello.
+/// Most connections from one source address still in their hello or
+/// handshake on one listening port, so that one source cannot fill
+/// `max-pending-handshakes` for everyone else.
+pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 8;
+
+/// Connections of one listening port still in their hello: in all, and per
+/// source address.
 #[derive(Default)]
-pub struct PendingCount(AtomicUsize);
+pub struct PendingCount {
+    total: AtomicUsize,
+    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
 
 /// One connection counted in a `PendingCount` while it lives.
-pub struct Pending(Arc<PendingCount>);
+pub struct Pending(Arc<PendingCount>, Option<std::net::IpAddr>);
+
+/// Why a connection was not admitted to its hello.
+pub enum PendingFull {
+    /// `max` connections on the port are already pending.
+    Port,
+    /// `MAX_PENDING_HANDSHAKES_PER_SOURCE` from this source are already pending.
+    Source,
+}
 
 impl PendingCount {
-    /// Counts one more, or None when `max` are already pending.
-    pub fn enter(self: &Arc<Self>, max: usize) -> Option<Pending> {
-        if self.0.fetch_add(1, Ordering::SeqCst) >= max {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-            return None;
+    /// Counts one more from `src` (None: a Unix socket, no source address),
+    /// or says which cap is full.
+    pub fn enter(
+        self: &Arc<Self>,
+        max: usize,
+        src: Option<std::net::IpAddr>,
+    ) -> Result<Pending, PendingFull> {
+        if let Some(ip) = src {
+            let mut m = lock(&self.by_source);
+            let n = m.entry(ip).or_insert(0);
+            if *n >= MAX_PENDING_HANDSHAKES_PER_SOURCE {
+                return Err(PendingFull::Source);
+            }
+            *n += 1;
         }
-        Some(Pending(self.clone()))
+        if self.total.fetch_add(1, Ordering::SeqCst) >= max {
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            self.leave_source(src);
+            return Err(PendingFull::Port);
+        }
+        Ok(Pending(self.clone(), src))
+    }
+
+    fn leave_source(&self, src: Option<std::net::IpAddr>) {
+        if let Some(ip) = src {
+            let mut m = lock(&self.by_source);
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+        (self.0).total.fetch_sub(1, Ordering::SeqCst);
+        self.0.leave_source(self.1);
     }
 }
 
@@ -164,12 +208,22 @@ pub fn serve_tcp(node: Arc<Node>, l: TcpListener) {
     loop {
         match l.accept() {
             Ok((s, a)) => {
-                let Some(p) = pending.enter(node.cfg.max_pending_handshakes) else {
-                    refused.warn("ipc", &format!(
-                        "connection from {a} closed: {} connections on this port are still in their hello (max-pending-handshakes)",
-                        node.cfg.max_pending_handshakes
-                    ));
-                    continue;
+                let max = node.cfg.max_pending_handshakes;
+                let p = match pending.enter(max, Some(a.ip())) {
+                    Ok(p) => p,
+                    Err(PendingFull::Port) => {
+                        refused.warn("ipc", &format!(
+                            "connection from {a} closed: {max} connections on this port are still in their hello (max-pending-handshakes)"
+                        ));
+                        continue;
+                    }
+                    Err(PendingFull::Source) => {
+                        refused.warn("ipc", &format!(
+                            "connection from {a} closed: {MAX_PENDING_HANDSHAKES_PER_SOURCE} connections from {} on this port are still in their hello (MAX_PENDING_HANDSHAKES_PER_SOURCE)",
+                            a.ip()
+                        ));
+                        continue;
+                    }
                 };
                 let _ = s.set_nodelay(true);
                 spawn_conn(node.clone(), Stream::Tcp(s), a.to_string(), p);
@@ -188,7 +242,7 @@ pub fn serve_unix(node: Arc<Node>, l: UnixListener) {
     loop {
         match l.accept() {
             Ok((s, _)) => {
-                let Some(p) = pending.enter(node.cfg.max_pending_handshakes) else {
+                let Ok(p) = pending.enter(node.cfg.max_pending_handshakes, None) else {
                     refused.warn("ipc", &format!(
                         "connection on the Unix socket closed: {} connections are still in their hello (max-pending-handshakes)",
                         node.cfg.max_pending_handshakes
@@ -283,7 +337,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
             std::io::ErrorKind::UnexpectedEof => "closed before a full hello".into(),
             _ => e.to_string(),
         };
-        crate::warn!("ipc", "{who}: {why}; closing");
+        crate::peer_warn!("ipc", "{who}: {why}; closing");
         return;
     }
     let h = ClientHello::decode(&b);
@@ -292,7 +346,7 @@ fn conn(node: Arc<Node>, mut s: Stream, id: u64, who: String, pending: Pending) 
         CLIENT_EVENT_MGR => "event",
         CLIENT_HADATA => "data",
         other => {
-            crate::warn!(
+            crate::peer_warn!(
                 "ipc",
                 "{who}: unknown client id {other} in hello {b:02x?}; answering status 1 and closing"
             );
@@ -369,7 +423,7 @@ fn read_request(s: &mut Stream, who: &str) -> Option<Term> {
         Ok(f) => match decode_client(&f) {
             Ok(t) => Some(t),
             Err(e) => {
-                crate::warn!("ipc", "{who}: garbage frame ({e}); closing");
+                crate::peer_warn!("ipc", "{who}: garbage frame ({e}); closing");
                 None
             }
         },
@@ -378,7 +432,7 @@ fn read_request(s: &mut Stream, who: &str) -> Option<Term> {
             None
         }
         Err(FrameError::TooLarge { len, max }) => {
-            crate::warn!(
+            crate::peer_warn!(
                 "ipc",
                 "{who}: frame of {len} bytes exceeds the {max}-byte limit; closing"
             );
@@ -411,11 +465,11 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant, 
     let token = match read_frame(&mut Deadline { s: &mut s, until }, MAX_TOKEN) {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => {
-            crate::warn!("ipc", "{who}: empty HA token; closing");
+            crate::peer_warn!("ipc", "{who}: empty HA token; closing");
             return;
         }
         Err(e) => {
-            crate::warn!("ipc", "{who}: no HA token: {e}; closing");
+            crate::peer_warn!("ipc", "{who}: no HA token: {e}; closing");
             return;
         }
     };

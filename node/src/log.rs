@@ -161,6 +161,10 @@ impl Throttle {
         }
     }
 
+    fn would_suppress(&self) -> bool {
+        self.last.is_some_and(|t| t.elapsed() < THROTTLE_PERIOD)
+    }
+
     pub fn warn(&mut self, target: &str, msg: &str) {
         let now = std::time::Instant::now();
         if self
@@ -184,10 +188,40 @@ impl Throttle {
     }
 }
 
+/// Throttles for [`peer_warn!`], one per call site.
+pub static PEER_WARNS: std::sync::Mutex<Vec<(&'static str, u32, Throttle)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A WARN a connecting peer causes at will (before it proved anything):
+/// throttled per call site like [`Throttle`].
+pub fn peer_warn(site: (&'static str, u32), target: &str, msg: std::fmt::Arguments<'_>) {
+    if !enabled(Level::Warn) {
+        return;
+    }
+    let mut v = PEER_WARNS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match v.iter().position(|(f, l, _)| (*f, *l) == site) {
+        Some(i) => i,
+        None => {
+            v.push((site.0, site.1, Throttle::new()));
+            v.len() - 1
+        }
+    };
+    let t = &mut v[i].2;
+    if t.would_suppress() {
+        t.suppressed += 1;
+        return;
+    }
+    t.warn(target, &msg.to_string());
+}
+
 #[macro_export]
 macro_rules! error { ($t:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Error, $t, format_args!($($a)*)) } }
 #[macro_export]
 macro_rules! warn { ($t:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Warn, $t, format_args!($($a)*)) } }
+/// A WARN a connecting peer can cause at will: throttled per call site
+/// (one line per `THROTTLE_PERIOD`, with how many were not logged).
+#[macro_export]
+macro_rules! peer_warn { ($t:expr, $($a:tt)*) => { $crate::log::peer_warn((file!(), line!()), $t, format_args!($($a)*)) } }
 #[macro_export]
 macro_rules! info { ($t:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Info, $t, format_args!($($a)*)) } }
 #[macro_export]

@@ -605,12 +605,26 @@ impl Downstream {
                         break;
                     }
                     let max = self.node.cfg.max_pending_handshakes;
-                    let Some(p) = pending.enter(max) else {
-                        refused.warn(
-                            "ha",
-                            &format!("connection from {a} on the HA port closed: {max} connections are still in their handshake (max-pending-handshakes)"),
-                        );
-                        continue;
+                    let p = match pending.enter(max, Some(a.ip())) {
+                        Ok(p) => p,
+                        Err(crate::ipc::PendingFull::Port) => {
+                            refused.warn(
+                                "ha",
+                                &format!("connection from {a} on the HA port closed: {max} connections are still in their handshake (max-pending-handshakes)"),
+                            );
+                            continue;
+                        }
+                        Err(crate::ipc::PendingFull::Source) => {
+                            refused.warn(
+                                "ha",
+                                &format!(
+                                    "connection from {a} on the HA port closed: {} connections from {} are still in their handshake (MAX_PENDING_HANDSHAKES_PER_SOURCE)",
+                                    crate::ipc::MAX_PENDING_HANDSHAKES_PER_SOURCE,
+                                    a.ip()
+                                ),
+                            );
+                            continue;
+                        }
                     };
                     let d = self.clone();
                     let r = std::thread::Builder::new()
@@ -644,7 +658,7 @@ impl Downstream {
         let s = match crate::tls::accept(node.tls.as_deref(), s, until) {
             Ok(s) => s,
             Err(e) => {
-                crate::warn!("ha", "connection from {a} on the HA port: {e}; closing");
+                crate::peer_warn!("ha", "connection from {a} on the HA port: {e}; closing");
                 return;
             }
         };
@@ -667,14 +681,14 @@ impl Downstream {
                 code,
                 reason: reason.clone(),
             });
-            crate::warn!("ha", "{} at {a} refused: {reason}", self.what());
+            crate::peer_warn!("ha", "{} at {a} refused: {reason}", self.what());
         };
         // 1. hello
         let (ns, vsn) = match recv(&mut fr) {
             Ok(PeerMsg::Hello { vsn, nonce }) => match negotiate(vsn) {
                 Some(v) => (nonce, v),
                 None => {
-                    crate::warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN}) from {a}, secondary is not allowed");
+                    crate::peer_warn!("ha", "HA_BAD_VSN: incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN}) from {a}, secondary is not allowed");
                     reject(
                         CONFD_ERR_HA_BADVSN,
                         format!("incompatible HA version ({vsn}, expected {HA_PROTO_VSN_MIN}..{HA_PROTO_VSN})"),
@@ -683,7 +697,7 @@ impl Downstream {
                 }
             },
             Ok(m) => {
-                crate::warn!(
+                crate::peer_warn!(
                     "ha",
                     "{a}: expected ha_hello, got {}; closing",
                     crate::peer::short(&m.to_term())
@@ -691,7 +705,7 @@ impl Downstream {
                 return;
             }
             Err(e) => {
-                crate::warn!("ha", "connection from {a} on the HA port: {e}; closing");
+                crate::peer_warn!("ha", "connection from {a} on the HA port: {e}; closing");
                 return;
             }
         };
@@ -710,7 +724,7 @@ impl Downstream {
             nonce: np.clone(),
             mac,
         }) {
-            crate::warn!("ha", "{a}: {e}");
+            crate::peer_warn!("ha", "{a}: {e}");
             return;
         }
         // 3. the secondary's proof and identity
@@ -724,7 +738,7 @@ impl Downstream {
                 instance,
             }) => {
                 if !verify_proof(&token, "secondary", &np, &ns, &mac) {
-                    crate::warn!(
+                    crate::peer_warn!(
                         "ha",
                         "TOKEN_MISMATCH: Token mismatch, secondary {my_id} at {a} is not allowed"
                     );
@@ -735,7 +749,7 @@ impl Downstream {
                 (my_id, expected_primary, seq, txid, instance)
             }
             Ok(PeerMsg::Reject { code, reason }) => {
-                crate::warn!(
+                crate::peer_warn!(
                     "ha",
                     "{} at {a} refused this node during the handshake: {reason} ({})",
                     self.what(),
@@ -744,7 +758,7 @@ impl Downstream {
                 return;
             }
             Ok(m) => {
-                crate::warn!(
+                crate::peer_warn!(
                     "ha",
                     "{a}: expected ha_auth, got {}; closing",
                     crate::peer::short(&m.to_term())
@@ -754,7 +768,7 @@ impl Downstream {
             Err(e) => {
                 // A secondary that finds our proof wrong says so (ha_reject, above); a
                 // silent close or a timeout is the network or the peer going away.
-                crate::warn!(
+                crate::peer_warn!(
                     "ha",
                     "{} at {a} did not finish the handshake: {e}",
                     self.what()

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use confd_ha::client::data::{DataClient, Txn};
 use confd_ha::client::events::EventClient;
+use confd_ha::client::ha::HaClient;
 use confd_ha::client::{recv, send};
 use confd_ha::proto::frame::write_frame;
 use confd_ha::proto::ha::{
@@ -357,12 +358,69 @@ fn pending_handshakes_are_capped_per_port() {
     let t = threads(pid);
     eprintln!("threads with 200 idle connections: {t0} -> {t}");
     assert!(t <= t0 + 16 + 4, "threads {t0} -> {t}");
-    assert!(p.log_text().contains("max-pending-handshakes"));
+    // (All from one address: the per-source cap, also 8, refuses them first.)
+    let log = p.log_text();
+    assert!(
+        log.contains("max-pending-handshakes") || log.contains("MAX_PENDING_HANDSHAKES_PER_SOURCE")
+    );
     // Once the idle ones are past their deadline, a real secondary joins.
     let s = Node::start("s", 3, p.ha_port, &[]);
     wait_for("the secondary to join", Duration::from_secs(30), || {
         s.ha().besecondary("s", &p.as_primary(), true).ok()
     });
+    drop(idle);
+}
+
+/// A TCP connection to `to` leaving from the loopback address `from`.
+fn connect_from(from: &str, to: &str) -> TcpStream {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&local.into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    sock.into()
+}
+
+#[test]
+fn one_source_cannot_fill_the_pending_handshakes_of_a_port() {
+    // Default max-pending-handshakes (64): 100 idle connections from one
+    // address would hold every slot for a whole handshake timeout (15 s
+    // with a 5 s tick) without the per-source cap.
+    let p = Node::start("p", 2, free_port(), &["--tick-timeout", "5s"]);
+    p.ha().beprimary("p").unwrap();
+    let ha_addr = format!("{}:{}", p.ip, p.ha_port);
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| connect_from("127.0.0.1", &ha_addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A real secondary on 127.0.0.3 joins well within the handshake timeout.
+    let t = Instant::now();
+    let s = Node::start("s", 3, p.ha_port, &[]);
+    wait_for("the secondary to join", Duration::from_secs(8), || {
+        s.ha().besecondary("s", &p.as_primary(), true).ok()
+    });
+    eprintln!("secondary joined {:?} after the attack", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    drop(idle);
+    // The same on the IPC port (127.0.0.1): 100 idle connections from
+    // 127.0.0.2, and HA control from 127.0.0.1 gets its status at once
+    // (well within the 5 s hello timeout that would free the slots).
+    let ipc_addr = format!("127.0.0.1:{}", p.ipc_port);
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| connect_from("127.0.0.2", &ipc_addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (state, _) = HaClient::connect(&p.ep(), TOKEN)
+        .expect("HA control connects")
+        .get_status()
+        .expect("status");
+    assert_eq!(state, STATE_PRIMARY);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let out = ha_ctl(&p, &["status"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(p.log_text().contains("MAX_PENDING_HANDSHAKES_PER_SOURCE"));
     drop(idle);
 }
 
@@ -506,6 +564,69 @@ fn logs_and_replies_are_bounded_and_inert() {
         assert!(!l.starts_with("FORGED"), "forged line: {l}");
     }
     assert!(log.contains("x\\nFORGED"), "escaped id not in the log");
+}
+
+#[test]
+fn garbage_connections_cannot_flood_the_log() {
+    let p = Node::start("p", 2, free_port(), &[]);
+    p.ha().beprimary("p").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The nodes of the tests log at DEBUG (one line per connection by
+    // design); what is counted is what a production log level keeps.
+    let logged = || -> usize {
+        p.log_text()
+            .lines()
+            .filter(|l| !l.contains(" DEBUG "))
+            .map(|l| l.len() + 1)
+            .sum()
+    };
+    let before = logged();
+    // 2,000 connections on each port, each sending garbage: an unknown
+    // client id, a data hello then a garbage frame, an oversized frame,
+    // half a hello; on the HA port a garbage frame or a bare close.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let ipc = format!("127.0.0.1:{}", p.ipc_port);
+            let ha = format!("{}:{}", p.ip, p.ha_port);
+            std::thread::spawn(move || {
+                for i in (w..2000).step_by(4) {
+                    let mut s = TcpStream::connect(&ipc).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let _ = match i % 4 {
+                        0 => s.write_all(&[0xee; 9]),
+                        1 => s
+                            .write_all(&hello(CLIENT_HADATA))
+                            .and_then(|_| s.read_exact(&mut [0u8; 9]))
+                            .and_then(|_| s.write_all(&[0, 0, 0, 3, 1, 2, 3])),
+                        2 => s
+                            .write_all(&hello(CLIENT_HADATA))
+                            .and_then(|_| s.read_exact(&mut [0u8; 9]))
+                            .and_then(|_| s.write_all(&[0x7f, 0xff, 0xff, 0xff])),
+                        _ => s
+                            .write_all(&[1, 2, 3])
+                            .and_then(|_| s.shutdown(std::net::Shutdown::Write)),
+                    };
+                    let _ = s.read_to_end(&mut Vec::new());
+                    let mut s = TcpStream::connect(&ha).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    if i % 2 == 0 {
+                        let _ = s.write_all(&[0, 0, 0, 5, 131, 1, 2, 3, 4]);
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    let _ = s.read_to_end(&mut Vec::new());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = logged() - before;
+    eprintln!("log grew by {grown} bytes for 4,000 garbage connections");
+    assert!(grown < 50_000, "log grew by {grown} bytes");
+    // Still serving.
+    assert_eq!(p.status().0, STATE_PRIMARY);
 }
 
 // ------------------------------------------------- 7. the smaller ones
