@@ -142,40 +142,53 @@ pub fn write(l: Level, target: &str, msg: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// Shortest time between two lines of one throttled warning.
+/// The window of a throttled warning.
 pub const THROTTLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+/// Lines of one throttled warning logged per [`THROTTLE_PERIOD`]: a few distinct events
+/// close together are all seen; a flood costs at most this many lines per window.
+pub const THROTTLE_BURST: u32 = 10;
 
 /// A warning that an attacker could repeat at will (a refused connection):
-/// logged at most once per [`THROTTLE_PERIOD`], with how many were not.
+/// logged at most [`THROTTLE_BURST`] times per [`THROTTLE_PERIOD`]; the first line of the
+/// next window says how many were not.
 #[derive(Default)]
 pub struct Throttle {
-    last: Option<std::time::Instant>,
+    window: Option<std::time::Instant>,
+    in_window: u32,
     suppressed: u64,
 }
 
 impl Throttle {
     pub const fn new() -> Throttle {
         Throttle {
-            last: None,
+            window: None,
+            in_window: 0,
             suppressed: 0,
         }
     }
 
-    fn would_suppress(&self) -> bool {
-        self.last.is_some_and(|t| t.elapsed() < THROTTLE_PERIOD)
+    /// Counts one occurrence; true when it is to be logged.
+    fn admit(&mut self, now: std::time::Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= THROTTLE_PERIOD)
+        {
+            self.window = Some(now);
+            self.in_window = 0;
+        }
+        if self.in_window >= THROTTLE_BURST {
+            self.suppressed += 1;
+            return false;
+        }
+        self.in_window += 1;
+        true
     }
 
     pub fn warn(&mut self, target: &str, msg: &str) {
-        let now = std::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < THROTTLE_PERIOD)
-        {
-            self.suppressed += 1;
+        if !self.admit(std::time::Instant::now()) {
             return;
         }
         let more = std::mem::take(&mut self.suppressed);
-        self.last = Some(now);
         if more > 0 {
             write(
                 Level::Warn,
@@ -207,11 +220,20 @@ pub fn peer_warn(site: (&'static str, u32), target: &str, msg: std::fmt::Argumen
         }
     };
     let t = &mut v[i].2;
-    if t.would_suppress() {
-        t.suppressed += 1;
+    if !t.admit(std::time::Instant::now()) {
         return;
     }
-    t.warn(target, &msg.to_string());
+    let more = std::mem::take(&mut t.suppressed);
+    drop(v);
+    if more > 0 {
+        write(
+            Level::Warn,
+            target,
+            format_args!("{msg} (and {more} more like it in the last seconds)"),
+        );
+    } else {
+        write(Level::Warn, target, msg);
+    }
 }
 
 #[macro_export]
@@ -219,7 +241,7 @@ macro_rules! error { ($t:expr, $($a:tt)*) => { $crate::log::write($crate::log::L
 #[macro_export]
 macro_rules! warn { ($t:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Warn, $t, format_args!($($a)*)) } }
 /// A WARN a connecting peer can cause at will: throttled per call site
-/// (one line per `THROTTLE_PERIOD`, with how many were not logged).
+/// (`THROTTLE_BURST` lines per `THROTTLE_PERIOD`, with how many were not logged).
 #[macro_export]
 macro_rules! peer_warn { ($t:expr, $($a:tt)*) => { $crate::log::peer_warn((file!(), line!()), $t, format_args!($($a)*)) } }
 #[macro_export]
