@@ -185,19 +185,28 @@ impl Throttle {
     }
 
     pub fn warn(&mut self, target: &str, msg: &str) {
-        if !self.admit(std::time::Instant::now()) {
-            return;
+        if let Some(more) = self.take(std::time::Instant::now()) {
+            write_throttled(target, format_args!("{msg}"), more);
         }
-        let more = std::mem::take(&mut self.suppressed);
-        if more > 0 {
-            write(
-                Level::Warn,
-                target,
-                format_args!("{msg} (and {more} more like it in the last seconds)"),
-            );
-        } else {
-            write(Level::Warn, target, format_args!("{msg}"));
-        }
+    }
+
+    /// Counts one occurrence; when it is to be logged, how many were suppressed before it.
+    fn take(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.admit(now)
+            .then(|| std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// One line of a throttled warning, with the count of those suppressed before it.
+fn write_throttled(target: &str, msg: std::fmt::Arguments<'_>, more: u64) {
+    if more > 0 {
+        write(
+            Level::Warn,
+            target,
+            format_args!("{msg} (and {more} more like it in the last seconds)"),
+        );
+    } else {
+        write(Level::Warn, target, msg);
     }
 }
 
@@ -219,20 +228,10 @@ pub fn peer_warn(site: (&'static str, u32), target: &str, msg: std::fmt::Argumen
             v.len() - 1
         }
     };
-    let t = &mut v[i].2;
-    if !t.admit(std::time::Instant::now()) {
-        return;
-    }
-    let more = std::mem::take(&mut t.suppressed);
+    let more = v[i].2.take(std::time::Instant::now());
     drop(v);
-    if more > 0 {
-        write(
-            Level::Warn,
-            target,
-            format_args!("{msg} (and {more} more like it in the last seconds)"),
-        );
-    } else {
-        write(Level::Warn, target, msg);
+    if let Some(more) = more {
+        write_throttled(target, msg, more);
     }
 }
 
