@@ -7,7 +7,7 @@
 
 #[path = "peer_common.rs"]
 mod peer_common;
-// node/src/peer.rs names `crate::store`.
+// node/src/replication/peer.rs names `crate::store`.
 pub(crate) use peer_common::store;
 use peer_common::peer::{
     FrameReader, PeerMsg, ReadErr, MAX_HANDSHAKE_FRAME, MAX_PEER_FRAME,

@@ -4,7 +4,7 @@
 
 #[path = "peer_common.rs"]
 mod peer_common;
-// node/src/peer.rs names `crate::store`.
+// node/src/replication/peer.rs names `crate::store`.
 pub(crate) use peer_common::store;
 use peer_common::peer::{PeerMsg, MAC_LEN, NONCE_LEN};
 

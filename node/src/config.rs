@@ -355,11 +355,11 @@ fn apply_min_secondaries(cfg: &mut Config, s: &str) -> Result<(), String> {
         .trim()
         .parse()
         .ok()
-        .filter(|&n| n <= crate::primary::MAX_SECONDARIES)
+        .filter(|&n| n <= crate::replication::external::primary::MAX_SECONDARIES)
         .ok_or_else(|| {
             format!(
                 "bad min-secondaries '{s}' (a number from 0 to {})",
-                crate::primary::MAX_SECONDARIES
+                crate::replication::external::primary::MAX_SECONDARIES
             )
         })?;
     Ok(())

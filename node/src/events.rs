@@ -178,7 +178,7 @@ impl Events {
                     crate::warn!(
                         "events",
                         "{who}: bad subscription {}; closing",
-                        crate::peer::short(&t)
+                        crate::replication::peer::short(&t)
                     );
                     let _ = confd_ha::client::send(
                         &mut stream,
@@ -283,7 +283,7 @@ impl Events {
                     crate::warn!(
                         "events",
                         "{who}: unexpected message {} (the HA_INFO_SYNC acknowledgement is ha_synced); closing, as ConfD does",
-                        crate::peer::short(&t)
+                        crate::replication::peer::short(&t)
                     );
                     break;
                 }

@@ -7,12 +7,10 @@ mod ipc;
 mod log;
 mod metrics;
 mod node;
-mod peer;
-mod primary;
+mod replication;
 // `read` is for ha-ctl.
 #[allow(dead_code)]
 mod rollback;
-mod secondary;
 mod store;
 mod tls;
 

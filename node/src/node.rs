@@ -9,8 +9,8 @@
 use crate::commit::CommitReq;
 use crate::config::Config;
 use crate::events::Events;
-use crate::primary::Downstream;
-use crate::secondary::{self, Upstream};
+use crate::replication::external::primary::Downstream;
+use crate::replication::external::secondary::{self, Upstream};
 use crate::store::{Store, TxMeta};
 use confd_ha::client::Stream;
 use confd_ha::errcode::*;
@@ -178,7 +178,8 @@ impl Node {
             token: Mutex::new(Arc::new(Vec::new())),
             store_fault: Mutex::new(None),
             min_met,
-            instance: crate::peer::nonce().map_err(|e| format!("node instance id: {e}"))?,
+            instance: crate::replication::peer::nonce()
+                .map_err(|e| format!("node instance id: {e}"))?,
             tls,
             short_token: AtomicBool::new(false),
         }))

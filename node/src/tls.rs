@@ -608,7 +608,7 @@ pub fn accept(tls: Option<&Tls>, tcp: TcpStream, deadline: Instant) -> Result<Ha
         return Ok(HaStream::plain(tcp));
     };
     if !starts_tls {
-        let refusal = crate::peer::PeerMsg::Reject {
+        let refusal = crate::replication::peer::PeerMsg::Reject {
             code: confd_ha::errcode::CONFD_ERR_HA_CONNECT,
             reason: "this node requires TLS on its HA port (ha-tls-ca, ha-tls-cert, ha-tls-key)"
                 .into(),

@@ -3,11 +3,11 @@
 //! per-secondary writer and reader threads, acks, and dropping dead peers.
 
 use crate::node::{id_str, lock, node_addr, Node};
-use crate::peer::{
+use crate::replication::external::secondary::Upstream;
+use crate::replication::peer::{
     chunk_term, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
     ReadErr, WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
-use crate::secondary::Upstream;
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use crate::tls::HaStream;
 use confd_ha::errcode::*;
@@ -302,7 +302,7 @@ impl Downstream {
         if *died || peer.is_dead() {
             return;
         }
-        nodes.truncate(crate::peer::MAX_REPORTED_SUBS);
+        nodes.truncate(crate::replication::peer::MAX_REPORTED_SUBS);
         let old = std::mem::replace(&mut *lock(&peer.subs), nodes.clone());
         if self.relay {
             drop(died);
@@ -468,7 +468,7 @@ impl Downstream {
         }
         for (m, ops) in txns {
             self.broadcast(&Arc::new(
-                crate::peer::txn_term(m.seq, &m.txid, ops).encode(),
+                crate::replication::peer::txn_term(m.seq, &m.txid, ops).encode(),
             ));
         }
         if let Some((m, _)) = txns.last() {
@@ -700,7 +700,7 @@ impl Downstream {
                 crate::peer_warn!(
                     "ha",
                     "{a}: expected ha_hello, got {}; closing",
-                    crate::peer::short(&m.to_term())
+                    crate::replication::peer::short(&m.to_term())
                 );
                 return;
             }
@@ -761,7 +761,7 @@ impl Downstream {
                 crate::peer_warn!(
                     "ha",
                     "{a}: expected ha_auth, got {}; closing",
-                    crate::peer::short(&m.to_term())
+                    crate::replication::peer::short(&m.to_term())
                 );
                 return;
             }

@@ -3,7 +3,7 @@
 //! (group apply, durable, then ack; a relay forwards to its subs first).
 
 use crate::node::{lock, Node};
-use crate::peer::{
+use crate::replication::peer::{
     nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
     HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
@@ -594,7 +594,10 @@ fn reader(
         // Not running for a while (frozen): the primary's silence is ours; restart its clock.
         let gap = woke.elapsed();
         woke = Instant::now();
-        if gap > poll.unwrap_or(Duration::from_millis(50)) + crate::primary::STALL_SLACK {
+        if gap
+            > poll.unwrap_or(Duration::from_millis(50))
+                + crate::replication::external::primary::STALL_SLACK
+        {
             last = woke;
         }
         match polled {
@@ -748,7 +751,7 @@ fn discarded(
         .unwrap_or(last.seq)
         .min(
             last.seq
-                .saturating_sub(crate::primary::ROLLBACK_WINDOW_TXNS - 1),
+                .saturating_sub(crate::replication::external::primary::ROLLBACK_WINDOW_TXNS - 1),
         )
         .max(1);
     let mine = node.store.txlog_from(lo)?;

@@ -545,7 +545,7 @@ fn ha_conn(node: &Arc<Node>, mut s: Stream, id: u64, who: &str, until: Instant, 
 
 /// The node ids in an HA order are valid (non-empty, bounded).
 fn check_order_ids(req: &HaRequest) -> Result<(), String> {
-    use crate::peer::check_node_id;
+    use crate::replication::peer::check_node_id;
     match req {
         HaRequest::BePrimary { me } => check_node_id(me),
         HaRequest::BeSecondary { me, primary, .. } => {
