@@ -1345,7 +1345,7 @@ impl Engine {
             .voters
             .iter()
             .chain(cs.learners.iter())
-            .filter(|id| **id != self.id && (heard(**id) || self.t.connected(**id)))
+            .filter(|id| **id != self.id && heard(**id))
             .map(|id| name(*id))
             .collect();
         connected.sort();

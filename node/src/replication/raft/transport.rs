@@ -186,13 +186,6 @@ impl Transport {
         o
     }
 
-    /// Whether the link to `id` is up now.
-    pub fn connected(&self, id: u64) -> bool {
-        lock(&self.out)
-            .get(&id)
-            .is_some_and(|o| o.connected.load(Ordering::Relaxed))
-    }
-
     /// Drops the connections to and from `addr` (they are made again when needed).
     pub fn disconnect(&self, addr: &str) -> usize {
         let id = id_of(addr);

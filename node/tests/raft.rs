@@ -1,0 +1,245 @@
+//! HA Raft mode (issue 13) with real ha-node processes on loopback: create-cluster,
+//! replication, kill -9 of the leader and a new leader, the old leader's catch-up,
+//! handover, a leader without a majority refusing writes, the external orders refused,
+//! and the HA events. Deadlines are generous and every wait polls a condition.
+
+mod common;
+
+use common::*;
+use confd_ha::client::data::Txn;
+use confd_ha::errcode::*;
+use confd_ha::proto::ha::{HaEvent, NOTIF_HA_INFO, STATE_PRIMARY, STATE_SECONDARY};
+use std::time::Duration;
+
+const ELECTION: &str = "1s";
+/// Far beyond 2 x election timeout, for a loaded machine.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(40);
+const SLOW: Duration = Duration::from_secs(30);
+
+struct RaftNode {
+    n: Node,
+    addr: String,
+    _cfg: TempDir,
+}
+
+fn start_raft(name: &str, ip: u8, port: u16) -> RaftNode {
+    let cfg = TempDir::new(&format!("{name}-cfg"));
+    let addr = format!("127.0.0.{ip}:{port}");
+    let token = cfg.path().join("token");
+    std::fs::write(&token, "raft-test-token-0123456789\n").unwrap();
+    let file = cfg.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "mode = \"raft\"\n[raft]\ncluster-name = \"test\"\nnode-address = \"{addr}\"\n\
+             election-timeout = \"{ELECTION}\"\nheartbeat-interval = \"100ms\"\n\
+             storage-timeout = \"20s\"\ntoken-file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let n = Node::start(name, ip, port, &["--config", &file.display().to_string()]);
+    RaftNode { n, addr, _cfg: cfg }
+}
+
+fn raft(n: &RaftNode, action: &str, args: &[&str]) -> Result<String, (i32, String)> {
+    n.n.data()
+        .raft(action, args)
+        .map_err(|e| (e.errno(), e.to_string()))
+}
+
+fn status(n: &RaftNode) -> String {
+    raft(n, "status", &["json"]).expect("raft status")
+}
+
+fn role(n: &RaftNode) -> String {
+    let s = status(n);
+    let i = s.find("\"role\":\"").expect("role") + 8;
+    s[i..].split('"').next().unwrap().to_string()
+}
+
+fn try_set(n: &RaftNode, path: &str, v: &str) -> Result<String, (i32, String)> {
+    let mut t = Txn::new();
+    t.set(path, buf(v));
+    n.n.data()
+        .commit(&t)
+        .map_err(|e| (e.errno(), e.to_string()))
+}
+
+fn cluster3() -> (RaftNode, RaftNode, RaftNode) {
+    let port = free_port();
+    let a = start_raft("r1", 1, port);
+    let b = start_raft("r2", 2, port);
+    let c = start_raft("r3", 3, port);
+    assert_eq!(role(&a), "stalled");
+    let out = raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
+    assert!(out.contains(&b.addr) && out.contains(&c.addr), "{out}");
+    (a, b, c)
+}
+
+#[test]
+fn raft_cluster_failover_catch_up_and_handover() {
+    let port = free_port();
+    let a = start_raft("r1", 1, port);
+    let b = start_raft("r2", 2, port);
+    let mut c = start_raft("r3", 3, port);
+    let mut nodes_ev: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|n| n.n.events(NOTIF_HA_INFO))
+        .collect();
+    // The external orders are refused in Raft mode.
+    let e = b.n.ha().beprimary("x").unwrap_err();
+    assert_eq!(e.errno(), CONFD_ERR_BADSTATE, "{e}");
+    assert!(e.to_string().contains("HA Raft"), "{e}");
+    let out = raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
+    assert!(out.contains(&c.addr), "{out}");
+    expect_event(&mut nodes_ev[0], SLOW, |e| *e == HaEvent::IsPrimary);
+    let s = status(&a);
+    for f in [
+        "\"role\":\"leader\"",
+        "\"members\":[",
+        &b.addr,
+        &c.addr,
+        "\"followers\":[",
+        "\"lag_entries\":",
+    ] {
+        assert!(s.contains(f), "{f} not in {s}");
+    }
+    // Commits replicate; a follower refuses writes naming the leader.
+    try_set(&a, "/a", "1").expect("commit on the leader");
+    for n in [&b, &c] {
+        wait_for("replication", SLOW, || {
+            (n.n.get("/a") == Some(buf("1"))).then_some(())
+        });
+    }
+    let (code, why) = try_set(&b, "/x", "1").unwrap_err();
+    assert_eq!(code, CONFD_ERR_NOT_WRITABLE, "{why}");
+    assert!(why.contains(&a.addr), "{why}");
+    // The library: PRIMARY with the followers, SECONDARY with the leader.
+    wait_for("PRIMARY with 2 followers", SLOW, || {
+        let (st, nodes) = a.n.status();
+        (st == STATE_PRIMARY && nodes.len() == 2).then_some(())
+    });
+    let (st, nodes) = b.n.status();
+    assert_eq!(st, STATE_SECONDARY);
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].id, buf(&a.addr));
+    // A linearizable read on the leader; refused on a follower.
+    assert_eq!(a.n.data().get_linearizable("/a").unwrap(), buf("1"));
+    let e = b.n.data().get_linearizable("/a").unwrap_err();
+    assert_eq!(e.errno(), CONFD_ERR_NOT_WRITABLE, "{e}");
+
+    // kill -9 of the leader: a new leader takes writes.
+    let mut a = a;
+    a.n.kill9();
+    let leader = wait_for(
+        "a new leader that accepts a commit",
+        FAILOVER_DEADLINE,
+        || {
+            [&b, &c]
+                .into_iter()
+                .position(|n| try_set(n, "/b", "2").is_ok())
+        },
+    );
+    let (newl, other) = if leader == 0 { (&b, &c) } else { (&c, &b) };
+    assert_eq!(role(newl), "leader");
+    expect_event(&mut nodes_ev[1 + leader], SLOW, |e| {
+        *e == HaEvent::IsPrimary
+    });
+    expect_event(&mut nodes_ev[2 - leader], SLOW, |e| {
+        matches!(e, HaEvent::NoPrimary { .. })
+    });
+    for i in 0..10 {
+        try_set(newl, &format!("/k{i}"), "v").expect("commits go on");
+    }
+    wait_for("follower applies", SLOW, || {
+        (other.n.get("/k9") == Some(buf("v"))).then_some(())
+    });
+    // The old leader restarts and catches up as a follower.
+    a.n.spawn();
+    wait_for("old leader catches up", SLOW, || {
+        (a.n.get("/k9") == Some(buf("v"))).then_some(())
+    });
+    assert_eq!(role(&a), "follower");
+    // Handover back to it.
+    let out = raft(newl, "handover", &[&a.addr]).expect("handover");
+    assert!(out.contains(&a.addr), "{out}");
+    wait_for("old leader leads again", SLOW, || {
+        (role(&a) == "leader").then_some(())
+    });
+    try_set(&a, "/c", "3").expect("commit after handover");
+    for n in [&b, &c] {
+        wait_for("replication after handover", SLOW, || {
+            (n.n.get("/c") == Some(buf("3"))).then_some(())
+        });
+    }
+    // A follower restarted after kill -9 keeps its data and re-joins.
+    let cc = &mut c;
+    cc.n.kill9();
+    try_set(&a, "/d", "4").expect("commit with one follower down");
+    cc.n.spawn();
+    wait_for("restarted follower catches up", SLOW, || {
+        (cc.n.get("/d") == Some(buf("4"))).then_some(())
+    });
+}
+
+#[test]
+fn raft_leader_without_majority_refuses_writes() {
+    let (a, mut b, mut c) = cluster3();
+    try_set(&a, "/a", "1").expect("commit");
+    b.n.kill9();
+    // One follower down: still a majority.
+    try_set(&a, "/b", "2").expect("commit with 2 of 3");
+    c.n.kill9();
+    // Alone: the leader refuses writes within the election timeout and steps down.
+    let (code, why) = wait_for(
+        "writes refused on the minority leader",
+        FAILOVER_DEADLINE,
+        || try_set(&a, "/c", "3").err(),
+    );
+    assert!(
+        code == CONFD_ERR_NOT_WRITABLE || code == CONFD_ERR_HA_ABORT,
+        "{code} {why}"
+    );
+    wait_for("the minority leader steps down", FAILOVER_DEADLINE, || {
+        (role(&a) != "leader").then_some(())
+    });
+    assert_ne!(a.n.state(), STATE_PRIMARY);
+    // The majority back: a leader again, and nothing acknowledged was lost.
+    b.n.spawn();
+    c.n.spawn();
+    let l = wait_for("a leader again", FAILOVER_DEADLINE, || {
+        [&a, &b, &c]
+            .into_iter()
+            .find(|n| try_set(n, "/d", "4").is_ok())
+            .map(|n| n.addr.clone())
+    });
+    assert!(!l.is_empty());
+    for n in [&a, &b, &c] {
+        wait_for("all converge", SLOW, || {
+            (n.n.get("/b") == Some(buf("2")) && n.n.get("/d") == Some(buf("4"))).then_some(())
+        });
+    }
+    // Membership: remove a follower, it is no longer listed.
+    let leader = [&a, &b, &c]
+        .into_iter()
+        .find(|n| role(n) == "leader")
+        .expect("leader");
+    let victim = [&a, &b, &c]
+        .into_iter()
+        .find(|n| role(n) != "leader")
+        .expect("follower");
+    raft(leader, "adjust-membership", &["remove-node", &victim.addr]).expect("remove-node");
+    let s = status(leader);
+    let members = s
+        .split("\"members\":[")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    assert!(!members.contains(&victim.addr), "{s}");
+    // A second create-cluster is refused on a member.
+    let (code, _) = raft(leader, "create-cluster", &[&victim.addr]).unwrap_err();
+    assert_eq!(code, CONFD_ERR_BADSTATE);
+}
