@@ -57,6 +57,8 @@ pub enum Ev {
     Stop,
 }
 
+type ReadReply = SyncSender<Result<(), Refusal>>;
+
 pub enum Action {
     Create(Vec<String>),
     Add(String),
@@ -262,7 +264,7 @@ struct Engine {
     t: Arc<Transport>,
     events: Sender<HaEvent>,
     pending: BTreeMap<u64, Pending>,
-    reads: HashMap<Vec<u8>, (SyncSender<Result<(), Refusal>>, Instant)>,
+    reads: HashMap<Vec<u8>, (ReadReply, Instant)>,
     ready_reads: Vec<(u64, SyncSender<Result<(), Refusal>>)>,
     read_ctx: u64,
     waiters: Vec<Waiter>,
@@ -1192,7 +1194,7 @@ impl Engine {
         if !self.raw.has_ready() {
             if let Some((_, p)) = self.staged.take() {
                 // A snapshot raft did not take.
-                if !self.raw.raft.raft_log.unstable.snapshot.is_some() {
+                if self.raw.raft.raft_log.unstable.snapshot.is_none() {
                     let _ = std::fs::remove_file(p);
                     self.t.snapshot_consumed();
                 } else {

@@ -4,6 +4,9 @@
 //! (applied up to at least `base`) stands for them, and a follower that needs them gets a
 //! snapshot (the store's full copy).
 
+// The closures given to `write` return redb's own (large) error type, as redb does.
+#![allow(clippy::result_large_err)]
+
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -228,11 +231,15 @@ impl RaftStore {
     /// Forms a one-member cluster whose log starts after `base_index` (the store's data so
     /// far): a joining node gets a snapshot first.
     pub fn bootstrap(&mut self, me: u64, addr: &str, base_index: u64) -> Result<(), String> {
-        let mut cs = ConfState::default();
-        cs.voters = vec![me];
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.commit = base_index;
+        let cs = ConfState {
+            voters: vec![me],
+            ..Default::default()
+        };
+        let hs = HardState {
+            term: 1,
+            commit: base_index,
+            ..Default::default()
+        };
         let mut addrs = Addrs::new();
         addrs.insert(me, addr.to_string());
         self.reset_to(base_index, 1, &hs, &cs, &addrs)

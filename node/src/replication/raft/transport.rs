@@ -49,7 +49,7 @@ pub fn id_of(addr: &str) -> u64 {
 enum Out {
     Msg(Vec<u8>),
     /// A MsgSnapshot (its bytes) with the store's view at its index.
-    Snap(Vec<u8>, StoreSnapshot),
+    Snap(Vec<u8>, Box<StoreSnapshot>),
 }
 
 struct Outbound {
@@ -153,7 +153,7 @@ impl Transport {
         };
         let o = self.outbound(to, addr);
         let item = match snap {
-            Some(s) => Out::Snap(bytes, s),
+            Some(s) => Out::Snap(bytes, Box::new(s)),
             None => Out::Msg(bytes),
         };
         match o.tx.try_send(item) {
@@ -614,10 +614,11 @@ fn read_term(fr: &mut FrameReader, s: &HaStream, until: Instant) -> Result<Term,
     }
 }
 
+/// One chunk of (path, value) pairs, or why it cannot be read.
+pub type ChunkResult = Result<Vec<(String, Vec<u8>)>, String>;
+
 /// Reads back a staged snapshot's chunks, one at a time.
-pub fn staged_chunks(
-    path: &std::path::Path,
-) -> Result<impl Iterator<Item = Result<Vec<(String, Vec<u8>)>, String>>, String> {
+pub fn staged_chunks(path: &std::path::Path) -> Result<impl Iterator<Item = ChunkResult>, String> {
     use std::io::Read;
     let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
     Ok(std::iter::from_fn(move || {
