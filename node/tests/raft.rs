@@ -94,6 +94,15 @@ fn raft_cluster_failover_catch_up_and_handover() {
     let out = raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
     assert!(out.contains(&c.addr), "{out}");
     expect_event(&mut nodes_ev[0], SLOW, |e| *e == HaEvent::IsPrimary);
+    // The leader reports each follower's arrival.
+    for _ in 0..2 {
+        expect_event(&mut nodes_ev[0], SLOW, |e| {
+            matches!(e, HaEvent::SecondaryArrived(_))
+        });
+    }
+    expect_event(&mut nodes_ev[1], SLOW, |e| {
+        matches!(e, HaEvent::SecondaryInitialized { .. })
+    });
     let s = status(&a);
     for f in [
         "\"role\":\"leader\"",
@@ -124,6 +133,19 @@ fn raft_cluster_failover_catch_up_and_handover() {
     assert_eq!(st, STATE_SECONDARY);
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].id, buf(&a.addr));
+    // The availability-group view: the follower's primary is the leader, heard from lately.
+    let ns = b.n.data().node_state().unwrap();
+    assert_eq!(ns.state, STATE_SECONDARY);
+    let p = ns.primary.expect("a primary");
+    assert_eq!(p.node.id, buf(&a.addr));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let heard = p.last_tick_ms.expect("last heartbeat from the leader");
+    assert!(now_ms - heard < 30_000, "{now_ms} {heard}");
+    assert_eq!(a.n.stat("writable"), 1);
+    assert_eq!(b.n.stat("writable"), 0);
     // A linearizable read on the leader; refused on a follower.
     assert_eq!(a.n.data().get_linearizable("/a").unwrap(), buf("1"));
     let e = b.n.data().get_linearizable("/a").unwrap_err();
