@@ -23,6 +23,11 @@ struct RaftNode {
 }
 
 fn start_raft(name: &str, ip: u8, port: u16) -> RaftNode {
+    start_raft_with(name, ip, port, "")
+}
+
+/// `more`: extra lines of the [raft] table.
+fn start_raft_with(name: &str, ip: u8, port: u16, more: &str) -> RaftNode {
     let cfg = TempDir::new(&format!("{name}-cfg"));
     let addr = format!("127.0.0.{ip}:{port}");
     let token = cfg.path().join("token");
@@ -33,7 +38,7 @@ fn start_raft(name: &str, ip: u8, port: u16) -> RaftNode {
         format!(
             "mode = \"raft\"\n[raft]\ncluster-name = \"test\"\nnode-address = \"{addr}\"\n\
              election-timeout = \"{ELECTION}\"\nheartbeat-interval = \"100ms\"\n\
-             storage-timeout = \"20s\"\ntoken-file = \"{}\"\n",
+             storage-timeout = \"20s\"\ntoken-file = \"{}\"\n{more}",
             token.display()
         ),
     )
@@ -264,4 +269,58 @@ fn raft_leader_without_majority_refuses_writes() {
     // A second create-cluster is refused on a member.
     let (code, _) = raft(leader, "create-cluster", &[&victim.addr]).unwrap_err();
     assert_eq!(code, CONFD_ERR_BADSTATE);
+}
+
+#[test]
+fn raft_snapshot_passive_and_reset() {
+    let port = free_port();
+    let limit = "log-max-entries = 10\n";
+    let mut a = start_raft_with("r1", 1, port, limit);
+    let mut b = start_raft_with("r2", 2, port, limit);
+    let c = start_raft_with("r3", 3, port, &format!("{limit}passive = true\n"));
+    raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
+    let mut ev = a.n.events(NOTIF_HA_INFO);
+    try_set(&a, "/first", "1").expect("commit");
+    // A follower that falls behind past log-max-entries comes back by snapshot.
+    let snaps = |n: &RaftNode| n.n.log_text().matches("installed a snapshot").count();
+    let before = snaps(&b);
+    b.n.kill9();
+    expect_event(&mut ev, SLOW, |e| matches!(e, HaEvent::SecondaryDied(_)));
+    for i in 0..60 {
+        try_set(&a, &format!("/s{i}"), "v").expect("commit with 2 of 3");
+    }
+    b.n.spawn();
+    wait_for("the restarted follower catches up", SLOW, || {
+        (b.n.get("/s59") == Some(buf("v")) && b.n.get("/first") == Some(buf("1"))).then_some(())
+    });
+    assert!(snaps(&b) > before, "{}", b.n.log_text());
+    expect_event(&mut ev, SLOW, |e| matches!(e, HaEvent::SecondaryArrived(_)));
+    // A passive node is never handed the leadership, and never takes it.
+    wait_for("the leader knows the passive node", SLOW, || {
+        let r = raft(&a, "handover", &[&c.addr]);
+        match r {
+            Err((CONFD_ERR_BADSTATE, why)) if why.contains("passive") => Some(()),
+            Err(_) => None,
+            Ok(out) => panic!("handover to a passive node: {out}"),
+        }
+    });
+    a.n.kill9();
+    wait_for("the non-passive follower leads", FAILOVER_DEADLINE, || {
+        assert_ne!(role(&c), "leader");
+        (try_set(&b, "/after", "x").is_ok()).then_some(())
+    });
+    assert_ne!(role(&c), "leader");
+    // reset --force on a member: it forgets its log and re-joins by snapshot.
+    let (code, _) = raft(&c, "reset", &[]).unwrap_err();
+    assert_eq!(code, CONFD_ERR_BADSTATE);
+    raft(&c, "reset", &["force"]).expect("reset --force");
+    try_set(&b, "/after-reset", "y").expect("commit");
+    wait_for("the reset member re-joins", SLOW, || {
+        (c.n.get("/after-reset") == Some(buf("y")) && role(&c) == "follower").then_some(())
+    });
+    assert_eq!(c.n.get("/s0"), Some(buf("v")));
+    a.n.spawn();
+    wait_for("the old leader catches up", SLOW, || {
+        (a.n.get("/after-reset") == Some(buf("y"))).then_some(())
+    });
 }

@@ -525,7 +525,16 @@ impl Engine {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Msg(m) => {
+            Ev::Msg(mut m) => {
+                // A leader that still counts entries this node no longer has (it was reset,
+                // or lost its raft.redb) sends a commit index past our log: raft-rs would
+                // stop on it. Ignore the advance; the leader then finds the gap and sends
+                // what is missing (or a snapshot).
+                if m.get_msg_type() == MessageType::MsgHeartbeat
+                    && m.commit > self.raw.raft.raft_log.last_index()
+                {
+                    m.commit = self.raw.raft.raft_log.committed;
+                }
                 if self.cfg.passive && m.get_msg_type() == MessageType::MsgTimeoutNow {
                     crate::info!("raft", "handover to this passive node refused");
                     return;
