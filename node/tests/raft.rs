@@ -324,3 +324,62 @@ fn raft_snapshot_passive_and_reset() {
         (a.n.get("/after-reset") == Some(buf("y"))).then_some(())
     });
 }
+
+/// The Raft port (the HA listener) before authentication: an oversized frame header, a
+/// wrong cluster name and a wrong token proof are each refused, and the node serves on.
+#[test]
+fn raft_port_refuses_unauthenticated_peers() {
+    use confd_ha::proto::frame::{read_frame, write_frame};
+    use confd_ha::proto::term::Term;
+    use std::io::{Read, Write};
+    let port = free_port();
+    let a = start_raft("r1", 1, port);
+    raft(&a, "create-cluster", &[]).expect("a one-node cluster");
+    try_set(&a, "/a", "1").expect("commit on a one-node cluster");
+    let dial = || {
+        let s = std::net::TcpStream::connect(&a.addr).expect("connect");
+        s.set_read_timeout(Some(SLOW)).unwrap();
+        s
+    };
+    let hello = |cluster: &str| {
+        Term::Tuple(vec![
+            Term::atom("raft_hello"),
+            Term::int(1),
+            Term::binary(cluster),
+            Term::binary("127.0.0.9:1"),
+            Term::binary([7u8; 32]),
+            Term::atom("false"),
+        ])
+        .encode()
+    };
+    // A 4 GiB frame header: closed without reading (or allocating) it.
+    let mut s = dial();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0]).unwrap();
+    // (It may say why first; then it closes.)
+    let mut got = Vec::new();
+    if let Err(e) = s.read_to_end(&mut got) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "still open after an oversized header: {e}"
+        );
+    }
+    assert!(got.len() < 4096, "{} bytes", got.len());
+    // Another cluster's name: refused with a reason.
+    let mut s = dial();
+    write_frame(&mut s, &hello("other")).unwrap();
+    let r = Term::decode(&read_frame(&mut s, 4096).expect("a refusal")).unwrap();
+    assert!(format!("{r:?}").contains("cluster-name"), "{r:?}");
+    // A wrong token proof: refused.
+    let mut s = dial();
+    write_frame(&mut s, &hello("test")).unwrap();
+    let ch = Term::decode(&read_frame(&mut s, 4096).expect("a challenge")).unwrap();
+    assert!(format!("{ch:?}").contains("raft_challenge"), "{ch:?}");
+    let auth = Term::Tuple(vec![Term::atom("raft_auth"), Term::binary([0u8; 32])]);
+    write_frame(&mut s, &auth.encode()).unwrap();
+    let r = Term::decode(&read_frame(&mut s, 4096).expect("a refusal")).unwrap();
+    assert!(format!("{r:?}").contains("wrong token"), "{r:?}");
+    // Still serving.
+    try_set(&a, "/b", "2").expect("commit after the refusals");
+    assert!(a.n.log_text().contains("refused"));
+}

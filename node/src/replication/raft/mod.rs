@@ -1694,14 +1694,13 @@ impl Managed for RaftMode {
                     self.status_json(&v)
                 })
             }
-            ("create-cluster", a) if !a.is_empty() => {
+            ("create-cluster", a) => {
                 let addrs = a
                     .iter()
                     .map(|x| addr_ok(x))
                     .collect::<Result<Vec<_>, _>>()?;
                 self.call(Action::Create(addrs), wait)
             }
-            ("create-cluster", _) => bad("create-cluster NODE-ADDRESS..."),
             ("adjust-membership", [op, a]) if op == "add-node" => {
                 self.call(Action::Add(addr_ok(a)?), wait)
             }
