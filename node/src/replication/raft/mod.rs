@@ -70,6 +70,8 @@ pub enum Action {
 #[derive(Clone, Default)]
 struct FollowerView {
     addr: String,
+    /// When something last arrived from it.
+    heard: Option<Instant>,
     index: u64,
     lag_entries: u64,
     lag_ms: u64,
@@ -525,6 +527,14 @@ impl Engine {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
+            Ev::Msg(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                // A snapshot comes with its data (Ev::Snapshot), never bare.
+                crate::warn!(
+                    "raft",
+                    "a bare snapshot message from node id {} dropped",
+                    m.from
+                );
+            }
             Ev::Msg(mut m) => {
                 // A leader that still counts entries this node no longer has (it was reset,
                 // or lost its raft.redb) sends a commit index past our log: raft-rs would
@@ -1247,7 +1257,7 @@ impl Engine {
         self.send(pm);
         let mut light = self.raw.advance(rd);
         if let Some(c) = light.commit_index() {
-            let _ = lock(&self.store.0).set_commit(c);
+            lock(&self.store.0).set_commit(c);
         }
         let m = light.take_messages();
         self.send(m);
@@ -1343,6 +1353,7 @@ impl Engine {
                     connected_set.insert(*id);
                 }
                 followers.push(FollowerView {
+                    heard: rx.get(id).copied(),
                     addr: name(*id),
                     index: p.matched,
                     lag_entries: lag,
@@ -1641,7 +1652,7 @@ impl Managed for RaftMode {
                     .filter(|f| f.state != "unreachable")
                     .map(|f| PeerState {
                         node: ha_node(&f.addr),
-                        last_tick_ms: None,
+                        last_tick_ms: f.heard.map(crate::node::unix_ms),
                         lag: Some(confd_ha::proto::data::Lag {
                             acked_seq: f.index as i64,
                             lag_txns: f.lag_entries as i64,

@@ -207,11 +207,11 @@ impl RaftStore {
         Ok(())
     }
 
-    /// The commit index moved (not needed for safety: kept with the next write, or now).
-    pub fn set_commit(&mut self, c: u64) -> Result<(), String> {
-        let mut h = self.hs.clone();
-        h.commit = c;
-        self.persist(&[], Some(&h))
+    /// The commit index moved. Kept in memory and written with the next hard state: it is
+    /// not needed for safety (at start the commit index is at least the store's applied
+    /// index), and writing it now would cost one more fsync per batch.
+    pub fn set_commit(&mut self, c: u64) {
+        self.hs.commit = self.hs.commit.max(c);
     }
 
     pub fn set_conf(&mut self, cs: &ConfState, addrs: &Addrs) -> Result<(), String> {
