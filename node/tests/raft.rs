@@ -28,22 +28,41 @@ fn start_raft(name: &str, ip: u8, port: u16) -> RaftNode {
 
 /// `more`: extra lines of the [raft] table.
 fn start_raft_with(name: &str, ip: u8, port: u16, more: &str) -> RaftNode {
+    start_raft_args(name, ip, port, more, true, &[])
+}
+
+/// `token`: a token-file (else TLS must be in `args`); `args`: more flags.
+fn start_raft_args(
+    name: &str,
+    ip: u8,
+    port: u16,
+    more: &str,
+    token: bool,
+    args: &[String],
+) -> RaftNode {
     let cfg = TempDir::new(&format!("{name}-cfg"));
     let addr = format!("127.0.0.{ip}:{port}");
-    let token = cfg.path().join("token");
-    std::fs::write(&token, "raft-test-token-0123456789\n").unwrap();
+    let token_path = cfg.path().join("token");
+    std::fs::write(&token_path, "raft-test-token-0123456789\n").unwrap();
+    let token_line = if token {
+        format!("token-file = \"{}\"\n", token_path.display())
+    } else {
+        String::new()
+    };
     let file = cfg.path().join("node.toml");
     std::fs::write(
         &file,
         format!(
             "mode = \"raft\"\n[raft]\ncluster-name = \"test\"\nnode-address = \"{addr}\"\n\
              election-timeout = \"{ELECTION}\"\nheartbeat-interval = \"100ms\"\n\
-             storage-timeout = \"20s\"\ntoken-file = \"{}\"\n{more}",
-            token.display()
+             storage-timeout = \"20s\"\n{token_line}{more}",
         ),
     )
     .unwrap();
-    let n = Node::start(name, ip, port, &["--config", &file.display().to_string()]);
+    let mut a = vec!["--config".to_string(), file.display().to_string()];
+    a.extend(args.iter().cloned());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let n = Node::start(name, ip, port, &a);
     RaftNode { n, addr, _cfg: cfg }
 }
 
@@ -382,4 +401,109 @@ fn raft_port_refuses_unauthenticated_peers() {
     // Still serving.
     try_set(&a, "/b", "2").expect("commit after the refusals");
     assert!(a.n.log_text().contains("refused"));
+}
+
+/// A CA made at test time, and node certificates from it (rcgen).
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    pem: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &std::path::Path, name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} CA"));
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        Ca {
+            cert,
+            key,
+            pem,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Flags for a node trusting this CA with a certificate (naming `ip`) from `issuer`.
+    fn node_flags(&self, issuer: &Ca, tag: &str, ip: &str) -> Vec<String> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![ip.to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, tag);
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &issuer.cert, &issuer.key).unwrap();
+        let (c, k) = (
+            issuer.dir.join(format!("{tag}.pem")),
+            issuer.dir.join(format!("{tag}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        vec![
+            "--ha-tls-ca".into(),
+            self.pem.display().to_string(),
+            "--ha-tls-cert".into(),
+            c.display().to_string(),
+            "--ha-tls-key".into(),
+            k.display().to_string(),
+        ]
+    }
+}
+
+/// The Raft transport with the HA port's mutual TLS (no token file): a cluster forms and
+/// replicates; a node whose certificate comes from another CA never becomes a member.
+#[test]
+fn raft_over_tls() {
+    let dir = TempDir::new("raft-tls");
+    let ca = Ca::new(dir.path(), "good");
+    let rogue = Ca::new(dir.path(), "rogue");
+    let port = free_port();
+    let a = start_raft_args(
+        "t1",
+        1,
+        port,
+        "",
+        false,
+        &ca.node_flags(&ca, "t1", "127.0.0.1"),
+    );
+    let b = start_raft_args(
+        "t2",
+        2,
+        port,
+        "",
+        false,
+        &ca.node_flags(&ca, "t2", "127.0.0.2"),
+    );
+    let c = start_raft_args(
+        "t3",
+        3,
+        port,
+        "",
+        false,
+        &ca.node_flags(&rogue, "t3", "127.0.0.3"),
+    );
+    raft(&a, "create-cluster", &[&b.addr]).expect("create-cluster over TLS");
+    try_set(&a, "/tls", "1").expect("commit");
+    wait_for("replication over TLS", SLOW, || {
+        (b.n.get("/tls") == Some(buf("1"))).then_some(())
+    });
+    // The rogue node is added to the configuration, but cannot connect: it never gets
+    // the data, and the leader reports it unreachable.
+    raft(&a, "adjust-membership", &["add-node", &c.addr]).expect("add-node");
+    try_set(&a, "/tls2", "2").expect("commit with 2 of 3");
+    wait_for("the rogue node reported unreachable", SLOW, || {
+        status(&a).contains("\"unreachable\"").then_some(())
+    });
+    assert_eq!(c.n.get("/tls"), None);
+    assert_eq!(role(&c), "stalled");
 }

@@ -934,6 +934,17 @@ impl Engine {
         let adds_left = self.adds.len();
         let pending_conf = self.raw.raft.pending_conf_index > applied;
         let members = self.members();
+        // Members not heard from within the election timeout.
+        let silent: Vec<String> = {
+            let et = self.cfg.election_timeout;
+            let rx = lock(&self.t.last_rx);
+            let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+            voters
+                .into_iter()
+                .filter(|v| *v != self.id && !rx.get(v).is_some_and(|t| t.elapsed() < et))
+                .map(|v| self.addr_of(v).unwrap_or_else(|| format!("id:{v}")))
+                .collect()
+        };
         let leader_name = self.addr_of(leader).unwrap_or_else(|| "unknown".into());
         let mut keep = Vec::new();
         for w in self.waiters.drain(..) {
@@ -958,13 +969,13 @@ impl Engine {
                     }
                 }
                 Waiter::Create { reply, deadline } => {
-                    if is_leader && adds_left == 0 && !pending_conf {
+                    if is_leader && adds_left == 0 && !pending_conf && silent.is_empty() {
                         let _ = reply.send(Ok(format!(
                             "cluster created; members: {}",
                             members.join(" ")
                         )));
                     } else if now >= deadline {
-                        Self::reply_err(&reply, CONFD_ERR_TIMEOUT, format!("create-cluster: not done within storage-timeout (members so far: {}; {adds_left} still to add: they are added as they become reachable)", members.join(" ")));
+                        Self::reply_err(&reply, CONFD_ERR_TIMEOUT, format!("create-cluster: not done within storage-timeout (members so far: {}; not heard from: {}; {adds_left} still to add: they are added as they become reachable)", members.join(" "), if silent.is_empty() { "none".to_string() } else { silent.join(" ") }));
                     } else {
                         keep.push(Waiter::Create { reply, deadline });
                     }
