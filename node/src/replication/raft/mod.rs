@@ -941,7 +941,7 @@ impl Engine {
             let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
             voters
                 .into_iter()
-                .filter(|v| *v != self.id && !rx.get(v).is_some_and(|t| t.elapsed() < et))
+                .filter(|v| *v != self.id && rx.get(v).is_none_or(|t| t.elapsed() >= et))
                 .map(|v| self.addr_of(v).unwrap_or_else(|| format!("id:{v}")))
                 .collect()
         };
