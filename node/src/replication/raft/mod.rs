@@ -1424,9 +1424,8 @@ impl Engine {
                 r.term
             );
             self.emit(HaEvent::IsNone);
-            for id in std::mem::take(&mut self.was_connected) {
-                let _ = id;
-            }
+            // As ConfD's primary that leaves the role: no SECONDARY_DIED for each follower.
+            self.was_connected.clear();
         } else if !is_leader
             && self.was_leader != 0
             && self.was_leader != self.id
