@@ -255,6 +255,15 @@ fn raft_cluster_failover_catch_up_and_handover() {
 fn raft_leader_without_majority_refuses_writes() {
     let (a, mut b, mut c) = cluster3();
     try_set(&a, "/a", "1").expect("commit");
+    // disconnect drops the links; they are made again and commits go on.
+    let out = raft(&a, "disconnect", &[&b.addr]).expect("disconnect");
+    assert!(out.contains("closed"), "{out}");
+    wait_for("commit after disconnect", SLOW, || {
+        try_set(&a, "/a2", "1").ok()
+    });
+    wait_for("b reconnected", SLOW, || {
+        (b.n.get("/a2") == Some(buf("1"))).then_some(())
+    });
     b.n.kill9();
     // One follower down: still a majority.
     try_set(&a, "/b", "2").expect("commit with 2 of 3");
