@@ -40,6 +40,10 @@ pub const SEQ_FLOOR_FILE: &str = "seq-floor";
 pub struct Counters {
     pub full_copies_received: AtomicU64,
     pub full_copies_sent: AtomicU64,
+    /// Re-joins served by sending only the missed transactions (primary or relay side).
+    pub catch_ups_sent: AtomicU64,
+    /// Re-joins of this node that received only the missed transactions.
+    pub catch_ups_received: AtomicU64,
     pub commits: AtomicU64,
     pub txns_applied: AtomicU64,
     /// Local transactions discarded by re-joins since the start (kept in rollback files).
@@ -769,7 +773,7 @@ impl Node {
                     "besecondary was superseded by another order".to_string(),
                 ));
             }
-            let by_copy = j.by_copy;
+            let (by_copy, caught_up) = (j.by_copy, j.caught_up);
             let up = j.start(self.clone(), gen);
             st.role = Role::Secondary {
                 me: me.clone(),
@@ -778,19 +782,21 @@ impl Node {
                 relay: None,
             };
             lock(&self.commit).refusal = secondary_refusal(&primary);
-            Ok(by_copy)
+            Ok((by_copy, caught_up))
         });
         match r {
-            Ok(by_copy) => {
+            Ok((by_copy, caught_up)) => {
                 crate::info!(
                     "ha",
                     "this node is now SECONDARY {me} of primary {} at {} ({})",
                     primary.id,
                     primary.addr,
                     if by_copy {
-                        "initialized by a full copy"
+                        "initialized by a full copy".to_string()
+                    } else if caught_up > 0 {
+                        format!("caught up {caught_up} missed transactions, no copy")
                     } else {
-                        "same transaction id, no copy"
+                        "same transaction id, no copy".to_string()
                     }
                 );
                 self.events.emit(HaEvent::SecondaryInitialized { by_copy });
@@ -888,6 +894,8 @@ impl Node {
         vec![
             ("full_copies_received", n(&s.full_copies_received)),
             ("full_copies_sent", n(&s.full_copies_sent)),
+            ("catch_ups_received", n(&s.catch_ups_received)),
+            ("catch_ups_sent", n(&s.catch_ups_sent)),
             ("commits", n(&s.commits)),
             ("txns_applied", n(&s.txns_applied)),
             ("seq", seq as i64),
@@ -919,7 +927,7 @@ impl Node {
                 "max_lag_ms",
                 lags.iter().map(|l| l.lag_ms).max().unwrap_or(0),
             ),
-            ("catch_ups", 0),
+            ("catch_ups", lags.iter().map(|l| l.catch_ups).sum()),
             (
                 "last_txn_ms_ago",
                 if last_txn > 0 {
