@@ -416,8 +416,7 @@ impl Downstream {
                         lag_ms,
                         copying,
                         full_copies: copies.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
-                        catch_ups: catch_ups.get(&id_str(&p.id)).copied().unwrap_or(0)
-                            as i64,
+                        catch_ups: catch_ups.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
                     }),
                 }
             })
@@ -1044,11 +1043,9 @@ impl Downstream {
                     b.bytes
                 )
             }
-            JoinPlan::Copy(why) => crate::info!(
-                "ha",
-                "{} {who} connected (full copy: {why})",
-                self.what()
-            ),
+            JoinPlan::Copy(why) => {
+                crate::info!("ha", "{} {who} connected (full copy: {why})", self.what())
+            }
         }
         drop(plan);
         // 5. the reader runs in its own thread (acks flow even while an

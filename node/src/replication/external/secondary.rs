@@ -609,7 +609,9 @@ fn join_vsn(
             }
             got += 1;
             if got > n {
-                return Err(proto_err(format!("more than the {n} transactions announced")));
+                return Err(proto_err(format!(
+                    "more than the {n} transactions announced"
+                )));
             }
             bytes += ops
                 .iter()
@@ -654,7 +656,9 @@ fn join_vsn(
                 "catch-up from {pname}: {got} transactions arrived, {n} were announced"
             );
         }
-        node.stats.catch_ups_received.fetch_add(1, Ordering::Relaxed);
+        node.stats
+            .catch_ups_received
+            .fetch_add(1, Ordering::Relaxed);
         node.stats.last_txn_unix_ms.store(
             crate::node::unix_ms(std::time::Instant::now()) as u64,
             Ordering::Relaxed,
