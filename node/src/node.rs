@@ -28,6 +28,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// sends when its store fails, and the error of a commit or an order refused for it. The
 /// primary is never blamed (CONFD_ERR_HA_CLOSED) for the local disk.
 pub const LOCAL_STORE_ERR: i32 = CONFD_ERR_OS;
+/// The name in the txids of transactions committed in NONE: `none.` and the first 8 hex
+/// digits of this process's random instance id. Node ids are unique among connected nodes;
+/// this keeps two nodes in NONE (which have no node id) from naming different transactions
+/// at the same seq and microsecond alike, since a txid must name one transaction forever
+/// (a re-join's catch-up trusts equal (seq, txid) to mean equal history).
+pub fn none_name(instance: &[u8]) -> String {
+    let hex: String = instance.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("none.{hex}")
+}
+
 /// Exit status of `--on-store-error exit`.
 pub const STORE_ERROR_EXIT_STATUS: i32 = 3;
 /// After a store I/O error, how often the store is reopened until that works.
@@ -158,6 +168,9 @@ impl Node {
             Some(f) => Some(Arc::new(crate::tls::Tls::load(f, cfg.ha_addr)?)),
             None => None,
         };
+        let instance =
+            crate::replication::peer::nonce().map_err(|e| format!("node instance id: {e}"))?;
+        let none_name = none_name(&instance);
         Ok(Arc::new(Node {
             cfg,
             store,
@@ -174,7 +187,7 @@ impl Node {
                 down: None,
                 writable: true,
                 refusal: String::new(),
-                my_id: "none".into(),
+                my_id: none_name,
                 seq_floor,
             }),
             commit_tx: Mutex::new(None),
@@ -182,8 +195,7 @@ impl Node {
             token: Mutex::new(Arc::new(Vec::new())),
             store_fault: Mutex::new(None),
             min_met,
-            instance: crate::replication::peer::nonce()
-                .map_err(|e| format!("node instance id: {e}"))?,
+            instance,
             tls,
             short_token: AtomicBool::new(false),
         }))
@@ -601,10 +613,11 @@ impl Node {
         let (gen, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
         self.set_commit(gen, true, String::new(), None, None);
-        // Transactions committed in NONE are named for no HA role (as at start).
+        // Transactions committed in NONE are named for no HA role (as at start), but for
+        // this node process, so that no two nodes in NONE name two transactions alike.
         let mut c = lock(&self.commit);
         if self.gen_now.load(Ordering::SeqCst) == gen {
-            c.my_id = "none".into();
+            c.my_id = none_name(&self.instance);
         }
         drop(c);
         crate::info!("ha", "this node is now NONE (benone)");
