@@ -34,7 +34,11 @@ pub const LOCAL_STORE_ERR: i32 = CONFD_ERR_OS;
 /// at the same seq and microsecond alike, since a txid must name one transaction forever
 /// (a re-join's catch-up trusts equal (seq, txid) to mean equal history).
 pub fn none_name(instance: &[u8]) -> String {
-    let hex: String = instance.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hex: String = instance
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("none.{hex}")
 }
 
