@@ -86,6 +86,10 @@ pub struct CommitState {
     /// The highest seq ever given to a transaction here (>= `last.seq`; higher after a
     /// commit that failed): the next transaction gets the seq after it.
     pub seq_floor: u64,
+    /// The transaction the last full copy received by this process brought: the store's
+    /// transaction log holds only the ones after it, so a secondary whose last transaction is
+    /// exactly this one can still catch up from here (None: no copy since the start).
+    pub copy_base: Option<TxMeta>,
 }
 
 pub enum Role {
@@ -193,6 +197,7 @@ impl Node {
                 refusal: String::new(),
                 my_id: none_name,
                 seq_floor,
+                copy_base: None,
             }),
             commit_tx: Mutex::new(None),
             ha_conn: Mutex::new(None),

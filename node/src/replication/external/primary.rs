@@ -53,6 +53,9 @@ struct Backlog {
     frames: Vec<Arc<Vec<u8>>>,
     bytes: usize,
     last: TxMeta,
+    /// It starts at this node's copy base (see `CommitState::copy_base`), which the log
+    /// does not hold.
+    from_base: bool,
 }
 
 impl Backlog {
@@ -1101,8 +1104,21 @@ impl Downstream {
                 "it speaks node-to-node protocol version {vsn}, which has no catch-up"
             ));
         }
-        let last = lock(&node.commit).last.clone();
+        let (last, base) = {
+            let cs = lock(&node.commit);
+            (cs.last.clone(), cs.copy_base.clone())
+        };
         let theirs = format!("secondary's seq {seq} txid '{txid}'");
+        let max = node.cfg.txlog_max_txns;
+        let mut b = Backlog {
+            frames: Vec::new(),
+            bytes: 0,
+            last: TxMeta {
+                seq,
+                txid: txid.to_owned(),
+            },
+            from_base: false,
+        };
         if seq > last.seq {
             return Err(format!(
                 "{theirs} is ahead of this node's last transaction (seq {}): diverged",
@@ -1114,6 +1130,13 @@ impl Downstream {
         };
         match node.store.txlog_ids(seq, seq).map_err(unreadable)?.first() {
             Some((_, t)) if t == txid => {}
+            // Our data came by a full copy of exactly its last transaction, and the log has
+            // kept everything since (it is trimmed only beyond `txlog-max-txns`).
+            None if base.as_ref() == Some(&b.last) && last.seq - seq < max => {
+                b.from_base = true;
+                b.add(node.store.txlog_from(seq + 1).map_err(unreadable)?)?;
+                return Ok(b);
+            }
             Some((_, t)) => {
                 return Err(format!(
                     "{theirs} is not in history: this node holds txid '{t}' at that seq \
@@ -1121,7 +1144,6 @@ impl Downstream {
                 ))
             }
             None => {
-                let max = node.cfg.txlog_max_txns;
                 return Err(if last.seq - seq >= max {
                     format!(
                         "{theirs} is {} transactions behind, beyond the backlog \
@@ -1141,19 +1163,10 @@ impl Downstream {
             Some((m, _)) if m.seq == seq && m.txid == txid => {}
             _ => {
                 return Err(format!(
-                    "{theirs} fell out of the backlog (txlog-max-txns {}) while it was read",
-                    node.cfg.txlog_max_txns
+                    "{theirs} fell out of the backlog (txlog-max-txns {max}) while it was read"
                 ))
             }
         }
-        let mut b = Backlog {
-            frames: Vec::new(),
-            bytes: 0,
-            last: TxMeta {
-                seq,
-                txid: txid.to_owned(),
-            },
-        };
         b.add(txns.collect())?;
         Ok(b)
     }
@@ -1161,7 +1174,18 @@ impl Downstream {
     /// Under the commit lock: adds to `b` what was committed since it was read, so that it
     /// ends exactly at `last` (our last durable transaction), or says why it cannot.
     fn finish_backlog(&self, mut b: Backlog, last: &TxMeta) -> Result<Backlog, String> {
-        if b.last.seq < last.seq {
+        if b.from_base && b.frames.is_empty() && b.last.seq < last.seq {
+            // Nothing after the copy base was read yet: still untrimmed, it is all there.
+            if last.seq - b.last.seq >= self.node.cfg.txlog_max_txns {
+                return Err("its transactions fell out of the backlog while they were read".into());
+            }
+            let tail = self
+                .node
+                .store
+                .txlog_from(b.last.seq + 1)
+                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?;
+            b.add(tail)?;
+        } else if b.last.seq < last.seq {
             let mut tail = self
                 .node
                 .store

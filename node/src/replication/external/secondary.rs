@@ -504,6 +504,7 @@ fn join_vsn(
                         drop(cs);
                         return Err(store_fail(&tx, "finishing the full copy", e));
                     }
+                    cs.copy_base = Some(meta.clone());
                     cs.last = meta;
                     cs.seq_floor = cs.seq_floor.max(seq);
                     drop(cs);
