@@ -100,6 +100,20 @@ fn rejoin_after_missed_commits_catches_up_without_a_copy() {
     assert_eq!(p.stat("catch_ups_sent"), 1);
     assert_eq!(p.stat("catch_ups"), 1);
     assert_eq!(lag_counters(&p), (1, 1));
+    let o = Command::new(env!("CARGO_BIN_EXE_ha-ctl"))
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &p.ipc_port.to_string(),
+            "-t",
+            TOKEN,
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(" full_copies=1 catch_ups=1\n"), "{text}");
     same_txid(&p, &s);
     assert_has_all(&s, "/a", MISSED);
     let base = p.stat("seq") - MISSED;

@@ -786,6 +786,25 @@ mod tests {
             assert!(PeerMsg::decode(&bad.encode()).is_err(), "{bad:?}");
         }
         assert!(PeerMsg::from_term(&Term::Tuple(vec![a("ack"), Term::int(-1)])).is_err());
+        // A catch-up welcome carries its count; a no-copy welcome carries nothing more.
+        let w = |e: Vec<Term>| PeerMsg::from_term(&Term::Tuple(e));
+        assert!(w(vec![a("ha_welcome"), a("catchup"), u(3), Term::binary("x")]).is_err());
+        assert!(w(vec![
+            a("ha_welcome"),
+            a("catchup"),
+            u(3),
+            Term::binary("x"),
+            a("n")
+        ])
+        .is_err());
+        assert!(w(vec![
+            a("ha_welcome"),
+            a("nocopy"),
+            u(3),
+            Term::binary("x"),
+            Term::List(vec![])
+        ])
+        .is_err());
         assert!(PeerMsg::from_term(&Term::Tuple(vec![
             a("txn"),
             u(1),
