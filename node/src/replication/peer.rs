@@ -598,6 +598,13 @@ pub enum Out {
     Stop,
 }
 
+/// One message as the writer thread takes it (here: the encoded term; the writer adds the
+/// length). The pipelined committer's branch defines `frame` with the 4-byte length
+/// included, for writers that write frames as they are: on merging, keep that one.
+pub fn frame(msg: &PeerMsg) -> Arc<Vec<u8>> {
+    Arc::new(msg.encode())
+}
+
 /// Shared between a connection's writer thread and whoever feeds it.
 #[derive(Default)]
 pub struct WriterState {

@@ -5,8 +5,9 @@
 use crate::node::{id_str, lock, node_addr, Node};
 use crate::replication::external::secondary::Upstream;
 use crate::replication::peer::{
-    chunk_term, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
-    ReadErr, WriterState, CATCH_UP_MIN_VSN, COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    chunk_term, frame, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out,
+    PeerMsg, ReadErr, WriterState, CATCH_UP_MIN_VSN, COPY_CHUNK_BYTES, HA_PROTO_VSN,
+    HA_PROTO_VSN_MIN,
 };
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -61,7 +62,11 @@ struct Backlog {
 impl Backlog {
     fn add(&mut self, txns: Vec<(TxMeta, Vec<StoreOp>)>) -> Result<(), String> {
         for (m, ops) in txns {
-            let f = crate::replication::peer::txn_term(m.seq, &m.txid, &ops).encode();
+            let f = frame(&PeerMsg::Txn {
+                seq: m.seq,
+                txid: m.txid.clone(),
+                ops,
+            });
             self.bytes += f.len();
             if self.bytes > MAX_CATCH_UP_BYTES {
                 return Err(format!(
@@ -69,7 +74,7 @@ impl Backlog {
                     MAX_CATCH_UP_BYTES >> 20
                 ));
             }
-            self.frames.push(Arc::new(f));
+            self.frames.push(f);
             self.last = m;
         }
         Ok(())
@@ -978,16 +983,13 @@ impl Downstream {
                 JoinPlan::CatchUp(b) => Some(b.frames.len() as u64),
                 _ => None,
             };
-            peer.push(Arc::new(
-                PeerMsg::Welcome {
-                    copy,
-                    seq: cs.last.seq,
-                    txid: cs.last.txid.clone(),
-                    history,
-                    catch_up,
-                }
-                .encode(),
-            ));
+            peer.push(frame(&PeerMsg::Welcome {
+                copy,
+                seq: cs.last.seq,
+                txid: cs.last.txid.clone(),
+                history,
+                catch_up,
+            }));
             // The missed transactions go out right behind the welcome, before the peer is
             // in `peers`: every commit durable now is in the backlog, every later one is
             // forwarded to it (the committer forwards under this lock), so nothing is

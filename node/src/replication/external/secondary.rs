@@ -4,8 +4,8 @@
 
 use crate::node::{lock, Node};
 use crate::replication::peer::{
-    nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
-    CATCH_UP_MIN_VSN, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    frame, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr,
+    WriterState, CATCH_UP_MIN_VSN, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -352,6 +352,10 @@ fn join_vsn(
         .name("ha-up-wr".into())
         .spawn(move || writer_loop(ws, rx, tick, Arc::new(WriterState::default()), wwho))
         .map_err(|e| (CONFD_ERR_OS, format!("cannot start a thread: {e}")))?;
+    // Acknowledges a durable seq (the copy's, or each batch of a catch-up).
+    let send_ack = |tx: &Sender<Out>, seq: u64| {
+        let _ = tx.send(Out::Frame(frame(&PeerMsg::Ack(seq))));
+    };
     let fail = |tx: &Sender<Out>, e: (i32, String)| {
         let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = tx.send(Out::Stop);
@@ -550,7 +554,7 @@ fn join_vsn(
                         crate::node::unix_ms(std::time::Instant::now()) as u64,
                         Ordering::Relaxed,
                     );
-                    let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+                    send_ack(&tx, seq);
                     crate::info!(
                         "ha",
                         "full copy from {pname}: {entries} entries at transaction {seq} in {} ms",
@@ -646,7 +650,7 @@ fn join_vsn(
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
             bytes = 0;
-            let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+            send_ack(&tx, seq);
             if done {
                 break;
             }
