@@ -1206,7 +1206,14 @@ impl Downstream {
                     ))
                 }
             }
+            let before = b.frames.len();
             b.add(tail.collect())?;
+            crate::debug!(
+                "ha",
+                "catch-up: {} transaction(s) committed while the backlog was read added under \
+                 the commit lock",
+                b.frames.len() - before
+            );
         }
         if b.last != *last || b.frames.is_empty() {
             return Err(format!(
