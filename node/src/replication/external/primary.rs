@@ -54,6 +54,8 @@ struct Backlog {
     frames: Vec<Arc<Vec<u8>>>,
     bytes: usize,
     last: TxMeta,
+    /// The first missed transaction's seq (0 while none).
+    first: u64,
     /// It starts at this node's copy base (see `CommitState::copy_base`), which the log
     /// does not hold.
     from_base: bool,
@@ -75,6 +77,9 @@ impl Backlog {
                 ));
             }
             self.frames.push(f);
+            if self.first == 0 {
+                self.first = m.seq;
+            }
             self.last = m;
         }
         Ok(())
@@ -1043,7 +1048,7 @@ impl Downstream {
                      seq {seq} txid '{txid}' is in this node's history)",
                     self.what(),
                     b.frames.len(),
-                    seq + 1,
+                    b.first,
                     b.last.seq,
                     b.bytes
                 )
@@ -1119,6 +1124,7 @@ impl Downstream {
                 seq,
                 txid: txid.to_owned(),
             },
+            first: 0,
             from_base: false,
         };
         if seq > last.seq {

@@ -593,7 +593,7 @@ fn join_vsn(
             )
         };
         let mut batch: Vec<(TxMeta, Vec<StoreOp>)> = Vec::new();
-        let (mut bytes, mut prev, mut got) = (0usize, last.seq, 0u64);
+        let (mut bytes, mut prev, mut got, mut first) = (0usize, last.seq, 0u64, 0u64);
         loop {
             let (seq, txid, ops) = match recv(&mut fr, silence) {
                 Ok(PeerMsg::Tick) => continue,
@@ -613,6 +613,9 @@ fn join_vsn(
                 )));
             }
             got += 1;
+            if first == 0 {
+                first = seq;
+            }
             if got > n {
                 return Err(proto_err(format!(
                     "more than the {n} transactions announced"
@@ -670,9 +673,8 @@ fn join_vsn(
         );
         crate::info!(
             "ha",
-            "catch-up from {pname}: {got} txns from seq {} to {wseq} in {} ms (our seq {} \
+            "catch-up from {pname}: {got} txns from seq {first} to {wseq} in {} ms (our seq {} \
              txid '{}' is in its history: no copy)",
-            last.seq + 1,
             t0.elapsed().as_millis(),
             last.seq,
             last.txid
