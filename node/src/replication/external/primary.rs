@@ -56,9 +56,9 @@ struct Backlog {
     last: TxMeta,
     /// The first missed transaction's seq (0 while none).
     first: u64,
-    /// It starts at this node's copy base (see `CommitState::copy_base`), which the log
-    /// does not hold.
-    from_base: bool,
+    /// It starts after this node's copy base (see `CommitState::copy_base`) at this seq,
+    /// which the log does not hold.
+    from_base: Option<u64>,
 }
 
 impl Backlog {
@@ -1125,7 +1125,7 @@ impl Downstream {
                 txid: txid.to_owned(),
             },
             first: 0,
-            from_base: false,
+            from_base: None,
         };
         if seq > last.seq {
             return Err(format!(
@@ -1141,7 +1141,7 @@ impl Downstream {
             // Our data came by a full copy of exactly its last transaction, and the log has
             // kept everything since (it is trimmed only beyond `txlog-max-txns`).
             None if base.as_ref() == Some(&b.last) && last.seq - seq < max => {
-                b.from_base = true;
+                b.from_base = Some(seq);
                 b.add(node.store.txlog_from(seq + 1).map_err(unreadable)?)?;
                 return Ok(b);
             }
@@ -1182,11 +1182,19 @@ impl Downstream {
     /// Under the commit lock: adds to `b` what was committed since it was read, so that it
     /// ends exactly at `last` (our last durable transaction), or says why it cannot.
     fn finish_backlog(&self, mut b: Backlog, last: &TxMeta) -> Result<Backlog, String> {
-        if b.from_base && b.frames.is_empty() && b.last.seq < last.seq {
-            // Nothing after the copy base was read yet: still untrimmed, it is all there.
-            if last.seq - b.last.seq >= self.node.cfg.txlog_max_txns {
-                return Err("its transactions fell out of the backlog while they were read".into());
+        // After the copy base, the log holds no entry that shows it is complete: it is, as
+        // long as no commit so far (the last is `last`) trimmed anything after the base.
+        if let Some(base) = b.from_base {
+            if last.seq - base >= self.node.cfg.txlog_max_txns {
+                return Err(format!(
+                    "its transactions fell out of the backlog (txlog-max-txns {}) while they \
+                     were read",
+                    self.node.cfg.txlog_max_txns
+                ));
             }
+        }
+        if b.from_base.is_some() && b.frames.is_empty() && b.last.seq < last.seq {
+            // Nothing after the copy base was read yet.
             let tail = self
                 .node
                 .store
