@@ -280,8 +280,8 @@ struct cha_secondary_lag {
    */
   int64_t full_copies;
   /**
-   * Incremental catch-ups (always 0: ha-node has none yet; a re-join
-   * that differs gets a full copy).
+   * Re-joins of this node id served by an incremental catch-up (only the
+   * transactions it missed) since the serving node started.
    */
   int64_t catch_ups;
   /**

@@ -173,8 +173,8 @@ pub struct cha_secondary_lag {
     pub lag_ms: i64,
     /// Full copies sent to this node id since the serving node started.
     pub full_copies: i64,
-    /// Incremental catch-ups (always 0: ha-node has none yet; a re-join
-    /// that differs gets a full copy).
+    /// Re-joins of this node id served by an incremental catch-up (only the
+    /// transactions it missed) since the serving node started.
     pub catch_ups: i64,
     /// `enum cha_copy_state`.
     pub copy_state: c_int,

@@ -204,7 +204,8 @@ pub struct Lag {
     pub copying: bool,
     /// Full copies sent to this node id since the serving node started.
     pub full_copies: i64,
-    /// Incremental catch-ups (always 0: a re-join that differs gets a full copy).
+    /// Re-joins of this node id served by an incremental catch-up (only the missed
+    /// transactions) since the serving node started.
     pub catch_ups: i64,
 }
 

@@ -17,8 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Highest version of the node-to-node protocol this node speaks. Version 2
-/// added the node instance in `ha_auth` and the `sub_secondaries` report.
-pub const HA_PROTO_VSN: i64 = 2;
+/// added the node instance in `ha_auth` and the `sub_secondaries` report;
+/// version 3 the incremental catch-up (`{ha_welcome, catchup, Seq, TxId, N}`).
+pub const HA_PROTO_VSN: i64 = 3;
+/// Lowest negotiated version with which a primary sends a re-joining secondary only the
+/// transactions it missed (older secondaries get a full copy, as before).
+pub const CATCH_UP_MIN_VSN: i64 = 3;
 /// Lowest version still spoken (a peer of an older ha-node release).
 pub const HA_PROTO_VSN_MIN: i64 = 1;
 /// At most this many nodes in one `sub_secondaries` report (a longer list is
@@ -91,11 +95,15 @@ pub enum PeerMsg {
     /// seqs (from its transaction log), so that the secondary can tell which of its own
     /// transactions the copy discards. Sent as `{ha_welcome, Copy, Seq, TxId}` when empty,
     /// else `{ha_welcome, Copy, Seq, TxId, [{Seq, TxId}]}`.
+    /// `catch_up` (version 3 on, `copy` false): the secondary's last transaction is in the
+    /// primary's history; the `N` transactions after it, up to (Seq, TxId), follow as `txn`
+    /// frames, then the live stream. Sent as `{ha_welcome, catchup, Seq, TxId, N}`.
     Welcome {
         copy: bool,
         seq: u64,
         txid: String,
         history: Vec<(u64, String)>,
+        catch_up: Option<u64>,
     },
     CopyChunk(Vec<(String, Vec<u8>)>),
     CopyDone {
@@ -203,14 +211,21 @@ impl PeerMsg {
                 seq,
                 txid,
                 history,
+                catch_up,
             } => {
                 let mut e = vec![
                     a("ha_welcome"),
-                    a(if *copy { "copy" } else { "nocopy" }),
+                    a(match (copy, catch_up) {
+                        (true, _) => "copy",
+                        (false, Some(_)) => "catchup",
+                        (false, None) => "nocopy",
+                    }),
                     u(*seq),
                     Term::binary(txid),
                 ];
-                if !history.is_empty() {
+                if let (false, Some(n)) = (copy, catch_up) {
+                    e.push(u(*n));
+                } else if !history.is_empty() {
                     e.push(Term::List(
                         history
                             .iter()
@@ -308,12 +323,20 @@ impl PeerMsg {
                     .ok_or_else(bad)?,
                 reason: String::from_utf8_lossy(&bin(&e[2])?).into_owned(),
             },
+            ("ha_welcome", 5) if e[1].is_atom("catchup") => PeerMsg::Welcome {
+                copy: false,
+                seq: seq(&e[2])?,
+                txid: text(&e[3])?,
+                history: Vec::new(),
+                catch_up: Some(seq(&e[4])?),
+            },
             ("ha_welcome", 4 | 5) => PeerMsg::Welcome {
                 copy: match e[1].as_atom() {
                     Some("copy") => true,
-                    Some("nocopy") => false,
+                    Some("nocopy") if e.len() == 4 => false,
                     _ => return Err(bad()),
                 },
+                catch_up: None,
                 seq: seq(&e[2])?,
                 txid: text(&e[3])?,
                 history: match e.get(4) {
@@ -575,6 +598,13 @@ pub enum Out {
     Stop,
 }
 
+/// One message as the writer thread takes it (here: the encoded term; the writer adds the
+/// length). The pipelined committer's branch defines `frame` with the 4-byte length
+/// included, for writers that write frames as they are: on merging, keep that one.
+pub fn frame(msg: &PeerMsg) -> Arc<Vec<u8>> {
+    Arc::new(msg.encode())
+}
+
 /// Shared between a connection's writer thread and whoever feeds it.
 #[derive(Default)]
 pub struct WriterState {
@@ -678,12 +708,28 @@ mod tests {
                 seq: 3,
                 txid: "x".into(),
                 history: vec![],
+                catch_up: None,
             },
             PeerMsg::Welcome {
                 copy: true,
                 seq: 3,
                 txid: "x".into(),
                 history: vec![(2, "a".into()), (3, "b".into())],
+                catch_up: None,
+            },
+            PeerMsg::Welcome {
+                copy: false,
+                seq: 3,
+                txid: "x".into(),
+                history: vec![],
+                catch_up: None,
+            },
+            PeerMsg::Welcome {
+                copy: false,
+                seq: 1003,
+                txid: "x".into(),
+                history: vec![],
+                catch_up: Some(1000),
             },
             PeerMsg::CopyChunk(vec![("/a".into(), vec![1, 2]), ("/b".into(), vec![])]),
             PeerMsg::CopyDone {
@@ -747,6 +793,25 @@ mod tests {
             assert!(PeerMsg::decode(&bad.encode()).is_err(), "{bad:?}");
         }
         assert!(PeerMsg::from_term(&Term::Tuple(vec![a("ack"), Term::int(-1)])).is_err());
+        // A catch-up welcome carries its count; a no-copy welcome carries nothing more.
+        let w = |e: Vec<Term>| PeerMsg::from_term(&Term::Tuple(e));
+        assert!(w(vec![a("ha_welcome"), a("catchup"), u(3), Term::binary("x")]).is_err());
+        assert!(w(vec![
+            a("ha_welcome"),
+            a("catchup"),
+            u(3),
+            Term::binary("x"),
+            a("n")
+        ])
+        .is_err());
+        assert!(w(vec![
+            a("ha_welcome"),
+            a("nocopy"),
+            u(3),
+            Term::binary("x"),
+            Term::List(vec![])
+        ])
+        .is_err());
         assert!(PeerMsg::from_term(&Term::Tuple(vec![
             a("txn"),
             u(1),

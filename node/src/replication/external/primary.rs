@@ -5,8 +5,9 @@
 use crate::node::{id_str, lock, node_addr, Node};
 use crate::replication::external::secondary::Upstream;
 use crate::replication::peer::{
-    chunk_term, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
-    ReadErr, WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    chunk_term, frame, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out,
+    PeerMsg, ReadErr, WriterState, CATCH_UP_MIN_VSN, COPY_CHUNK_BYTES, HA_PROTO_VSN,
+    HA_PROTO_VSN_MIN,
 };
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -42,6 +43,58 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 pub const MAX_SENT_TIMES: usize = 65_536;
 /// Full-copy counters kept for at most this many node ids (connected ones are never evicted).
 const MAX_COPY_COUNTERS: usize = 4 * MAX_SECONDARIES;
+/// A re-joining secondary whose missed transactions take more than this many bytes on the
+/// wire gets a full copy instead of a catch-up (the backlog is queued at once, and live data
+/// must still fit under MAX_QUEUED_BYTES behind it).
+pub const MAX_CATCH_UP_BYTES: usize = 128 * 1024 * 1024;
+
+/// The missed transactions of a re-joining secondary, encoded as `txn` frames, and the
+/// last one's (seq, txid) (see [`Downstream::read_backlog`]).
+struct Backlog {
+    frames: Vec<Arc<Vec<u8>>>,
+    bytes: usize,
+    last: TxMeta,
+    /// The first missed transaction's seq (0 while none).
+    first: u64,
+    /// It starts after this node's copy base (see `CommitState::copy_base`) at this seq,
+    /// which the log does not hold.
+    from_base: Option<u64>,
+}
+
+impl Backlog {
+    fn add(&mut self, txns: Vec<(TxMeta, Vec<StoreOp>)>) -> Result<(), String> {
+        for (m, ops) in txns {
+            let f = frame(&PeerMsg::Txn {
+                seq: m.seq,
+                txid: m.txid.clone(),
+                ops,
+            });
+            self.bytes += f.len();
+            if self.bytes > MAX_CATCH_UP_BYTES {
+                return Err(format!(
+                    "the transactions it missed take more than {} MiB (MAX_CATCH_UP_BYTES)",
+                    MAX_CATCH_UP_BYTES >> 20
+                ));
+            }
+            self.frames.push(f);
+            if self.first == 0 {
+                self.first = m.seq;
+            }
+            self.last = m;
+        }
+        Ok(())
+    }
+}
+
+/// How a joining secondary gets our data.
+enum JoinPlan {
+    /// Its last transaction is ours.
+    NoCopy,
+    /// Its last transaction is in our history: it is sent the ones after it.
+    CatchUp(Backlog),
+    /// Everything, for this reason.
+    Copy(String),
+}
 
 /// What the secondaries said about a commit (see [`Downstream::wait_acks`]).
 #[derive(Default, Debug)]
@@ -178,6 +231,8 @@ pub struct Downstream {
     sent_at: Mutex<std::collections::VecDeque<(u64, Instant)>>,
     /// Full copies sent per node id (text) since this node started serving.
     copies: Mutex<std::collections::HashMap<String, u64>>,
+    /// Incremental catch-ups sent per node id (text), kept the same way.
+    catch_ups: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Downstream {
@@ -208,6 +263,7 @@ impl Downstream {
             report_mx: Mutex::new(()),
             sent_at: Mutex::new(std::collections::VecDeque::new()),
             copies: Mutex::new(std::collections::HashMap::new()),
+            catch_ups: Mutex::new(std::collections::HashMap::new()),
         });
         for (l, a) in clones.into_iter().zip(addrs) {
             let d2 = d.clone();
@@ -348,6 +404,7 @@ impl Downstream {
         let ms = |t: Instant| now.saturating_duration_since(t).as_millis() as i64;
         let sent = lock(&self.sent_at);
         let copies = lock(&self.copies);
+        let catch_ups = lock(&self.catch_ups);
         peers
             .iter()
             .map(|p| {
@@ -372,7 +429,7 @@ impl Downstream {
                         lag_ms,
                         copying,
                         full_copies: copies.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
-                        catch_ups: 0,
+                        catch_ups: catch_ups.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
                     }),
                 }
             })
@@ -380,9 +437,13 @@ impl Downstream {
     }
 
     fn count_copy(&self, id: &Value) {
+        self.count_in(&self.copies, id);
+    }
+
+    fn count_in(&self, counters: &Mutex<std::collections::HashMap<String, u64>>, id: &Value) {
         let key = id_str(id);
         let connected: Vec<String> = lock(&self.peers).iter().map(|p| id_str(&p.id)).collect();
-        let mut c = lock(&self.copies);
+        let mut c = lock(counters);
         if !c.contains_key(&key) && c.len() >= MAX_COPY_COUNTERS {
             if let Some(k) = c.keys().find(|k| !connected.contains(k)).cloned() {
                 c.remove(&k);
@@ -795,14 +856,17 @@ impl Downstream {
             );
             return;
         }
-        // 4. register under the commit lock: consistent (seq, txid) and snapshot.
+        // 4. what it missed, read before the commit lock (the lock only adds what was
+        // committed meanwhile), then register under the commit lock: consistent
+        // (seq, txid), snapshot or backlog, and the live stream from the next commit on.
+        let early = self.read_backlog(seq, &txid, vsn);
         let (tx, rx) = channel();
         let wstate = Arc::new(WriterState::default());
         let Ok(rs) = s.try_clone() else {
             crate::warn!("ha", "{who}: cannot clone the socket");
             return;
         };
-        let (peer, snapshot, replaced) = {
+        let (peer, snapshot, replaced, plan) = {
             let cs = lock(&node.commit);
             let mut peers = lock(&self.peers);
             if self.stopped.load(Ordering::SeqCst) {
@@ -843,7 +907,18 @@ impl Downstream {
             }
             // A node without any transaction (an empty node's first join) is
             // initialized by a copy, as ConfD reports it (by copy = 1).
-            let copy = cs.last.seq != seq || cs.last.txid != txid || seq == 0;
+            let plan = if cs.last.seq == seq && cs.last.txid == txid && seq > 0 {
+                JoinPlan::NoCopy
+            } else {
+                match early {
+                    Ok(b) => match self.finish_backlog(b, &cs.last) {
+                        Ok(b) => JoinPlan::CatchUp(b),
+                        Err(why) => JoinPlan::Copy(why),
+                    },
+                    Err(why) => JoinPlan::Copy(why),
+                }
+            };
+            let copy = matches!(plan, JoinPlan::Copy(_));
             let snapshot: Option<Snapshot> = if copy {
                 match node.store.snapshot() {
                     Ok(sn) => Some(sn),
@@ -887,7 +962,12 @@ impl Downstream {
                     backlog: Vec::new(),
                     backlog_bytes: 0,
                 }),
-                acked: AtomicU64::new(if copy { 0 } else { init_seq }),
+                // A catching-up secondary holds our history up to its own last seq.
+                acked: AtomicU64::new(match &plan {
+                    JoinPlan::Copy(_) => 0,
+                    JoinPlan::CatchUp(_) => seq,
+                    JoinPlan::NoCopy => init_seq,
+                }),
                 sent_seq: AtomicU64::new(init_seq),
                 initialized: AtomicBool::new(!copy),
                 copy_done_sent: AtomicBool::new(!copy),
@@ -904,17 +984,30 @@ impl Downstream {
                 died: Mutex::new(false),
                 report: Mutex::new((None, false)),
             });
-            peer.push(Arc::new(
-                PeerMsg::Welcome {
-                    copy,
-                    seq: cs.last.seq,
-                    txid: cs.last.txid.clone(),
-                    history,
+            let catch_up = match &plan {
+                JoinPlan::CatchUp(b) => Some(b.frames.len() as u64),
+                _ => None,
+            };
+            peer.push(frame(&PeerMsg::Welcome {
+                copy,
+                seq: cs.last.seq,
+                txid: cs.last.txid.clone(),
+                history,
+                catch_up,
+            }));
+            // The missed transactions go out right behind the welcome, before the peer is
+            // in `peers`: every commit durable now is in the backlog, every later one is
+            // forwarded to it (the committer forwards under this lock), so nothing is
+            // missing or sent twice. It is a commit target from now on, as a secondary that
+            // needed no copy is: its besecondary returns only after the backlog, and every
+            // transaction queued after it, is durable there.
+            if let JoinPlan::CatchUp(b) = &plan {
+                for f in &b.frames {
+                    peer.push(f.clone());
                 }
-                .encode(),
-            ));
+            }
             peers.push(peer.clone());
-            (peer, snapshot, replaced)
+            (peer, snapshot, replaced, plan)
         };
         if let Some(old) = replaced {
             old.kill("replaced by a new connection from the same node");
@@ -940,16 +1033,31 @@ impl Downstream {
             self.drop_peer(&peer, "cannot start a writer thread");
             return;
         }
-        crate::info!(
-            "ha",
-            "{} {who} connected ({})",
-            self.what(),
-            if snapshot.is_some() {
-                format!("its transaction {seq} differs: full copy")
-            } else {
-                format!("same transaction {seq}: no copy")
+        match &plan {
+            JoinPlan::NoCopy => crate::info!(
+                "ha",
+                "{} {who} connected (same transaction {seq}: no copy)",
+                self.what()
+            ),
+            JoinPlan::CatchUp(b) => {
+                self.count_in(&self.catch_ups, &peer.id);
+                node.stats.catch_ups_sent.fetch_add(1, Ordering::Relaxed);
+                crate::info!(
+                    "ha",
+                    "{} {who} connected (catch-up: {} txns from seq {} to {}, {} bytes; its \
+                     seq {seq} txid '{txid}' is in this node's history)",
+                    self.what(),
+                    b.frames.len(),
+                    b.first,
+                    b.last.seq,
+                    b.bytes
+                )
             }
-        );
+            JoinPlan::Copy(why) => {
+                crate::info!("ha", "{} {who} connected (full copy: {why})", self.what())
+            }
+        }
+        drop(plan);
         // 5. the reader runs in its own thread (acks flow even while an
         // HA_INFO_SYNC subscriber holds the event below). The peer's arrival
         // is announced before anything its reader reports (the nodes behind
@@ -985,6 +1093,150 @@ impl Downstream {
         }
         drop(died);
         self.report_upstream();
+    }
+
+    /// The transactions after a joining secondary's last one (`seq`, `txid`), read from the
+    /// transaction log without the commit lock; [`Downstream::finish_backlog`] adds, under
+    /// the lock, those committed meanwhile. Err says why it gets a full copy instead: its
+    /// transaction is not in our history (it diverged: ahead of it, or beside it at the same
+    /// seq), or our log no longer (or never) held it (fell out of the backlog of
+    /// `txlog-max-txns`, or our data came by a full copy after it).
+    fn read_backlog(&self, seq: u64, txid: &str, vsn: i64) -> Result<Backlog, String> {
+        let node = &self.node;
+        if seq == 0 {
+            return Err("it has no transactions yet (seq 0)".into());
+        }
+        if vsn < CATCH_UP_MIN_VSN {
+            return Err(format!(
+                "it speaks node-to-node protocol version {vsn}, which has no catch-up"
+            ));
+        }
+        let (last, base) = {
+            let cs = lock(&node.commit);
+            (cs.last.clone(), cs.copy_base.clone())
+        };
+        let theirs = format!("secondary's seq {seq} txid '{txid}'");
+        let max = node.cfg.txlog_max_txns;
+        let mut b = Backlog {
+            frames: Vec::new(),
+            bytes: 0,
+            last: TxMeta {
+                seq,
+                txid: txid.to_owned(),
+            },
+            first: 0,
+            from_base: None,
+        };
+        if seq > last.seq {
+            return Err(format!(
+                "{theirs} is ahead of this node's last transaction (seq {}): diverged",
+                last.seq
+            ));
+        }
+        let unreadable = |e: crate::store::StoreError| {
+            format!("this node cannot read its transaction log ({e})")
+        };
+        match node.store.txlog_ids(seq, seq).map_err(unreadable)?.first() {
+            Some((_, t)) if t == txid => {}
+            // Our data came by a full copy of exactly its last transaction, and the log has
+            // kept everything since (it is trimmed only beyond `txlog-max-txns`).
+            None if base.as_ref() == Some(&b.last) && last.seq - seq < max => {
+                b.from_base = Some(seq);
+                b.add(node.store.txlog_from(seq + 1).map_err(unreadable)?)?;
+                return Ok(b);
+            }
+            Some((_, t)) => {
+                return Err(format!(
+                    "{theirs} is not in history: this node holds txid '{t}' at that seq \
+                     (diverged)"
+                ))
+            }
+            None => {
+                return Err(if last.seq - seq >= max {
+                    format!(
+                        "{theirs} is {} transactions behind, beyond the backlog \
+                         (txlog-max-txns {max})",
+                        last.seq - seq
+                    )
+                } else {
+                    format!(
+                        "{theirs} is not in this node's transaction log (diverged, or this \
+                         node's own data came by a full copy after it)"
+                    )
+                });
+            }
+        }
+        let mut txns = node.store.txlog_from(seq).map_err(unreadable)?.into_iter();
+        match txns.next() {
+            Some((m, _)) if m.seq == seq && m.txid == txid => {}
+            _ => {
+                return Err(format!(
+                    "{theirs} fell out of the backlog (txlog-max-txns {max}) while it was read"
+                ))
+            }
+        }
+        b.add(txns.collect())?;
+        Ok(b)
+    }
+
+    /// Under the commit lock: adds to `b` what was committed since it was read, so that it
+    /// ends exactly at `last` (our last durable transaction), or says why it cannot.
+    fn finish_backlog(&self, mut b: Backlog, last: &TxMeta) -> Result<Backlog, String> {
+        // After the copy base, the log holds no entry that shows it is complete: it is, as
+        // long as no commit so far (the last is `last`) trimmed anything after the base.
+        if let Some(base) = b.from_base {
+            if last.seq - base >= self.node.cfg.txlog_max_txns {
+                return Err(format!(
+                    "its transactions fell out of the backlog (txlog-max-txns {}) while they \
+                     were read",
+                    self.node.cfg.txlog_max_txns
+                ));
+            }
+        }
+        if b.from_base.is_some() && b.frames.is_empty() && b.last.seq < last.seq {
+            // Nothing after the copy base was read yet.
+            let tail = self
+                .node
+                .store
+                .txlog_from(b.last.seq + 1)
+                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?;
+            b.add(tail)?;
+        } else if b.last.seq < last.seq {
+            let mut tail = self
+                .node
+                .store
+                .txlog_from(b.last.seq)
+                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?
+                .into_iter();
+            // The log is trimmed from its start only: while it still holds the last
+            // transaction read, it holds everything after it.
+            match tail.next() {
+                Some((m, _)) if m == b.last => {}
+                _ => {
+                    return Err(format!(
+                        "its transactions fell out of the backlog (txlog-max-txns {}) while \
+                         they were read",
+                        self.node.cfg.txlog_max_txns
+                    ))
+                }
+            }
+            let before = b.frames.len();
+            b.add(tail.collect())?;
+            crate::debug!(
+                "ha",
+                "catch-up: {} transaction(s) committed while the backlog was read added under \
+                 the commit lock",
+                b.frames.len() - before
+            );
+        }
+        if b.last != *last || b.frames.is_empty() {
+            return Err(format!(
+                "this node's transaction log ends at seq {} txid '{}', not at its last \
+                 transaction (seq {} txid '{}')",
+                b.last.seq, b.last.txid, last.seq, last.txid
+            ));
+        }
+        Ok(b)
     }
 
     fn send_copy(&self, peer: &Arc<Peer>, mut sn: Snapshot) {

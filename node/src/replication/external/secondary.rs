@@ -4,8 +4,8 @@
 
 use crate::node::{lock, Node};
 use crate::replication::peer::{
-    nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
-    HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    frame, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr,
+    WriterState, CATCH_UP_MIN_VSN, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -70,9 +70,16 @@ impl Upstream {
     }
 }
 
+/// A catch-up is applied in durable store commits of at most this many transactions...
+const CATCH_UP_APPLY_TXNS: usize = 1024;
+/// ... or about this many bytes of values and paths.
+const CATCH_UP_APPLY_BYTES: usize = 8 * 1024 * 1024;
+
 /// A completed join, not yet installed as the node's role.
 pub struct Joined {
     pub by_copy: bool,
+    /// Transactions received by an incremental catch-up (0: none).
+    pub caught_up: u64,
     stream: HaStream,
     ctl: HaStream,
     fr: FrameReader,
@@ -297,20 +304,33 @@ fn join_vsn(
         txid: last.txid.clone(),
         instance: (vsn >= 2).then(|| (node.instance.clone(), gen)),
     })?;
-    let (copy, wseq, history) = match recv(&mut fr, hs)? {
+    let (copy, wseq, wtxid, history, catch_up) = match recv(&mut fr, hs)? {
         PeerMsg::Welcome {
             copy,
             seq,
             txid,
             history,
+            catch_up,
         } => {
-            if !copy && (seq != last.seq || txid != last.txid) {
+            if !copy && catch_up.is_none() && (seq != last.seq || txid != last.txid) {
                 return Err((
                     CONFD_ERR_HA_CLOSED,
                     format!("protocol error: primary {pname} skipped the copy for a different transaction"),
                 ));
             }
-            (copy, seq, history)
+            // A catch-up brings us from our last transaction to the primary's, which is
+            // further on (only version 3 on knows it).
+            if catch_up.is_some() && (vsn < CATCH_UP_MIN_VSN || seq <= last.seq) {
+                return Err((
+                    CONFD_ERR_HA_CLOSED,
+                    format!(
+                        "protocol error: primary {pname} offered a catch-up to seq {seq} \
+                         (protocol version {vsn}) to this node at seq {}",
+                        last.seq
+                    ),
+                ));
+            }
+            (copy, seq, txid, history, catch_up)
         }
         m => {
             return Err((
@@ -332,6 +352,10 @@ fn join_vsn(
         .name("ha-up-wr".into())
         .spawn(move || writer_loop(ws, rx, tick, Arc::new(WriterState::default()), wwho))
         .map_err(|e| (CONFD_ERR_OS, format!("cannot start a thread: {e}")))?;
+    // Acknowledges a durable seq (the copy's, or each batch of a catch-up).
+    let send_ack = |tx: &Sender<Out>, seq: u64| {
+        let _ = tx.send(Out::Frame(frame(&PeerMsg::Ack(seq))));
+    };
     let fail = |tx: &Sender<Out>, e: (i32, String)| {
         let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = tx.send(Out::Stop);
@@ -353,6 +377,7 @@ fn join_vsn(
         }
     };
     let next_seq;
+    let mut caught_up = 0;
     if copy {
         let t0 = Instant::now();
         // What the copy discards of our own history goes to a rollback file first.
@@ -483,6 +508,7 @@ fn join_vsn(
                         drop(cs);
                         return Err(store_fail(&tx, "finishing the full copy", e));
                     }
+                    cs.copy_base = Some(meta.clone());
                     cs.last = meta;
                     cs.seq_floor = cs.seq_floor.max(seq);
                     drop(cs);
@@ -528,7 +554,7 @@ fn join_vsn(
                         crate::node::unix_ms(std::time::Instant::now()) as u64,
                         Ordering::Relaxed,
                     );
-                    let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+                    send_ack(&tx, seq);
                     crate::info!(
                         "ha",
                         "full copy from {pname}: {entries} entries at transaction {seq} in {} ms",
@@ -552,6 +578,109 @@ fn join_vsn(
                 }
             }
         }
+    } else if let Some(n) = catch_up {
+        // The transactions after our last one, up to (wseq, wtxid), then the live stream:
+        // applied here, in durable batches, each acknowledged, before besecondary returns.
+        let t0 = Instant::now();
+        let silence = node.cfg.dead_after().unwrap_or(Duration::from_secs(3600));
+        let proto_err = |why: String| {
+            fail(
+                &tx,
+                (
+                    CONFD_ERR_HA_CLOSED,
+                    format!("protocol error during the catch-up from {pname}: {why}"),
+                ),
+            )
+        };
+        let mut batch: Vec<(TxMeta, Vec<StoreOp>)> = Vec::new();
+        let (mut bytes, mut prev, mut got, mut first) = (0usize, last.seq, 0u64, 0u64);
+        loop {
+            let (seq, txid, ops) = match recv(&mut fr, silence) {
+                Ok(PeerMsg::Tick) => continue,
+                Ok(PeerMsg::Txn { seq, txid, ops }) => (seq, txid, ops),
+                Ok(m) => return Err(proto_err(format!("unexpected {m:?}"))),
+                Err(e) => return Err(fail(&tx, e)),
+            };
+            if seq <= prev || seq > wseq {
+                return Err(proto_err(format!(
+                    "transaction {seq} after {prev}, the catch-up ends at {wseq}"
+                )));
+            }
+            let done = seq == wseq;
+            if done && txid != wtxid {
+                return Err(proto_err(format!(
+                    "it ends with txid '{txid}', the welcome named '{wtxid}'"
+                )));
+            }
+            got += 1;
+            if first == 0 {
+                first = seq;
+            }
+            if got > n {
+                return Err(proto_err(format!(
+                    "more than the {n} transactions announced"
+                )));
+            }
+            bytes += ops
+                .iter()
+                .map(|o| match o {
+                    StoreOp::Set(p, v) => p.len() + v.len(),
+                    StoreOp::Delete(p) => p.len(),
+                })
+                .sum::<usize>();
+            prev = seq;
+            batch.push((TxMeta { seq, txid }, ops));
+            if !done && batch.len() < CATCH_UP_APPLY_TXNS && bytes < CATCH_UP_APPLY_BYTES {
+                continue;
+            }
+            let mut cs = lock(&node.commit);
+            if node.gen_now.load(Ordering::SeqCst) != gen {
+                drop(cs);
+                return Err(fail(
+                    &tx,
+                    (CONFD_ERR_HA_CLOSED, "superseded by another order".into()),
+                ));
+            }
+            if let Err(e) = node.store.commit(&batch) {
+                drop(cs);
+                return Err(store_fail(&tx, "applying the catch-up", e));
+            }
+            cs.last = batch[batch.len() - 1].0.clone();
+            cs.seq_floor = cs.seq_floor.max(seq);
+            drop(cs);
+            node.stats
+                .txns_applied
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+            bytes = 0;
+            send_ack(&tx, seq);
+            if done {
+                break;
+            }
+        }
+        if got != n {
+            crate::warn!(
+                "ha",
+                "catch-up from {pname}: {got} transactions arrived, {n} were announced"
+            );
+        }
+        node.stats
+            .catch_ups_received
+            .fetch_add(1, Ordering::Relaxed);
+        node.stats.last_txn_unix_ms.store(
+            crate::node::unix_ms(std::time::Instant::now()) as u64,
+            Ordering::Relaxed,
+        );
+        crate::info!(
+            "ha",
+            "catch-up from {pname}: {got} txns from seq {first} to {wseq} in {} ms (our seq {} \
+             txid '{}' is in its history: no copy)",
+            t0.elapsed().as_millis(),
+            last.seq,
+            last.txid
+        );
+        caught_up = got;
+        next_seq = wseq + 1;
     } else {
         next_seq = wseq + 1;
     }
@@ -561,6 +690,7 @@ fn join_vsn(
         .map_err(|e| fail(&tx, (CONFD_ERR_OS, format!("socket: {e}"))))?;
     Ok(Joined {
         by_copy: copy,
+        caught_up,
         ctl,
         stream: s,
         fr,
