@@ -4,8 +4,8 @@
 
 use crate::node::{lock, Node};
 use crate::replication::peer::{
-    nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
-    HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    frame, nonce, proof, queue, send_now, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
+    ReadErr, WriterState, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -24,6 +24,7 @@ pub struct Upstream {
     pub who: String,
     stream: HaStream,
     tx: Sender<Out>,
+    wstate: Arc<WriterState>,
     stopped: AtomicBool,
     pub last_rx: Mutex<Instant>,
     applier: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -46,9 +47,11 @@ impl Upstream {
     /// older primary does not know the message and is not sent it).
     pub fn report_subs(&self, nodes: Vec<HaNode>) {
         if self.vsn >= 2 && !self.is_stopped() {
-            let _ = self.tx.send(Out::Frame(Arc::new(
-                PeerMsg::SubSecondaries(nodes).encode(),
-            )));
+            queue(
+                &self.tx,
+                &self.wstate,
+                frame(&PeerMsg::SubSecondaries(nodes)),
+            );
         }
     }
     pub fn stop(&self) {
@@ -63,10 +66,15 @@ impl Upstream {
     fn cut(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+    /// Acknowledges from the calling thread (the applier, which made `seq` durable) when
+    /// the socket takes it at once, else through the writer's queue.
     fn ack(&self, seq: u64) {
-        let _ = self
-            .tx
-            .send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+        send_now(
+            &self.stream,
+            &self.tx,
+            &self.wstate,
+            frame(&PeerMsg::Ack(seq)),
+        );
     }
 }
 
@@ -77,6 +85,7 @@ pub struct Joined {
     ctl: HaStream,
     fr: FrameReader,
     tx: Sender<Out>,
+    wstate: Arc<WriterState>,
     next_seq: u64,
     who: String,
     vsn: i64,
@@ -95,12 +104,13 @@ impl Joined {
             who: self.who,
             stream: self.ctl,
             tx: self.tx,
+            wstate: self.wstate,
             stopped: AtomicBool::new(false),
             last_rx: Mutex::new(Instant::now()),
             applier: Mutex::new(None),
             vsn: self.vsn,
         });
-        let (atx, arx) = channel::<(u64, String, Vec<StoreOp>)>();
+        let (atx, arx) = channel::<Vec<Received>>();
         let (n1, u1) = (node.clone(), up.clone());
         let stream = self.stream;
         let fr = self.fr;
@@ -328,9 +338,11 @@ fn join_vsn(
     let tick = node.cfg.tick;
     let who = format!("primary {pname}");
     let wwho = who.clone();
+    let wstate = Arc::new(WriterState::default());
+    let wst = wstate.clone();
     std::thread::Builder::new()
         .name("ha-up-wr".into())
-        .spawn(move || writer_loop(ws, rx, tick, Arc::new(WriterState::default()), wwho))
+        .spawn(move || writer_loop(ws, rx, tick, wst, wwho))
         .map_err(|e| (CONFD_ERR_OS, format!("cannot start a thread: {e}")))?;
     let fail = |tx: &Sender<Out>, e: (i32, String)| {
         let _ = s.shutdown(std::net::Shutdown::Both);
@@ -528,7 +540,7 @@ fn join_vsn(
                         crate::node::unix_ms(std::time::Instant::now()) as u64,
                         Ordering::Relaxed,
                     );
-                    let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+                    queue(&tx, &wstate, frame(&PeerMsg::Ack(seq)));
                     crate::info!(
                         "ha",
                         "full copy from {pname}: {entries} entries at transaction {seq} in {} ms",
@@ -565,6 +577,7 @@ fn join_vsn(
         stream: s,
         fr,
         tx,
+        wstate,
         next_seq,
         who,
         vsn,
@@ -578,7 +591,7 @@ fn reader(
     s: HaStream,
     mut fr: FrameReader,
     mut next: u64,
-    atx: Sender<(u64, String, Vec<StoreOp>)>,
+    atx: Sender<Vec<Received>>,
 ) {
     let dead_after = node.cfg.dead_after();
     let poll = node
@@ -589,7 +602,13 @@ fn reader(
     let mut last = Instant::now();
     let mut woke = Instant::now();
     let mut r = &s;
+    // Transactions received and not yet handed to the applier: handed over once no other
+    // whole frame is buffered (one hand-off per batch read, not per transaction).
+    let mut batch: Vec<Received> = Vec::new();
     let (code, why) = loop {
+        if !batch.is_empty() && !fr.has_frame() && atx.send(std::mem::take(&mut batch)).is_err() {
+            break (CONFD_ERR_HA_CLOSED, "the applier stopped".into());
+        }
         let polled = fr.poll(&mut r);
         // Not running for a while (frozen): the primary's silence is ours; restart its clock.
         let gap = woke.elapsed();
@@ -618,9 +637,7 @@ fn reader(
                             );
                         }
                         next = seq + 1;
-                        if atx.send((seq, txid, ops)).is_err() {
-                            break (CONFD_ERR_HA_CLOSED, "the applier stopped".into());
-                        }
+                        batch.push((seq, txid, ops));
                     }
                     Ok(m) => {
                         break (
@@ -649,6 +666,10 @@ fn reader(
             }
         }
     };
+    // Everything fully received is applied before NOPRIMARY (the applier drains its queue).
+    if !batch.is_empty() {
+        let _ = atx.send(batch);
+    }
     drop(atx);
     if !up.is_stopped() {
         up.stop();
@@ -656,12 +677,17 @@ fn reader(
     }
 }
 
-fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<StoreOp>)>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
+/// A transaction as the reader hands it to the applier: seq, txid, operations.
+type Received = (u64, String, Vec<StoreOp>);
+
+/// Most transactions the applier commits in one batch.
+const MAX_APPLY_BATCH: usize = 1024;
+
+fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<Vec<Received>>) {
+    while let Ok(mut batch) = rx.recv() {
+        while batch.len() < MAX_APPLY_BATCH {
             match rx.try_recv() {
-                Ok(t) => batch.push(t),
+                Ok(mut t) => batch.append(&mut t),
                 Err(_) => break,
             }
         }
