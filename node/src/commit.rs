@@ -360,3 +360,75 @@ fn commit_batch(node: &Arc<Node>, need: usize, batch: Vec<CommitReq>) -> InFligh
     };
     InFlight { replies, wait }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    /// A later batch whose outcome is known first still waits for the batches before it:
+    /// replies leave strictly in commit order.
+    #[test]
+    fn replies_leave_in_commit_order() {
+        let p = Pipeline::default();
+        let (tx, rx) = sync_channel(8);
+        let acks = |seq| Wait::Acks {
+            seq,
+            targets: vec![],
+            need: 1,
+            deadline: Instant::now(),
+        };
+        for (txid, wait) in [
+            ("t1", acks(1)),
+            ("t2", Wait::Done(Ok(()))),
+            ("t3", acks(3)),
+            ("t4", Wait::Done(Err((CONFD_ERR_HA_ABORT, "x".into())))),
+        ] {
+            p.push(InFlight {
+                replies: vec![(tx.clone(), txid.to_string())],
+                wait,
+            });
+        }
+        // Batch 3's acks arrived, batch 1's not: nothing may leave.
+        let acked = |upto: u64| {
+            move |w: &mut Wait| match w {
+                Wait::Done(r) => Some(r.clone()),
+                Wait::Acks { seq, .. } => (*seq <= upto).then_some(Ok(())),
+            }
+        };
+        p.settle_with(|w| match w {
+            Wait::Acks { seq: 3, .. } => Some(Ok(())),
+            w => acked(0)(w),
+        });
+        assert!(rx.try_recv().is_err());
+        assert!(!p.is_empty());
+        p.settle_with(acked(3));
+        let got: Vec<CommitResult> = rx.try_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok("t1".into()),
+                Ok("t2".into()),
+                Ok("t3".into()),
+                Err((CONFD_ERR_HA_ABORT, "x".into()))
+            ]
+        );
+        assert!(p.is_empty());
+    }
+
+    /// Without acknowledgements or declared deaths a batch waits; with no target and
+    /// min-secondaries 1 it fails HA_ABORT, never OK.
+    #[test]
+    fn a_batch_short_of_min_secondaries_aborts() {
+        let mut w = Wait::Acks {
+            seq: 1,
+            targets: vec![],
+            need: 1,
+            deadline: Instant::now(),
+        };
+        let mut changed = false;
+        let r = acks_outcome(&mut w, false, &mut changed);
+        assert!(matches!(r, Some(Err((CONFD_ERR_HA_ABORT, _)))), "{r:?}");
+        assert!(changed);
+    }
+}
