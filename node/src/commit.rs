@@ -28,7 +28,7 @@ use confd_ha::errcode::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most requests in one batch, and about the most bytes.
@@ -37,6 +37,11 @@ const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// While batches wait for acknowledgements, the committer looks at their deadlines at
 /// least this often.
 const DEADLINE_SLICE: Duration = Duration::from_millis(50);
+/// At most this many committed batches wait for their acknowledgements at once: the
+/// committer makes the next batch durable and sends it while the ones before wait, and
+/// beyond this it waits too, so that requests arriving meanwhile form one larger batch
+/// (one fsync and one store commit for all of them) rather than many small ones.
+pub const MAX_INFLIGHT_BATCHES: usize = 2;
 
 pub type CommitResult = Result<String, (i32, String)>;
 
@@ -82,6 +87,9 @@ pub struct InFlight {
 #[derive(Default)]
 pub struct Pipeline {
     q: Mutex<VecDeque<InFlight>>,
+    /// Signalled when batches leave while the committer waits for room (`room`).
+    cv: Condvar,
+    committer_waits: AtomicBool,
     /// A batch settled with fewer confirmations than min-secondaries: the committer logs
     /// the change (`Node::in_sync_changed` takes the state lock, which whoever settles may
     /// hold).
@@ -95,6 +103,22 @@ impl Pipeline {
 
     fn is_empty(&self) -> bool {
         lock(&self.q).is_empty()
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.q).len()
+    }
+
+    /// Waits (at most `d`) until fewer than `n` batches are in flight.
+    fn room(&self, n: usize, d: Duration) {
+        let q = lock(&self.q);
+        if q.len() < n {
+            return;
+        }
+        self.committer_waits.store(true, Ordering::SeqCst);
+        let r = self.cv.wait_timeout_while(q, d, |q| q.len() >= n);
+        drop(r);
+        self.committer_waits.store(false, Ordering::SeqCst);
     }
 
     /// Replies to every batch at the front whose outcome is known now. Called by the
@@ -144,13 +168,18 @@ impl Pipeline {
     /// The ordering core: `outcome` says a batch's result, or None while it still waits.
     fn settle_with(&self, mut outcome: impl FnMut(&mut Wait) -> Option<Result<(), (i32, String)>>) {
         let mut q = lock(&self.q);
+        let mut left = false;
         while let Some(b) = q.front_mut() {
             let Some(r) = outcome(&mut b.wait) else { break };
             let b = q.pop_front().expect("front exists");
+            left = true;
             // Each reply channel holds one reply and gets one: never blocks.
             for (tx, txid) in b.replies {
                 let _ = tx.send(r.clone().map(|()| txid));
             }
+        }
+        if left && self.committer_waits.load(Ordering::SeqCst) {
+            self.cv.notify_one();
         }
     }
 }
@@ -216,7 +245,10 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
         // While batches wait, wake for their deadlines; a wake much later than asked means
         // this process did not run (frozen), which does not count against the peers.
         let asked = Instant::now();
-        let next = if pipe.is_empty() {
+        let next = if pipe.len() >= MAX_INFLIGHT_BATCHES {
+            pipe.room(MAX_INFLIGHT_BATCHES, DEADLINE_SLICE);
+            Err(RecvTimeoutError::Timeout)
+        } else if pipe.is_empty() {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
             rx.recv_timeout(DEADLINE_SLICE)
@@ -232,6 +264,7 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
         }
         let first = match next {
             Ok(r) => r,
+            // (or room in the pipeline, or a deadline)
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };

@@ -141,16 +141,12 @@ fn a_secondary_that_stops_reading_never_hangs_commits() {
 /// Async mode, so that data to the frozen secondary piles up until its socket buffers are
 /// full: the committer never waits for that socket (it queues for the writer thread), so
 /// no commit waits anywhere near the 6 s (3 ticks of 2 s) after which the frozen secondary
-/// is declared dead. A committer that blocked on the full socket would hold every commit
-/// until then.
+/// is declared dead (or until its queue passes MAX_QUEUED_BYTES and it is cut off). A
+/// committer that blocked on the full socket would hold every commit until then.
 #[test]
 fn a_full_secondary_socket_does_not_block_the_committer() {
     let (seen, dropped_after, frozen, p, _s1) =
         freeze_under_load(&["--replication", "async", "--tick-timeout", "2s"]);
-    assert!(
-        dropped_after >= Duration::from_secs(5),
-        "s1 dropped after {dropped_after:?}: before its 3 ticks"
-    );
     let during = seen
         .iter()
         .filter(|(t0, _, _)| *t0 >= frozen && *t0 < frozen + dropped_after)
@@ -169,7 +165,12 @@ fn a_full_secondary_socket_does_not_block_the_committer() {
         );
     }
     let log = p.log_text();
-    assert!(log.contains("s1 at 127.0.0.3 dropped"), "{log}");
+    assert!(
+        log.contains("s1 at 127.0.0.3 dropped: no ticks")
+            || log
+                .contains("s1 at 127.0.0.3 dropped: more than 256 MiB of replication data unread"),
+        "{log}"
+    );
 }
 
 #[test]
