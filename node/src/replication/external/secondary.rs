@@ -1,6 +1,7 @@
 //! The receiving side of replication: joining a primary (or relay), the full
-//! copy, then the reader thread (ticks, ordered txns) and the applier thread
-//! (group apply, durable, then ack; a relay forwards to its subs first).
+//! copy, then the reader thread: ticks, ordered txns, and the group apply of
+//! every transaction read (durable, then the ack from the same thread; a relay
+//! forwards to its subs first).
 
 use crate::node::{lock, Node};
 use crate::replication::peer::{
@@ -14,8 +15,8 @@ use confd_ha::proto::ha::{HaNode, NodeAddr};
 use confd_ha::value::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The link to our primary.
@@ -27,21 +28,34 @@ pub struct Upstream {
     wstate: Arc<WriterState>,
     stopped: AtomicBool,
     pub last_rx: Mutex<Instant>,
-    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The reader thread (which applies), and whether it has applied everything it
+    /// received for the last time (it then only reports the loss).
+    reader: Mutex<Option<std::thread::ThreadId>>,
+    applied: Mutex<bool>,
+    applied_cv: Condvar,
     /// The node-to-node protocol version agreed with the primary.
     vsn: i64,
 }
 
 impl Upstream {
-    /// Waits until the applier has made every transaction it received durable (it stops
-    /// once the reader is gone). Call after `stop`.
+    /// Waits until the reader has made every transaction it received durable (it does
+    /// once its link is gone). Call after `stop`.
     pub fn wait_applied(&self) {
-        let h = lock(&self.applier).take();
-        if let Some(h) = h {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
+        if *lock(&self.reader) == Some(std::thread::current().id()) {
+            return;
         }
+        let mut done = lock(&self.applied);
+        while !*done {
+            done = self
+                .applied_cv
+                .wait(done)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_applied(&self) {
+        *lock(&self.applied) = true;
+        self.applied_cv.notify_all();
     }
     /// A relay reports the nodes now behind it (protocol version 2 on; an
     /// older primary does not know the message and is not sent it).
@@ -61,10 +75,6 @@ impl Upstream {
     }
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
-    }
-    /// Cuts the link without stopping: the reader then reports the loss.
-    fn cut(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
     /// Acknowledges from the calling thread (the applier, which made `seq` durable) when
     /// the socket takes it at once, else through the writer's queue.
@@ -98,7 +108,7 @@ impl Joined {
         let _ = self.tx.send(Out::Stop);
     }
 
-    /// Starts the reader and applier threads for generation `gen`.
+    /// Starts the reader thread for generation `gen`.
     pub fn start(self, node: Arc<Node>, gen: u64) -> Arc<Upstream> {
         let up = Arc::new(Upstream {
             who: self.who,
@@ -107,28 +117,31 @@ impl Joined {
             wstate: self.wstate,
             stopped: AtomicBool::new(false),
             last_rx: Mutex::new(Instant::now()),
-            applier: Mutex::new(None),
+            reader: Mutex::new(None),
+            applied: Mutex::new(false),
+            applied_cv: Condvar::new(),
             vsn: self.vsn,
         });
-        let (atx, arx) = channel::<Vec<Received>>();
         let (n1, u1) = (node.clone(), up.clone());
         let stream = self.stream;
         let fr = self.fr;
         let next = self.next_seq;
-        let r1 = std::thread::Builder::new()
+        // Held until the thread id is recorded: the reader reports a loss only after.
+        let mut rid = lock(&up.reader);
+        match std::thread::Builder::new()
             .name("ha-up-rd".into())
-            .spawn(move || reader(n1, u1, gen, stream, fr, next, atx));
-        let (n2, u2) = (node.clone(), up.clone());
-        let r2 = std::thread::Builder::new()
-            .name("ha-apply".into())
-            .spawn(move || applier(n2, u2, arx));
-        match (r1, r2) {
-            (Ok(_), Ok(h)) => *lock(&up.applier) = Some(h),
-            _ => {
-                crate::error!("ha", "cannot start the secondary's threads");
+            .spawn(move || reader(n1, u1, gen, stream, fr, next))
+        {
+            Ok(h) => *rid = Some(h.thread().id()),
+            Err(_) => {
+                drop(rid);
+                crate::error!("ha", "cannot start the secondary's thread");
                 up.stop();
+                up.set_applied();
+                return up;
             }
         }
+        drop(rid);
         up
     }
 }
@@ -591,8 +604,9 @@ fn reader(
     s: HaStream,
     mut fr: FrameReader,
     mut next: u64,
-    atx: Sender<Vec<Received>>,
 ) {
+    // Until `start` has recorded this thread's id (wait_applied must know it).
+    drop(lock(&up.reader));
     let dead_after = node.cfg.dead_after();
     let poll = node
         .cfg
@@ -602,12 +616,16 @@ fn reader(
     let mut last = Instant::now();
     let mut woke = Instant::now();
     let mut r = &s;
-    // Transactions received and not yet handed to the applier: handed over once no other
-    // whole frame is buffered (one hand-off per batch read, not per transaction).
+    // Transactions received and not yet applied: applied (one store commit, one ack) once
+    // no other whole frame is buffered, or MAX_APPLY_BATCH of them are.
     let mut batch: Vec<Received> = Vec::new();
+    let mut failed = false;
     let (code, why) = loop {
-        if !batch.is_empty() && !fr.has_frame() && atx.send(std::mem::take(&mut batch)).is_err() {
-            break (CONFD_ERR_HA_CLOSED, "the applier stopped".into());
+        if !batch.is_empty() && (!fr.has_frame() || batch.len() >= MAX_APPLY_BATCH) {
+            if let Err(e) = apply(&node, &up, std::mem::take(&mut batch)) {
+                failed = true;
+                break (CONFD_ERR_HA_CLOSED, e);
+            }
         }
         let polled = fr.poll(&mut r);
         // Not running for a while (frozen): the primary's silence is ours; restart its clock.
@@ -666,33 +684,30 @@ fn reader(
             }
         }
     };
-    // Everything fully received is applied before NOPRIMARY (the applier drains its queue).
-    if !batch.is_empty() {
-        let _ = atx.send(batch);
+    // Everything fully received is applied before NOPRIMARY or another role.
+    if !batch.is_empty() && !failed {
+        let _ = apply(&node, &up, batch);
     }
-    drop(atx);
+    up.set_applied();
     if !up.is_stopped() {
         up.stop();
         node.upstream_lost(gen, code, &why);
     }
 }
 
-/// A transaction as the reader hands it to the applier: seq, txid, operations.
+/// A transaction as read: seq, txid, operations.
 type Received = (u64, String, Vec<StoreOp>);
 
-/// Most transactions the applier commits in one batch.
+/// Most transactions the reader applies in one batch.
 const MAX_APPLY_BATCH: usize = 1024;
 
-fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<Vec<Received>>) {
-    while let Ok(mut batch) = rx.recv() {
-        while batch.len() < MAX_APPLY_BATCH {
-            match rx.try_recv() {
-                Ok(mut t) => batch.append(&mut t),
-                Err(_) => break,
-            }
-        }
-        // Applied even when the link is gone (it stopped): what was fully received is made
-        // durable before the node reports NOPRIMARY or takes another role.
+/// Applies one batch durably, then acknowledges it from this thread (sync mode on a relay:
+/// once its sub-secondaries have it too). Applied even when the link is gone (it stopped):
+/// what was fully received is made durable before the node reports NOPRIMARY or takes
+/// another role. On a store error: a fault fail-stops the role (the link is stopped first,
+/// so no loss is reported for it); anything else is returned (the link is then lost).
+fn apply(node: &Arc<Node>, up: &Upstream, batch: Vec<Received>) -> Result<(), String> {
+    {
         let mut cs = lock(&node.commit);
         let n = batch.len() as u64;
         let txns: Vec<(TxMeta, Vec<StoreOp>)> = batch
@@ -710,10 +725,11 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<Vec<Received>>) {
                 // Our disk, not the primary: leave the role with the local-store reason.
                 up.stop();
                 node.store_failed(&format!("applying transaction {}", last.seq), &e);
-            } else {
-                up.cut();
             }
-            return;
+            return Err(format!(
+                "applying transactions up to {} failed: {e}",
+                last.seq
+            ));
         }
         cs.last = last.clone();
         cs.seq_floor = cs.seq_floor.max(last.seq);
@@ -735,6 +751,7 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<Vec<Received>>) {
         }
         up.ack(last.seq);
     }
+    Ok(())
 }
 
 /// What a full copy would discard of the local history.
