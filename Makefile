@@ -14,6 +14,8 @@
 #                         frames per port (HA_FUZZ_FRAMES, HA_FUZZ_SEED to change or repeat)
 #   make demo / make bench
 #   make bench-peers      ha-node beside PostgreSQL, Redis and etcd (bench/PEERS.md; not in check)
+#   make bench-commit-path  ha-node's commit path alone: latency, throughput, context switches
+#                         and CPU per commit per node, 0/1/2 secondaries (prints a table)
 #   make demo-keepalived  a keepalived failover end to end (root, keepalived; network namespaces)
 #   make check-frameworks the keepalived and Pacemaker tests (root; each skips loudly when its
 #                         framework is not installed)
@@ -59,7 +61,7 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench bench-peers clean FORCE \
+        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench bench-peers bench-commit-path clean FORCE \
         contrib check-ocf check-frameworks run-frameworks demo-keepalived
 
 all: build
@@ -240,6 +242,9 @@ bench: build
 # Not part of check: installs packages (root), runs for minutes. BENCH_PEERS_QUICK=1 for a short run.
 bench-peers: build
 	BENCH_SKIP_BUILD=1 scripts/bench-peers.sh
+
+bench-commit-path: build
+	scripts/bench-commit-path.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -323,6 +323,45 @@ static double server_cpu_s(void)
     return (double)total / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Context switches (voluntary + involuntary) of every thread of PID now alive, and its
+ * CPU ticks (all threads, live and exited): per-node figures of `tput`. */
+static long long proc_ctxt(int pid)
+{
+    char path[64], line[256];
+    long long total = 0, v;
+    DIR *d;
+    struct dirent *e;
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    d = opendir(path);
+    while (d && (e = readdir(d)) != NULL) {
+        FILE *f;
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%d/status", pid, atoi(e->d_name));
+        f = fopen(path, "r");
+        if (!f) continue;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+                total += v;
+        fclose(f);
+    }
+    if (d) closedir(d);
+    return total;
+}
+
+static int cpu_roots(int *roots, int max)
+{
+    int n = 0;
+    const char *s = o_cpu_pids;
+    while (*s && n < max) {
+        roots[n++] = atoi(s);
+        s = strchr(s, ',');
+        if (!s) break;
+        s++;
+    }
+    return n;
+}
+
 /* ---- modes ---- */
 
 static int cmp_u64(const void *a, const void *b)
@@ -363,6 +402,9 @@ struct worker {
 };
 static pthread_barrier_t start_bar;
 static volatile int stop_flag;
+/* Clients connect one at a time: ha-node closes a source's connections beyond
+ * MAX_PENDING_HANDSHAKES_PER_SOURCE (8) still in their hello. */
+static pthread_mutex_t connect_mx = PTHREAD_MUTEX_INITIALIZER;
 
 static void *worker_main(void *arg)
 {
@@ -370,7 +412,9 @@ static void *worker_main(void *arg)
     struct conn c;
     unsigned char val[VALUE_BYTES];
     long i = 0;
+    pthread_mutex_lock(&connect_mx);
     conn_open(&c);
+    pthread_mutex_unlock(&connect_mx);
     pthread_barrier_wait(&start_bar);
     while (!__atomic_load_n(&stop_flag, __ATOMIC_RELAXED)) {
         fill_random(val, sizeof val, (uint64_t)(w->id * 1000003 + i));
@@ -397,7 +441,13 @@ static void mode_tput(int clients, double secs)
         w[i].count = 0;
         pthread_create(&w[i].th, NULL, worker_main, &w[i]);
     }
+    int roots[8], nroots = cpu_roots(roots, 8), ppid;
+    long long cs0[8], cs1[8], tk0[8], tk1[8];
     pthread_barrier_wait(&start_bar);
+    for (int i = 0; i < nroots; i++) {
+        cs0[i] = proc_ctxt(roots[i]);
+        tk0[i] = proc_ticks(roots[i], &ppid);
+    }
     cpu0 = server_cpu_s();
     t0 = now_ns();
     usleep((useconds_t)(secs * 1e6));
@@ -405,6 +455,10 @@ static void mode_tput(int clients, double secs)
     pthread_barrier_wait(&start_bar);
     t1 = now_ns();
     cpu1 = server_cpu_s();
+    for (int i = 0; i < nroots; i++) {
+        cs1[i] = proc_ctxt(roots[i]);
+        tk1[i] = proc_ticks(roots[i], &ppid);
+    }
     pthread_barrier_wait(&start_bar);
     for (int i = 0; i < clients; i++) {
         pthread_join(w[i].th, NULL);
@@ -415,6 +469,12 @@ static void mode_tput(int clients, double secs)
     printf("BENCH %s.cpus%d %.3f s\n", o_name, clients, cpu1 - cpu0);
     if (total > 0)
         printf("BENCH %s.cpu%d %.1f us/commit\n", o_name, clients, (cpu1 - cpu0) * 1e6 / (double)total);
+    for (int i = 0; i < nroots && total > 0; i++) {
+        printf("BENCH %s.cs%d.node%d %.2f switches/commit\n", o_name, clients, i,
+               (double)(cs1[i] - cs0[i]) / (double)total);
+        printf("BENCH %s.cpu%d.node%d %.1f us/commit\n", o_name, clients, i,
+               (double)(tk1[i] - tk0[i]) * 1e6 / (double)sysconf(_SC_CLK_TCK) / (double)total);
+    }
 }
 
 static void mode_fill(long mib, long kib, long first)

@@ -129,6 +129,8 @@ pub struct Node {
     pub gen_now: AtomicU64,
     pub commit: Mutex<CommitState>,
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
+    /// Committed batches waiting for their replies, in commit order.
+    pub pipeline: crate::commit::Pipeline,
     ha_conn: Mutex<Option<(u64, Stream)>>,
     token: Mutex<Arc<Vec<u8>>>,
     /// Set when the store failed (why, naming the local store); cleared when it reopened.
@@ -203,6 +205,7 @@ impl Node {
                 copy_base: None,
             }),
             commit_tx: Mutex::new(None),
+            pipeline: Default::default(),
             ha_conn: Mutex::new(None),
             token: Mutex::new(Arc::new(Vec::new())),
             store_fault: Mutex::new(None),

@@ -678,10 +678,11 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
             )),
         },
         DataRequest::Commit(ops) => {
+            // An early refusal, when the commit lock is free: the committer holds it across
+            // a batch's fsync, and the committer checks again anyway (no wait here).
             if let Some(m) = node.managed() {
                 m.check_writable()?;
-            } else {
-                let cs = lock(&node.commit);
+            } else if let Ok(cs) = node.commit.try_lock() {
                 if !cs.writable {
                     return Err((CONFD_ERR_NOT_WRITABLE, cs.refusal.clone()));
                 }
@@ -706,7 +707,9 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
             }
             let (tx, rx) = sync_channel(1);
             let t0 = std::time::Instant::now();
-            let sent = lock(&node.commit_tx)
+            // Sent outside the lock (the send may wake the committer).
+            let committer = lock(&node.commit_tx).clone();
+            let sent = committer
                 .as_ref()
                 .map(|c| {
                     c.send(CommitReq {

@@ -2,18 +2,18 @@
 //! proofs, a frame reader that tolerates read timeouts, and the per-connection
 //! writer thread that carries data and ticks through one queue.
 
+use crate::node::lock;
 use crate::store::StoreOp;
 use crate::tls::HaStream;
-use confd_ha::proto::frame::write_frame;
 use confd_ha::proto::ha::HaNode;
 use confd_ha::proto::term::Term;
 use confd_ha::value::Value;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Highest version of the node-to-node protocol this node speaks. Version 2
@@ -509,6 +509,14 @@ impl FrameReader {
         self.max = MAX_PEER_FRAME;
     }
 
+    /// Whether a whole frame is buffered (the next `poll` returns it without reading).
+    pub fn has_frame(&self) -> bool {
+        let avail = &self.buf[self.start..];
+        avail.len() >= 4
+            && 4 + u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
+                <= avail.len()
+    }
+
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, ReadErr> {
         let avail = &self.buf[self.start..];
         if avail.len() < 4 {
@@ -594,30 +602,78 @@ impl FrameReader {
 
 /// What a writer thread sends.
 pub enum Out {
+    /// Whole frames, each with its 4-byte length (see [`frame`]); written as they are.
     Frame(Arc<Vec<u8>>),
     Stop,
 }
 
-/// One message as the writer thread takes it (here: the encoded term; the writer adds the
-/// length). The pipelined committer's branch defines `frame` with the 4-byte length
-/// included, for writers that write frames as they are: on merging, keep that one.
+/// One message as a frame on the wire: its 4-byte big-endian length, then the message.
 pub fn frame(msg: &PeerMsg) -> Arc<Vec<u8>> {
-    Arc::new(msg.encode())
+    let mut f = Vec::new();
+    push_frame(&mut f, &msg.encode());
+    Arc::new(f)
+}
+
+/// `payload` as one frame.
+pub fn framed(payload: &[u8]) -> Arc<Vec<u8>> {
+    let mut f = Vec::with_capacity(4 + payload.len());
+    push_frame(&mut f, payload);
+    Arc::new(f)
+}
+
+/// Appends one frame (length, then `payload`) to `out`.
+pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
 }
 
 /// Shared between a connection's writer thread and whoever feeds it.
 #[derive(Default)]
 pub struct WriterState {
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (decremented only once written, under `wire`).
     pub queued: AtomicUsize,
     /// The writer failed or stopped.
     pub dead: AtomicBool,
+    /// Held by whoever writes to the socket: the writer thread for each queued frame and
+    /// tick, or a thread writing directly ([`send_now`]).
+    wire: Mutex<()>,
+}
+
+/// Sends whole frames `f` on `s`, in order after everything sent before: directly from
+/// the calling thread when nothing is queued for the writer thread and the socket takes
+/// them at once (no thread hand-off), else (or for the part the socket did not take, a
+/// TLS stream, a writer busy on the socket) through the writer's queue. Never waits for
+/// the socket: a peer that stops reading makes the queue grow (its owner bounds it), not
+/// the caller block.
+pub fn send_now(s: &HaStream, tx: &Sender<Out>, st: &WriterState, f: Arc<Vec<u8>>) {
+    let Ok(_g) = st.wire.try_lock() else {
+        return queue(tx, st, f);
+    };
+    if st.queued.load(Ordering::SeqCst) > 0 || st.dead.load(Ordering::SeqCst) {
+        return queue(tx, st, f);
+    }
+    match s.send_nowait(&f) {
+        Some(Ok(n)) if n == f.len() => {}
+        // The rest goes first in the queue: nothing else is queued, and the wire is ours.
+        Some(Ok(n)) => queue(tx, st, Arc::new(f[n..].to_vec())),
+        // A broken socket: the writer finds out and ends the connection.
+        Some(Err(_)) | None => queue(tx, st, f),
+    }
+}
+
+/// Queues whole frames `f` for the writer thread (behind everything queued before).
+pub fn queue(tx: &Sender<Out>, st: &WriterState, f: Arc<Vec<u8>>) {
+    st.queued.fetch_add(f.len(), Ordering::SeqCst);
+    if tx.send(Out::Frame(f)).is_err() {
+        st.dead.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The writer loop of one peer connection: frames from `rx` in order, and a
 /// tick whenever nothing was written for `tick`. Returns when told to stop,
 /// when the queue's senders are gone, or on a write error (it then shuts the
-/// socket down so that the reader side notices too).
+/// socket down so that the reader side notices too). Frames written directly by
+/// [`send_now`] count as writes for the tick.
 pub fn writer_loop(
     mut s: HaStream,
     rx: Receiver<Out>,
@@ -625,7 +681,7 @@ pub fn writer_loop(
     state: Arc<WriterState>,
     who: String,
 ) {
-    let tick_frame = PeerMsg::Tick.encode();
+    let tick_frame = frame(&PeerMsg::Tick);
     let mut last_write = Instant::now();
     loop {
         let msg = match tick {
@@ -633,10 +689,13 @@ pub fn writer_loop(
                 let due = last_write + t;
                 let now = Instant::now();
                 if now >= due {
-                    if let Err(e) = write_frame(&mut s, &tick_frame) {
+                    let g = lock(&state.wire);
+                    if let Err(e) = s.write_all(&tick_frame) {
+                        drop(g);
                         crate::debug!("ha", "writing a tick to {who}: {e}");
                         break;
                     }
+                    drop(g);
                     last_write = Instant::now();
                     continue;
                 }
@@ -654,8 +713,11 @@ pub fn writer_loop(
         match msg {
             Out::Stop => break,
             Out::Frame(f) => {
-                state.queued.fetch_sub(f.len(), Ordering::Relaxed);
-                if let Err(e) = write_frame(&mut s, &f) {
+                let g = lock(&state.wire);
+                let r = s.write_all(&f);
+                state.queued.fetch_sub(f.len(), Ordering::SeqCst);
+                drop(g);
+                if let Err(e) = r {
                     crate::debug!("ha", "writing to {who}: {e}");
                     break;
                 }
@@ -670,6 +732,7 @@ pub fn writer_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use confd_ha::proto::frame::write_frame;
 
     #[test]
     fn messages_round_trip() {

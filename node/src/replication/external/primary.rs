@@ -5,9 +5,9 @@
 use crate::node::{id_str, lock, node_addr, Node};
 use crate::replication::external::secondary::Upstream;
 use crate::replication::peer::{
-    chunk_term, frame, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out,
-    PeerMsg, ReadErr, WriterState, CATCH_UP_MIN_VSN, COPY_CHUNK_BYTES, HA_PROTO_VSN,
-    HA_PROTO_VSN_MIN,
+    chunk_term, frame, framed, negotiate, nonce, proof, push_frame, queue, send_now, verify_proof,
+    writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState, CATCH_UP_MIN_VSN,
+    COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -107,6 +107,23 @@ pub struct Acks {
     pub lost: Vec<String>,
 }
 
+/// Who of `targets` confirmed `seq`, and who was lost without confirming it or being
+/// declared dead (once none of them is still pending).
+pub fn acks_of(targets: &[Arc<Peer>], seq: u64) -> Acks {
+    let mut acks = Acks::default();
+    for p in targets {
+        if p.acked.load(Ordering::SeqCst) >= seq {
+            acks.confirmed += 1;
+        } else if !p.declared.load(Ordering::SeqCst) {
+            let why = lock(&p.kill_reason)
+                .clone()
+                .unwrap_or_else(|| "its connection was lost".into());
+            acks.lost.push(format!("{}: {why}", p.who));
+        }
+    }
+    acks
+}
+
 pub struct Peer {
     pub id: Value,
     pub addr: NodeAddr,
@@ -156,13 +173,15 @@ struct PeerOut {
 }
 
 impl Peer {
+    /// Queues whole frames for the writer thread.
     fn push(&self, f: Arc<Vec<u8>>) {
-        self.wstate.queued.fetch_add(f.len(), Ordering::Relaxed);
-        let _ = self.tx.send(Out::Frame(f));
+        queue(&self.tx, &self.wstate, f);
     }
 
-    /// Queues a transaction frame (held back while a full copy is going out).
-    /// A secondary that lets more than MAX_QUEUED_BYTES pile up is cut off.
+    /// Sends whole transaction frames: held back while a full copy is going out, else
+    /// written by the calling thread when the socket takes them at once, else queued
+    /// ([`send_now`]: never waits for the socket). A secondary that lets more than
+    /// MAX_QUEUED_BYTES pile up is cut off.
     pub fn send(&self, f: Arc<Vec<u8>>) {
         let mut o = lock(&self.out);
         if o.copying {
@@ -173,7 +192,7 @@ impl Peer {
                 self.kill("too much replication data held back during its full copy");
             }
         } else {
-            self.push(f);
+            send_now(&self.stream, &self.tx, &self.wstate, f);
             drop(o);
             if self.wstate.queued.load(Ordering::Relaxed) > MAX_QUEUED_BYTES {
                 self.kill(&format!(
@@ -312,6 +331,8 @@ impl Downstream {
         let _g = lock(&self.ack_mx);
         self.ack_cv.notify_all();
         drop(_g);
+        // Commits waiting for those peers are settled now (unconfirmed: HA_ABORT).
+        self.node.pipeline.settle();
         // A relay that stops serving (and stays a secondary) has nobody behind it now.
         self.report_upstream();
     }
@@ -527,10 +548,16 @@ impl Downstream {
                 p.sent_seq.fetch_max(last, Ordering::SeqCst);
             }
         }
+        // The batch as one buffer of frames: one write per peer.
+        let mut buf = Vec::new();
         for (m, ops) in txns {
-            self.broadcast(&Arc::new(
-                crate::replication::peer::txn_term(m.seq, &m.txid, ops).encode(),
-            ));
+            push_frame(
+                &mut buf,
+                &crate::replication::peer::txn_term(m.seq, &m.txid, ops).encode(),
+            );
+        }
+        if !buf.is_empty() {
+            self.broadcast(&Arc::new(buf));
         }
         if let Some((m, _)) = txns.last() {
             self.sent_seq.fetch_max(m.seq, Ordering::SeqCst);
@@ -554,7 +581,7 @@ impl Downstream {
         targets
     }
 
-    /// Queues a frame for every connected peer.
+    /// Sends whole frames to every connected peer (see [`Peer::send`]).
     pub fn broadcast(&self, f: &Arc<Vec<u8>>) {
         for p in lock(&self.peers).iter() {
             p.send(f.clone());
@@ -613,18 +640,7 @@ impl Downstream {
             }
         }
         drop(g);
-        let mut acks = Acks::default();
-        for p in targets {
-            if p.acked.load(Ordering::SeqCst) >= seq {
-                acks.confirmed += 1;
-            } else if !p.declared.load(Ordering::SeqCst) {
-                let why = lock(&p.kill_reason)
-                    .clone()
-                    .unwrap_or_else(|| "its connection was lost".into());
-                acks.lost.push(format!("{}: {why}", p.who));
-            }
-        }
-        acks
+        acks_of(targets, seq)
     }
 
     fn drop_peer(&self, p: &Arc<Peer>, why: &str) {
@@ -635,15 +651,16 @@ impl Downstream {
         let _ = p.tx.send(Out::Stop);
         lock(&self.peers).retain(|q| !Arc::ptr_eq(q, p));
         {
-            let _g = lock(&self.ack_mx);
-            self.ack_cv.notify_all();
-        }
-        {
             let mut r = lock(&p.kill_reason);
             if r.is_none() {
                 *r = Some(why.to_owned());
             }
         }
+        {
+            let _g = lock(&self.ack_mx);
+            self.ack_cv.notify_all();
+        }
+        self.node.pipeline.settle();
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -1263,7 +1280,7 @@ impl Downstream {
                 std::thread::sleep(Duration::from_millis(1));
             }
             match sn.next_chunk(COPY_CHUNK_BYTES) {
-                Ok(Some(c)) => peer.push(Arc::new(chunk_term(&c).encode())),
+                Ok(Some(c)) => peer.push(framed(&chunk_term(&c).encode())),
                 Ok(None) => break,
                 Err(e) => {
                     crate::error!("ha", "full copy to {}: {e}", peer.who);
@@ -1275,13 +1292,10 @@ impl Downstream {
         // Before CopyDone can reach the secondary (and its besecondary return): from here
         // on, commits wait for it.
         peer.copy_done_sent.store(true, Ordering::SeqCst);
-        peer.push(Arc::new(
-            PeerMsg::CopyDone {
-                seq: meta.seq,
-                txid: meta.txid.clone(),
-            }
-            .encode(),
-        ));
+        peer.push(frame(&PeerMsg::CopyDone {
+            seq: meta.seq,
+            txid: meta.txid.clone(),
+        }));
         // Release the transactions held back during the copy, in order.
         loop {
             let mut o = lock(&peer.out);
@@ -1388,8 +1402,12 @@ impl Downstream {
                                 );
                                 self.node.in_sync_changed();
                             }
-                            let _g = lock(&self.ack_mx);
-                            self.ack_cv.notify_all();
+                            {
+                                let _g = lock(&self.ack_mx);
+                                self.ack_cv.notify_all();
+                            }
+                            // Replies to the commits this ack completes, from this thread.
+                            self.node.pipeline.settle();
                         }
                         Ok(m) => break format!("protocol error: unexpected {m:?}"),
                         Err(e) => break format!("protocol error: {e}"),
