@@ -1,8 +1,9 @@
 //! The pipelined commit path with real ha-node processes: a secondary that stops reading
 //! its socket (SIGSTOP) never makes commits on the primary hang past the ack deadline (and
-//! in async mode, once its socket is full, not at all), and
-//! under concurrent clients a reply means its transaction (and every one before it) is
-//! durable on the secondary, each client's replies in commit order.
+//! in async mode, once its socket is full, not at all); a primary frozen past its ack
+//! deadline does not declare its secondary dead; under concurrent clients a reply means its
+//! transaction (and every one before it) is durable on the secondary, each client's replies
+//! in commit order.
 
 mod common;
 use common::*;
