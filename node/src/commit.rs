@@ -192,18 +192,24 @@ fn acks_outcome(
     expired: bool,
     changed: &mut bool,
 ) -> Option<Result<(), (i32, String)>> {
-    let (seq, targets, need) = match w {
+    let (seq, targets, need, deadline) = match w {
         Wait::Done(r) => return Some(r.clone()),
         Wait::Acks {
-            seq, targets, need, ..
-        } => (*seq, &*targets, *need),
+            seq,
+            targets,
+            need,
+            deadline,
+        } => (*seq, &*targets, *need, *deadline),
     };
     let pending: Vec<&Arc<Peer>> = targets
         .iter()
         .filter(|p| !p.is_dead() && p.acked.load(Ordering::SeqCst) < seq)
         .collect();
     if !pending.is_empty() {
-        if !expired {
+        // A peer is declared dead only once its reader has read everything that reached
+        // the socket by the deadline: an ack sent in time but not yet read (this process
+        // was frozen, or its reader not yet scheduled) never makes it look silent.
+        if !expired || pending.iter().any(|p| !p.read_since(deadline)) {
             return None;
         }
         for p in pending {

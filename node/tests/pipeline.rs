@@ -1,8 +1,9 @@
 //! The pipelined commit path with real ha-node processes: a secondary that stops reading
 //! its socket (SIGSTOP) never makes commits on the primary hang past the ack deadline (and
-//! in async mode, once its socket is full, not at all), and
-//! under concurrent clients a reply means its transaction (and every one before it) is
-//! durable on the secondary, each client's replies in commit order.
+//! in async mode, once its socket is full, not at all); a primary frozen past its ack
+//! deadline does not declare its secondary dead; under concurrent clients a reply means its
+//! transaction (and every one before it) is durable on the secondary, each client's replies
+//! in commit order.
 
 mod common;
 use common::*;
@@ -219,4 +220,44 @@ fn replies_come_in_commit_order_once_the_secondary_has_them() {
     r.sort_unstable();
     r.dedup();
     assert_eq!(r.len(), CLIENTS * 40, "every commit got its own seq");
+}
+
+/// The primary is frozen (SIGSTOP) longer than its ack deadline while commits are in flight,
+/// then resumed: the secondary, which kept acknowledging what it had, is not declared dead
+/// for the primary's own silence (its acks wait unread in the socket until the primary's
+/// reader runs again), and no commit fails.
+#[test]
+fn a_frozen_primary_does_not_declare_its_secondary_dead() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    // The secondary notices a silent primary only after 3 x 2 s, well after the freeze.
+    let s = Node::start("s", 3, port, &["--tick-timeout", "2s"]);
+    p.ha().beprimary("p").unwrap();
+    s.ha().besecondary("s", &p.as_primary(), true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Seen = Default::default();
+    let clients = load(&p, &stop, &seen);
+    for round in 0..3 {
+        let n = seen.lock().unwrap().len();
+        wait_for("commits under load", T, || {
+            (seen.lock().unwrap().len() >= n + 30).then_some(())
+        });
+        // Longer than the primary's ack deadline (3 x 200 ms) and STALL_SLACK together.
+        p.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(1500));
+        p.signal(libc::SIGCONT);
+        let n = seen.lock().unwrap().len();
+        wait_for(&format!("commits after thaw {round}"), T, || {
+            (seen.lock().unwrap().len() >= n + 30).then_some(())
+        });
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    for (_, _, r) in seen.lock().unwrap().iter() {
+        assert!(r.is_ok(), "commit failed: {r:?}");
+    }
+    assert_eq!(p.stat("secondaries_dropped"), 0, "{}", p.log_text());
+    assert_eq!(p.status().1.len(), 1);
 }

@@ -150,6 +150,9 @@ pub struct Peer {
     kill_reason: Mutex<Option<String>>,
     stream: HaStream,
     pub last_rx: Mutex<Instant>,
+    /// Everything that reached the socket before this instant has been read and handled
+    /// (acks counted): the reader's last read that left nothing buffered started then.
+    read_until: Mutex<Instant>,
     /// When it joined (the start of its full copy, if it got one).
     joined: Instant,
     /// The node process's instance id and join attempt (protocol version 2 on).
@@ -201,6 +204,11 @@ impl Peer {
                 ));
             }
         }
+    }
+
+    /// Whether its reader has handled everything that reached the socket by `t`.
+    pub fn read_since(&self, t: Instant) -> bool {
+        *lock(&self.read_until) >= t
     }
 
     pub fn is_dead(&self) -> bool {
@@ -994,6 +1002,7 @@ impl Downstream {
                 kill_reason: Mutex::new(None),
                 stream: rs,
                 last_rx: Mutex::new(Instant::now()),
+                read_until: Mutex::new(Instant::now()),
                 joined: Instant::now(),
                 instance,
                 subs: Mutex::new(Vec::new()),
@@ -1363,11 +1372,17 @@ impl Downstream {
             .cfg
             .tick
             .map(|t| (t / 10).max(Duration::from_millis(5)));
-        let _ = s.set_read_timeout(poll);
+        // Also without ticks: `read_until` must advance while the peer is silent.
+        let _ = s.set_read_timeout(Some(poll.unwrap_or(WAIT_SLICE)));
         let mut last = Instant::now();
         let mut woke = Instant::now();
         let mut r = &s;
         let why: String = loop {
+            // A read happens in this poll only when no whole frame is buffered; one read
+            // takes everything in the socket (acks and ticks are a few bytes; a larger
+            // report can leave some unread, which delays, never advances, this mark).
+            let fresh = !fr.has_frame();
+            let started = Instant::now();
             let polled = fr.poll(&mut r);
             // Not running for a while (frozen): the peer's silence is ours; restart its clock.
             let gap = woke.elapsed();
@@ -1416,6 +1431,10 @@ impl Downstream {
                 Ok(None) => {}
                 Err(ReadErr::Closed) => break "connection closed".into(),
                 Err(e) => break e.to_string(),
+            }
+            // Handled (an ack counted) before the mark moves.
+            if fresh && !fr.has_frame() {
+                *lock(&peer.read_until) = started;
             }
             if let Some(d) = dead_after {
                 if last.elapsed() > d {
