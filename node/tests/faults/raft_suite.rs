@@ -592,8 +592,8 @@ fn run_one(sc: &RScenario, n: usize, it: u32, net: &Net, phase: Duration) -> ROu
         }
         if let Some(st) = c.nodes[i].exited() {
             if !c.nodes[i].expected_exit {
-                c.errors
-                    .push(format!("{} exited by itself ({st})", names[i]));
+                let name = c.names[i].clone();
+                c.errors.push(format!("{name} exited by itself ({st})"));
             }
         }
         if !c.nodes[i].running() {
