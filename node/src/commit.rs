@@ -55,6 +55,11 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
                 Err(_) => break,
             }
         }
+        // A self-managing mode (Raft) takes the batch: it orders, replicates and applies.
+        if let Some(m) = node.managed() {
+            m.commit(batch);
+            continue;
+        }
         let refuse = |batch: Vec<CommitReq>, code: i32, why: String| {
             for r in batch {
                 let _ = r.reply.send(Err((code, why.clone())));

@@ -120,6 +120,9 @@ pub struct Node {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// The token is weak: no TLS and shorter than tls::MIN_TOKEN_BYTES.
     short_token: AtomicBool,
+    /// Set in Raft mode: the mode that manages the role (replication::Managed); unset,
+    /// the node follows the external orders.
+    pub managed: std::sync::OnceLock<Arc<dyn crate::replication::Managed>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,6 +185,7 @@ impl Node {
                 .map_err(|e| format!("node instance id: {e}"))?,
             tls,
             short_token: AtomicBool::new(false),
+            managed: std::sync::OnceLock::new(),
         }))
     }
 
@@ -222,7 +226,15 @@ impl Node {
         lock(&self.store_fault).clone()
     }
 
+    /// The self-managing replication mode, if one runs (Raft).
+    pub fn managed(&self) -> Option<&Arc<dyn crate::replication::Managed>> {
+        self.managed.get()
+    }
+
     pub fn state_code(&self) -> i32 {
+        if let Some(m) = self.managed() {
+            return m.state_code();
+        }
         if self.store_fault().is_some() {
             // The role is being left (or was): never report PRIMARY on a failed store.
             return STATE_NONE;
@@ -465,6 +477,14 @@ impl Node {
 
     /// Handles one order; `None` means no reply (async besecondary).
     pub fn order(self: &Arc<Self>, req: HaRequest) -> Option<HaReply> {
+        if let Some(m) = self.managed() {
+            if req == HaRequest::GetStatus {
+                return Some(m.ha_status());
+            }
+            let why = m.order_refusal();
+            crate::info!("ha", "order {req:?} refused: {why}");
+            return Some(err(CONFD_ERR_BADSTATE, why));
+        }
         if req == HaRequest::GetStatus {
             return Some(self.get_status());
         }
@@ -977,7 +997,7 @@ impl Node {
             (true, t) if t > 0 => Some(t as i64),
             _ => None,
         };
-        NodeState {
+        let ns = NodeState {
             state,
             node_id,
             primary,
@@ -985,12 +1005,19 @@ impl Node {
             seq,
             txid,
             last_txn_ms,
+        };
+        match self.managed() {
+            Some(m) => m.node_state(ns),
+            None => ns,
         }
     }
 
     /// Stops everything that listens or talks to peers (at shutdown), after letting the
     /// commits already sent finish.
     pub fn stop(&self) {
+        if let Some(m) = self.managed() {
+            m.stop();
+        }
         self.quiesce("shutdown");
         let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);

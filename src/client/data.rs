@@ -62,6 +62,20 @@ impl DataClient {
     pub fn get(&mut self, path: &str) -> Result<Value> {
         get(&mut self.stream, path)
     }
+    /// A linearizable read (Raft mode, on the leader only: read index).
+    pub fn get_linearizable(&mut self, path: &str) -> Result<Value> {
+        let t = request(&mut self.stream, &DataRequest::GetLinearizable(path.into()))?;
+        Value::from_term(&t).map_err(|e| Error::Protocol(e.to_string()))
+    }
+    /// A Raft-mode action (`status` gives JSON; the others a message). See the README's
+    /// "Raft mode".
+    pub fn raft(&mut self, action: &str, args: &[&str]) -> Result<String> {
+        let t = request(
+            &mut self.stream,
+            &DataRequest::Raft(action.into(), args.iter().map(|s| s.to_string()).collect()),
+        )?;
+        text(&t)
+    }
     pub fn exists(&mut self, path: &str) -> Result<bool> {
         exists(&mut self.stream, path)
     }

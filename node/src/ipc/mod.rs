@@ -592,6 +592,13 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     set_write_timeout(&s, None);
     while let Some(t) = read_request(&mut s, who) {
         let r = match DataRequest::from_term(&t) {
+            Ok(DataRequest::Raft(a, _)) if read_only && a != "status" => Err((
+                CONFD_ERR_TOO_MANY_SESSIONS,
+                format!(
+                    "this connection is over max-connections ({}) and may only read the node state, stats, txid and raft status",
+                    node.cfg.max_connections
+                ),
+            )),
             Ok(DataRequest::Commit(_)) if read_only => Err((
                 CONFD_ERR_TOO_MANY_SESSIONS,
                 format!(
@@ -653,8 +660,28 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                 .collect::<Vec<_>>(),
         )),
         DataRequest::NodeState => Ok(node.node_state().to_term()),
+        DataRequest::GetLinearizable(p) => match node.managed() {
+            Some(m) => {
+                m.read_barrier()?;
+                data_request(node, DataRequest::Get(p))
+            }
+            None => Err((
+                CONFD_ERR_BADSTATE,
+                "a linearizable read needs mode = \"raft\" (this node is in external mode)"
+                    .into(),
+            )),
+        },
+        DataRequest::Raft(action, args) => match node.managed() {
+            Some(m) => m.action(&action, &args).map(Term::binary),
+            None => Err((
+                CONFD_ERR_BADSTATE,
+                format!("raft {action}: this node is not in Raft mode (mode = \"external\")"),
+            )),
+        },
         DataRequest::Commit(ops) => {
-            {
+            if let Some(m) = node.managed() {
+                m.check_writable()?;
+            } else {
                 let cs = lock(&node.commit);
                 if !cs.writable {
                     return Err((CONFD_ERR_NOT_WRITABLE, cs.refusal.clone()));
