@@ -329,9 +329,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                     .data()?
                     .raft("status", &[if has("--json") { "json" } else { "text" }])?,
                 "status" => return Err(usage("status [--json]")),
-                "create-cluster" if !args.is_empty() => {
-                    o.data()?.raft("create-cluster", &args)?
-                }
+                "create-cluster" if !args.is_empty() => o.data()?.raft("create-cluster", &args)?,
                 "create-cluster" => return Err(usage("create-cluster NODE-ADDRESS...")),
                 "adjust-membership"
                     if args.len() == 2 && matches!(args[0], "add-node" | "remove-node") =>

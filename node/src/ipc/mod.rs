@@ -667,8 +667,7 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
             }
             None => Err((
                 CONFD_ERR_BADSTATE,
-                "a linearizable read needs mode = \"raft\" (this node is in external mode)"
-                    .into(),
+                "a linearizable read needs mode = \"raft\" (this node is in external mode)".into(),
             )),
         },
         DataRequest::Raft(action, args) => match node.managed() {

@@ -30,9 +30,6 @@ pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(150);
 /// `[raft] cluster-name`.
 pub const CLUSTER_NAME: &str = "faults";
-/// How long one `ha-ctl` call may take before it is killed (a frozen or
-/// partitioned node does not answer).
-pub const CTL_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How long `create-cluster`, `handover` or `adjust-membership` may take.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the status poller asks every node.
@@ -133,15 +130,24 @@ pub fn ctl(ipc: &str, args: &[&str], timeout: Duration) -> Result<String, String
 
 static CTL_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The node's Raft status over the data API (what `ha-ctl raft status
+/// --json` prints), with [`PROBE_TIMEOUT`] as deadline.
 pub fn status(ipc: &str) -> Result<RaftStatus, String> {
-    let s = ctl(ipc, &["raft", "status", "--json"], CTL_TIMEOUT)?;
+    let s = data_client(ipc, PROBE_TIMEOUT)?
+        .raft("status", &["json"])
+        .map_err(|e| format!("raft status on {ipc}: {e}"))?;
     serde_json::from_str(s.trim()).map_err(|e| format!("raft status --json: {e}: {s}"))
 }
 
 // ---- the nodes -------------------------------------------------------------
 
 /// The `[raft]` configuration of node `me` among `addrs`.
-pub fn config_text(addrs: &[String], me: usize, extra: &[(&str, &str)]) -> String {
+pub fn config_text(
+    addrs: &[String],
+    me: usize,
+    token_file: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let seeds: Vec<String> = addrs
         .iter()
         .enumerate()
@@ -150,7 +156,8 @@ pub fn config_text(addrs: &[String], me: usize, extra: &[(&str, &str)]) -> Strin
         .collect();
     let mut t = format!(
         "mode = \"raft\"\n\n[raft]\ncluster-name = \"{CLUSTER_NAME}\"\nnode-address = \"{}\"\n\
-         seed-nodes = [{}]\nelection-timeout = \"{}ms\"\nheartbeat-interval = \"{}ms\"\n",
+         seed-nodes = [{}]\nelection-timeout = \"{}ms\"\nheartbeat-interval = \"{}ms\"\n\
+         token-file = \"{token_file}\"\n",
         addrs[me],
         seeds.join(", "),
         ELECTION_TIMEOUT.as_millis(),
@@ -173,7 +180,10 @@ pub fn make_raft_nodes(net: &Net, n: usize, extra: &[(&str, &str)]) -> Vec<FNode
     for (i, node) in nodes.iter_mut().enumerate() {
         // Beside the data directory, so that emptying it keeps the config.
         let cfg = node.dir.with_extension("toml");
-        std::fs::write(&cfg, config_text(&addrs, i, extra)).expect("write the config");
+        let token = node.dir.with_extension("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("write the token file");
+        let text = config_text(&addrs, i, &token.display().to_string(), extra);
+        std::fs::write(&cfg, text).expect("write the config");
         node.args = vec!["--config".into(), cfg.display().to_string()];
     }
     nodes
@@ -850,7 +860,7 @@ mod tests {
             "10.0.0.3:4570".into(),
             "10.0.0.4:4570".into(),
         ];
-        let t = config_text(&a, 1, &[("log-max-entries", "100")]);
+        let t = config_text(&a, 1, "/t/token", &[("log-max-entries", "100")]);
         let v: toml::Value = toml::from_str(&t).expect("valid TOML");
         assert_eq!(v["mode"].as_str(), Some("raft"));
         let r = &v["raft"];
@@ -858,6 +868,7 @@ mod tests {
         assert_eq!(r["seed-nodes"].as_array().unwrap().len(), 2);
         assert_eq!(r["election-timeout"].as_str(), Some("1000ms"));
         assert_eq!(r["log-max-entries"].as_integer(), Some(100));
+        assert_eq!(r["token-file"].as_str(), Some("/t/token"));
     }
 
     #[test]
