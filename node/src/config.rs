@@ -18,7 +18,11 @@ OPTIONS (flags override the config file):
                            tick-timeout, replication, log-level, max-connections,
                            min-secondaries, on-store-error, max-pending-handshakes,
                            client-idle-timeout, info-sync-timeout, txlog-max-txns,
-                           ha-tls-ca, ha-tls-cert, ha-tls-key, metrics-addr)
+                           ha-tls-ca, ha-tls-cert, ha-tls-key, metrics-addr; and, file
+                           only: mode = \"external\" (default) | \"raft\" with a [raft] table:
+                           cluster-name, node-address, seed-nodes, election-timeout,
+                           heartbeat-interval, passive, follower-max-lag, log-max-entries,
+                           storage-timeout, token-file; see the README, \"Raft mode\")
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -883,6 +887,50 @@ mod tests {
         let e = parse_args(&args("--metrics-addr nowhere")).unwrap_err();
         assert!(e.contains("bad metrics-addr"), "{e}");
         assert_eq!(c.ha_tls, None);
+    }
+
+    #[test]
+    fn raft_table() {
+        let dir = std::env::temp_dir().join(format!("ha-node-raft-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("r.toml");
+        let a = vec!["--config".to_string(), f.display().to_string()];
+        std::fs::write(
+            &f,
+            "mode = \"raft\"\n[raft]\ncluster-name = \"c\"\nnode-address = \"127.0.0.1:7100\"\n\
+             seed-nodes = [\"127.0.0.2:7100\"]\nelection-timeout = \"2s\"\n\
+             heartbeat-interval = 200\npassive = true\n",
+        )
+        .unwrap();
+        let Cli::Run(c) = parse_args(&a).unwrap() else {
+            panic!()
+        };
+        let r = c.raft.clone().unwrap();
+        assert_eq!(c.ha_addr, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(r.election_timeout, Duration::from_secs(2));
+        assert_eq!(r.heartbeat_interval, Duration::from_millis(200));
+        assert!(r.passive);
+        assert_eq!(r.seed_nodes, vec!["127.0.0.2:7100".parse().unwrap()]);
+        // ha-addr must agree with node-address.
+        let mut b = a.clone();
+        b.extend(["--ha-addr".to_string(), "127.0.0.1:7101".into()]);
+        assert!(parse_args(&b).unwrap_err().contains("must agree"));
+        std::fs::write(&f, "mode = \"raft\"\n[raft]\nelection-timeout = \"1s\"\n").unwrap();
+        assert!(parse_args(&a).unwrap_err().contains("node-address"));
+        std::fs::write(
+            &f,
+            "mode = \"raft\"\n[raft]\nnode-address = \"127.0.0.1:7100\"\n\
+             election-timeout = \"100ms\"\nheartbeat-interval = \"100ms\"\n",
+        )
+        .unwrap();
+        assert!(parse_args(&a)
+            .unwrap_err()
+            .contains("times heartbeat-interval"));
+        std::fs::write(&f, "[raft]\nnode-address = \"127.0.0.1:7100\"\n").unwrap();
+        assert!(parse_args(&a).unwrap_err().contains("needs mode"));
+        std::fs::write(&f, "mode = \"paxos\"\n").unwrap();
+        assert!(parse_args(&a).unwrap_err().contains("bad mode"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -915,7 +915,12 @@ impl Node {
             ("state", self.state_code().into()),
             (
                 "writable",
-                i64::from(writable && !store_failed && (min_met || self.cfg.min_secondaries == 0)),
+                match self.managed() {
+                    Some(m) => i64::from(m.check_writable().is_ok() && !store_failed),
+                    None => i64::from(
+                        writable && !store_failed && (min_met || self.cfg.min_secondaries == 0),
+                    ),
+                },
             ),
             ("generation", state as i64),
             ("min_secondaries", self.cfg.min_secondaries as i64),

@@ -100,7 +100,7 @@ impl DataRequest {
             DataRequest::Raft(a, args) => Term::Tuple(vec![
                 Term::atom("raft"),
                 Term::binary(a),
-                Term::List(args.iter().map(|x| Term::binary(x)).collect()),
+                Term::List(args.iter().map(Term::binary).collect()),
             ]),
         }
     }

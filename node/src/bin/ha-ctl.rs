@@ -57,8 +57,9 @@ read-only (no token, never touch the HA control connection):
                                          if the node's token is weak
 
 HA Raft (mode = \"raft\"; no token, over the data API):
-  raft create-cluster NODE-ADDRESS...    on the node that becomes the first leader: form a
-                                         cluster of it and the named nodes (IP:PORT each)
+  raft create-cluster [NODE-ADDRESS...]  on the node that becomes the first leader: form a
+                                         cluster of it and the named nodes (IP:PORT each;
+                                         none: a one-node cluster)
   raft status [--json]                   role, leader, term, members, connected nodes,
                                          current and applied index, and per follower its
                                          index, lag_entries, lag_ms and state
@@ -329,8 +330,7 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
                     .data()?
                     .raft("status", &[if has("--json") { "json" } else { "text" }])?,
                 "status" => return Err(usage("status [--json]")),
-                "create-cluster" if !args.is_empty() => o.data()?.raft("create-cluster", &args)?,
-                "create-cluster" => return Err(usage("create-cluster NODE-ADDRESS...")),
+                "create-cluster" => o.data()?.raft("create-cluster", &args)?,
                 "adjust-membership"
                     if args.len() == 2 && matches!(args[0], "add-node" | "remove-node") =>
                 {
