@@ -38,6 +38,9 @@ const OUTAGE: Duration = Duration::from_millis(4000);
 /// commits the stopped follower misses.
 const SNAPSHOT_LOG_MAX_ENTRIES: u64 = 50;
 const SNAPSHOT_MISSED_FACTOR: u64 = 4;
+/// How long a node cut off in a minority may take to answer a fresh commit
+/// (with a refusal).
+const PROBE_COMMIT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct RCtx<'a> {
     pub nodes: Vec<FNode>,
@@ -223,6 +226,39 @@ impl RCtx<'_> {
         self.w.note("partition healed".into());
         self.cuts.push((minority.to_vec(), cut, healed));
     }
+    /// A fresh client's commit on node `i` (cut off in a minority for longer
+    /// than the election timeout) must be refused at once: not acknowledged,
+    /// and not left hanging.
+    fn probe_refuses(&mut self, i: usize) {
+        let name = self.names[i].clone();
+        let mut c = match crate::cluster::data_client(&self.nodes[i].ipc, PROBE_COMMIT_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                self.errors
+                    .push(format!("{name} (cut off) does not take a client: {e}"));
+                return;
+            }
+        };
+        let mut txn = confd_ha::client::data::Txn::new();
+        txn.set(
+            &format!("/probe/{name}"),
+            confd_ha::value::Value::Buf(b"p".to_vec()),
+        );
+        let t = Instant::now();
+        match c.commit(&txn) {
+            Ok(txid) => self.errors.push(format!(
+                "{name}, cut off in a minority, acknowledged a commit (txid {txid})"
+            )),
+            Err(e @ confd_ha::error::Error::Remote { .. }) => self.w.note(format!(
+                "{name} (cut off) refused a fresh commit in {:.0} ms: {e}",
+                t.elapsed().as_secs_f64() * 1e3
+            )),
+            Err(e) => self.errors.push(format!(
+                "{name}, cut off in a minority, neither refused nor acknowledged a commit within \
+                 {PROBE_COMMIT_TIMEOUT:?}: {e}"
+            )),
+        }
+    }
     /// Waits until node `i` follows the leader and has applied what the
     /// leader had applied when this was called.
     fn wait_caught_up(&mut self, i: usize) {
@@ -346,6 +382,9 @@ fn partition_leader(c: &mut RCtx) {
         c.wait_new_leader(&minority, cut);
     }
     c.load_for(OUTAGE);
+    for &i in &minority {
+        c.probe_refuses(i);
+    }
     c.heal(&minority, cut);
     for &i in &minority {
         c.wait_caught_up(i);
@@ -357,6 +396,7 @@ fn partition_follower(c: &mut RCtx) {
     let f = c.followers()[0];
     let cut = c.partition(&[f]);
     c.load_for(OUTAGE);
+    c.probe_refuses(f);
     c.heal(&[f], cut);
     c.wait_caught_up(f);
 }
@@ -624,8 +664,24 @@ fn run_one(sc: &RScenario, n: usize, it: u32, net: &Net, phase: Duration) -> ROu
     o.faults = c.faults;
     o.errors.append(&mut c.errors);
     o.notes.append(&mut c.notes);
-    if !o.errors.is_empty() {
+    let verbose = std::env::var("HA_FAULTS_VERBOSE").is_ok_and(|v| v == "1");
+    if !o.errors.is_empty() || verbose {
         eprintln!("faults: what happened:\n{}", w.history());
+        let refusals = w.refusals.lock().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for r in refusals.iter() {
+            if seen.insert((r.node, r.code, r.reason.clone())) {
+                eprintln!(
+                    "  {:>7.3}s refusal by {}: {} '{}'",
+                    w.secs(r.at),
+                    names[r.node],
+                    r.code,
+                    r.reason
+                );
+            }
+        }
+    }
+    if !o.errors.is_empty() {
         for x in &c.nodes {
             eprintln!(
                 "---- last lines of {}'s log ----\n{}",
