@@ -219,6 +219,10 @@ pub struct REvent {
     pub ev: GroupEvent,
 }
 
+/// One subscription of an event watcher: node, process generation,
+/// subscribed at, ended at.
+pub type Session = (usize, u64, Instant, Option<Instant>);
+
 /// One acknowledged commit.
 #[derive(Debug, Clone)]
 pub struct RAck {
@@ -248,6 +252,8 @@ pub struct Watch {
     pub quiet: Vec<AtomicBool>,
     pub samples: Mutex<Vec<RSample>>,
     pub events: Mutex<Vec<REvent>>,
+    /// Subscription sessions: (node, gen, subscribed at, ended at).
+    pub sessions: Mutex<Vec<Session>>,
     pub acks: Mutex<Vec<RAck>>,
     pub refusals: Mutex<Vec<RRefusal>>,
     pub unknown: AtomicU64,
@@ -269,6 +275,7 @@ impl Watch {
             quiet: (0..n).map(|_| AtomicBool::new(false)).collect(),
             samples: Mutex::default(),
             events: Mutex::default(),
+            sessions: Mutex::default(),
             acks: Mutex::default(),
             refusals: Mutex::default(),
             unknown: AtomicU64::new(0),
@@ -368,6 +375,11 @@ pub fn event_watcher(w: Arc<Watch>, i: usize) {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
+        let session = {
+            let mut s = w.sessions.lock().unwrap();
+            s.push((i, gen, Instant::now(), None));
+            s.len() - 1
+        };
         while !w.stop_watch.load(Ordering::SeqCst)
             && !closed.load(Ordering::SeqCst)
             && w.gens[i].load(Ordering::SeqCst) == gen
@@ -377,6 +389,7 @@ pub fn event_watcher(w: Arc<Watch>, i: usize) {
         // A frozen node does not answer: unsubscribe shuts the socket down
         // and does not wait for it.
         sub.unsubscribe();
+        w.sessions.lock().unwrap()[session].3 = Some(Instant::now());
     }
 }
 
@@ -652,10 +665,12 @@ pub fn minority_checks(
 pub fn unseen_role_changes(
     samples: &[RSample],
     events: &[REvent],
+    sessions: &[Session],
     names: &[String],
     t0: Instant,
-) -> Vec<String> {
+) -> (usize, Vec<String>) {
     let mut out = Vec::new();
+    let mut checked = 0;
     let mut by: HashMap<(usize, u64), Vec<&RSample>> = HashMap::new();
     for s in samples.iter().filter(|s| s.lib_state.is_some()) {
         by.entry((s.node, s.gen)).or_default().push(s);
@@ -674,6 +689,15 @@ pub fn unseen_role_changes(
             if ra == rb {
                 continue;
             }
+            // Only changes a subscription of this process was there for from
+            // before to after (a change before it subscribed has no event on it).
+            let watched = sessions.iter().any(|&(n, g, from, to)| {
+                n == k.0 && g == k.1 && from <= a.asked && to.is_none_or(|t| t >= b.answered)
+            });
+            if !watched {
+                continue;
+            }
+            checked += 1;
             // The change came after the first answer was being made, the
             // events after the change.
             let (from, to) = (a.asked, b.answered + EVENT_SLACK);
@@ -713,12 +737,12 @@ pub fn unseen_role_changes(
                     }
                 ));
                 if out.len() >= 5 {
-                    return out;
+                    return (checked, out);
                 }
             }
         }
     }
-    out
+    (checked, out)
 }
 
 #[cfg(test)]
@@ -836,6 +860,7 @@ mod tests {
             at: t0 + Duration::from_millis(ms),
             ev: e,
         };
+        let sess = vec![(0, 1, t0, None)];
         let both = vec![
             ev(150, GroupEvent::Ha(HaEvent::IsPrimary)),
             ev(
@@ -846,10 +871,16 @@ mod tests {
                 },
             ),
         ];
-        assert!(unseen_role_changes(&s, &both, &n, t0).is_empty());
-        let f = unseen_role_changes(&s, &both[1..], &n, t0);
+        assert_eq!(unseen_role_changes(&s, &both, &sess, &n, t0), (1, vec![]));
+        let f = unseen_role_changes(&s, &both[1..], &sess, &n, t0).1;
         assert!(f[0].contains("without an IS_PRIMARY HA event"), "{f:?}");
-        let f = unseen_role_changes(&s, &both[..1], &n, t0);
+        let f = unseen_role_changes(&s, &both[..1], &sess, &n, t0).1;
+        assert!(f[0].contains("NODE_ROLE_CHANGED"), "{f:?}");
+        // Not watched from before the change: not checked.
+        let late = vec![(0, 1, t0 + Duration::from_millis(150), None)];
+        let f = unseen_role_changes(&s, &[], &late, &n, t0).1;
+        assert!(f.is_empty(), "{f:?}");
+        let f = unseen_role_changes(&s, &[], &sess, &n, t0).1;
         assert!(f[0].contains("NODE_ROLE_CHANGED"), "{f:?}");
     }
 

@@ -505,6 +505,7 @@ fn snapshot(c: &mut RCtx) {
             "the leader did not reach index {want} (from {start}) within {CONVERGE_TIMEOUT:?}"
         ));
     }
+    let log_from = c.nodes[f].log_text().len();
     c.restart(f);
     c.wait_caught_up(f);
     let addr = raft_addr(&c.nodes[f]);
@@ -515,9 +516,22 @@ fn snapshot(c: &mut RCtx) {
                 .any(|x| x.node == addr && x.state == "requires-snapshot")
         })
     });
+    let log = c.nodes[f].log_text();
+    let installed = log
+        .get(log_from..)
+        .is_some_and(|t| t.contains("installed a snapshot"));
+    if !installed {
+        c.errors.push(format!(
+            "{} missed {} entries (log-max-entries {SNAPSHOT_LOG_MAX_ENTRIES}) but its log \
+             says no snapshot was installed after its restart",
+            c.names[f],
+            want - start
+        ));
+    }
     c.notes.push(format!(
-        "{}: state requires-snapshot {}seen in the leader's status",
+        "{}: snapshot installed {}; state requires-snapshot {}seen in the leader's status",
         c.names[f],
+        if installed { "yes" } else { "NO" },
         if seen { "" } else { "not " }
     ));
 }
@@ -809,9 +823,16 @@ fn verify(c: &mut RCtx, leader: Option<usize>) -> ROutcome {
     }
     // Every role change seen as events.
     let events = w.events.lock().unwrap().clone();
-    for e in raft::unseen_role_changes(&samples, &events, &names, w.t0) {
+    let sessions = w.sessions.lock().unwrap().clone();
+    let (checked, unseen) = raft::unseen_role_changes(&samples, &events, &sessions, &names, w.t0);
+    for e in unseen {
         o.errors.push(format!("events: {e}"));
     }
+    o.notes.push(format!(
+        "{checked} role changes sampled, each checked for its HA and NODE_ROLE_CHANGED events; \
+         {} HA / availability-group events in all",
+        events.len()
+    ));
     o
 }
 
