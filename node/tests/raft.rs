@@ -175,6 +175,21 @@ fn raft_cluster_failover_catch_up_and_handover() {
     let e = b.n.data().get_linearizable("/a").unwrap_err();
     assert_eq!(e.errno(), CONFD_ERR_NOT_WRITABLE, "{e}");
 
+    // The availability-group subscriptions see the failover as NODE_ROLE_CHANGED.
+    use confd_ha::client::group::{subscribe, GroupEvent, Role, EVENT_ROLE_CHANGED};
+    let (rtx, rrx) = std::sync::mpsc::channel();
+    let mut subs = Vec::new();
+    for (i, n) in [&b, &c].into_iter().enumerate() {
+        let rtx = rtx.clone();
+        subs.push(
+            subscribe(&n.n.ep(), EVENT_ROLE_CHANGED, 0, move |e| {
+                if let GroupEvent::RoleChanged { previous, new } = e {
+                    let _ = rtx.send((i, *previous, *new));
+                }
+            })
+            .expect("subscribe"),
+        );
+    }
     // kill -9 of the leader: a new leader takes writes.
     let mut a = a;
     a.n.kill9();
@@ -195,6 +210,13 @@ fn raft_cluster_failover_catch_up_and_handover() {
     expect_event(&mut nodes_ev[2 - leader], SLOW, |e| {
         matches!(e, HaEvent::NoPrimary { .. })
     });
+    // The new leader's subscription saw it become primary.
+    wait_for("NODE_ROLE_CHANGED to primary", SLOW, || {
+        rrx.try_iter()
+            .any(|(i, _, new)| i == leader && new == Role::Primary)
+            .then_some(())
+    });
+    drop(subs);
     for i in 0..10 {
         try_set(newl, &format!("/k{i}"), "v").expect("commits go on");
     }
@@ -233,6 +255,15 @@ fn raft_cluster_failover_catch_up_and_handover() {
 fn raft_leader_without_majority_refuses_writes() {
     let (a, mut b, mut c) = cluster3();
     try_set(&a, "/a", "1").expect("commit");
+    // disconnect drops the links; they are made again and commits go on.
+    let out = raft(&a, "disconnect", &[&b.addr]).expect("disconnect");
+    assert!(out.contains("closed"), "{out}");
+    wait_for("commit after disconnect", SLOW, || {
+        try_set(&a, "/a2", "1").ok()
+    });
+    wait_for("b reconnected", SLOW, || {
+        (b.n.get("/a2") == Some(buf("1"))).then_some(())
+    });
     b.n.kill9();
     // One follower down: still a majority.
     try_set(&a, "/b", "2").expect("commit with 2 of 3");
