@@ -248,12 +248,13 @@ ctl 2 get /system/hostname
 ctl 3 get /servers/server{www}/port
 ctl 2 set /system/hostname rogue
 
-bold "4. kill -9 of the leader n1: n2 or n3 becomes leader within the election timeout"
+bold "4. kill -9 of the leader n1: n2 or n3 becomes leader"
 stop_watchers 1
 kill -9 "${PID[1]}"; wait "${PID[1]}" 2>/dev/null; T0=$(now_ms)
 read -r L MS < <(wait_any_leader 2 3)
-echo "  n$L is leader ${MS} ms after the kill (election-timeout ${ET_MS} ms; a follower waits a random"
-echo "  extra of up to one more election timeout before it stands, as raft-rs does)"
+echo "  n$L is leader ${MS} ms after the kill: $([ "$MS" -le $(( ET_MS + 100 )) ] && echo within || echo MORE than) election-timeout + 100 ms ($(( ET_MS + 100 )) ms)"
+echo "  (a follower stands after hearing nothing for the election timeout plus a random extra"
+echo "  of up to one more, as raft-rs randomises it)"
 F=$(( L == 2 ? 3 : 2 ))
 show "$L"; show "$F"
 sleep 0.5; events
