@@ -116,6 +116,7 @@ eb_setup() {
 
 # ---- per system: leader address, all member pids, the others' addresses, restart ----
 rs_addr() { case $1 in raft) echo "$(ra_ip "$(ra_leader)"):$RA_IPC";; etcd) echo "127.0.0.1:${EB_CLIENT[$(eb_leader)]}";; esac; }
+rs_sys() { case $1 in raft) echo ha;; *) echo "$1";; esac; }  # peers_load's --sys
 rs_cpu() { case $1 in raft) echo "${RA_PID[1]},${RA_PID[2]},${RA_PID[3]}";; etcd) echo "${EB_PID[1]},${EB_PID[2]},${EB_PID[3]}";; esac; }
 
 raft_failover() { # SYS REP
@@ -126,7 +127,7 @@ raft_failover() { # SYS REP
     etcd) l=$(eb_leader) || die "etcd: no leader"; pid=${EB_PID[$l]}
           for k in 1 2 3; do [ "$k" = "$l" ] || others+="${others:+,}127.0.0.1:${EB_CLIENT[$k]}"; done ;;
     esac
-    bench --sys "$s" --addr 127.0.0.1:1 --name "$s.fo$2" failover "$pid" "$others" 30000 \
+    bench --sys "$(rs_sys "$s")" --addr 127.0.0.1:1 --name "$s.fo$2" failover "$pid" "$others" 30000 \
         || die "$s: no commit after the leader was killed"
     wait "$pid" 2>/dev/null || true
     case $s in
@@ -145,9 +146,9 @@ raft_bench() {
         for j in 0 1; do
             s=${sys[$(( (j + r) % 2 ))]}
             a=$(rs_addr "$s"); c=$(rs_cpu "$s")
-            bench --sys "$s" --addr "$a" --name "$s.m3" --samples "$WORK/lat.$s.m3" lat "$LAT_N"
+            bench --sys "$(rs_sys "$s")" --addr "$a" --name "$s.m3" --samples "$WORK/lat.$s.m3" lat "$LAT_N"
             for cl in 8 32; do
-                bench --sys "$s" --addr "$a" --cpu-pids "$c" --name "$s.m3.r$r" tput "$cl" "$TPUT_S"
+                bench --sys "$(rs_sys "$s")" --addr "$a" --cpu-pids "$c" --name "$s.m3.r$r" tput "$cl" "$TPUT_S"
             done
             printf '   %-5s p50 %s us  tput8 %s/s  tput32 %s/s\n' "$s" \
                 "$(awk -v k="$s.m3.lat.p50" '$2==k {v=$3} END {print v}' "$ALL")" \
