@@ -8,7 +8,8 @@
 #   make check-valgrind   only the C tests, under valgrind
 #   make check SANITIZE=address   C tests built with -fsanitize=address
 #   make check-faults     the fault-injection suite in full (every scenario, both
-#                         min-secondaries modes, FAULTS_ITERATIONS=3 times; about 20 min)
+#                         min-secondaries modes, FAULTS_ITERATIONS=3 times; about 20 min;
+#                         then the Raft-mode scenarios at 3 and 5 nodes, about 4 min per iteration)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-fuzz       the network fuzzer of node/tests/hostile.rs at 100 000 mutated
 #                         frames per port (HA_FUZZ_FRAMES, HA_FUZZ_SEED to change or repeat)

@@ -156,6 +156,19 @@ impl RCtx<'_> {
     fn freeze(&mut self, i: usize) {
         self.w.quiet[i].store(true, Ordering::SeqCst);
         self.nodes[i].freeze();
+        // SIGSTOP is asynchronous (a thread in an fsync stops when it
+        // returns): the freeze starts when the process is seen stopped.
+        if let Some(pid) = self.nodes[i].pid() {
+            let stat = format!("/proc/{pid}/stat");
+            let stopped = || {
+                std::fs::read_to_string(&stat)
+                    .is_ok_and(|t| t.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('T')))
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !stopped() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         self.fault(format!("SIGSTOP {}", self.names[i]));
     }
     fn thaw(&mut self, i: usize) {
@@ -266,8 +279,11 @@ impl RCtx<'_> {
         let target = self.last()[l].as_ref().map_or(0, |s| s.applied_index);
         let name = self.names[i].clone();
         let ok = self.wait(&format!("{name} to catch up"), CONVERGE_TIMEOUT, |c| {
+            // A follower of a leader, or the leader itself (a leader cut
+            // off from frozen nodes may be elected again once they thaw).
             c.last()[i].as_ref().is_some_and(|s| {
-                s.role == "follower" && s.leader.is_some() && s.applied_index >= target
+                (s.role == "leader" || s.role == "follower" && s.leader.is_some())
+                    && s.applied_index >= target
             })
         });
         if !ok {
