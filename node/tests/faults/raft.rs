@@ -520,6 +520,56 @@ impl TermOf {
     }
 }
 
+/// The term and index a commit reply carries: ha-node's Raft mode answers
+/// a commit with the txid `raft-TERM-INDEX` of its log entry.
+pub fn txid_term_index(txid: &str) -> Option<(u64, u64)> {
+    let rest = txid.strip_prefix("raft-")?;
+    let (t, i) = rest.split_once('-')?;
+    Some((t.parse().ok()?, i.parse().ok()?))
+}
+
+/// The term of each ack: from its reply (txid), else from the samples.
+pub fn terms_of_acks(acks: &[RAck], samples: &[RSample]) -> Vec<TermOf> {
+    terms_of(acks, samples)
+        .into_iter()
+        .zip(acks)
+        .map(|(t, a)| txid_term_index(&a.txid).map_or(t, |(term, _)| TermOf::Exact(term)))
+        .collect()
+}
+
+/// Raft's log matching, from the replies: no two acknowledged commits at
+/// one log index; and the term a reply carries agrees with what the node's
+/// status said around the commit (when the samples pin it down).
+pub fn reply_conflicts(acks: &[RAck], samples: &[RSample], names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at: HashMap<u64, &RAck> = HashMap::new();
+    for a in acks {
+        let Some((_, idx)) = txid_term_index(&a.txid) else {
+            continue;
+        };
+        if let Some(b) = at.insert(idx, a) {
+            if out.len() < 5 {
+                out.push(format!(
+                    "two commits acknowledged at log index {idx}: {} by {} ({}) and {} by {} ({})",
+                    b.key, names[b.node], b.txid, a.key, names[a.node], a.txid
+                ));
+            }
+        }
+    }
+    for (a, t) in acks.iter().zip(terms_of(acks, samples)) {
+        if let (Some((term, _)), TermOf::Exact(st)) = (txid_term_index(&a.txid), t) {
+            if term != st && out.len() < 10 {
+                out.push(format!(
+                    "{} acknowledged {} as {} while its status said leader in term {st} before \
+                     and term {st} after",
+                    names[a.node], a.key, a.txid
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The term of each ack from the samples of its node and process.
 pub fn terms_of(acks: &[RAck], samples: &[RSample]) -> Vec<TermOf> {
     // Per (node, gen): samples with a Raft status, by answer time.
@@ -882,6 +932,44 @@ mod tests {
         assert!(f.is_empty(), "{f:?}");
         let f = unseen_role_changes(&s, &[], &sess, &n, t0).1;
         assert!(f[0].contains("NODE_ROLE_CHANGED"), "{f:?}");
+    }
+
+    #[test]
+    fn replies_carry_term_and_index() {
+        let t0 = Instant::now();
+        let n = names();
+        assert_eq!(txid_term_index("raft-3-17"), Some((3, 17)));
+        assert_eq!(txid_term_index("1-abc"), None);
+        let s = vec![
+            sample(t0, 0, 0, "leader", 2, P),
+            sample(t0, 0, 100, "leader", 2, P),
+        ];
+        let mut a = ack(t0, 0, 20, 50, "a");
+        a.txid = "raft-2-5".into();
+        let mut b = ack(t0, 1, 20, 50, "b");
+        b.txid = "raft-2-6".into();
+        assert_eq!(
+            terms_of_acks(&[a.clone(), b.clone()], &s),
+            vec![TermOf::Exact(2), TermOf::Exact(2)]
+        );
+        assert!(reply_conflicts(&[a.clone(), b.clone()], &s, &n).is_empty());
+        // Two nodes in term 2: an overlap, found from the replies alone.
+        let both = [a.clone(), b.clone()];
+        let f = overlapping_terms(&both, &terms_of_acks(&both, &s), &n, t0);
+        assert!(
+            f[0].contains("term 2: commits acknowledged by 2 nodes"),
+            "{f:?}"
+        );
+        // The same index twice; a reply term the status contradicts.
+        b.txid = "raft-2-5".into();
+        let f = reply_conflicts(&[a.clone(), b], &s, &n);
+        assert!(
+            f[0].contains("two commits acknowledged at log index 5"),
+            "{f:?}"
+        );
+        a.txid = "raft-3-7".into();
+        let f = reply_conflicts(&[a], &s, &n);
+        assert!(f[0].contains("status said leader in term 2"), "{f:?}");
     }
 
     #[test]

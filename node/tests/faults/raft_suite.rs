@@ -798,7 +798,10 @@ fn verify(c: &mut RCtx, leader: Option<usize>) -> ROutcome {
     }
     // Never two nodes accepting writes in overlapping terms.
     let samples = w.samples.lock().unwrap().clone();
-    let terms = raft::terms_of(&acks, &samples);
+    let terms = raft::terms_of_acks(&acks, &samples);
+    for e in raft::reply_conflicts(&acks, &samples, &names) {
+        o.errors.push(format!("replies: {e}"));
+    }
     let unknown_terms = terms
         .iter()
         .filter(|t| matches!(t, raft::TermOf::Unknown))
@@ -810,8 +813,8 @@ fn verify(c: &mut RCtx, leader: Option<usize>) -> ROutcome {
     }
     if unknown_terms > 0 {
         o.notes.push(format!(
-            "{unknown_terms} of {} acknowledged commits without a status sample of their node \
-             as leader before them (term unknown, not checked for overlap)",
+            "{unknown_terms} of {} acknowledged commits with neither a term in the reply nor a \
+             status sample of their node as leader before them (not checked for overlap)",
             acks.len()
         ));
     }
