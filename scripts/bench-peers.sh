@@ -31,6 +31,9 @@
 #                         latency or throughput; PEERS.md is not written, the figures are
 #                         printed), at each store size of BENCH_PEERS_REJOIN_MIBS
 #                         (default "$BENCH_PEERS_COPY_MIB"; e.g. "100 1024")
+#   BENCH_ONLY=raft       only HA Raft mode beside etcd (scripts/bench-raft.sh, issue 13): rewrites
+#                         only that section of the results file (a few minutes; quick: ~1 min)
+#   BENCH_RAFT_FAILOVERS  failovers per system in that part (default 5; quick 2)
 # Needs root (apt-get for missing packages; PostgreSQL runs as user postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,10 +60,14 @@ say() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench-peers: $*" >&2; exit 1; }
 
 # ---- packages ----
+ONLY=${BENCH_ONLY:-}
+case $ONLY in ''|raft) ;; *) die "BENCH_ONLY=$ONLY: only 'raft' is known";; esac
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
 command -v etcd >/dev/null || need+=(etcd-server)
-[ -x "$PGBIN/postgres" ] || need+=(postgresql)
+if [ -z "$ONLY" ]; then
+    command -v redis-server >/dev/null || need+=(redis-server)
+    [ -x "$PGBIN/postgres" ] || need+=(postgresql)
+fi
 [ -f /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
 [ -f /usr/include/postgresql/libpq-fe.h ] || need+=(libpq-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -68,8 +75,10 @@ if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "run as root to install ${need[*]} (or install them first)"
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}" >&2
 fi
-[ "$(id -u)" = 0 ] || die "run as root (PostgreSQL is started as user postgres)"
-id postgres >/dev/null 2>&1 || die "no user postgres (install postgresql)"
+if [ -z "$ONLY" ]; then
+    [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL is started as user postgres)"
+    id postgres >/dev/null 2>&1 || die "no user postgres (install postgresql)"
+fi
 
 # ---- build ----
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
@@ -118,6 +127,17 @@ wait_tcp() { # HOST PORT PID
 }
 bench() { "$LOAD" "$@" | tee -a "$ALL" >/dev/null; }
 rec() { echo "BENCH $1 $2 $3" >>"$ALL"; }
+
+# ================= HA Raft mode beside etcd (issue 13): scripts/bench-raft.sh =================
+# shellcheck source=bench-raft.sh
+. "$ROOT/scripts/bench-raft.sh"
+if [ "$ONLY" = raft ]; then
+    raft_bench
+    splice_raft "$OUT"
+    say "written the Raft section of ${OUT#$ROOT/}"
+    sed -n '/^## HA Raft mode/,/^```/p' "$OUT" | grep -v '^```' >&2
+    exit 0
+fi
 
 # ================= ha-node =================
 HA_IPC=$(free_port); HA_PORT=$(free_port)
@@ -417,6 +437,7 @@ if [ "$BIG" = 1 ]; then
         full_copy "$s" 1g
     done
 fi
+raft_bench
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(( $(date +%s) - T_START ))
 
@@ -593,5 +614,6 @@ echo '```'
 } >"$WORK/PEERS.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$WORK/PEERS.md" "$OUT"
+splice_raft "$OUT"
 say "written ${OUT#$ROOT/}"
 sed -n '/^## Ratios/,/^## Absolute/p' "$OUT" | grep -v '^## Absolute' >&2
