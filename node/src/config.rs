@@ -130,11 +130,12 @@ pub struct RaftConfig {
     /// Other members' addresses (informational: the members are what create-cluster and
     /// adjust-membership made them).
     pub seed_nodes: Vec<SocketAddr>,
-    /// A follower that hears nothing from a leader this long starts an election (after a
-    /// random extra of up to the same again); a leader that hears from no majority this
-    /// long steps down.
+    /// A follower that hears nothing from a leader this long starts an election (after
+    /// `RAFT_ELECTION_MARGIN_MS` plus a random extra of up to `RAFT_ELECTION_SPREAD_MS`);
+    /// a leader that hears from no majority this long steps down.
     pub election_timeout: Duration,
-    /// How often the leader sends heartbeats (the Raft tick).
+    /// How often the leader sends heartbeats (a whole number of Raft ticks of at most
+    /// `RAFT_MAX_TICK_MS`).
     pub heartbeat_interval: Duration,
     /// Never candidate or leader; still votes and replicates.
     pub passive: bool,

@@ -278,6 +278,11 @@ struct Engine {
     was_leader: u64,
     was_connected: std::collections::BTreeSet<u64>,
     fatal: Option<String>,
+    /// Since when this node leads (None: it does not): the votes that made it leader
+    /// count as hearing from their voters then.
+    leader_since: Option<Instant>,
+    /// When each voter became one: a new voter counts as heard from then.
+    voter_since: HashMap<u64, Instant>,
 }
 
 /// The RaftStore shared between the engine and the RawNode.
@@ -315,25 +320,38 @@ fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
-fn raw_node(
+/// The Raft tick is at most this long (the heartbeat interval is a whole number of
+/// ticks): a follower's election timer and the leader's step-down are this precise.
+pub const RAFT_MAX_TICK_MS: u64 = 10;
+/// A follower stands for election this long after the election timeout, at least:
+/// by then its peers, which heard the same last heartbeat within a tick or two, are
+/// out of their leader lease too and grant the pre-vote.
+pub const RAFT_ELECTION_MARGIN_MS: u64 = 20;
+/// The random spread of a follower's election timer beyond the margin: followers
+/// seldom stand at once (pre-vote makes a split vote rarer still; one costs another
+/// timeout), and a failover takes at most the election timeout plus margin plus spread
+/// from the dead leader's last heartbeat.
+pub const RAFT_ELECTION_SPREAD_MS: u64 = 50;
+
+/// The tick and raft-rs's configuration for `cfg`.
+fn engine_config(
     cfg: &crate::config::RaftConfig,
     id: u64,
-    store: &Shared,
-) -> Result<RawNode<Shared>, String> {
-    let ticks =
-        (cfg.election_timeout.as_millis() / cfg.heartbeat_interval.as_millis().max(1)) as usize;
-    let applied = {
-        let s = lock(&store.0);
-        if s.initialized() {
-            s.applied
-        } else {
-            0
-        }
-    };
+    applied: u64,
+) -> (Duration, raft::Config) {
+    let hb_us = cfg.heartbeat_interval.as_micros().max(1) as u64;
+    let per_hb = hb_us.div_ceil(RAFT_MAX_TICK_MS * 1000).max(1);
+    let tick_us = (hb_us / per_hb).max(1);
+    let ticks_of = |us: u64| us.div_ceil(tick_us) as usize;
+    let election_tick = ticks_of(cfg.election_timeout.as_micros() as u64).max(per_hb as usize + 1);
+    let min_election_tick = election_tick + ticks_of(RAFT_ELECTION_MARGIN_MS * 1000).max(1);
+    let max_election_tick = min_election_tick + ticks_of(RAFT_ELECTION_SPREAD_MS * 1000).max(2);
     let c = raft::Config {
         id,
-        election_tick: ticks,
-        heartbeat_tick: 1,
+        election_tick,
+        heartbeat_tick: per_hb as usize,
+        min_election_tick,
+        max_election_tick,
         applied,
         max_size_per_msg: RAFT_MAX_MSG_BYTES,
         max_inflight_msgs: RAFT_MAX_INFLIGHT_MSGS,
@@ -342,6 +360,23 @@ fn raw_node(
         read_only_option: raft::ReadOnlyOption::Safe,
         ..Default::default()
     };
+    (Duration::from_micros(tick_us), c)
+}
+
+fn raw_node(
+    cfg: &crate::config::RaftConfig,
+    id: u64,
+    store: &Shared,
+) -> Result<RawNode<Shared>, String> {
+    let applied = {
+        let s = lock(&store.0);
+        if s.initialized() {
+            s.applied
+        } else {
+            0
+        }
+    };
+    let (_, c) = engine_config(cfg, id, applied);
     c.validate()
         .map_err(|e| format!("raft configuration: {e}"))?;
     RawNode::new(&c, store.clone(), &logger()).map_err(|e| format!("raft: {e}"))
@@ -449,9 +484,11 @@ impl Engine {
             was_leader: 0,
             was_connected: Default::default(),
             fatal: None,
+            leader_since: None,
+            voter_since: HashMap::new(),
         };
         e.refresh_view();
-        let tick = e.cfg.heartbeat_interval;
+        let tick = engine_config(&e.cfg, e.id, 0).0;
         let mut next_tick = Instant::now() + tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -477,8 +514,10 @@ impl Engine {
                     next_tick = Instant::now() + tick;
                 }
             }
+            e.check_lease();
             e.drive();
             e.on_ready()?;
+            e.after_role_change();
             e.expire();
             e.refresh_view();
             if let Some(f) = e.fatal.take() {
@@ -499,30 +538,133 @@ impl Engine {
     fn tick(&mut self) {
         if self.cfg.passive && self.raw.raft.state != StateRole::Leader {
             // Passive: never campaign; stay out of the leader lease so votes still count.
+            // The timer is held at the election timeout (out of the lease, so it grants
+            // votes), below the randomized one (at least a margin of ticks more).
             let et = self.raw.raft.election_timeout();
             let r = &mut self.raw.raft;
             if r.election_elapsed + 1 >= r.randomized_election_timeout() {
-                r.set_randomized_election_timeout(2 * et - 1);
-                if r.election_elapsed + 1 >= 2 * et - 1 {
-                    r.election_elapsed = et;
-                }
+                r.election_elapsed = et;
             }
         }
         self.raw.tick();
     }
 
-    fn has_lease(&self) -> bool {
+    /// When this leader last heard from a majority of the voters (itself counting as
+    /// now; a voter as heard at the latest of its last message, when it became a voter,
+    /// and when this node became leader). None when it is not the leader or never did.
+    fn majority_heard(&self) -> Option<Instant> {
         if self.raw.raft.state != StateRole::Leader {
-            return false;
+            return None;
         }
         let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-        let et = self.cfg.election_timeout;
+        let now = Instant::now();
         let rx = lock(&self.t.last_rx);
-        let heard = voters
+        let mut heard: Vec<Option<Instant>> = voters
             .iter()
-            .filter(|&&v| v == self.id || rx.get(&v).is_some_and(|t| t.elapsed() < et))
-            .count();
-        heard > voters.len() / 2
+            .map(|v| {
+                if *v == self.id {
+                    return Some(now);
+                }
+                [
+                    rx.get(v).copied(),
+                    self.voter_since.get(v).copied(),
+                    self.leader_since,
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+            })
+            .collect();
+        // Newest first: the majority-th newest is when a majority was last heard.
+        heard.sort_by(|a, b| b.cmp(a));
+        heard.get(voters.len() / 2).copied().flatten()
+    }
+
+    fn has_lease(&self) -> bool {
+        self.majority_heard()
+            .is_some_and(|t| t.elapsed() < self.cfg.election_timeout)
+    }
+
+    /// A leader that has not heard from a majority within the election timeout steps
+    /// down at once (raft-rs's own check-quorum only looks at election-timeout
+    /// boundaries, up to twice as late).
+    fn check_lease(&mut self) {
+        let now = Instant::now();
+        let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        self.voter_since.retain(|v, _| voters.contains(v));
+        for v in voters {
+            self.voter_since.entry(v).or_insert(now);
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        if self.leader_since.is_none() {
+            self.leader_since = Some(now);
+        }
+        if !self.has_lease() {
+            let ago = self
+                .majority_heard()
+                .map(|t| now.saturating_duration_since(t).as_millis().to_string())
+                .unwrap_or_else(|| "never".into());
+            crate::warn!(
+                "raft",
+                "stepping down: heard from no majority for {ago} ms (election timeout {} ms)",
+                self.cfg.election_timeout.as_millis()
+            );
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
+    /// After the Ready: a node that stopped leading answers every commit still waiting
+    /// for its majority at once.
+    fn after_role_change(&mut self) {
+        let leading = self.raw.raft.state == StateRole::Leader;
+        if leading {
+            if self.leader_since.is_none() {
+                self.leader_since = Some(Instant::now());
+            }
+            return;
+        }
+        if self.leader_since.take().is_none() {
+            return;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let term_now = self.raw.raft.term;
+        let mut keep = BTreeMap::new();
+        for (idx, p) in std::mem::take(&mut self.pending) {
+            if idx <= committed {
+                // Committed: it is applied (and answered) in a moment, unless another
+                // entry was committed at its index.
+                if self.raw.raft.raft_log.term(idx).is_ok_and(|t| t == p.term) {
+                    keep.insert(idx, p);
+                } else {
+                    let _ = p.reply.send(Err((
+                        CONFD_ERR_NOT_WRITABLE,
+                        "leadership changed before the commit was replicated: it was not committed"
+                            .into(),
+                    )));
+                }
+                continue;
+            }
+            let _ = p.reply.send(Err((
+                CONFD_ERR_HA_ABORT,
+                format!(
+                    "this node stopped being the Raft leader (now term {term_now}) before entry \
+                     {idx} (term {}) was confirmed by a majority: the outcome is unknown (the \
+                     next leader may still commit it); read back and retry if missing",
+                    p.term
+                ),
+            )));
+        }
+        self.pending = keep;
+        for (_, (r, _)) in self.reads.drain() {
+            let _ = r.send(Err((
+                CONFD_ERR_NOT_WRITABLE,
+                "this node stopped being the Raft leader before the read index was confirmed"
+                    .into(),
+            )));
+        }
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -1754,6 +1896,62 @@ impl Managed for RaftMode {
         let _ = self.tx.try_send(Ev::Stop);
         if let Some(t) = self.transport() {
             t.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(et_ms: u64, hb_ms: u64) -> crate::config::RaftConfig {
+        crate::config::RaftConfig {
+            election_timeout: Duration::from_millis(et_ms),
+            heartbeat_interval: Duration::from_millis(hb_ms),
+            ..Default::default()
+        }
+    }
+
+    /// A follower stands within the election timeout plus margin and spread of the
+    /// last heartbeat (raft-rs's default would be up to twice the election timeout), and
+    /// never before the election timeout; heartbeats keep their interval.
+    #[test]
+    fn election_timer_is_narrow_and_above_the_election_timeout() {
+        for (et, hb) in [
+            (1000, 150),
+            (1000, 100),
+            (300, 50),
+            (40, 10),
+            (10_000, 15),
+            (45, 11),
+        ] {
+            let (tick, c) = engine_config(&cfg(et, hb), 1, 0);
+            c.validate().expect("valid");
+            assert!(
+                tick <= Duration::from_millis(RAFT_MAX_TICK_MS),
+                "{et}/{hb}: {tick:?}"
+            );
+            let at = |ticks: usize| tick * ticks as u32;
+            let et_d = Duration::from_millis(et);
+            assert!(at(c.election_tick) >= et_d, "{et}/{hb}");
+            assert!(at(c.election_tick) < et_d + tick, "{et}/{hb}");
+            assert!(
+                at(c.min_election_tick()) >= et_d + Duration::from_millis(RAFT_ELECTION_MARGIN_MS)
+            );
+            // raft-rs draws in [min, max): the latest is max - 1 ticks.
+            let latest = at(c.max_election_tick() - 1);
+            assert!(
+                latest
+                    <= et_d
+                        + Duration::from_millis(RAFT_ELECTION_MARGIN_MS + RAFT_ELECTION_SPREAD_MS)
+                        + tick * 2,
+                "{et}/{hb}: {latest:?}"
+            );
+            let hb_d = at(c.heartbeat_tick);
+            assert!(
+                hb_d.abs_diff(Duration::from_millis(hb)) < Duration::from_millis(1),
+                "{et}/{hb}: {hb_d:?}"
+            );
         }
     }
 }
