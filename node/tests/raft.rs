@@ -49,12 +49,18 @@ fn start_raft_args(
     } else {
         String::new()
     };
+    // `more` may set its own election-timeout.
+    let election = if more.contains("election-timeout") {
+        String::new()
+    } else {
+        format!("election-timeout = \"{ELECTION}\"\n")
+    };
     let file = cfg.path().join("node.toml");
     std::fs::write(
         &file,
         format!(
             "mode = \"raft\"\n[raft]\ncluster-name = \"test\"\nnode-address = \"{addr}\"\n\
-             election-timeout = \"{ELECTION}\"\nheartbeat-interval = \"100ms\"\n\
+             {election}heartbeat-interval = \"100ms\"\n\
              storage-timeout = \"20s\"\n{token_line}{more}",
         ),
     )
@@ -319,6 +325,82 @@ fn raft_leader_without_majority_refuses_writes() {
     // A second create-cluster is refused on a member.
     let (code, _) = raft(leader, "create-cluster", &[&victim.addr]).unwrap_err();
     assert_eq!(code, CONFD_ERR_BADSTATE);
+}
+
+/// A leader cut off from both followers (SIGSTOP) steps down within the election
+/// timeout of last hearing from them, and a commit it had proposed just before gets its
+/// answer at once (CONFD_ERR_HA_ABORT: outcome unknown), not when the partition heals or
+/// storage-timeout (20 s) runs out.
+#[test]
+fn raft_cut_off_leader_steps_down_and_answers_waiting_commits() {
+    // A long election timeout: the commit below is surely proposed before the leader
+    // notices it is alone.
+    let et = Duration::from_secs(3);
+    let more = "election-timeout = \"3s\"\n";
+    let port = free_port();
+    let a = start_raft_with("r1", 1, port, more);
+    let b = start_raft_with("r2", 2, port, more);
+    let c = start_raft_with("r3", 3, port, more);
+    raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
+    try_set(&a, "/a", "1").expect("commit");
+    for n in [&b, &c] {
+        wait_for("followers applied /a", SLOW, || {
+            (n.n.get("/a") == Some(buf("1"))).then_some(())
+        });
+    }
+    b.n.signal(libc::SIGSTOP);
+    c.n.signal(libc::SIGSTOP);
+    let cut = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut ep = a.n.data();
+    std::thread::spawn(move || {
+        let mut t = Txn::new();
+        t.set("/p", buf("1"));
+        let r = ep.commit(&t).map_err(|e| (e.errno(), e.to_string()));
+        let _ = tx.send((r, std::time::Instant::now()));
+    });
+    // The step-down: well before twice the election timeout (raft-rs's own check-quorum
+    // alone took up to that), with room for a loaded machine.
+    let stepped = wait_for("the cut-off leader steps down", et * 5, || {
+        (role(&a) != "leader").then(std::time::Instant::now)
+    });
+    // The waiting commit is answered while the followers are still stopped (storage-timeout
+    // is 20 s; a few seconds past the step-down is plenty).
+    let answer = rx.recv_timeout(Duration::from_secs(10));
+    b.n.signal(libc::SIGCONT);
+    c.n.signal(libc::SIGCONT);
+    let (r, answered) = answer.expect("the commit waiting on the cut-off leader was not answered");
+    let (code, why) = r.expect_err("a commit without a majority cannot succeed");
+    assert_eq!(code, CONFD_ERR_HA_ABORT, "{why}");
+    assert!(why.contains("outcome is unknown"), "{why}");
+    assert!(
+        answered.saturating_duration_since(stepped) < Duration::from_secs(5),
+        "answered {:?} after the step-down",
+        answered.saturating_duration_since(stepped)
+    );
+    let took = stepped - cut;
+    assert!(
+        took < et + Duration::from_millis(1500),
+        "stepped down {took:?} after the cut (election timeout {et:?})"
+    );
+    eprintln!(
+        "raft: step-down {} ms after the cut (election timeout {} ms)",
+        took.as_millis(),
+        et.as_millis()
+    );
+    // Healed: a leader again, and the three agree on /p (the next leader may have committed it).
+    let l = wait_for("a leader again", FAILOVER_DEADLINE, || {
+        [&a, &b, &c]
+            .into_iter()
+            .find(|n| try_set(n, "/q", "2").is_ok())
+    });
+    // The leader has applied everything before /q: /p's fate is settled there.
+    let p = l.n.get("/p");
+    for n in [&a, &b, &c] {
+        wait_for("all converge", SLOW, || {
+            (n.n.get("/q") == Some(buf("2")) && n.n.get("/p") == p).then_some(())
+        });
+    }
 }
 
 #[test]
