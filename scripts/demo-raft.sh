@@ -253,8 +253,8 @@ stop_watchers 1
 kill -9 "${PID[1]}"; wait "${PID[1]}" 2>/dev/null; T0=$(now_ms)
 read -r L MS < <(wait_any_leader 2 3)
 echo "  n$L is leader ${MS} ms after the kill: $([ "$MS" -le $(( ET_MS + 100 )) ] && echo within || echo MORE than) election-timeout + 100 ms ($(( ET_MS + 100 )) ms)"
-echo "  (a follower stands after hearing nothing for the election timeout plus a random extra"
-echo "  of up to one more, as raft-rs randomises it)"
+echo "  (a follower stands after hearing nothing for the election timeout plus 20 to 70 ms;"
+echo "  the poll here, one ha-ctl and python3 per node and try, adds its own delay)"
 F=$(( L == 2 ? 3 : 2 ))
 show "$L"; show "$F"
 sleep 0.5; events

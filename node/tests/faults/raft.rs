@@ -37,10 +37,12 @@ pub const POLL_EVERY: Duration = Duration::from_millis(150);
 /// A commit reply slower than this is given up (outcome unknown).
 pub const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(8);
 /// Extra time a leader cut off from the majority may take, beyond the
-/// election timeout, to stop saying it is leader (a loaded 2-core machine
-/// delays both the node's timer and the poller; the bound is the
-/// election timeout).
-pub const STEP_DOWN_SLACK: Duration = Duration::from_millis(2000);
+/// election timeout, to stop saying it is leader: the node steps down one
+/// election timeout after it last heard from a majority (at or before the
+/// cut) to within a Raft tick (10 ms); the rest is for the poller (one
+/// `POLL_EVERY` plus its answer) and the node's timer on a loaded 2-core
+/// machine.
+pub const STEP_DOWN_SLACK: Duration = Duration::from_millis(500);
 /// How long after the second of two samples that differ in role the
 /// events of that change may arrive.
 pub const EVENT_SLACK: Duration = Duration::from_secs(5);
