@@ -102,13 +102,15 @@ try: v=json.load(sys.stdin).get(sys.argv[1])
 except Exception: v=""
 print("" if v is None else v)' "$2"
 }
+# Node N's role, quickly (the timing loops below: no python3 per try); empty if no answer.
+role_of() { q "$1" raft status --json | sed -n 's/^{"role":"\([a-z]*\)".*/\1/p'; }
 # The node number whose address is $1.
 node_of() { local n; for n in 1 2 3; do [ "$(addr_of $n)" = "$1" ] && echo $n; done; }
 # Waits (polling every 20 ms, at most $3 ms) until node $1 says role $2; prints the elapsed ms.
 wait_role() {
     local n=$1 want=$2 lim=${3:-20000} t0; t0=$(now_ms)
     while [ $(( $(now_ms) - t0 )) -lt "$lim" ]; do
-        [ "$(rfield "$n" role)" = "$want" ] && { echo $(( $(now_ms) - t0 )); return 0; }
+        [ "$(role_of "$n")" = "$want" ] && { echo $(( $(now_ms) - t0 )); return 0; }
         sleep 0.02
     done
     echo "never"; return 1
@@ -117,9 +119,9 @@ wait_role() {
 wait_not_leader() {
     local n=$1 lim=$2 t0 r; t0=$(now_ms)
     while [ $(( $(now_ms) - t0 )) -lt "$lim" ]; do
-        r=$(rfield "$n" role)
+        r=$(role_of "$n")
         [ -n "$r" ] && [ "$r" != leader ] && { echo $(( $(now_ms) - t0 )); return 0; }
-        sleep 0.02
+        sleep 0.01
     done
     echo "never (still leader after $lim)"; return 1
 }
@@ -128,9 +130,9 @@ wait_any_leader() {
     local n
     while [ $(( $(now_ms) - T0 )) -lt 30000 ]; do
         for n in "$@"; do
-            [ "$(rfield "$n" role)" = leader ] && { echo "$n $(( $(now_ms) - T0 ))"; return 0; }
+            [ "$(role_of "$n")" = leader ] && { echo "$n $(( $(now_ms) - T0 ))"; return 0; }
         done
-        sleep 0.02
+        sleep 0.01
     done
     echo "none never"; return 1
 }
