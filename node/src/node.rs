@@ -889,6 +889,8 @@ impl Node {
             ("full_copies_received", n(&s.full_copies_received)),
             ("full_copies_sent", n(&s.full_copies_sent)),
             ("commits", n(&s.commits)),
+            ("store_log_fdatasyncs", self.store.log_syncs() as i64),
+            ("store_checkpoints", self.store.checkpoints() as i64),
             ("txns_applied", n(&s.txns_applied)),
             ("seq", seq as i64),
             ("secondaries", peers as i64),
