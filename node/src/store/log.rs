@@ -132,8 +132,39 @@ enum Parsed {
     Bad(String),
 }
 
+/// Where records are read from: a file (one record read back) or a whole segment in memory
+/// (recovery, whose look-ahead tries every 8-byte offset).
+trait Source {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+}
+
+impl Source for File {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        self.read_exact_at(buf, off)
+    }
+}
+
+impl Source for [u8] {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        let start = usize::try_from(off).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        match self.get(start..start.saturating_add(buf.len())) {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                Ok(())
+            }
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
 /// Reads and checks the record at `off` of segment `seg` (`file_len` bytes long).
-fn parse_at(seg: u64, f: &File, file_len: u64, off: u64, payload: &mut Vec<u8>) -> Parsed {
+fn parse_at<S: Source + ?Sized>(
+    seg: u64,
+    f: &S,
+    file_len: u64,
+    off: u64,
+    payload: &mut Vec<u8>,
+) -> Parsed {
     if off + HEADER as u64 > file_len {
         return if off >= file_len {
             Parsed::End
@@ -145,7 +176,7 @@ fn parse_at(seg: u64, f: &File, file_len: u64, off: u64, payload: &mut Vec<u8>) 
         };
     }
     let mut h = [0u8; HEADER];
-    if f.read_exact_at(&mut h, off).is_err() {
+    if f.read_at(&mut h, off).is_err() {
         return Parsed::Bad("the header cannot be read".into());
     }
     if u32_at(&h, 0) != MAGIC || u64_at(&h, 24) >> SEG_SHIFT != seg {
@@ -165,7 +196,7 @@ fn parse_at(seg: u64, f: &File, file_len: u64, off: u64, payload: &mut Vec<u8>) 
     }
     payload.clear();
     payload.resize(len as usize, 0);
-    if f.read_exact_at(payload, off + HEADER as u64).is_err() {
+    if f.read_at(payload, off + HEADER as u64).is_err() {
         return Parsed::Bad("the payload cannot be read".into());
     }
     if crc(seg, &h, payload) != u32_at(&h, 8) {
@@ -201,8 +232,11 @@ struct Scanned {
 }
 
 fn scan(no: u64, path: &Path) -> Result<Scanned, StoreError> {
-    let f = File::open(path).map_err(|e| io_err("open", path, e))?;
-    let file_len = f.metadata().map_err(|e| io_err("open", path, e))?.len();
+    // Read whole (a segment is LOG_SEGMENT_BYTES, or one group if that was larger): the
+    // look-ahead below tries every 8-byte offset, which must not be a system call each.
+    let bytes = std::fs::read(path).map_err(|e| io_err("open", path, e))?;
+    let f: &[u8] = &bytes;
+    let file_len = bytes.len() as u64;
     let mut s = Scanned {
         no,
         path: path.to_path_buf(),
@@ -216,7 +250,7 @@ fn scan(no: u64, path: &Path) -> Result<Scanned, StoreError> {
     let mut payload = Vec::new();
     let mut off = 0u64;
     loop {
-        match parse_at(no, &f, file_len, off, &mut payload) {
+        match parse_at(no, f, file_len, off, &mut payload) {
             Parsed::Txn { seq, len, .. } => {
                 let damaged = |why: String| StoreError::Damaged {
                     file: path.to_path_buf(),
@@ -246,7 +280,7 @@ fn scan(no: u64, path: &Path) -> Result<Scanned, StoreError> {
     // Look past the end for valid records of this segment (8-byte steps).
     let mut o = s.end + 8;
     while o + HEADER as u64 <= file_len {
-        if let Parsed::Txn { durable, len, .. } = parse_at(no, &f, file_len, o, &mut payload) {
+        if let Parsed::Txn { durable, len, .. } = parse_at(no, f, file_len, o, &mut payload) {
             if durable > pos(no, s.end) {
                 s.durable_after = Some(o);
                 break;

@@ -2967,6 +2967,71 @@ mod tests {
         println!("open after a clean stop: {:?}", t.elapsed());
     }
 
+    /// Timing, not a test: open time of a 1 GiB store after a clean close and after kill -9
+    /// under load (the replay is bounded by the checkpoint interval).
+    /// `cargo test -p ha-node --release store_bench_open_1gib -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn store_bench_open_1gib() {
+        let d = TempDir::new("open1g");
+        let gib: usize = std::env::var("GIB_ENTRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1 << 20);
+        {
+            let s = open(&d);
+            let t = Instant::now();
+            let mut w = s.begin_copy().unwrap();
+            for c in 0..gib / 1000 {
+                let chunk: Vec<(String, Vec<u8>)> = (0..1000)
+                    .map(|i| {
+                        let n = c * 1000 + i;
+                        (format!("/config/item{{{n:07}}}/blob"), big(n, 1024))
+                    })
+                    .collect();
+                w.put_chunk(&chunk).unwrap();
+            }
+            w.finish(meta(5)).unwrap();
+            for i in 6..106 {
+                commit1(&s, i, vec![set(&format!("/small/{i}"), "v")]);
+            }
+            println!(
+                "built: {} entries, {} MB of data, file {} MB, in {:?}",
+                s.stats().entries,
+                s.stats().bytes >> 20,
+                std::fs::metadata(s.file()).unwrap().len() >> 20,
+                t.elapsed()
+            );
+        } // clean close (drop = shutdown: last checkpoint, database closed)
+        let t = Instant::now();
+        let s = open(&d);
+        println!("open after a clean close: {:?}", t.elapsed());
+        assert_eq!(s.last_tx().unwrap(), meta(105));
+        drop(s);
+        let dir = d.0.clone();
+        in_child_then_vanish(|| {
+            let s = Store::open(&dir).unwrap();
+            // Commits for 900 ms (a little less than the checkpoint interval), then gone.
+            let t = Instant::now();
+            let mut seq = 106;
+            while t.elapsed() < std::time::Duration::from_millis(900) {
+                commit1(&s, seq, vec![set(&format!("/small/{}", seq % 1000), "w")]);
+                seq += 1;
+            }
+            std::mem::forget(s);
+        });
+        let t = Instant::now();
+        let s = open(&d);
+        let took = t.elapsed();
+        let last = s.last_tx().unwrap();
+        println!(
+            "open after kill -9 under load: {took:?} (store at seq {}, {} commits in the last \
+             900 ms before the kill)",
+            last.seq,
+            last.seq - 105
+        );
+    }
+
     /// CPU time of the calling thread (redb does its work on the caller's thread).
     fn thread_cpu() -> std::time::Duration {
         let mut ts = libc::timespec {
