@@ -111,7 +111,9 @@ fn store_log_kill9_at_random_moments_under_load_loses_no_acknowledged_commit() {
         node.wait_state(STATE_NONE, T);
         let w = Writers::start(&node, 4, &acked);
         // A pseudo-random moment between 20 and 300 ms into the load.
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 280));
         node.kill9();
         acked = w.finish();

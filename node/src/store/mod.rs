@@ -1,7 +1,21 @@
-//! The durable embedded store of ha-node: a schemaless tree of keypaths kept in one
-//! redb database at `<data-dir>/store.redb`.
+//! The durable embedded store of ha-node: a schemaless tree of keypaths kept in one redb
+//! database at `<data-dir>/store.redb`, behind a sequential commit log in `<data-dir>/log/`
+//! (module [`log`]).
 //!
-//! Tables:
+//! Durability: [`Store::commit`] applies a group of transactions to a redb write transaction
+//! (nothing is logged if that fails), appends one checksummed record per transaction to the
+//! commit log with ONE write and ONE fdatasync — the group is durable then — and commits the
+//! redb transaction with `Durability::None` (visible to readers, not yet durable in the
+//! tree). A checkpointer thread makes the tree durable (a redb commit with
+//! `Durability::Immediate` and quick-repair, so that opening after a crash needs no full
+//! repair) every [`CHECKPOINT_INTERVAL_MS`] or [`CHECKPOINT_LOG_BYTES`], and retires the log
+//! segments the tree and the backlog no longer need. Recovery at open replays the records
+//! from the tree's `log_pos` on (the log position just after the last record the durable
+//! tree holds). A clean close ([`Store::shutdown`], or dropping the store) writes a last
+//! checkpoint. The log is also the backlog of the last `txlog-max-txns` transactions
+//! ([`Store::txlog_from`], [`Store::txlog_ids`]).
+//!
+//! Tables (record format 2):
 //! - `data`: keypath (UTF-8 bytes) → record. A record is either `0x00 ++ value` (the value
 //!   inline; the value bytes are opaque to the store, the daemon keeps the ETF encoding of a
 //!   `Value` there) or `0x01 ++ blob u64 ++ offset u32 ++ length u32` (big-endian), a value
@@ -10,7 +24,11 @@
 //!   `blob_refs`: u64 → number of records pointing into that blob; a blob goes away with its
 //!   last reference (overwritten or deleted), and a full copy replaces all of them.
 //! - `meta`: `seq` (u64, 8 bytes big-endian), `txid` (UTF-8), `bytes` (u64 BE, the sum of
-//!   key + value lengths, for [`Store::stats`]) and `format` (u64 BE, the record format, 1).
+//!   key + value lengths, for [`Store::stats`]), `format` (u64 BE, the record format, 2),
+//!   `log_base` (u64 BE: the first log segment of the tree's history; a full copy moves it
+//!   past every older segment) and `log_pos` (u64 BE: segment << 40 | offset, where replay
+//!   starts). Format 1 had a `txlog` table (seq → ETF record) instead of the commit log; it
+//!   is converted at open (that backlog is dropped).
 //!
 //! Why blobs: redb rebuilds a whole 4 KiB leaf page on every insert, and a 4 KiB page holds
 //! only two or three 1 KiB values, so a 100 MB copy of 1 KiB values as plain records costs
@@ -22,8 +40,9 @@
 //! (it does not shrink; free pages are reused).
 //!
 //! The meta of a transaction is written in the same redb write transaction as its data, and
-//! every commit is `Durability::Immediate` (fsync before `commit` returns), so after a crash
-//! the store holds exactly the data of the transaction named by [`Store::last_tx`].
+//! the log's record of it is durable before that transaction commits, so after a crash
+//! (tree at its last checkpoint + replay) the store holds exactly the data of the
+//! transaction named by [`Store::last_tx`], and every acknowledged commit.
 //!
 //! Paths are keypaths like `/servers/server{www}/port`: they start with '/', segments are
 //! separated by '/', and a '/' inside `{...}` belongs to the segment (list keys may contain
@@ -31,7 +50,7 @@
 //! its parents. Deleting a path removes it and its whole subtree.
 //!
 //! Concurrency: reads (`get`, `exists`, `list`, `last_tx`, `snapshot`) run on MVCC read
-//! transactions and never block. redb allows one writer at a time: `commit` and
+//! transactions and never block. redb allows one writer at a time: `commit`, checkpoints and
 //! [`Store::begin_copy`] wait for each other, so while a [`CopyWriter`] exists every `commit`
 //! blocks (on a secondary receiving a full copy no writes are accepted, so that is fine). Do
 //! not call `commit` on the thread that holds a `CopyWriter`: it would wait for itself.
