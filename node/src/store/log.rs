@@ -448,6 +448,7 @@ impl Log {
         }
         // Where writing goes on: the tail is sealed (if it holds anything) and a fresh
         // segment starts; an empty log starts at log-base.
+        let mut created = false;
         let (seg, file, spare) = match last {
             Some(l) => {
                 let t = &scanned[l];
@@ -469,6 +470,7 @@ impl Log {
                 let file = if spare_no == Some(next) {
                     open_rw(&dir.join(seg_name(next)))?
                 } else {
+                    created = true;
                     create_segment(&dir, next)?
                 };
                 (next, file, None)
@@ -478,12 +480,15 @@ impl Log {
                 let file = if spare_no.is_some() {
                     open_rw(&dir.join(seg_name(no)))?
                 } else {
+                    created = true;
                     create_segment(&dir, no)?
                 };
                 (no, file, None)
             }
         };
-        sync_dir(&dir)?;
+        if created || removed > 0 {
+            sync_dir(&dir)?;
+        }
         let first_seg = nos.first().copied().unwrap_or(seg).min(seg);
         let mut replay = Vec::new();
         let mut replay_end = tree_pos;
@@ -625,6 +630,33 @@ impl Log {
         self.seg = next;
         self.off = 0;
         Ok(())
+    }
+
+    /// Clean close: seals the segment being written where its records end and cuts it to that
+    /// length, so that the next open finds a sealed tail (no repair, nothing to write there)
+    /// and starts in the spare.
+    pub fn seal(&mut self) -> Result<(), StoreError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let path = self.dir.join(seg_name(self.seg));
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            self.seg,
+            KIND_SEAL,
+            0,
+            pos(self.seg, self.off),
+            &[],
+        );
+        let r = self
+            .file
+            .write_all_at(&buf, self.off)
+            .and_then(|()| self.file.set_len(self.off + buf.len() as u64))
+            .and_then(|()| self.file.sync_all());
+        // Nothing more goes to this log (it is closed next).
+        self.failed = Some("the log was closed".into());
+        r.map_err(|e| io_err("close", &path, e))
     }
 
     /// Whether a spare segment should be prepared (and its number).
