@@ -325,6 +325,57 @@ impl Candidate for Overlap {
     }
 }
 
+/// As `LogOnly` with redb, in one thread: the record is written and its writeback started
+/// (`sync_file_range`), the redb transaction is built meanwhile, then fdatasync waits for the
+/// write and flushes, and the redb transaction commits.
+struct EarlyWrite {
+    log: Log,
+    db: redb::Database,
+    since_checkpoint: u64,
+}
+
+impl Candidate for EarlyWrite {
+    fn name(&self) -> String {
+        "redb-none+log-overwrite, early write".into()
+    }
+    fn commit(&mut self, i: u64) {
+        use std::os::fd::AsRawFd;
+        let rec = record(i, self.log.pos);
+        if self.log.pos + rec.len() as u64 > SEGMENT_BYTES {
+            self.log.prepare();
+        }
+        self.log.file.write_all_at(&rec, self.log.pos).unwrap();
+        // SAFETY: sync_file_range on our own descriptor.
+        unsafe {
+            libc::sync_file_range(
+                self.log.file.as_raw_fd(),
+                self.log.pos as i64,
+                rec.len() as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        self.log.pos += rec.len() as u64;
+        let mut txn = self.db.begin_write().unwrap();
+        txn.set_durability(redb::Durability::None);
+        {
+            let mut t = txn.open_table(DATA).unwrap();
+            t.insert(key(i).as_slice(), value(i).as_slice()).unwrap();
+        }
+        self.log.file.sync_data().unwrap();
+        txn.commit().unwrap();
+        self.since_checkpoint += 1;
+    }
+    fn between(&mut self) {
+        if self.since_checkpoint >= CHECKPOINT_EVERY {
+            let mut txn = self.db.begin_write().unwrap();
+            txn.set_durability(redb::Durability::Immediate);
+            txn.set_quick_repair(true);
+            txn.commit().unwrap();
+            self.since_checkpoint = 0;
+        }
+    }
+}
+
 /// The redb non-durable commit alone (no log, not durable): what the log adds it to.
 struct RedbNone {
     db: redb::Database,
@@ -452,6 +503,11 @@ fn main() {
             Log::new(dir.join("olog-overwrite"), Prealloc::Overwrite),
             redb_at("none-overlap.redb"),
         )),
+        Box::new(EarlyWrite {
+            log: Log::new(dir.join("elog-overwrite"), Prealloc::Overwrite),
+            db: redb_at("none-early.redb"),
+            since_checkpoint: 0,
+        }),
         Box::new(RedbNone {
             db: redb_at("none-alone.redb"),
         }),
