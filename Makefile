@@ -140,7 +140,7 @@ $(CT_DIR)/harness.o: c-tests/harness.c c-tests/harness.h $(addprefix include/,$(
 	@mkdir -p $(CT_DIR)
 	$(CC) $(CT_CFLAGS) -c $< -o $@
 
-$(CT_DIR)/%: c-tests/%.c $(CT_DIR)/harness.o c-tests/harness.h $(addprefix include/,$(HEADERS)) $(LIB_SO)
+$(CT_DIR)/%: c-tests/%.c $(CT_DIR)/harness.o c-tests/harness.h c-tests/wire.h $(addprefix include/,$(HEADERS)) $(LIB_SO)
 	@mkdir -p $(CT_DIR)
 	$(CC) $(CT_CFLAGS) $< $(CT_DIR)/harness.o -o $@ $(CT_LDFLAGS)
 

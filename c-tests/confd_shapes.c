@@ -31,81 +31,12 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "wire.h"
 #include <confd_events.h>
 
-/* ---- a byte builder ---- */
-
-struct bytes {
-    unsigned char d[4096];
-    size_t n;
-};
-
-static void put(struct bytes *b, const void *p, size_t n)
-{
-    if (b->n + n <= sizeof b->d) {
-        memcpy(b->d + b->n, p, n);
-        b->n += n;
-    }
-}
-static void put1(struct bytes *b, unsigned v) { unsigned char c = (unsigned char)v; put(b, &c, 1); }
-static void put16(struct bytes *b, unsigned v) { put1(b, v >> 8); put1(b, v & 255); }
-static void put32(struct bytes *b, uint32_t v) { put16(b, v >> 16); put16(b, v & 0xffff); }
-static void t_small(struct bytes *b, unsigned v) { put1(b, 97); put1(b, v); }
-static void t_int(struct bytes *b, int32_t v) { put1(b, 98); put32(b, (uint32_t)v); }
-static void t_tuple(struct bytes *b, unsigned arity) { put1(b, 104); put1(b, arity); }
-static void t_atom(struct bytes *b, const char *a) { put1(b, 119); put1(b, (unsigned)strlen(a)); put(b, a, strlen(a)); }
-static void t_bin(struct bytes *b, const char *s) { put1(b, 109); put32(b, (uint32_t)strlen(s)); put(b, s, strlen(s)); }
-static void t_string(struct bytes *b, const char *s) { put1(b, 107); put16(b, (unsigned)strlen(s)); put(b, s, strlen(s)); }
 static void t_ip4(struct bytes *b, unsigned a, unsigned c, unsigned d, unsigned e)
 {
     t_tuple(b, 4); t_small(b, a); t_small(b, c); t_small(b, d); t_small(b, e);
-}
-
-/* ---- I/O ---- */
-
-static int read_full(int fd, void *p, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)p + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *p, size_t n)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = send(fd, (const char *)p + done, n - done, MSG_NOSIGNAL);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        done += (size_t)r;
-    }
-    return 0;
-}
-
-static long read_frame(int fd, unsigned char *buf, size_t cap)
-{
-    unsigned char h[4];
-    uint32_t len;
-    if (read_full(fd, h, 4) != 0) return -1;
-    len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    if (len > cap) return -1;
-    if (read_full(fd, buf, len) != 0) return -1;
-    return (long)len;
-}
-
-static void send_term(int fd, const struct bytes *t)
-{
-    struct bytes f;
-    f.n = 0;
-    put32(&f, (uint32_t)t->n + 1);
-    put1(&f, 131);
-    put(&f, t->d, t->n);
-    write_full(fd, f.d, f.n);
 }
 
 /* The daemon's hello answer: status, protocol 66 / 0x06060000 (ConfD 6.6),
@@ -400,7 +331,7 @@ static void s_replies(int fd, int k)
     send_term(fd, &t);
     /* {error, 28, <<"bad token">>} */
     if (read_frame(fd, fk.frame, sizeof fk.frame) < 0) return;
-    t.n = 0; t_tuple(&t, 3); t_atom(&t, "error"); t_small(&t, 28); t_bin(&t, "bad token");
+    t.n = 0; t_tuple(&t, 3); t_atom(&t, "error"); t_small(&t, 28); t_bin_str(&t, "bad token");
     send_term(fd, &t);
     /* an atom other than ok: success */
     if (read_frame(fd, fk.frame, sizeof fk.frame) < 0) return;
@@ -456,7 +387,7 @@ static void s_events66(int fd, int k)
     if (n < 3) return;
     fk.frame_len = n;
     if (!(fk.frame[1] == 104 && fk.frame[2] == 4)) {
-        t.n = 0; t_tuple(&t, 3); t_atom(&t, "error"); t_small(&t, 18); t_bin(&t, "Bad subscription data");
+        t.n = 0; t_tuple(&t, 3); t_atom(&t, "error"); t_small(&t, 18); t_bin_str(&t, "Bad subscription data");
         send_term(fd, &t);
         return;
     }

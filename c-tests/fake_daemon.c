@@ -15,35 +15,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#define WIRE_BYTES_CAP 200000 /* status lists longer than 255 nodes */
 #include "harness.h"
-
-/* ---- a byte builder for replies ---- */
-
-struct bytes {
-    unsigned char d[200000];
-    size_t n;
-};
-
-static void put(struct bytes *b, const void *p, size_t n)
-{
-    if (b->n + n <= sizeof b->d) {
-        memcpy(b->d + b->n, p, n);
-        b->n += n;
-    }
-}
-static void put1(struct bytes *b, unsigned v) { unsigned char c = (unsigned char)v; put(b, &c, 1); }
-static void put32(struct bytes *b, uint32_t v)
-{
-    unsigned char c[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
-    put(b, c, 4);
-}
-static void t_small(struct bytes *b, unsigned v) { put1(b, 97); put1(b, v); }
-static void t_int(struct bytes *b, int32_t v) { put1(b, 98); put32(b, (uint32_t)v); }
-static void t_tuple(struct bytes *b, unsigned arity) { put1(b, 104); put1(b, arity); }
-static void t_atom(struct bytes *b, const char *a) { put1(b, 119); put1(b, (unsigned)strlen(a)); put(b, a, strlen(a)); }
-static void t_bin(struct bytes *b, const void *p, size_t n) { put1(b, 109); put32(b, (uint32_t)n); put(b, p, n); }
-static void t_list(struct bytes *b, uint32_t n) { put1(b, 108); put32(b, n); }
-static void t_nil(struct bytes *b) { put1(b, 106); }
+#include "wire.h"
 
 /* ---- the fake daemon ---- */
 
@@ -63,49 +37,6 @@ static struct {
     size_t req_len;
     int script_ok;
 } fk;
-
-static int read_full(int fd, void *p, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (char *)p + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *p, size_t n)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = send(fd, (const char *)p + done, n - done, MSG_NOSIGNAL);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        done += (size_t)r;
-    }
-    return 0;
-}
-
-/* Reads one frame into buf (up to cap); returns its length or -1. */
-static long read_frame(int fd, unsigned char *buf, size_t cap)
-{
-    unsigned char h[4];
-    uint32_t len;
-    if (read_full(fd, h, 4) != 0) return -1;
-    len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    if (len > cap) return -1;
-    if (read_full(fd, buf, len) != 0) return -1;
-    return (long)len;
-}
-
-static void send_frame(int fd, const struct bytes *t)
-{
-    unsigned char h[4] = {(unsigned char)(t->n >> 24), (unsigned char)(t->n >> 16), (unsigned char)(t->n >> 8), (unsigned char)t->n};
-    write_full(fd, h, 4);
-    write_full(fd, t->d, t->n);
-}
 
 static void hello_ok(int fd, unsigned depth, unsigned keys)
 {
