@@ -688,7 +688,8 @@ pub const SHUTDOWN_CHECKPOINT_WAIT_MS: u64 = 5000;
 /// (checkpoint, then the database is closed), as [`Store::shutdown`] does.
 pub struct Store {
     inner: Arc<Inner>,
-    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The checkpointer thread and the channel it closes when it ends.
+    checkpointer: Mutex<Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 /// What the store and its checkpointer thread share.
@@ -918,16 +919,20 @@ impl Store {
             checkpoints: AtomicU64::new(0),
         });
         let i = inner.clone();
+        let (done, ended) = std::sync::mpsc::channel::<()>();
         let t = std::thread::Builder::new()
             .name("checkpointer".into())
-            .spawn(move || i.checkpointer())
+            .spawn(move || {
+                i.checkpointer();
+                drop(done);
+            })
             .map_err(|e| StoreError::Db {
                 op: "open",
                 msg: format!("cannot start the checkpointer thread: {e}"),
             })?;
         Ok(Store {
             inner,
-            checkpointer: Mutex::new(Some(t)),
+            checkpointer: Mutex::new(Some((t, ended))),
         })
     }
 
@@ -975,10 +980,18 @@ impl Store {
     /// and the log. Later operations fail with `Closed`. Idempotent.
     pub fn shutdown(&self) -> Result<(), StoreError> {
         let t = lk(&self.checkpointer).take();
-        let Some(t) = t else { return Ok(()) };
+        let Some((t, ended)) = t else { return Ok(()) };
         lk(&self.inner.wake).0 = true;
         self.inner.wake_cv.notify_one();
-        let _ = t.join();
+        // A checkpoint in progress may wait for an open write (a full copy being received):
+        // wait a bounded time, then leave the thread to end on its own.
+        let wait = std::time::Duration::from_millis(SHUTDOWN_CHECKPOINT_WAIT_MS);
+        if !matches!(
+            ended.recv_timeout(wait),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        ) {
+            let _ = t.join();
+        }
         let r = if lk(&self.inner.fault).is_none() {
             // On a helper thread, waited for a bounded time: a write transaction that is still
             // open (a full copy being received) would make the checkpoint wait for it.
@@ -2381,6 +2394,36 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![4]
         );
+    }
+
+    #[test]
+    fn store_shutdown_during_an_open_copy_does_not_hang() {
+        let d = TempDir::new("shutdown-copy");
+        let s = open(&d);
+        commit1(&s, 1, vec![set("/a", "1")]);
+        let mut w = s.begin_copy().unwrap();
+        w.put_chunk(&[("/b".into(), b"2".to_vec())]).unwrap();
+        let t = Instant::now();
+        let err = s.shutdown().unwrap_err();
+        assert!(err.to_string().contains("no checkpoint within"), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(60));
+        // The copy cannot finish on a closed store; the old data is intact after a restart.
+        assert!(w.finish(meta(9)).is_err());
+        drop(s);
+        // The abandoned checkpoint lets go of the database once the copy is gone.
+        let t = Instant::now();
+        let s = loop {
+            match Store::open(&d.0) {
+                Err(StoreError::AlreadyOpen { .. })
+                    if t.elapsed() < std::time::Duration::from_secs(30) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => break r.unwrap(),
+            }
+        };
+        assert_eq!(s.last_tx().unwrap(), meta(1));
+        assert_eq!(get_s(&s, "/a").as_deref(), Some("1"));
     }
 
     #[test]
