@@ -715,6 +715,8 @@ struct Inner {
     /// fdatasyncs of the commit log (one per group commit) and checkpoints, since start.
     log_syncs: AtomicU64,
     checkpoints: AtomicU64,
+    /// The last attempt to prepare a spare segment failed (warned once per streak).
+    spare_failed: std::sync::atomic::AtomicBool,
 }
 
 fn lk<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -799,8 +801,20 @@ impl Inner {
             })?;
         }
         if let Some(no) = want {
-            let f = log::prepare_segment(log.dir(), no, reuse)?;
-            log.set_spare(no, f);
+            match log::prepare_segment(log.dir(), no, reuse) {
+                Ok(f) => {
+                    log.set_spare(no, f);
+                    self.spare_failed.store(false, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Not a fault: the writer creates the next segment itself when it needs
+                    // one (and fails the commit then if it cannot). Warned once per streak.
+                    let _ = std::fs::remove_file(log.seg_path(no));
+                    if !self.spare_failed.swap(true, Ordering::Relaxed) {
+                        crate::warn!("store", "preparing the next commit log segment: {e}");
+                    }
+                }
+            }
         }
         Ok(wrote)
     }
@@ -917,6 +931,7 @@ impl Store {
             wake_cv: Condvar::new(),
             log_syncs: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            spare_failed: std::sync::atomic::AtomicBool::new(false),
         });
         let i = inner.clone();
         let (done, ended) = std::sync::mpsc::channel::<()>();
