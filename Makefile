@@ -8,12 +8,17 @@
 #   make check-valgrind   only the C tests, under valgrind
 #   make check SANITIZE=address   C tests built with -fsanitize=address
 #   make check-faults     the fault-injection suite in full (every scenario, both
-#                         min-secondaries modes, FAULTS_ITERATIONS=3 times; about 20 min)
+#                         min-secondaries modes, FAULTS_ITERATIONS=3 times; about 20 min;
+#                         then the Raft-mode scenarios at 3 and 5 nodes, about 4 min per iteration)
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-fuzz       the network fuzzer of node/tests/hostile.rs at 100 000 mutated
 #                         frames per port (HA_FUZZ_FRAMES, HA_FUZZ_SEED to change or repeat)
 #   make demo / make bench
+#   make demo-raft        HA Raft mode on three nodes: failover, catch-up, handover, a minority
+#                         partition (network namespaces as root, else SIGSTOP; it says which)
 #   make bench-peers      ha-node beside PostgreSQL, Redis and etcd (bench/PEERS.md; not in check)
+#   make bench-commit-path  ha-node's commit path alone: latency, throughput, context switches
+#                         and CPU per commit per node, 0/1/2 secondaries (prints a table)
 #   make demo-keepalived  a keepalived failover end to end (root, keepalived; network namespaces)
 #   make check-frameworks the keepalived and Pacemaker tests (root; each skips loudly when its
 #                         framework is not installed)
@@ -59,8 +64,8 @@ CT_RUNNER :=
 endif
 
 .PHONY: all build headers check-headers check fmt-check clippy test-rust check-c \
-        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench bench-peers clean FORCE \
-        contrib check-ocf check-frameworks run-frameworks demo-keepalived
+        check-link check-install check-python check-valgrind check-faults check-faults-bounded check-fuzz erl-note install uninstall demo bench bench-peers bench-commit-path clean FORCE \
+        contrib check-ocf check-frameworks run-frameworks demo-keepalived demo-raft
 
 all: build
 
@@ -234,12 +239,18 @@ uninstall:
 demo: build
 	@if [ -x scripts/demo.sh ]; then scripts/demo.sh; elif [ -f scripts/demo.sh ]; then sh scripts/demo.sh; else echo "demo: not yet (scripts/demo.sh does not exist)"; fi
 
+demo-raft: build
+	@scripts/demo-raft.sh
+
 bench: build
 	@if [ -x scripts/bench.sh ]; then scripts/bench.sh; elif [ -f scripts/bench.sh ]; then sh scripts/bench.sh; else echo "bench: not yet (scripts/bench.sh does not exist)"; fi
 
 # Not part of check: installs packages (root), runs for minutes. BENCH_PEERS_QUICK=1 for a short run.
 bench-peers: build
 	BENCH_SKIP_BUILD=1 scripts/bench-peers.sh
+
+bench-commit-path: build
+	scripts/bench-commit-path.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -17,9 +17,16 @@
  * Modes:
  *   lat N            one client, N commits; appends each latency (µs) to --samples
  *   tput C SECS      C clients (one connection each) commit for SECS seconds;
- *                    prints BENCH NAME.tputC (commits/s) and NAME.cpuC (server
+ *                    prints BENCH NAME.tputC (commits/s), NAME.cpuC (server
  *                    CPU µs per commit, from /proc/PID/stat of the --cpu-pids
- *                    and their direct children)
+ *                    and their direct children) and NAME.latC.p50 / .p99 (µs,
+ *                    over every commit of every client)
+ *   failover PID ADDR[,ADDR..] MAX_MS
+ *                    kill -9 of PID (a cluster's leader), then one commit after
+ *                    the other on each ADDR in turn (each in a child process,
+ *                    cut after FAILOVER_TRY_MS) until one succeeds; prints
+ *                    BENCH NAME.failover (ms from the kill to that commit's
+ *                    reply), or fails after MAX_MS
  *   fill MIB KIB [FIRST]  writes MIB MiB of incompressible values of KIB KiB at
  *                    blob keys FIRST, FIRST+1, ... (default 0)
  *   wait-redis N     polls the Redis primary until N replicas are online with
@@ -45,7 +52,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -323,6 +333,45 @@ static double server_cpu_s(void)
     return (double)total / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Context switches (voluntary + involuntary) of every thread of PID now alive, and its
+ * CPU ticks (all threads, live and exited): per-node figures of `tput`. */
+static long long proc_ctxt(int pid)
+{
+    char path[64], line[256];
+    long long total = 0, v;
+    DIR *d;
+    struct dirent *e;
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    d = opendir(path);
+    while (d && (e = readdir(d)) != NULL) {
+        FILE *f;
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%d/status", pid, atoi(e->d_name));
+        f = fopen(path, "r");
+        if (!f) continue;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1)
+                total += v;
+        fclose(f);
+    }
+    if (d) closedir(d);
+    return total;
+}
+
+static int cpu_roots(int *roots, int max)
+{
+    int n = 0;
+    const char *s = o_cpu_pids;
+    while (*s && n < max) {
+        roots[n++] = atoi(s);
+        s = strchr(s, ',');
+        if (!s) break;
+        s++;
+    }
+    return n;
+}
+
 /* ---- modes ---- */
 
 static int cmp_u64(const void *a, const void *b)
@@ -356,13 +405,21 @@ static void mode_lat(long n)
     free(v);
 }
 
+/* Latencies kept per client in tput mode (later commits are counted, not kept). */
+#define TPUT_MAX_SAMPLES 200000
+
 struct worker {
     pthread_t th;
     int id;
     long count;
+    uint64_t *lat; /* TPUT_MAX_SAMPLES latencies (ns) */
+    long nlat;
 };
 static pthread_barrier_t start_bar;
 static volatile int stop_flag;
+/* Clients connect one at a time: ha-node closes a source's connections beyond
+ * MAX_PENDING_HANDSHAKES_PER_SOURCE (8) still in their hello. */
+static pthread_mutex_t connect_mx = PTHREAD_MUTEX_INITIALIZER;
 
 static void *worker_main(void *arg)
 {
@@ -370,11 +427,16 @@ static void *worker_main(void *arg)
     struct conn c;
     unsigned char val[VALUE_BYTES];
     long i = 0;
+    pthread_mutex_lock(&connect_mx);
     conn_open(&c);
+    pthread_mutex_unlock(&connect_mx);
     pthread_barrier_wait(&start_bar);
     while (!__atomic_load_n(&stop_flag, __ATOMIC_RELAXED)) {
+        uint64_t t0;
         fill_random(val, sizeof val, (uint64_t)(w->id * 1000003 + i));
+        t0 = now_ns();
         commit(&c, (w->id * 31 + i) % KEYS, val, sizeof val, 0);
+        if (w->nlat < TPUT_MAX_SAMPLES) w->lat[w->nlat++] = now_ns() - t0;
         i++;
     }
     w->count = i;
@@ -395,9 +457,18 @@ static void mode_tput(int clients, double secs)
     for (int i = 0; i < clients; i++) {
         w[i].id = i;
         w[i].count = 0;
+        w[i].nlat = 0;
+        w[i].lat = malloc(sizeof(uint64_t) * TPUT_MAX_SAMPLES);
+        if (!w[i].lat) die("out of memory%s", "");
         pthread_create(&w[i].th, NULL, worker_main, &w[i]);
     }
+    int roots[8], nroots = cpu_roots(roots, 8), ppid;
+    long long cs0[8], cs1[8], tk0[8], tk1[8];
     pthread_barrier_wait(&start_bar);
+    for (int i = 0; i < nroots; i++) {
+        cs0[i] = proc_ctxt(roots[i]);
+        tk0[i] = proc_ticks(roots[i], &ppid);
+    }
     cpu0 = server_cpu_s();
     t0 = now_ns();
     usleep((useconds_t)(secs * 1e6));
@@ -405,16 +476,99 @@ static void mode_tput(int clients, double secs)
     pthread_barrier_wait(&start_bar);
     t1 = now_ns();
     cpu1 = server_cpu_s();
+    for (int i = 0; i < nroots; i++) {
+        cs1[i] = proc_ctxt(roots[i]);
+        tk1[i] = proc_ticks(roots[i], &ppid);
+    }
     pthread_barrier_wait(&start_bar);
+    long nall = 0;
     for (int i = 0; i < clients; i++) {
         pthread_join(w[i].th, NULL);
         total += w[i].count;
+        nall += w[i].nlat;
     }
+    uint64_t *all = malloc(sizeof(uint64_t) * (size_t)(nall > 0 ? nall : 1));
+    if (!all) die("out of memory%s", "");
+    nall = 0;
+    for (int i = 0; i < clients; i++) {
+        memcpy(all + nall, w[i].lat, sizeof(uint64_t) * (size_t)w[i].nlat);
+        nall += w[i].nlat;
+        free(w[i].lat);
+    }
+    if (nall > 0) {
+        qsort(all, (size_t)nall, sizeof *all, cmp_u64);
+        printf("BENCH %s.lat%d.p50 %.1f us\n", o_name, clients, (double)all[nall / 2] / 1000.0);
+        printf("BENCH %s.lat%d.p99 %.1f us\n", o_name, clients, (double)all[(nall * 99) / 100] / 1000.0);
+    }
+    free(all);
     printf("BENCH %s.tput%d %.1f commits/s\n", o_name, clients, (double)total * 1e9 / (double)(t1 - t0));
     printf("BENCH %s.commits%d %ld count\n", o_name, clients, total);
     printf("BENCH %s.cpus%d %.3f s\n", o_name, clients, cpu1 - cpu0);
     if (total > 0)
         printf("BENCH %s.cpu%d %.1f us/commit\n", o_name, clients, (cpu1 - cpu0) * 1e6 / (double)total);
+    for (int i = 0; i < nroots && total > 0; i++) {
+        printf("BENCH %s.cs%d.node%d %.2f switches/commit\n", o_name, clients, i,
+               (double)(cs1[i] - cs0[i]) / (double)total);
+        printf("BENCH %s.cpu%d.node%d %.1f us/commit\n", o_name, clients, i,
+               (double)(tk1[i] - tk0[i]) * 1e6 / (double)sysconf(_SC_CLK_TCK) / (double)total);
+    }
+}
+
+/* One failover attempt may take this long (a commit on a member that waits for a
+ * leader is cut and tried again). */
+#define FAILOVER_TRY_MS 250
+
+/* One commit on `addr` in a child process (die() there only ends the child). */
+static int try_commit(const char *addr)
+{
+    pid_t p = fork();
+    if (p < 0) die("fork failed%s", "");
+    if (p == 0) {
+        struct conn c;
+        unsigned char val[VALUE_BYTES];
+        const char *colon = strrchr(addr, ':');
+        struct itimerval it = {{0, 0}, {0, FAILOVER_TRY_MS * 1000}};
+        if (!colon || (size_t)(colon - addr) >= sizeof host) _exit(2);
+        memcpy(host, addr, (size_t)(colon - addr));
+        host[colon - addr] = 0;
+        port = atoi(colon + 1);
+        o_addr = addr;
+        setitimer(ITIMER_REAL, &it, NULL); /* SIGALRM ends the child */
+        int dn = open("/dev/null", O_WRONLY);
+        if (dn >= 0) dup2(dn, 2); /* a refused attempt is not news */
+        conn_open(&c);
+        fill_random(val, sizeof val, now_ns());
+        commit(&c, 0, val, sizeof val, 0);
+        _exit(0);
+    }
+    int st;
+    while (waitpid(p, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static void mode_failover(int pid, const char *addrs, long max_ms)
+{
+    char list[16][64];
+    int n = 0;
+    const char *p = addrs;
+    while (*p && n < 16) {
+        size_t k = strcspn(p, ",");
+        if (k == 0 || k >= sizeof list[0]) die("bad address list %s", addrs);
+        memcpy(list[n], p, k);
+        list[n++][k] = 0;
+        p += k;
+        if (*p == ',') p++;
+    }
+    if (n == 0) die("no address in %s", addrs);
+    uint64_t t0 = now_ns();
+    if (kill(pid, SIGKILL) != 0) die("cannot kill the leader: %s", strerror(errno));
+    for (long i = 0;; i++) {
+        if (try_commit(list[i % n])) break;
+        if ((now_ns() - t0) / 1000000 > (uint64_t)max_ms) die("no commit within %s ms", "MAX_MS");
+        usleep(2000);
+    }
+    printf("BENCH %s.failover %.1f ms\n", o_name, (double)(now_ns() - t0) / 1e6);
 }
 
 static void mode_fill(long mib, long kib, long first)
@@ -610,6 +764,7 @@ int main(int argc, char **argv)
     else if (!strcmp(m, "wait-pg")) mode_wait_pg(a1);
     else if (!strcmp(m, "floor-fsync")) mode_floor_fsync(a1, atol(a2));
     else if (!strcmp(m, "floor-rtt")) mode_floor_rtt(atol(a1));
+    else if (!strcmp(m, "failover")) mode_failover(atoi(a1), a2, i + 3 < argc ? atol(argv[i + 3]) : 30000);
     else die("unknown mode %s", m);
     return 0;
 }

@@ -72,6 +72,11 @@
 #define CHA_NODE_HEALTH_V1_SIZE 79856
 
 /**
+ * Most arguments of one `cha_raft()` call.
+ */
+#define CHA_RAFT_MAX_ARGS 64
+
+/**
  * A secondary's copy state (`cha_secondary_lag.copy_state`).
  */
 enum cha_copy_state {
@@ -275,8 +280,8 @@ struct cha_secondary_lag {
    */
   int64_t full_copies;
   /**
-   * Incremental catch-ups (always 0: ha-node has none yet; a re-join
-   * that differs gets a full copy).
+   * Re-joins of this node id served by an incremental catch-up (only the
+   * transactions it missed) since the serving node started.
    */
   int64_t catch_ups;
   /**
@@ -420,6 +425,48 @@ int cha_data_connect(int sock, const struct sockaddr *srv, int srv_sz);
  * Threads: one thread at a time per socket.
  */
 int cha_get(int sock, const char *path, confd_value_t *v);
+
+/**
+ * As `cha_get()`, but linearizable: served only by the leader of an HA Raft
+ * cluster, after a read index round (a majority confirms the leadership and
+ * the store has applied everything committed before the call).
+ * Errors: as `cha_get()`, and CONFD_ERR_NOT_WRITABLE on a node that is not
+ * the Raft leader (the message names the leader), CONFD_ERR_BADSTATE in
+ * external mode.
+ *
+ * NULL: `path` and `v` must not be NULL.
+ * Ownership: as `cha_get()`.
+ * Threads: one thread at a time per socket.
+ */
+int cha_get_linearizable(int sock, const char *path, confd_value_t *v);
+
+/**
+ * Runs an HA Raft action on the node (README, "Raft mode"): `action` is
+ * "status" (args: "json" or "text"), "create-cluster" (args: the other
+ * nodes' addresses IP:PORT), "adjust-membership" ("add-node" or
+ * "remove-node", then an address), "handover" (none, or an address),
+ * "reset" (none, or "force") or "disconnect" (an address). `*reply` is set
+ * to the node's answer, a NUL-terminated string from malloc(3) (JSON for
+ * "status --json", else a message). On failure `*reply` is NULL.
+ * Errors: CONFD_ERR_BADSTATE (external mode; wrong role, e.g. not the
+ * leader, naming it), CONFD_ERR_TIMEOUT (not done within the node's
+ * storage-timeout), CONFD_ERR_PROTOUSAGE (bad arguments), and the common ones.
+ *
+ * NULL: `action` and `reply` must not be NULL; `args` may be NULL when
+ * `nargs` is 0. `nargs`: 0 to CHA_RAFT_MAX_ARGS.
+ * Ownership: the caller owns `*reply`; free it with `cha_free_text()`.
+ * Threads: one thread at a time per socket.
+ */
+int cha_raft(int sock, const char *action, const char *const *args, int nargs, char **reply);
+
+/**
+ * Frees a string returned by `cha_raft()`.
+ *
+ * NULL: `s` may be NULL (nothing happens).
+ * Ownership: `s` must come from `cha_raft()`; it is invalid afterwards.
+ * Threads: safe from any thread for distinct strings.
+ */
+void cha_free_text(char *s);
 
 /**
  * Frees the buffer of a C_BUF or C_BINARY value filled by `cha_get()` and

@@ -27,6 +27,13 @@
 #   BENCH_PEERS_KEEP=1    keep the work directory (logs, data) at the end
 #   BENCH_PEERS_OUT       results file (default bench/PEERS.md)
 #   BENCH_SKIP_BUILD=1    use what target/release holds
+#   BENCH_PEERS_ONLY=rejoin  only the re-joins of ha-node and PostgreSQL (no Redis, etcd,
+#                         latency or throughput; PEERS.md is not written, the figures are
+#                         printed), at each store size of BENCH_PEERS_REJOIN_MIBS
+#                         (default "$BENCH_PEERS_COPY_MIB"; e.g. "100 1024")
+#   BENCH_ONLY=raft       only HA Raft mode beside etcd (scripts/bench-raft.sh, issue 13): rewrites
+#                         only that section of the results file (a few minutes; quick: ~1 min)
+#   BENCH_RAFT_FAILOVERS  failovers per system in that part (default 5; quick 2)
 # Needs root (apt-get for missing packages; PostgreSQL runs as user postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +47,7 @@ else
     ROUNDS=${BENCH_PEERS_ROUNDS:-3}; LAT_N=500; TPUT_S=3; REJOIN_REPS=3
 fi
 BIG=${BENCH_PEERS_1G:-0}
+ONLY=${BENCH_PEERS_ONLY:-}
 BIG_MIB=${BENCH_PEERS_BIG_MIB:-1024}   # (only to try the 1 GiB path quickly)
 COPY_MIB=${BENCH_PEERS_COPY_MIB:-100}
 VAL_KIB=64
@@ -52,10 +60,14 @@ say() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench-peers: $*" >&2; exit 1; }
 
 # ---- packages ----
+ONLY=${BENCH_ONLY:-}
+case $ONLY in ''|raft) ;; *) die "BENCH_ONLY=$ONLY: only 'raft' is known";; esac
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
 command -v etcd >/dev/null || need+=(etcd-server)
-[ -x "$PGBIN/postgres" ] || need+=(postgresql)
+if [ -z "$ONLY" ]; then
+    command -v redis-server >/dev/null || need+=(redis-server)
+    [ -x "$PGBIN/postgres" ] || need+=(postgresql)
+fi
 [ -f /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
 [ -f /usr/include/postgresql/libpq-fe.h ] || need+=(libpq-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -63,8 +75,10 @@ if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "run as root to install ${need[*]} (or install them first)"
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}" >&2
 fi
-[ "$(id -u)" = 0 ] || die "run as root (PostgreSQL is started as user postgres)"
-id postgres >/dev/null 2>&1 || die "no user postgres (install postgresql)"
+if [ -z "$ONLY" ]; then
+    [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL is started as user postgres)"
+    id postgres >/dev/null 2>&1 || die "no user postgres (install postgresql)"
+fi
 
 # ---- build ----
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
@@ -113,6 +127,17 @@ wait_tcp() { # HOST PORT PID
 }
 bench() { "$LOAD" "$@" | tee -a "$ALL" >/dev/null; }
 rec() { echo "BENCH $1 $2 $3" >>"$ALL"; }
+
+# ================= HA Raft mode beside etcd (issue 13): scripts/bench-raft.sh =================
+# shellcheck source=bench-raft.sh
+. "$ROOT/scripts/bench-raft.sh"
+if [ "$ONLY" = raft ]; then
+    raft_bench
+    splice_raft "$OUT"
+    say "written the Raft section of ${OUT#$ROOT/}"
+    sed -n '/^## HA Raft mode/,/^```/p' "$OUT" | grep -v '^```' >&2
+    exit 0
+fi
 
 # ================= ha-node =================
 HA_IPC=$(free_port); HA_PORT=$(free_port)
@@ -282,7 +307,7 @@ et_addr() { echo "127.0.0.1:${ET_CLIENT[$ET_M,$ET_LEADER]}"; }
 
 # ================= setup =================
 say "starting ha-node, PostgreSQL, Redis, etcd (work dir $WORK)"
-ha_setup; pg_setup; rd_setup; et_setup
+if [ "$ONLY" = rejoin ]; then ha_setup; pg_setup; else ha_setup; pg_setup; rd_setup; et_setup; fi
 sync
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 SYSTEMS=(ha pg redis etcd)
@@ -292,6 +317,7 @@ addr_of() { case $1 in ha) ha_addr;; pg) pg_addr;; redis) rd_addr;; etcd) et_add
 config() { case $1 in ha) ha_config "$2";; pg) pg_config "$2";; redis) rd_config "$2";; etcd) et_config "$2";; esac; }
 
 # ================= 1. commit latency and throughput, interleaved =================
+[ "$ONLY" = rejoin ] && ROUNDS=0
 for r in $(seq 1 "$ROUNDS"); do
     say "round $r of $ROUNDS: floors, then 0/1/2 replicas x (ha pg redis etcd)"
     bench --name floor.r$r floor-fsync "$WORK" 500
@@ -366,6 +392,30 @@ rejoin() { # SYS MISSED TAG
     esac
     rec "$1.rejoin.$3" $(( $(now_ms) - t0 )) ms
 }
+if [ "$ONLY" = rejoin ]; then
+    # Re-joins only, at growing store sizes: each size is filled on top of the last one.
+    med() { awk -v re="$1" '$1=="BENCH" && $2 ~ re {print $3}' "$ALL" | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]; else print "n/a"}'; }
+    have=0
+    for mib in ${BENCH_PEERS_REJOIN_MIBS:-$COPY_MIB}; do
+        for s in ha pg; do
+            say "$s: fill to $mib MiB"
+            fill "$s" $(( mib - have )) $(( have * 1024 / VAL_KIB ))
+        done
+        have=$mib
+        for k in $(seq 1 "$REJOIN_REPS"); do
+            for s in ha pg; do
+                rejoin "$s" "$MISSED" "missed.${mib}m"
+                rejoin "$s" 0 "same.${mib}m"
+            done
+        done
+        printf '%s MiB store, median of %s (ms): ha-node missed %s same %s | PostgreSQL missed %s same %s\n' \
+            "$mib" "$REJOIN_REPS" \
+            "$(med "^ha[.]rejoin[.]missed[.]${mib}m\$")" "$(med "^ha[.]rejoin[.]same[.]${mib}m\$")" \
+            "$(med "^pg[.]rejoin[.]missed[.]${mib}m\$")" "$(med "^pg[.]rejoin[.]same[.]${mib}m\$")"
+    done
+    echo "all samples:"; grep 'rejoin' "$ALL"
+    exit 0
+fi
 for s in ha pg redis; do
     say "$s: fill to $COPY_MIB MiB, full copy, re-join ($REJOIN_REPS x)"
     fill "$s" "$COPY_MIB"
@@ -387,6 +437,7 @@ if [ "$BIG" = 1 ]; then
         full_copy "$s" 1g
     done
 fi
+raft_bench
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(( $(date +%s) - T_START ))
 
@@ -545,7 +596,8 @@ echo "  replay_lsn at the primary's WAL position (WAL catch-up); Redis until the
 echo "  replica online at its replication offset and no AOF rewrite runs on it (restarted with"
 echo "  --replicaof). Redis on its"
 echo "  primary's log over the whole run: $RD_PARTIAL partial resyncs accepted, $RD_FULL full syncs."
-echo "  ha-node gives a secondary that missed any commit a full copy (issue 11 item 2 changes that)."
+echo "  ha-node sends a secondary whose last transaction is in its transaction log only the"
+echo "  transactions it missed (catch-up); a full copy only when the histories diverged or it fell out of the log."
 echo "- Full copy: ha-node: besecondary of a node with an empty data directory until it returns"
 echo "  (the secondary has the copy durable); PostgreSQL: \`pg_basebackup -X stream -c fast\` until it"
 echo "  exits (the copy fsync'ed); Redis: REPLICAOF of an empty replica until the primary lists it"
@@ -562,5 +614,6 @@ echo '```'
 } >"$WORK/PEERS.md"
 mkdir -p "$(dirname "$OUT")"
 cp "$WORK/PEERS.md" "$OUT"
+splice_raft "$OUT"
 say "written ${OUT#$ROOT/}"
 sed -n '/^## Ratios/,/^## Absolute/p' "$OUT" | grep -v '^## Absolute' >&2

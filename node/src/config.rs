@@ -18,7 +18,11 @@ OPTIONS (flags override the config file):
                            tick-timeout, replication, log-level, max-connections,
                            min-secondaries, on-store-error, max-pending-handshakes,
                            client-idle-timeout, info-sync-timeout, txlog-max-txns,
-                           ha-tls-ca, ha-tls-cert, ha-tls-key, metrics-addr)
+                           ha-tls-ca, ha-tls-cert, ha-tls-key, metrics-addr; and, file
+                           only: mode = \"external\" (default) | \"raft\" with a [raft] table:
+                           cluster-name, node-address, seed-nodes, election-timeout,
+                           heartbeat-interval, passive, follower-max-lag, log-max-entries,
+                           storage-timeout, token-file; see the README, \"Raft mode\")
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -112,7 +116,66 @@ pub struct Config {
     pub ha_tls: Option<TlsFiles>,
     /// Transactions the store's transaction log keeps (≥ 1).
     pub txlog_max_txns: u64,
+    /// `mode = "raft"`: the `[raft]` table; None: external mode (ConfD's model).
+    pub raft: Option<RaftConfig>,
 }
+
+/// The `[raft]` table of `mode = "raft"` (README, "Raft mode").
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftConfig {
+    /// Nodes of other clusters are refused in the handshake.
+    pub cluster_name: String,
+    /// IP:PORT of this node's Raft/HA listener; its identity in the cluster.
+    pub node_address: SocketAddr,
+    /// Other members' addresses (informational: the members are what create-cluster and
+    /// adjust-membership made them).
+    pub seed_nodes: Vec<SocketAddr>,
+    /// A follower that hears nothing from a leader this long starts an election (after a
+    /// random extra of up to the same again); a leader that hears from no majority this
+    /// long steps down.
+    pub election_timeout: Duration,
+    /// How often the leader sends heartbeats (the Raft tick).
+    pub heartbeat_interval: Duration,
+    /// Never candidate or leader; still votes and replicates.
+    pub passive: bool,
+    /// A follower more than this many entries behind is reported `behind`.
+    pub follower_max_lag: u64,
+    /// Entries the Raft log keeps after they are applied; a follower further behind gets
+    /// a snapshot (the full copy).
+    pub log_max_entries: u64,
+    /// A commit that is not applied within this long fails with CONFD_ERR_HA_ABORT
+    /// (outcome unknown).
+    pub storage_timeout: Duration,
+    /// The shared token (HMAC proof of the handshake), read from this file.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            cluster_name: "ha-node".into(),
+            node_address: "127.0.0.1:4570".parse().expect("literal"),
+            seed_nodes: Vec::new(),
+            election_timeout: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(100),
+            passive: false,
+            follower_max_lag: 1000,
+            log_max_entries: 10_000,
+            storage_timeout: Duration::from_secs(10),
+            token_file: None,
+        }
+    }
+}
+
+/// Most election-timeout / heartbeat-interval (the election timeout in ticks).
+pub const MAX_RAFT_ELECTION_TICKS: u64 = 1000;
+/// Fewest election-timeout / heartbeat-interval (raft needs several heartbeats per
+/// election timeout).
+pub const MIN_RAFT_ELECTION_TICKS: u64 = 4;
+/// Most `seed-nodes`.
+pub const MAX_RAFT_SEED_NODES: usize = 64;
+/// Longest `cluster-name`, in bytes.
+pub const MAX_RAFT_CLUSTER_NAME_BYTES: usize = 128;
 
 /// The PEM files of `ha-tls-ca`, `ha-tls-cert` and `ha-tls-key`.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +210,7 @@ impl Default for Config {
             info_sync_timeout: Duration::from_secs(30),
             ha_tls: None,
             txlog_max_txns: crate::store::TXLOG_MAX_TXNS,
+            raft: None,
         }
     }
 }
@@ -198,6 +262,96 @@ struct FileConfig {
     ha_tls_cert: Option<String>,
     ha_tls_key: Option<String>,
     txlog_max_txns: Option<u64>,
+    mode: Option<String>,
+    raft: Option<FileRaft>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileRaft {
+    cluster_name: Option<String>,
+    node_address: Option<String>,
+    seed_nodes: Option<Vec<String>>,
+    election_timeout: Option<TomlDuration>,
+    heartbeat_interval: Option<TomlDuration>,
+    passive: Option<bool>,
+    follower_max_lag: Option<u64>,
+    log_max_entries: Option<u64>,
+    storage_timeout: Option<TomlDuration>,
+    token_file: Option<String>,
+}
+
+/// Builds the Raft settings from `mode` and the `[raft]` table (None: external mode).
+fn raft_config(mode: Option<&str>, t: Option<FileRaft>) -> Result<Option<RaftConfig>, String> {
+    match mode.unwrap_or("external") {
+        "external" => {
+            if t.is_some() {
+                return Err("a [raft] table needs mode = \"raft\"".into());
+            }
+            return Ok(None);
+        }
+        "raft" => {}
+        m => return Err(format!("bad mode '{m}' (external or raft)")),
+    }
+    let t = t.unwrap_or_default();
+    let mut r = RaftConfig::default();
+    if let Some(n) = t.cluster_name {
+        if n.is_empty() || n.len() > MAX_RAFT_CLUSTER_NAME_BYTES {
+            return Err(format!(
+                "raft cluster-name must have 1 to {MAX_RAFT_CLUSTER_NAME_BYTES} bytes"
+            ));
+        }
+        r.cluster_name = n;
+    }
+    let a = t
+        .node_address
+        .ok_or("mode = \"raft\" needs node-address in the [raft] table")?;
+    r.node_address = parse_listen(&a, None).map_err(|e| format!("raft node-address: {e}"))?;
+    if r.node_address.ip().is_unspecified() || r.node_address.port() == 0 {
+        return Err(format!(
+            "raft node-address {a} must be the concrete IP:PORT other members dial"
+        ));
+    }
+    let seeds = t.seed_nodes.unwrap_or_default();
+    if seeds.len() > MAX_RAFT_SEED_NODES {
+        return Err(format!("raft seed-nodes: at most {MAX_RAFT_SEED_NODES}"));
+    }
+    r.seed_nodes = seeds
+        .iter()
+        .map(|s| parse_listen(s, None).map_err(|e| format!("raft seed-nodes: {e}")))
+        .collect::<Result<_, _>>()?;
+    if let Some(d) = t.election_timeout {
+        r.election_timeout = checked_duration("election-timeout", &toml_duration(d), false)?;
+    }
+    if let Some(d) = t.heartbeat_interval {
+        r.heartbeat_interval = checked_duration("heartbeat-interval", &toml_duration(d), false)?;
+    }
+    let ticks = (r.election_timeout.as_millis() / r.heartbeat_interval.as_millis().max(1)) as u64;
+    if !(MIN_RAFT_ELECTION_TICKS..=MAX_RAFT_ELECTION_TICKS).contains(&ticks) {
+        return Err(format!(
+            "raft election-timeout ({} ms) must be {MIN_RAFT_ELECTION_TICKS} to \
+             {MAX_RAFT_ELECTION_TICKS} times heartbeat-interval ({} ms)",
+            r.election_timeout.as_millis(),
+            r.heartbeat_interval.as_millis()
+        ));
+    }
+    if let Some(d) = t.storage_timeout {
+        r.storage_timeout = checked_duration("storage-timeout", &toml_duration(d), false)?;
+    }
+    r.passive = t.passive.unwrap_or(false);
+    if let Some(n) = t.follower_max_lag {
+        r.follower_max_lag = n.max(1);
+    }
+    if let Some(n) = t.log_max_entries {
+        if !(1..=MAX_TXLOG_MAX_TXNS).contains(&n) {
+            return Err(format!(
+                "bad raft log-max-entries {n} (1 to {MAX_TXLOG_MAX_TXNS})"
+            ));
+        }
+        r.log_max_entries = n;
+    }
+    r.token_file = t.token_file.map(PathBuf::from);
+    Ok(Some(r))
 }
 
 /// tick-timeout may be a string ("200ms") or an integer number of milliseconds.
@@ -444,7 +598,12 @@ impl TlsArgs {
     }
 }
 
-fn load_file(cfg: &mut Config, tls: &mut TlsArgs, path: &str) -> Result<Vec<String>, String> {
+fn load_file(
+    cfg: &mut Config,
+    tls: &mut TlsArgs,
+    path: &str,
+    ha_addr_given: &mut bool,
+) -> Result<Vec<String>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("cannot read config {path}: {e}"))?;
     let f: FileConfig =
@@ -457,7 +616,9 @@ fn load_file(cfg: &mut Config, tls: &mut TlsArgs, path: &str) -> Result<Vec<Stri
     }
     if let Some(a) = f.ha_addr {
         cfg.ha_addr = parse_listen(&a, None)?;
+        *ha_addr_given = true;
     }
+    cfg.raft = raft_config(f.mode.as_deref(), f.raft)?;
     if let Some(d) = f.data_dir {
         cfg.data_dir = d.into();
     }
@@ -564,8 +725,9 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut cfg = Config::default();
     let mut extra: Vec<String> = Vec::new();
     let mut tls = TlsArgs::default();
+    let mut ha_addr_given = false;
     if let Some((_, Some(path))) = items.iter().rev().find(|(n, _)| n == "--config") {
-        extra = load_file(&mut cfg, &mut tls, path)?;
+        extra = load_file(&mut cfg, &mut tls, path, &mut ha_addr_given)?;
     }
     let mut flag_extra: Vec<String> = Vec::new();
     for (name, v) in items {
@@ -574,7 +736,10 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--config" => {}
             "--ipc-addr" => apply_ipc_addr(&mut cfg, &v)?,
             "--ipc-path" => cfg.ipc_path = Some(v.into()),
-            "--ha-addr" => cfg.ha_addr = parse_listen(&v, None)?,
+            "--ha-addr" => {
+                cfg.ha_addr = parse_listen(&v, None)?;
+                ha_addr_given = true;
+            }
             "--extra-listen" => flag_extra.push(v),
             "--data-dir" => cfg.data_dir = v.into(),
             "--tick-timeout" => apply_tick(&mut cfg, &v)?,
@@ -602,6 +767,17 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
         .map(|s| parse_listen(s, Some(cfg.ha_addr.port())))
         .collect::<Result<_, _>>()?;
     cfg.ha_tls = tls.finish()?;
+    if let Some(r) = &cfg.raft {
+        // The Raft transport runs on the HA listener: node-address is the HA address.
+        if ha_addr_given && cfg.ha_addr != r.node_address {
+            return Err(format!(
+                "ha-addr {} and raft node-address {} must agree (the Raft transport runs on \
+                 the HA listener)",
+                cfg.ha_addr, r.node_address
+            ));
+        }
+        cfg.ha_addr = r.node_address;
+    }
     if cfg.ipc_addr.is_none() && cfg.ipc_path.is_none() {
         return Err("no IPC listener: give --ipc-addr or --ipc-path".into());
     }
@@ -711,6 +887,50 @@ mod tests {
         let e = parse_args(&args("--metrics-addr nowhere")).unwrap_err();
         assert!(e.contains("bad metrics-addr"), "{e}");
         assert_eq!(c.ha_tls, None);
+    }
+
+    #[test]
+    fn raft_table() {
+        let dir = std::env::temp_dir().join(format!("ha-node-raft-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("r.toml");
+        let a = vec!["--config".to_string(), f.display().to_string()];
+        std::fs::write(
+            &f,
+            "mode = \"raft\"\n[raft]\ncluster-name = \"c\"\nnode-address = \"127.0.0.1:7100\"\n\
+             seed-nodes = [\"127.0.0.2:7100\"]\nelection-timeout = \"2s\"\n\
+             heartbeat-interval = 200\npassive = true\n",
+        )
+        .unwrap();
+        let Cli::Run(c) = parse_args(&a).unwrap() else {
+            panic!()
+        };
+        let r = c.raft.clone().unwrap();
+        assert_eq!(c.ha_addr, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(r.election_timeout, Duration::from_secs(2));
+        assert_eq!(r.heartbeat_interval, Duration::from_millis(200));
+        assert!(r.passive);
+        assert_eq!(r.seed_nodes, vec!["127.0.0.2:7100".parse().unwrap()]);
+        // ha-addr must agree with node-address.
+        let mut b = a.clone();
+        b.extend(["--ha-addr".to_string(), "127.0.0.1:7101".into()]);
+        assert!(parse_args(&b).unwrap_err().contains("must agree"));
+        std::fs::write(&f, "mode = \"raft\"\n[raft]\nelection-timeout = \"1s\"\n").unwrap();
+        assert!(parse_args(&a).unwrap_err().contains("node-address"));
+        std::fs::write(
+            &f,
+            "mode = \"raft\"\n[raft]\nnode-address = \"127.0.0.1:7100\"\n\
+             election-timeout = \"100ms\"\nheartbeat-interval = \"100ms\"\n",
+        )
+        .unwrap();
+        assert!(parse_args(&a)
+            .unwrap_err()
+            .contains("times heartbeat-interval"));
+        std::fs::write(&f, "[raft]\nnode-address = \"127.0.0.1:7100\"\n").unwrap();
+        assert!(parse_args(&a).unwrap_err().contains("needs mode"));
+        std::fs::write(&f, "mode = \"paxos\"\n").unwrap();
+        assert!(parse_args(&a).unwrap_err().contains("bad mode"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -99,6 +99,14 @@ fn main() {
             if cfg.sync { "sync" } else { "async" }
         );
     }
+    if cfg.raft.is_some() {
+        match replication::raft::start(&node) {
+            Ok(m) => {
+                let _ = node.managed.set(m);
+            }
+            Err(e) => fail(format!("cannot start HA Raft: {e}")),
+        }
+    }
     let mut ha_addrs = vec![cfg.ha_addr];
     ha_addrs.extend(cfg.extra_listen.iter().copied());
     tls::startup_warnings(node.tls.is_some(), &ha_addrs);

@@ -297,6 +297,18 @@ pub fn render(node: &Node) -> String {
     );
     counter(
         &mut r,
+        "catch_ups_sent",
+        "Re-joining secondaries sent only the transactions they missed",
+        n("catch_ups_sent"),
+    );
+    counter(
+        &mut r,
+        "catch_ups_received",
+        "Re-joins of this node that received only the transactions it missed",
+        n("catch_ups_received"),
+    );
+    counter(
+        &mut r,
         "secondaries_dropped",
         "Secondaries dropped (dead, disconnected, cut off) since the start",
         n("secondaries_dropped"),
@@ -377,7 +389,7 @@ pub fn render(node: &Node) -> String {
     );
     r.register(
         "secondary_catch_ups",
-        "Incremental catch-ups (always 0: a re-join that differs gets a full copy)",
+        "Re-joins of this secondary served by a catch-up (only the missed transactions)",
         catch_ups,
     );
     let mut out = String::new();

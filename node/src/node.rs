@@ -28,6 +28,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// sends when its store fails, and the error of a commit or an order refused for it. The
 /// primary is never blamed (CONFD_ERR_HA_CLOSED) for the local disk.
 pub const LOCAL_STORE_ERR: i32 = CONFD_ERR_OS;
+/// The name in the txids of transactions committed in NONE: `none.` and the first 8 hex
+/// digits of this process's random instance id. Node ids are unique among connected nodes;
+/// this keeps two nodes in NONE (which have no node id) from naming different transactions
+/// at the same seq and microsecond alike, since a txid must name one transaction forever
+/// (a re-join's catch-up trusts equal (seq, txid) to mean equal history).
+pub fn none_name(instance: &[u8]) -> String {
+    let hex: String = instance
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("none.{hex}")
+}
+
 /// Exit status of `--on-store-error exit`.
 pub const STORE_ERROR_EXIT_STATUS: i32 = 3;
 /// After a store I/O error, how often the store is reopened until that works.
@@ -40,6 +54,10 @@ pub const SEQ_FLOOR_FILE: &str = "seq-floor";
 pub struct Counters {
     pub full_copies_received: AtomicU64,
     pub full_copies_sent: AtomicU64,
+    /// Re-joins served by sending only the missed transactions (primary or relay side).
+    pub catch_ups_sent: AtomicU64,
+    /// Re-joins of this node that received only the missed transactions.
+    pub catch_ups_received: AtomicU64,
     pub commits: AtomicU64,
     pub txns_applied: AtomicU64,
     /// Local transactions discarded by re-joins since the start (kept in rollback files).
@@ -68,6 +86,10 @@ pub struct CommitState {
     /// The highest seq ever given to a transaction here (>= `last.seq`; higher after a
     /// commit that failed): the next transaction gets the seq after it.
     pub seq_floor: u64,
+    /// The transaction the last full copy received by this process brought: the store's
+    /// transaction log holds only the ones after it, so a secondary whose last transaction is
+    /// exactly this one can still catch up from here (None: no copy since the start).
+    pub copy_base: Option<TxMeta>,
 }
 
 pub enum Role {
@@ -107,6 +129,8 @@ pub struct Node {
     pub gen_now: AtomicU64,
     pub commit: Mutex<CommitState>,
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
+    /// Committed batches waiting for their replies, in commit order.
+    pub pipeline: crate::commit::Pipeline,
     ha_conn: Mutex<Option<(u64, Stream)>>,
     token: Mutex<Arc<Vec<u8>>>,
     /// Set when the store failed (why, naming the local store); cleared when it reopened.
@@ -120,6 +144,9 @@ pub struct Node {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// The token is weak: no TLS and shorter than tls::MIN_TOKEN_BYTES.
     short_token: AtomicBool,
+    /// Set in Raft mode: the mode that manages the role (replication::Managed); unset,
+    /// the node follows the external orders.
+    pub managed: std::sync::OnceLock<Arc<dyn crate::replication::Managed>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,6 +181,9 @@ impl Node {
             Some(f) => Some(Arc::new(crate::tls::Tls::load(f, cfg.ha_addr)?)),
             None => None,
         };
+        let instance =
+            crate::replication::peer::nonce().map_err(|e| format!("node instance id: {e}"))?;
+        let none_name = none_name(&instance);
         Ok(Arc::new(Node {
             cfg,
             store,
@@ -170,18 +200,20 @@ impl Node {
                 down: None,
                 writable: true,
                 refusal: String::new(),
-                my_id: "none".into(),
+                my_id: none_name,
                 seq_floor,
+                copy_base: None,
             }),
             commit_tx: Mutex::new(None),
+            pipeline: Default::default(),
             ha_conn: Mutex::new(None),
             token: Mutex::new(Arc::new(Vec::new())),
             store_fault: Mutex::new(None),
             min_met,
-            instance: crate::replication::peer::nonce()
-                .map_err(|e| format!("node instance id: {e}"))?,
+            instance,
             tls,
             short_token: AtomicBool::new(false),
+            managed: std::sync::OnceLock::new(),
         }))
     }
 
@@ -222,7 +254,15 @@ impl Node {
         lock(&self.store_fault).clone()
     }
 
+    /// The self-managing replication mode, if one runs (Raft).
+    pub fn managed(&self) -> Option<&Arc<dyn crate::replication::Managed>> {
+        self.managed.get()
+    }
+
     pub fn state_code(&self) -> i32 {
+        if let Some(m) = self.managed() {
+            return m.state_code();
+        }
         if self.store_fault().is_some() {
             // The role is being left (or was): never report PRIMARY on a failed store.
             return STATE_NONE;
@@ -465,6 +505,14 @@ impl Node {
 
     /// Handles one order; `None` means no reply (async besecondary).
     pub fn order(self: &Arc<Self>, req: HaRequest) -> Option<HaReply> {
+        if let Some(m) = self.managed() {
+            if req == HaRequest::GetStatus {
+                return Some(m.ha_status());
+            }
+            let why = m.order_refusal();
+            crate::info!("ha", "order {req:?} refused: {why}");
+            return Some(err(CONFD_ERR_BADSTATE, why));
+        }
         if req == HaRequest::GetStatus {
             return Some(self.get_status());
         }
@@ -597,10 +645,11 @@ impl Node {
         let (gen, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);
         self.set_commit(gen, true, String::new(), None, None);
-        // Transactions committed in NONE are named for no HA role (as at start).
+        // Transactions committed in NONE are named for no HA role (as at start), but for
+        // this node process, so that no two nodes in NONE name two transactions alike.
         let mut c = lock(&self.commit);
         if self.gen_now.load(Ordering::SeqCst) == gen {
-            c.my_id = "none".into();
+            c.my_id = none_name(&self.instance);
         }
         drop(c);
         crate::info!("ha", "this node is now NONE (benone)");
@@ -769,7 +818,7 @@ impl Node {
                     "besecondary was superseded by another order".to_string(),
                 ));
             }
-            let by_copy = j.by_copy;
+            let (by_copy, caught_up) = (j.by_copy, j.caught_up);
             let up = j.start(self.clone(), gen);
             st.role = Role::Secondary {
                 me: me.clone(),
@@ -778,19 +827,21 @@ impl Node {
                 relay: None,
             };
             lock(&self.commit).refusal = secondary_refusal(&primary);
-            Ok(by_copy)
+            Ok((by_copy, caught_up))
         });
         match r {
-            Ok(by_copy) => {
+            Ok((by_copy, caught_up)) => {
                 crate::info!(
                     "ha",
                     "this node is now SECONDARY {me} of primary {} at {} ({})",
                     primary.id,
                     primary.addr,
                     if by_copy {
-                        "initialized by a full copy"
+                        "initialized by a full copy".to_string()
+                    } else if caught_up > 0 {
+                        format!("caught up {caught_up} missed transactions, no copy")
                     } else {
-                        "same transaction id, no copy"
+                        "same transaction id, no copy".to_string()
                     }
                 );
                 self.events.emit(HaEvent::SecondaryInitialized { by_copy });
@@ -888,6 +939,8 @@ impl Node {
         vec![
             ("full_copies_received", n(&s.full_copies_received)),
             ("full_copies_sent", n(&s.full_copies_sent)),
+            ("catch_ups_received", n(&s.catch_ups_received)),
+            ("catch_ups_sent", n(&s.catch_ups_sent)),
             ("commits", n(&s.commits)),
             ("store_log_fdatasyncs", self.store.log_syncs() as i64),
             ("store_checkpoints", self.store.checkpoints() as i64),
@@ -897,7 +950,12 @@ impl Node {
             ("state", self.state_code().into()),
             (
                 "writable",
-                i64::from(writable && !store_failed && (min_met || self.cfg.min_secondaries == 0)),
+                match self.managed() {
+                    Some(m) => i64::from(m.check_writable().is_ok() && !store_failed),
+                    None => i64::from(
+                        writable && !store_failed && (min_met || self.cfg.min_secondaries == 0),
+                    ),
+                },
             ),
             ("generation", state as i64),
             ("min_secondaries", self.cfg.min_secondaries as i64),
@@ -921,7 +979,7 @@ impl Node {
                 "max_lag_ms",
                 lags.iter().map(|l| l.lag_ms).max().unwrap_or(0),
             ),
-            ("catch_ups", 0),
+            ("catch_ups", lags.iter().map(|l| l.catch_ups).sum()),
             (
                 "last_txn_ms_ago",
                 if last_txn > 0 {
@@ -979,7 +1037,7 @@ impl Node {
             (true, t) if t > 0 => Some(t as i64),
             _ => None,
         };
-        NodeState {
+        let ns = NodeState {
             state,
             node_id,
             primary,
@@ -987,12 +1045,19 @@ impl Node {
             seq,
             txid,
             last_txn_ms,
+        };
+        match self.managed() {
+            Some(m) => m.node_state(ns),
+            None => ns,
         }
     }
 
     /// Stops everything that listens or talks to peers (at shutdown), after letting the
     /// commits already sent finish.
     pub fn stop(&self) {
+        if let Some(m) = self.managed() {
+            m.stop();
+        }
         self.quiesce("shutdown");
         let (_, old) = self.switch_role(&mut lock(&self.state), Role::None);
         Self::teardown(old);

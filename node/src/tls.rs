@@ -324,6 +324,34 @@ impl HaStream {
         self.tcp.set_nodelay(on)
     }
 
+    /// Writes as much of `buf` as the socket takes now, without waiting (MSG_DONTWAIT):
+    /// how many bytes went (WouldBlock when none could). None on a TLS stream, whose
+    /// records are sealed and sent by one writer at a time (the caller queues instead).
+    pub fn send_nowait(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        if self.tls.is_some() {
+            return None;
+        }
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: the descriptor is owned by `self.tcp`, and `buf` is valid for its length.
+            let n = unsafe {
+                libc::send(
+                    self.tcp.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                return Some(Ok(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Some(Err(e));
+            }
+        }
+    }
+
     fn tls_read(&self, s: &Session, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);

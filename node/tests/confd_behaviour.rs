@@ -307,7 +307,8 @@ fn node_protocol_version_is_negotiated() {
     };
     assert_eq!(answer(&hello(1)), ("ha_challenge".into(), 1));
     assert_eq!(answer(&hello(2)), ("ha_challenge".into(), 2));
-    assert_eq!(answer(&hello(99)), ("ha_challenge".into(), 2));
+    assert_eq!(answer(&hello(3)), ("ha_challenge".into(), 3));
+    assert_eq!(answer(&hello(99)), ("ha_challenge".into(), 3));
     assert_eq!(
         answer(&hello(0)),
         ("ha_reject".into(), i128::from(CONFD_ERR_HA_BADVSN))
@@ -348,20 +349,21 @@ fn secondary_falls_back_to_an_old_primarys_protocol_version() {
             Ok::<_, confd_ha::error::Error>(h)
         }
     });
-    // First attempt: version 2 offered, refused as a version-1 node does.
-    let (mut c, _) = old.accept().unwrap();
-    c.set_read_timeout(Some(T)).unwrap();
-    let hello = recv_term(&mut c);
-    let e = hello.as_tuple().unwrap();
-    assert!(e[0].is_atom("ha_hello"), "{hello:?}");
-    assert_eq!(e[1].as_int(), Some(2));
-    let reject = Term::Tuple(vec![
-        Term::atom("ha_reject"),
-        Term::int(CONFD_ERR_HA_BADVSN),
-        Term::binary("incompatible HA version (2, expected 1)"),
-    ]);
-    write_frame(&mut c, &reject.encode()).unwrap();
-    drop(c);
+    // First attempts: versions 3 and 2 offered, each refused as a version-1 node does.
+    for offered in [3, 2] {
+        let (mut c, _) = old.accept().unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        let hello = recv_term(&mut c);
+        let e = hello.as_tuple().unwrap();
+        assert!(e[0].is_atom("ha_hello"), "{hello:?}");
+        assert_eq!(e[1].as_int(), Some(offered));
+        let reject = Term::Tuple(vec![
+            Term::atom("ha_reject"),
+            Term::int(CONFD_ERR_HA_BADVSN),
+            Term::binary(format!("incompatible HA version ({offered}, expected 1)")),
+        ]);
+        write_frame(&mut c, &reject.encode()).unwrap();
+    }
     // Second attempt: version 1.
     let (mut c, _) = old.accept().unwrap();
     c.set_read_timeout(Some(T)).unwrap();
@@ -407,6 +409,7 @@ fn secondary_falls_back_to_an_old_primarys_protocol_version() {
         assert!(ok, "a version-1 primary was sent {t:?}");
         write_frame(&mut c, &Term::atom("tick").encode()).unwrap();
     }
+    assert!(s.log_text().contains("refused HA protocol version 3"));
     assert!(s.log_text().contains("refused HA protocol version 2"));
 }
 

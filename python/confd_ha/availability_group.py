@@ -114,7 +114,7 @@ class Peer:
     state: Optional[str] = None
     #: full copies sent to this node id since the serving node started
     full_copies: Optional[int] = None
-    #: incremental catch-ups (always 0: ha-node has none yet)
+    #: re-joins of this node id served by a catch-up (only the missed transactions)
     catch_ups: Optional[int] = None
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-from ctypes import POINTER, c_char_p, c_int
+from ctypes import POINTER, c_char_p, c_int, c_void_p
 from typing import Any, List, Optional
 
 from . import _lib, _types
@@ -170,6 +170,41 @@ def get(sock: Any, path: Any) -> Any:
         return _from_c(v)
     finally:
         _lib.fn("cha_free_value")(ctypes.byref(v))
+
+
+def get_linearizable(sock: Any, path: Any) -> Any:
+    """The value at ``path``, read on the HA Raft leader after a read index
+    round (linearizable). On a follower: ``ConfdError`` CONFD_ERR_NOT_WRITABLE
+    naming the leader; in external mode: CONFD_ERR_BADSTATE."""
+    v = _types.ConfdValue()
+    _lib.fn("cha_get_linearizable")(_types.fileno(sock), _path(path), ctypes.byref(v))
+    try:
+        return _from_c(v)
+    finally:
+        _lib.fn("cha_free_value")(ctypes.byref(v))
+
+
+def raft(sock: Any, action: str, *args: str) -> str:
+    """Runs an HA Raft action (README, "Raft mode"): ``raft(s, "status",
+    "json")``, ``raft(s, "create-cluster", "10.0.0.2:4570", ...)``,
+    ``raft(s, "adjust-membership", "add-node", ADDR)``, ``raft(s,
+    "handover")``, ``raft(s, "reset", "force")``, ``raft(s, "disconnect",
+    ADDR)``. Returns the node's reply (JSON for status "json")."""
+    argv = (c_char_p * max(len(args), 1))(
+        *[_types.c_string(a, "raft argument") for a in args]
+    )
+    out = c_void_p()
+    _lib.fn("cha_raft")(
+        _types.fileno(sock),
+        _types.c_string(action, "raft action"),
+        argv,
+        len(args),
+        ctypes.byref(out),
+    )
+    try:
+        return _types.decode_text(ctypes.string_at(out.value))
+    finally:
+        _lib.fn("cha_free_text")(out)
 
 
 def exists(sock: Any, path: Any) -> bool:

@@ -62,6 +62,15 @@ impl DataClient {
     pub fn get(&mut self, path: &str) -> Result<Value> {
         get(&mut self.stream, path)
     }
+    /// A linearizable read (Raft mode, on the leader only: read index).
+    pub fn get_linearizable(&mut self, path: &str) -> Result<Value> {
+        get_linearizable(&mut self.stream, path)
+    }
+    /// A Raft-mode action (`status` gives JSON; the others a message). See the README's
+    /// "Raft mode".
+    pub fn raft(&mut self, action: &str, args: &[&str]) -> Result<String> {
+        raft(&mut self.stream, action, args)
+    }
     pub fn exists(&mut self, path: &str) -> Result<bool> {
         exists(&mut self.stream, path)
     }
@@ -90,6 +99,25 @@ impl DataClient {
 // passes the caller's descriptor as a borrowed `FdStream`).
 
 /// The value at `path` (`CONFD_ERR_NOEXISTS` if there is none).
+/// A linearizable read: Raft mode, on the leader only (read index); elsewhere
+/// CONFD_ERR_NOT_WRITABLE (a follower, naming the leader) or CONFD_ERR_BADSTATE (external
+/// mode).
+pub fn get_linearizable<S: Read + Write + ?Sized>(s: &mut S, path: &str) -> Result<Value> {
+    let t = request(s, &DataRequest::GetLinearizable(path.into()))?;
+    Value::from_term(&t).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// A Raft-mode action: `status` (args `["json"]` or `["text"]`), `create-cluster`,
+/// `adjust-membership`, `handover`, `reset`, `disconnect`; the reply text (JSON for
+/// status). In external mode: CONFD_ERR_BADSTATE.
+pub fn raft<S: Read + Write + ?Sized>(s: &mut S, action: &str, args: &[&str]) -> Result<String> {
+    let t = request(
+        s,
+        &DataRequest::Raft(action.into(), args.iter().map(|a| a.to_string()).collect()),
+    )?;
+    text(&t)
+}
+
 pub fn get<S: Read + Write + ?Sized>(s: &mut S, path: &str) -> Result<Value> {
     let t = request(s, &DataRequest::Get(path.into()))?;
     Value::from_term(&t).map_err(|e| Error::Protocol(e.to_string()))

@@ -173,8 +173,8 @@ pub struct cha_secondary_lag {
     pub lag_ms: i64,
     /// Full copies sent to this node id since the serving node started.
     pub full_copies: i64,
-    /// Incremental catch-ups (always 0: ha-node has none yet; a re-join
-    /// that differs gets a full copy).
+    /// Re-joins of this node id served by an incremental catch-up (only the
+    /// transactions it missed) since the serving node started.
     pub catch_ups: i64,
     /// `enum cha_copy_state`.
     pub copy_state: c_int,
@@ -315,6 +315,120 @@ pub unsafe extern "C" fn cha_get(sock: c_int, path: *const c_char, v: *mut confd
         tri!(unsafe { value_to_c(F, &val, v) });
         trace(|| format!("{F}(fd {sock}, {p}) -> {} {val}", val.type_name()));
         CONFD_OK
+    })
+}
+
+/// As `cha_get()`, but linearizable: served only by the leader of an HA Raft
+/// cluster, after a read index round (a majority confirms the leadership and
+/// the store has applied everything committed before the call).
+/// Errors: as `cha_get()`, and CONFD_ERR_NOT_WRITABLE on a node that is not
+/// the Raft leader (the message names the leader), CONFD_ERR_BADSTATE in
+/// external mode.
+///
+/// NULL: `path` and `v` must not be NULL.
+/// Ownership: as `cha_get()`.
+/// Threads: one thread at a time per socket.
+#[no_mangle]
+pub unsafe extern "C" fn cha_get_linearizable(
+    sock: c_int,
+    path: *const c_char,
+    v: *mut confd_value_t,
+) -> c_int {
+    ffi_boundary!("cha_get_linearizable", {
+        const F: &str = "cha_get_linearizable";
+        tri!(check_init(F));
+        let p = tri!(unsafe { path_from_c(F, path) });
+        if v.is_null() {
+            return usage(F, "v is NULL");
+        }
+        let val = match dc::get_linearizable(&mut FdStream(sock), &p) {
+            Ok(val) => val,
+            Err(e) => return fail(F, &e),
+        };
+        tri!(unsafe { value_to_c(F, &val, v) });
+        trace(|| format!("{F}(fd {sock}, {p}) -> {} {val}", val.type_name()));
+        CONFD_OK
+    })
+}
+
+/// Most arguments of one `cha_raft()` call.
+pub const CHA_RAFT_MAX_ARGS: c_int = 64;
+
+/// Runs an HA Raft action on the node (README, "Raft mode"): `action` is
+/// "status" (args: "json" or "text"), "create-cluster" (args: the other
+/// nodes' addresses IP:PORT), "adjust-membership" ("add-node" or
+/// "remove-node", then an address), "handover" (none, or an address),
+/// "reset" (none, or "force") or "disconnect" (an address). `*reply` is set
+/// to the node's answer, a NUL-terminated string from malloc(3) (JSON for
+/// "status --json", else a message). On failure `*reply` is NULL.
+/// Errors: CONFD_ERR_BADSTATE (external mode; wrong role, e.g. not the
+/// leader, naming it), CONFD_ERR_TIMEOUT (not done within the node's
+/// storage-timeout), CONFD_ERR_PROTOUSAGE (bad arguments), and the common ones.
+///
+/// NULL: `action` and `reply` must not be NULL; `args` may be NULL when
+/// `nargs` is 0. `nargs`: 0 to CHA_RAFT_MAX_ARGS.
+/// Ownership: the caller owns `*reply`; free it with `cha_free_text()`.
+/// Threads: one thread at a time per socket.
+#[no_mangle]
+pub unsafe extern "C" fn cha_raft(
+    sock: c_int,
+    action: *const c_char,
+    args: *const *const c_char,
+    nargs: c_int,
+    reply: *mut *mut c_char,
+) -> c_int {
+    ffi_boundary!("cha_raft", {
+        const F: &str = "cha_raft";
+        tri!(check_init(F));
+        if reply.is_null() {
+            return usage(F, "reply is NULL");
+        }
+        // SAFETY: reply is writable (caller contract).
+        unsafe { reply.write(std::ptr::null_mut()) };
+        let a = tri!(unsafe { text_from_c(F, "action", action) });
+        if !(0..=CHA_RAFT_MAX_ARGS).contains(&nargs) {
+            return usage(F, format!("nargs {nargs} is not 0 to {CHA_RAFT_MAX_ARGS}"));
+        }
+        if nargs > 0 && args.is_null() {
+            return usage(F, "args is NULL");
+        }
+        let mut list = Vec::with_capacity(nargs as usize);
+        for i in 0..nargs as usize {
+            // SAFETY: args has nargs readable pointers (caller contract).
+            let p = unsafe { *args.add(i) };
+            list.push(tri!(unsafe { text_from_c(F, "an argument", p) }));
+        }
+        let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+        let text = match dc::raft(&mut FdStream(sock), &a, &refs) {
+            Ok(t) => t,
+            Err(e) => return fail(F, &e),
+        };
+        if text.as_bytes().contains(&0) {
+            return usage(F, "the node's reply has a NUL byte");
+        }
+        // SAFETY: a fresh malloc'ed, NUL-terminated copy, published once complete.
+        unsafe {
+            let s = malloc_bytes(text.as_bytes());
+            if s.is_null() {
+                return no_memory(F, text.len() + 1);
+            }
+            reply.write(s.cast());
+        }
+        trace(|| format!("{F}(fd {sock}, {a}, {list:?}) -> {} bytes", text.len()));
+        CONFD_OK
+    })
+}
+
+/// Frees a string returned by `cha_raft()`.
+///
+/// NULL: `s` may be NULL (nothing happens).
+/// Ownership: `s` must come from `cha_raft()`; it is invalid afterwards.
+/// Threads: safe from any thread for distinct strings.
+#[no_mangle]
+pub unsafe extern "C" fn cha_free_text(s: *mut c_char) {
+    ffi_boundary!("cha_free_text", {
+        // SAFETY: from malloc (documented).
+        unsafe { libc::free(s.cast()) };
     })
 }
 
@@ -989,6 +1103,21 @@ unsafe fn path_from_c(func: &str, path: *const c_char) -> Result<String, c_int> 
             },
         )),
     }
+}
+
+/// A UTF-8 C string argument (`what` names it in the error).
+unsafe fn text_from_c(func: &str, what: &str, p: *const c_char) -> Result<String, c_int> {
+    if p.is_null() {
+        return Err(usage(func, format!("{what} is NULL")));
+    }
+    // SAFETY: p is a NUL-terminated string (caller contract).
+    let b = unsafe { CStr::from_ptr(p) };
+    b.to_str().map(str::to_owned).map_err(|_| {
+        usage(
+            func,
+            format!("{what} {:?} is not UTF-8", b.to_string_lossy()),
+        )
+    })
 }
 
 /// The node at `srv`, or the one the environment names when `srv` is NULL.

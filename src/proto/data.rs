@@ -55,6 +55,9 @@ fn path_of(t: &Term) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|_| "path is not UTF-8".to_string())
 }
 
+/// Most arguments of one `{raft, Action, Args}` request.
+pub const MAX_RAFT_ACTION_ARGS: usize = 64;
+
 /// A request on the data socket.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataRequest {
@@ -65,6 +68,14 @@ pub enum DataRequest {
     TxId,
     Stats,
     NodeState,
+    /// `{get, Path, linearizable}`: a read on the Raft leader that first confirms its
+    /// leadership with a majority and waits until the store has applied everything
+    /// committed before the read (Raft's read index). Refused outside Raft mode's leader.
+    GetLinearizable(String),
+    /// `{raft, Action, [Arg]}`: a Raft-mode action (`status`, `create-cluster`,
+    /// `adjust-membership`, `handover`, `reset`, `disconnect`); the reply is a binary, JSON
+    /// for `status`, else a message.
+    Raft(String, Vec<String>),
 }
 
 impl DataRequest {
@@ -81,6 +92,16 @@ impl DataRequest {
             DataRequest::TxId => Term::Tuple(vec![Term::atom("txid")]),
             DataRequest::Stats => Term::Tuple(vec![Term::atom("stats")]),
             DataRequest::NodeState => Term::Tuple(vec![Term::atom("node_state")]),
+            DataRequest::GetLinearizable(p) => Term::Tuple(vec![
+                Term::atom("get"),
+                Term::binary(p),
+                Term::atom("linearizable"),
+            ]),
+            DataRequest::Raft(a, args) => Term::Tuple(vec![
+                Term::atom("raft"),
+                Term::binary(a),
+                Term::List(args.iter().map(Term::binary).collect()),
+            ]),
         }
     }
     pub fn from_term(t: &Term) -> Result<DataRequest, String> {
@@ -98,6 +119,15 @@ impl DataRequest {
             ("txid", [_]) => DataRequest::TxId,
             ("stats", [_]) => DataRequest::Stats,
             ("node_state", [_]) => DataRequest::NodeState,
+            ("get", [_, p, o]) if o.is_atom("linearizable") => {
+                DataRequest::GetLinearizable(path_of(p)?)
+            }
+            ("raft", [_, a, Term::List(args)]) if args.len() <= MAX_RAFT_ACTION_ARGS => {
+                DataRequest::Raft(
+                    path_of(a)?,
+                    args.iter().map(path_of).collect::<Result<_, _>>()?,
+                )
+            }
             _ => return Err(format!("unknown data request {t:?}")),
         })
     }
@@ -174,7 +204,8 @@ pub struct Lag {
     pub copying: bool,
     /// Full copies sent to this node id since the serving node started.
     pub full_copies: i64,
-    /// Incremental catch-ups (always 0: a re-join that differs gets a full copy).
+    /// Re-joins of this node id served by an incremental catch-up (only the missed
+    /// transactions) since the serving node started.
     pub catch_ups: i64,
 }
 

@@ -56,8 +56,26 @@ read-only (no token, never touch the HA control connection):
                                          full_copies and catch_ups; on stderr, a warning
                                          if the node's token is weak
 
+HA Raft (mode = \"raft\"; no token, over the data API):
+  raft create-cluster [NODE-ADDRESS...]  on the node that becomes the first leader: form a
+                                         cluster of it and the named nodes (IP:PORT each;
+                                         none: a one-node cluster)
+  raft status [--json]                   role, leader, term, members, connected nodes,
+                                         current and applied index, and per follower its
+                                         index, lag_entries, lag_ms and state
+                                         (in-sync|behind|unreachable|requires-snapshot)
+  raft handover [NODE-ADDRESS]           on the leader: hand leadership to NODE (or to the
+                                         most up-to-date follower)
+  raft adjust-membership add-node|remove-node NODE-ADDRESS
+                                         on the leader: change the members
+  raft reset [--force]                   leave the cluster: drop this node's Raft state
+                                         (--force: also when it is a member of a live
+                                         cluster); the store's data stays
+  raft disconnect NODE-ADDRESS           drop the connections to NODE (they reconnect)
+
 data commands:
-  get PATH                               print the value at PATH (alone on stdout)
+  get PATH [--linearizable]              print the value at PATH (alone on stdout);
+                                         --linearizable: Raft leader only, read index
   set PATH VALUE [--type TYPE]           commit one value (TYPE: buf (default), int8..int64,
                                          uint8..uint64, bool, double, ipv4, ipv6, enum, binary)
   delete PATH                            commit the deletion of PATH and its subtree
@@ -249,6 +267,9 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             (cmd, f.as_str()),
             ("secondary", "--async")
                 | ("status", "--json")
+                | ("get", "--linearizable")
+                | ("raft", "--json")
+                | ("raft", "--force")
                 | ("set", "--type")
                 | ("watch", "--json")
                 | ("watch", "--heartbeat")
@@ -292,9 +313,50 @@ fn run(args: Vec<String>) -> Result<(), Failure> {
             warn_short_token(&o);
         }
         "get" => {
-            want(1, "get PATH")?;
-            let v = o.data()?.get(&pos[1])?;
+            want(1, "get PATH [--linearizable]")?;
+            let v = if has("--linearizable") {
+                o.data()?.get_linearizable(&pos[1])?
+            } else {
+                o.data()?.get(&pos[1])?
+            };
             out!("{v}");
+        }
+        "raft" => {
+            let sub = pos.get(1).map(String::as_str).unwrap_or("");
+            let args: Vec<&str> = pos.iter().skip(2).map(String::as_str).collect();
+            let usage = |form: &str| Failure::Usage(format!("usage: ha-ctl raft {form}"));
+            let reply = match sub {
+                "status" if args.is_empty() => o
+                    .data()?
+                    .raft("status", &[if has("--json") { "json" } else { "text" }])?,
+                "status" => return Err(usage("status [--json]")),
+                "create-cluster" => o.data()?.raft("create-cluster", &args)?,
+                "adjust-membership"
+                    if args.len() == 2 && matches!(args[0], "add-node" | "remove-node") =>
+                {
+                    o.data()?.raft("adjust-membership", &args)?
+                }
+                "adjust-membership" => {
+                    return Err(usage("adjust-membership add-node|remove-node NODE-ADDRESS"))
+                }
+                "handover" if args.len() <= 1 => o.data()?.raft("handover", &args)?,
+                "handover" => return Err(usage("handover [NODE-ADDRESS]")),
+                "reset" if args.is_empty() => o
+                    .data()?
+                    .raft("reset", if has("--force") { &["force"] } else { &[] })?,
+                "reset" => return Err(usage("reset [--force]")),
+                "disconnect" if args.len() == 1 => o.data()?.raft("disconnect", &args)?,
+                "disconnect" => return Err(usage("disconnect NODE-ADDRESS")),
+                _ => {
+                    return Err(usage(
+                        "create-cluster|status|handover|adjust-membership|reset|disconnect ...",
+                    ))
+                }
+            };
+            // Peer-supplied text is escaped line by line (JSON is escaped by the node).
+            for line in reply.lines() {
+                out!("{}", printable(line));
+            }
         }
         "set" => {
             want(2, "set PATH VALUE [--type TYPE]")?;

@@ -592,6 +592,13 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     set_write_timeout(&s, None);
     while let Some(t) = read_request(&mut s, who) {
         let r = match DataRequest::from_term(&t) {
+            Ok(DataRequest::Raft(a, _)) if read_only && a != "status" => Err((
+                CONFD_ERR_TOO_MANY_SESSIONS,
+                format!(
+                    "this connection is over max-connections ({}) and may only read the node state, stats, txid and raft status",
+                    node.cfg.max_connections
+                ),
+            )),
             Ok(DataRequest::Commit(_)) if read_only => Err((
                 CONFD_ERR_TOO_MANY_SESSIONS,
                 format!(
@@ -653,9 +660,29 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                 .collect::<Vec<_>>(),
         )),
         DataRequest::NodeState => Ok(node.node_state().to_term()),
+        DataRequest::GetLinearizable(p) => match node.managed() {
+            Some(m) => {
+                m.read_barrier()?;
+                data_request(node, DataRequest::Get(p))
+            }
+            None => Err((
+                CONFD_ERR_BADSTATE,
+                "a linearizable read needs mode = \"raft\" (this node is in external mode)".into(),
+            )),
+        },
+        DataRequest::Raft(action, args) => match node.managed() {
+            Some(m) => m.action(&action, &args).map(Term::binary),
+            None => Err((
+                CONFD_ERR_BADSTATE,
+                format!("raft {action}: this node is not in Raft mode (mode = \"external\")"),
+            )),
+        },
         DataRequest::Commit(ops) => {
-            {
-                let cs = lock(&node.commit);
+            // An early refusal, when the commit lock is free: the committer holds it across
+            // a batch's fsync, and the committer checks again anyway (no wait here).
+            if let Some(m) = node.managed() {
+                m.check_writable()?;
+            } else if let Ok(cs) = node.commit.try_lock() {
                 if !cs.writable {
                     return Err((CONFD_ERR_NOT_WRITABLE, cs.refusal.clone()));
                 }
@@ -680,7 +707,9 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
             }
             let (tx, rx) = sync_channel(1);
             let t0 = std::time::Instant::now();
-            let sent = lock(&node.commit_tx)
+            // Sent outside the lock (the send may wake the committer).
+            let committer = lock(&node.commit_tx).clone();
+            let sent = committer
                 .as_ref()
                 .map(|c| {
                     c.send(CommitReq {

@@ -2,23 +2,27 @@
 //! proofs, a frame reader that tolerates read timeouts, and the per-connection
 //! writer thread that carries data and ticks through one queue.
 
+use crate::node::lock;
 use crate::store::StoreOp;
 use crate::tls::HaStream;
-use confd_ha::proto::frame::write_frame;
 use confd_ha::proto::ha::HaNode;
 use confd_ha::proto::term::Term;
 use confd_ha::value::Value;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Highest version of the node-to-node protocol this node speaks. Version 2
-/// added the node instance in `ha_auth` and the `sub_secondaries` report.
-pub const HA_PROTO_VSN: i64 = 2;
+/// added the node instance in `ha_auth` and the `sub_secondaries` report;
+/// version 3 the incremental catch-up (`{ha_welcome, catchup, Seq, TxId, N}`).
+pub const HA_PROTO_VSN: i64 = 3;
+/// Lowest negotiated version with which a primary sends a re-joining secondary only the
+/// transactions it missed (older secondaries get a full copy, as before).
+pub const CATCH_UP_MIN_VSN: i64 = 3;
 /// Lowest version still spoken (a peer of an older ha-node release).
 pub const HA_PROTO_VSN_MIN: i64 = 1;
 /// At most this many nodes in one `sub_secondaries` report (a longer list is
@@ -91,11 +95,15 @@ pub enum PeerMsg {
     /// seqs (from its transaction log), so that the secondary can tell which of its own
     /// transactions the copy discards. Sent as `{ha_welcome, Copy, Seq, TxId}` when empty,
     /// else `{ha_welcome, Copy, Seq, TxId, [{Seq, TxId}]}`.
+    /// `catch_up` (version 3 on, `copy` false): the secondary's last transaction is in the
+    /// primary's history; the `N` transactions after it, up to (Seq, TxId), follow as `txn`
+    /// frames, then the live stream. Sent as `{ha_welcome, catchup, Seq, TxId, N}`.
     Welcome {
         copy: bool,
         seq: u64,
         txid: String,
         history: Vec<(u64, String)>,
+        catch_up: Option<u64>,
     },
     CopyChunk(Vec<(String, Vec<u8>)>),
     CopyDone {
@@ -203,14 +211,21 @@ impl PeerMsg {
                 seq,
                 txid,
                 history,
+                catch_up,
             } => {
                 let mut e = vec![
                     a("ha_welcome"),
-                    a(if *copy { "copy" } else { "nocopy" }),
+                    a(match (copy, catch_up) {
+                        (true, _) => "copy",
+                        (false, Some(_)) => "catchup",
+                        (false, None) => "nocopy",
+                    }),
                     u(*seq),
                     Term::binary(txid),
                 ];
-                if !history.is_empty() {
+                if let (false, Some(n)) = (copy, catch_up) {
+                    e.push(u(*n));
+                } else if !history.is_empty() {
                     e.push(Term::List(
                         history
                             .iter()
@@ -308,12 +323,20 @@ impl PeerMsg {
                     .ok_or_else(bad)?,
                 reason: String::from_utf8_lossy(&bin(&e[2])?).into_owned(),
             },
+            ("ha_welcome", 5) if e[1].is_atom("catchup") => PeerMsg::Welcome {
+                copy: false,
+                seq: seq(&e[2])?,
+                txid: text(&e[3])?,
+                history: Vec::new(),
+                catch_up: Some(seq(&e[4])?),
+            },
             ("ha_welcome", 4 | 5) => PeerMsg::Welcome {
                 copy: match e[1].as_atom() {
                     Some("copy") => true,
-                    Some("nocopy") => false,
+                    Some("nocopy") if e.len() == 4 => false,
                     _ => return Err(bad()),
                 },
+                catch_up: None,
                 seq: seq(&e[2])?,
                 txid: text(&e[3])?,
                 history: match e.get(4) {
@@ -486,6 +509,14 @@ impl FrameReader {
         self.max = MAX_PEER_FRAME;
     }
 
+    /// Whether a whole frame is buffered (the next `poll` returns it without reading).
+    pub fn has_frame(&self) -> bool {
+        let avail = &self.buf[self.start..];
+        avail.len() >= 4
+            && 4 + u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
+                <= avail.len()
+    }
+
     fn take_frame(&mut self) -> Result<Option<Vec<u8>>, ReadErr> {
         let avail = &self.buf[self.start..];
         if avail.len() < 4 {
@@ -571,23 +602,78 @@ impl FrameReader {
 
 /// What a writer thread sends.
 pub enum Out {
+    /// Whole frames, each with its 4-byte length (see [`frame`]); written as they are.
     Frame(Arc<Vec<u8>>),
     Stop,
+}
+
+/// One message as a frame on the wire: its 4-byte big-endian length, then the message.
+pub fn frame(msg: &PeerMsg) -> Arc<Vec<u8>> {
+    let mut f = Vec::new();
+    push_frame(&mut f, &msg.encode());
+    Arc::new(f)
+}
+
+/// `payload` as one frame.
+pub fn framed(payload: &[u8]) -> Arc<Vec<u8>> {
+    let mut f = Vec::with_capacity(4 + payload.len());
+    push_frame(&mut f, payload);
+    Arc::new(f)
+}
+
+/// Appends one frame (length, then `payload`) to `out`.
+pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
 }
 
 /// Shared between a connection's writer thread and whoever feeds it.
 #[derive(Default)]
 pub struct WriterState {
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (decremented only once written, under `wire`).
     pub queued: AtomicUsize,
     /// The writer failed or stopped.
     pub dead: AtomicBool,
+    /// Held by whoever writes to the socket: the writer thread for each queued frame and
+    /// tick, or a thread writing directly ([`send_now`]).
+    wire: Mutex<()>,
+}
+
+/// Sends whole frames `f` on `s`, in order after everything sent before: directly from
+/// the calling thread when nothing is queued for the writer thread and the socket takes
+/// them at once (no thread hand-off), else (or for the part the socket did not take, a
+/// TLS stream, a writer busy on the socket) through the writer's queue. Never waits for
+/// the socket: a peer that stops reading makes the queue grow (its owner bounds it), not
+/// the caller block.
+pub fn send_now(s: &HaStream, tx: &Sender<Out>, st: &WriterState, f: Arc<Vec<u8>>) {
+    let Ok(_g) = st.wire.try_lock() else {
+        return queue(tx, st, f);
+    };
+    if st.queued.load(Ordering::SeqCst) > 0 || st.dead.load(Ordering::SeqCst) {
+        return queue(tx, st, f);
+    }
+    match s.send_nowait(&f) {
+        Some(Ok(n)) if n == f.len() => {}
+        // The rest goes first in the queue: nothing else is queued, and the wire is ours.
+        Some(Ok(n)) => queue(tx, st, Arc::new(f[n..].to_vec())),
+        // A broken socket: the writer finds out and ends the connection.
+        Some(Err(_)) | None => queue(tx, st, f),
+    }
+}
+
+/// Queues whole frames `f` for the writer thread (behind everything queued before).
+pub fn queue(tx: &Sender<Out>, st: &WriterState, f: Arc<Vec<u8>>) {
+    st.queued.fetch_add(f.len(), Ordering::SeqCst);
+    if tx.send(Out::Frame(f)).is_err() {
+        st.dead.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The writer loop of one peer connection: frames from `rx` in order, and a
 /// tick whenever nothing was written for `tick`. Returns when told to stop,
 /// when the queue's senders are gone, or on a write error (it then shuts the
-/// socket down so that the reader side notices too).
+/// socket down so that the reader side notices too). Frames written directly by
+/// [`send_now`] count as writes for the tick.
 pub fn writer_loop(
     mut s: HaStream,
     rx: Receiver<Out>,
@@ -595,7 +681,7 @@ pub fn writer_loop(
     state: Arc<WriterState>,
     who: String,
 ) {
-    let tick_frame = PeerMsg::Tick.encode();
+    let tick_frame = frame(&PeerMsg::Tick);
     let mut last_write = Instant::now();
     loop {
         let msg = match tick {
@@ -603,10 +689,13 @@ pub fn writer_loop(
                 let due = last_write + t;
                 let now = Instant::now();
                 if now >= due {
-                    if let Err(e) = write_frame(&mut s, &tick_frame) {
+                    let g = lock(&state.wire);
+                    if let Err(e) = s.write_all(&tick_frame) {
+                        drop(g);
                         crate::debug!("ha", "writing a tick to {who}: {e}");
                         break;
                     }
+                    drop(g);
                     last_write = Instant::now();
                     continue;
                 }
@@ -624,8 +713,11 @@ pub fn writer_loop(
         match msg {
             Out::Stop => break,
             Out::Frame(f) => {
-                state.queued.fetch_sub(f.len(), Ordering::Relaxed);
-                if let Err(e) = write_frame(&mut s, &f) {
+                let g = lock(&state.wire);
+                let r = s.write_all(&f);
+                state.queued.fetch_sub(f.len(), Ordering::SeqCst);
+                drop(g);
+                if let Err(e) = r {
                     crate::debug!("ha", "writing to {who}: {e}");
                     break;
                 }
@@ -640,6 +732,7 @@ pub fn writer_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use confd_ha::proto::frame::write_frame;
 
     #[test]
     fn messages_round_trip() {
@@ -678,12 +771,28 @@ mod tests {
                 seq: 3,
                 txid: "x".into(),
                 history: vec![],
+                catch_up: None,
             },
             PeerMsg::Welcome {
                 copy: true,
                 seq: 3,
                 txid: "x".into(),
                 history: vec![(2, "a".into()), (3, "b".into())],
+                catch_up: None,
+            },
+            PeerMsg::Welcome {
+                copy: false,
+                seq: 3,
+                txid: "x".into(),
+                history: vec![],
+                catch_up: None,
+            },
+            PeerMsg::Welcome {
+                copy: false,
+                seq: 1003,
+                txid: "x".into(),
+                history: vec![],
+                catch_up: Some(1000),
             },
             PeerMsg::CopyChunk(vec![("/a".into(), vec![1, 2]), ("/b".into(), vec![])]),
             PeerMsg::CopyDone {
@@ -747,6 +856,25 @@ mod tests {
             assert!(PeerMsg::decode(&bad.encode()).is_err(), "{bad:?}");
         }
         assert!(PeerMsg::from_term(&Term::Tuple(vec![a("ack"), Term::int(-1)])).is_err());
+        // A catch-up welcome carries its count; a no-copy welcome carries nothing more.
+        let w = |e: Vec<Term>| PeerMsg::from_term(&Term::Tuple(e));
+        assert!(w(vec![a("ha_welcome"), a("catchup"), u(3), Term::binary("x")]).is_err());
+        assert!(w(vec![
+            a("ha_welcome"),
+            a("catchup"),
+            u(3),
+            Term::binary("x"),
+            a("n")
+        ])
+        .is_err());
+        assert!(w(vec![
+            a("ha_welcome"),
+            a("nocopy"),
+            u(3),
+            Term::binary("x"),
+            Term::List(vec![])
+        ])
+        .is_err());
         assert!(PeerMsg::from_term(&Term::Tuple(vec![
             a("txn"),
             u(1),

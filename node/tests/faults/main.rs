@@ -15,6 +15,10 @@
 //! modes, `HA_FAULTS_ITERATIONS` times (default 3). `HA_FAULTS_ONLY=substr`
 //! runs the scenarios whose name contains substr; `HA_FAULTS_NET=loopback`
 //! forces loopback. The last line printed is the totals.
+//!
+//! Then the Raft-mode scenarios (issue 13, raft_suite.rs): 3- and 5-node
+//! clusters in `mode = "raft"`, named `raft3-...` and `raft5-...`
+//! (`HA_FAULTS_ONLY=raft` runs only those), with their own totals line.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,6 +27,8 @@ mod cluster;
 mod framework;
 mod load;
 mod net;
+mod raft;
+mod raft_suite;
 mod scenarios;
 mod suite;
 
@@ -34,5 +40,17 @@ pub const SKIP_MISSING_FEATURES: bool = false;
 
 #[test]
 fn faults() {
-    suite::run_suite();
+    // The external-mode suite, then the Raft one (one after the other: they
+    // share the network namespaces' names); a failure of the first does not
+    // keep the second from running.
+    let external = std::panic::catch_unwind(suite::run_suite);
+    let raft = raft_suite::run();
+    if let Err(p) = external {
+        std::panic::resume_unwind(p);
+    }
+    assert!(
+        raft.is_empty(),
+        "Raft fault scenarios failed:\n{}",
+        raft.join("\n")
+    );
 }

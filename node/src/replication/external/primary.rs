@@ -5,8 +5,9 @@
 use crate::node::{id_str, lock, node_addr, Node};
 use crate::replication::external::secondary::Upstream;
 use crate::replication::peer::{
-    chunk_term, negotiate, nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
-    ReadErr, WriterState, COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    chunk_term, frame, framed, negotiate, nonce, proof, push_frame, queue, send_now, verify_proof,
+    writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState, CATCH_UP_MIN_VSN,
+    COPY_CHUNK_BYTES, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{Snapshot, StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -42,6 +43,58 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 pub const MAX_SENT_TIMES: usize = 65_536;
 /// Full-copy counters kept for at most this many node ids (connected ones are never evicted).
 const MAX_COPY_COUNTERS: usize = 4 * MAX_SECONDARIES;
+/// A re-joining secondary whose missed transactions take more than this many bytes on the
+/// wire gets a full copy instead of a catch-up (the backlog is queued at once, and live data
+/// must still fit under MAX_QUEUED_BYTES behind it).
+pub const MAX_CATCH_UP_BYTES: usize = 128 * 1024 * 1024;
+
+/// The missed transactions of a re-joining secondary, encoded as `txn` frames, and the
+/// last one's (seq, txid) (see [`Downstream::read_backlog`]).
+struct Backlog {
+    frames: Vec<Arc<Vec<u8>>>,
+    bytes: usize,
+    last: TxMeta,
+    /// The first missed transaction's seq (0 while none).
+    first: u64,
+    /// It starts after this node's copy base (see `CommitState::copy_base`) at this seq,
+    /// which the log does not hold.
+    from_base: Option<u64>,
+}
+
+impl Backlog {
+    fn add(&mut self, txns: Vec<(TxMeta, Vec<StoreOp>)>) -> Result<(), String> {
+        for (m, ops) in txns {
+            let f = frame(&PeerMsg::Txn {
+                seq: m.seq,
+                txid: m.txid.clone(),
+                ops,
+            });
+            self.bytes += f.len();
+            if self.bytes > MAX_CATCH_UP_BYTES {
+                return Err(format!(
+                    "the transactions it missed take more than {} MiB (MAX_CATCH_UP_BYTES)",
+                    MAX_CATCH_UP_BYTES >> 20
+                ));
+            }
+            self.frames.push(f);
+            if self.first == 0 {
+                self.first = m.seq;
+            }
+            self.last = m;
+        }
+        Ok(())
+    }
+}
+
+/// How a joining secondary gets our data.
+enum JoinPlan {
+    /// Its last transaction is ours.
+    NoCopy,
+    /// Its last transaction is in our history: it is sent the ones after it.
+    CatchUp(Backlog),
+    /// Everything, for this reason.
+    Copy(String),
+}
 
 /// What the secondaries said about a commit (see [`Downstream::wait_acks`]).
 #[derive(Default, Debug)]
@@ -52,6 +105,23 @@ pub struct Acks {
     /// tick or an ack, or `secondary_dead`): each "who: why". The commit's outcome is then
     /// unknown and it must not be reported as a success.
     pub lost: Vec<String>,
+}
+
+/// Who of `targets` confirmed `seq`, and who was lost without confirming it or being
+/// declared dead (once none of them is still pending).
+pub fn acks_of(targets: &[Arc<Peer>], seq: u64) -> Acks {
+    let mut acks = Acks::default();
+    for p in targets {
+        if p.acked.load(Ordering::SeqCst) >= seq {
+            acks.confirmed += 1;
+        } else if !p.declared.load(Ordering::SeqCst) {
+            let why = lock(&p.kill_reason)
+                .clone()
+                .unwrap_or_else(|| "its connection was lost".into());
+            acks.lost.push(format!("{}: {why}", p.who));
+        }
+    }
+    acks
 }
 
 pub struct Peer {
@@ -80,6 +150,9 @@ pub struct Peer {
     kill_reason: Mutex<Option<String>>,
     stream: HaStream,
     pub last_rx: Mutex<Instant>,
+    /// Everything that reached the socket before this instant has been read and handled
+    /// (acks counted): the reader's last read that left nothing buffered started then.
+    read_until: Mutex<Instant>,
     /// When it joined (the start of its full copy, if it got one).
     joined: Instant,
     /// The node process's instance id and join attempt (protocol version 2 on).
@@ -103,13 +176,15 @@ struct PeerOut {
 }
 
 impl Peer {
+    /// Queues whole frames for the writer thread.
     fn push(&self, f: Arc<Vec<u8>>) {
-        self.wstate.queued.fetch_add(f.len(), Ordering::Relaxed);
-        let _ = self.tx.send(Out::Frame(f));
+        queue(&self.tx, &self.wstate, f);
     }
 
-    /// Queues a transaction frame (held back while a full copy is going out).
-    /// A secondary that lets more than MAX_QUEUED_BYTES pile up is cut off.
+    /// Sends whole transaction frames: held back while a full copy is going out, else
+    /// written by the calling thread when the socket takes them at once, else queued
+    /// ([`send_now`]: never waits for the socket). A secondary that lets more than
+    /// MAX_QUEUED_BYTES pile up is cut off.
     pub fn send(&self, f: Arc<Vec<u8>>) {
         let mut o = lock(&self.out);
         if o.copying {
@@ -120,7 +195,7 @@ impl Peer {
                 self.kill("too much replication data held back during its full copy");
             }
         } else {
-            self.push(f);
+            send_now(&self.stream, &self.tx, &self.wstate, f);
             drop(o);
             if self.wstate.queued.load(Ordering::Relaxed) > MAX_QUEUED_BYTES {
                 self.kill(&format!(
@@ -129,6 +204,11 @@ impl Peer {
                 ));
             }
         }
+    }
+
+    /// Whether its reader has handled everything that reached the socket by `t`.
+    pub fn read_since(&self, t: Instant) -> bool {
+        *lock(&self.read_until) >= t
     }
 
     pub fn is_dead(&self) -> bool {
@@ -178,6 +258,8 @@ pub struct Downstream {
     sent_at: Mutex<std::collections::VecDeque<(u64, Instant)>>,
     /// Full copies sent per node id (text) since this node started serving.
     copies: Mutex<std::collections::HashMap<String, u64>>,
+    /// Incremental catch-ups sent per node id (text), kept the same way.
+    catch_ups: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Downstream {
@@ -208,6 +290,7 @@ impl Downstream {
             report_mx: Mutex::new(()),
             sent_at: Mutex::new(std::collections::VecDeque::new()),
             copies: Mutex::new(std::collections::HashMap::new()),
+            catch_ups: Mutex::new(std::collections::HashMap::new()),
         });
         for (l, a) in clones.into_iter().zip(addrs) {
             let d2 = d.clone();
@@ -256,6 +339,8 @@ impl Downstream {
         let _g = lock(&self.ack_mx);
         self.ack_cv.notify_all();
         drop(_g);
+        // Commits waiting for those peers are settled now (unconfirmed: HA_ABORT).
+        self.node.pipeline.settle();
         // A relay that stops serving (and stays a secondary) has nobody behind it now.
         self.report_upstream();
     }
@@ -348,6 +433,7 @@ impl Downstream {
         let ms = |t: Instant| now.saturating_duration_since(t).as_millis() as i64;
         let sent = lock(&self.sent_at);
         let copies = lock(&self.copies);
+        let catch_ups = lock(&self.catch_ups);
         peers
             .iter()
             .map(|p| {
@@ -372,7 +458,7 @@ impl Downstream {
                         lag_ms,
                         copying,
                         full_copies: copies.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
-                        catch_ups: 0,
+                        catch_ups: catch_ups.get(&id_str(&p.id)).copied().unwrap_or(0) as i64,
                     }),
                 }
             })
@@ -380,9 +466,13 @@ impl Downstream {
     }
 
     fn count_copy(&self, id: &Value) {
+        self.count_in(&self.copies, id);
+    }
+
+    fn count_in(&self, counters: &Mutex<std::collections::HashMap<String, u64>>, id: &Value) {
         let key = id_str(id);
         let connected: Vec<String> = lock(&self.peers).iter().map(|p| id_str(&p.id)).collect();
-        let mut c = lock(&self.copies);
+        let mut c = lock(counters);
         if !c.contains_key(&key) && c.len() >= MAX_COPY_COUNTERS {
             if let Some(k) = c.keys().find(|k| !connected.contains(k)).cloned() {
                 c.remove(&k);
@@ -466,10 +556,16 @@ impl Downstream {
                 p.sent_seq.fetch_max(last, Ordering::SeqCst);
             }
         }
+        // The batch as one buffer of frames: one write per peer.
+        let mut buf = Vec::new();
         for (m, ops) in txns {
-            self.broadcast(&Arc::new(
-                crate::replication::peer::txn_term(m.seq, &m.txid, ops).encode(),
-            ));
+            push_frame(
+                &mut buf,
+                &crate::replication::peer::txn_term(m.seq, &m.txid, ops).encode(),
+            );
+        }
+        if !buf.is_empty() {
+            self.broadcast(&Arc::new(buf));
         }
         if let Some((m, _)) = txns.last() {
             self.sent_seq.fetch_max(m.seq, Ordering::SeqCst);
@@ -493,7 +589,7 @@ impl Downstream {
         targets
     }
 
-    /// Queues a frame for every connected peer.
+    /// Sends whole frames to every connected peer (see [`Peer::send`]).
     pub fn broadcast(&self, f: &Arc<Vec<u8>>) {
         for p in lock(&self.peers).iter() {
             p.send(f.clone());
@@ -552,18 +648,7 @@ impl Downstream {
             }
         }
         drop(g);
-        let mut acks = Acks::default();
-        for p in targets {
-            if p.acked.load(Ordering::SeqCst) >= seq {
-                acks.confirmed += 1;
-            } else if !p.declared.load(Ordering::SeqCst) {
-                let why = lock(&p.kill_reason)
-                    .clone()
-                    .unwrap_or_else(|| "its connection was lost".into());
-                acks.lost.push(format!("{}: {why}", p.who));
-            }
-        }
-        acks
+        acks_of(targets, seq)
     }
 
     fn drop_peer(&self, p: &Arc<Peer>, why: &str) {
@@ -574,15 +659,16 @@ impl Downstream {
         let _ = p.tx.send(Out::Stop);
         lock(&self.peers).retain(|q| !Arc::ptr_eq(q, p));
         {
-            let _g = lock(&self.ack_mx);
-            self.ack_cv.notify_all();
-        }
-        {
             let mut r = lock(&p.kill_reason);
             if r.is_none() {
                 *r = Some(why.to_owned());
             }
         }
+        {
+            let _g = lock(&self.ack_mx);
+            self.ack_cv.notify_all();
+        }
+        self.node.pipeline.settle();
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -795,14 +881,17 @@ impl Downstream {
             );
             return;
         }
-        // 4. register under the commit lock: consistent (seq, txid) and snapshot.
+        // 4. what it missed, read before the commit lock (the lock only adds what was
+        // committed meanwhile), then register under the commit lock: consistent
+        // (seq, txid), snapshot or backlog, and the live stream from the next commit on.
+        let early = self.read_backlog(seq, &txid, vsn);
         let (tx, rx) = channel();
         let wstate = Arc::new(WriterState::default());
         let Ok(rs) = s.try_clone() else {
             crate::warn!("ha", "{who}: cannot clone the socket");
             return;
         };
-        let (peer, snapshot, replaced) = {
+        let (peer, snapshot, replaced, plan) = {
             let cs = lock(&node.commit);
             let mut peers = lock(&self.peers);
             if self.stopped.load(Ordering::SeqCst) {
@@ -843,7 +932,18 @@ impl Downstream {
             }
             // A node without any transaction (an empty node's first join) is
             // initialized by a copy, as ConfD reports it (by copy = 1).
-            let copy = cs.last.seq != seq || cs.last.txid != txid || seq == 0;
+            let plan = if cs.last.seq == seq && cs.last.txid == txid && seq > 0 {
+                JoinPlan::NoCopy
+            } else {
+                match early {
+                    Ok(b) => match self.finish_backlog(b, &cs.last) {
+                        Ok(b) => JoinPlan::CatchUp(b),
+                        Err(why) => JoinPlan::Copy(why),
+                    },
+                    Err(why) => JoinPlan::Copy(why),
+                }
+            };
+            let copy = matches!(plan, JoinPlan::Copy(_));
             let snapshot: Option<Snapshot> = if copy {
                 match node.store.snapshot() {
                     Ok(sn) => Some(sn),
@@ -887,7 +987,12 @@ impl Downstream {
                     backlog: Vec::new(),
                     backlog_bytes: 0,
                 }),
-                acked: AtomicU64::new(if copy { 0 } else { init_seq }),
+                // A catching-up secondary holds our history up to its own last seq.
+                acked: AtomicU64::new(match &plan {
+                    JoinPlan::Copy(_) => 0,
+                    JoinPlan::CatchUp(_) => seq,
+                    JoinPlan::NoCopy => init_seq,
+                }),
                 sent_seq: AtomicU64::new(init_seq),
                 initialized: AtomicBool::new(!copy),
                 copy_done_sent: AtomicBool::new(!copy),
@@ -897,6 +1002,7 @@ impl Downstream {
                 kill_reason: Mutex::new(None),
                 stream: rs,
                 last_rx: Mutex::new(Instant::now()),
+                read_until: Mutex::new(Instant::now()),
                 joined: Instant::now(),
                 instance,
                 subs: Mutex::new(Vec::new()),
@@ -904,17 +1010,30 @@ impl Downstream {
                 died: Mutex::new(false),
                 report: Mutex::new((None, false)),
             });
-            peer.push(Arc::new(
-                PeerMsg::Welcome {
-                    copy,
-                    seq: cs.last.seq,
-                    txid: cs.last.txid.clone(),
-                    history,
+            let catch_up = match &plan {
+                JoinPlan::CatchUp(b) => Some(b.frames.len() as u64),
+                _ => None,
+            };
+            peer.push(frame(&PeerMsg::Welcome {
+                copy,
+                seq: cs.last.seq,
+                txid: cs.last.txid.clone(),
+                history,
+                catch_up,
+            }));
+            // The missed transactions go out right behind the welcome, before the peer is
+            // in `peers`: every commit durable now is in the backlog, every later one is
+            // forwarded to it (the committer forwards under this lock), so nothing is
+            // missing or sent twice. It is a commit target from now on, as a secondary that
+            // needed no copy is: its besecondary returns only after the backlog, and every
+            // transaction queued after it, is durable there.
+            if let JoinPlan::CatchUp(b) = &plan {
+                for f in &b.frames {
+                    peer.push(f.clone());
                 }
-                .encode(),
-            ));
+            }
             peers.push(peer.clone());
-            (peer, snapshot, replaced)
+            (peer, snapshot, replaced, plan)
         };
         if let Some(old) = replaced {
             old.kill("replaced by a new connection from the same node");
@@ -940,16 +1059,31 @@ impl Downstream {
             self.drop_peer(&peer, "cannot start a writer thread");
             return;
         }
-        crate::info!(
-            "ha",
-            "{} {who} connected ({})",
-            self.what(),
-            if snapshot.is_some() {
-                format!("its transaction {seq} differs: full copy")
-            } else {
-                format!("same transaction {seq}: no copy")
+        match &plan {
+            JoinPlan::NoCopy => crate::info!(
+                "ha",
+                "{} {who} connected (same transaction {seq}: no copy)",
+                self.what()
+            ),
+            JoinPlan::CatchUp(b) => {
+                self.count_in(&self.catch_ups, &peer.id);
+                node.stats.catch_ups_sent.fetch_add(1, Ordering::Relaxed);
+                crate::info!(
+                    "ha",
+                    "{} {who} connected (catch-up: {} txns from seq {} to {}, {} bytes; its \
+                     seq {seq} txid '{txid}' is in this node's history)",
+                    self.what(),
+                    b.frames.len(),
+                    b.first,
+                    b.last.seq,
+                    b.bytes
+                )
             }
-        );
+            JoinPlan::Copy(why) => {
+                crate::info!("ha", "{} {who} connected (full copy: {why})", self.what())
+            }
+        }
+        drop(plan);
         // 5. the reader runs in its own thread (acks flow even while an
         // HA_INFO_SYNC subscriber holds the event below). The peer's arrival
         // is announced before anything its reader reports (the nodes behind
@@ -987,6 +1121,150 @@ impl Downstream {
         self.report_upstream();
     }
 
+    /// The transactions after a joining secondary's last one (`seq`, `txid`), read from the
+    /// transaction log without the commit lock; [`Downstream::finish_backlog`] adds, under
+    /// the lock, those committed meanwhile. Err says why it gets a full copy instead: its
+    /// transaction is not in our history (it diverged: ahead of it, or beside it at the same
+    /// seq), or our log no longer (or never) held it (fell out of the backlog of
+    /// `txlog-max-txns`, or our data came by a full copy after it).
+    fn read_backlog(&self, seq: u64, txid: &str, vsn: i64) -> Result<Backlog, String> {
+        let node = &self.node;
+        if seq == 0 {
+            return Err("it has no transactions yet (seq 0)".into());
+        }
+        if vsn < CATCH_UP_MIN_VSN {
+            return Err(format!(
+                "it speaks node-to-node protocol version {vsn}, which has no catch-up"
+            ));
+        }
+        let (last, base) = {
+            let cs = lock(&node.commit);
+            (cs.last.clone(), cs.copy_base.clone())
+        };
+        let theirs = format!("secondary's seq {seq} txid '{txid}'");
+        let max = node.cfg.txlog_max_txns;
+        let mut b = Backlog {
+            frames: Vec::new(),
+            bytes: 0,
+            last: TxMeta {
+                seq,
+                txid: txid.to_owned(),
+            },
+            first: 0,
+            from_base: None,
+        };
+        if seq > last.seq {
+            return Err(format!(
+                "{theirs} is ahead of this node's last transaction (seq {}): diverged",
+                last.seq
+            ));
+        }
+        let unreadable = |e: crate::store::StoreError| {
+            format!("this node cannot read its transaction log ({e})")
+        };
+        match node.store.txlog_ids(seq, seq).map_err(unreadable)?.first() {
+            Some((_, t)) if t == txid => {}
+            // Our data came by a full copy of exactly its last transaction, and the log has
+            // kept everything since (it is trimmed only beyond `txlog-max-txns`).
+            None if base.as_ref() == Some(&b.last) && last.seq - seq < max => {
+                b.from_base = Some(seq);
+                b.add(node.store.txlog_from(seq + 1).map_err(unreadable)?)?;
+                return Ok(b);
+            }
+            Some((_, t)) => {
+                return Err(format!(
+                    "{theirs} is not in history: this node holds txid '{t}' at that seq \
+                     (diverged)"
+                ))
+            }
+            None => {
+                return Err(if last.seq - seq >= max {
+                    format!(
+                        "{theirs} is {} transactions behind, beyond the backlog \
+                         (txlog-max-txns {max})",
+                        last.seq - seq
+                    )
+                } else {
+                    format!(
+                        "{theirs} is not in this node's transaction log (diverged, or this \
+                         node's own data came by a full copy after it)"
+                    )
+                });
+            }
+        }
+        let mut txns = node.store.txlog_from(seq).map_err(unreadable)?.into_iter();
+        match txns.next() {
+            Some((m, _)) if m.seq == seq && m.txid == txid => {}
+            _ => {
+                return Err(format!(
+                    "{theirs} fell out of the backlog (txlog-max-txns {max}) while it was read"
+                ))
+            }
+        }
+        b.add(txns.collect())?;
+        Ok(b)
+    }
+
+    /// Under the commit lock: adds to `b` what was committed since it was read, so that it
+    /// ends exactly at `last` (our last durable transaction), or says why it cannot.
+    fn finish_backlog(&self, mut b: Backlog, last: &TxMeta) -> Result<Backlog, String> {
+        // After the copy base, the log holds no entry that shows it is complete: it is, as
+        // long as no commit so far (the last is `last`) trimmed anything after the base.
+        if let Some(base) = b.from_base {
+            if last.seq - base >= self.node.cfg.txlog_max_txns {
+                return Err(format!(
+                    "its transactions fell out of the backlog (txlog-max-txns {}) while they \
+                     were read",
+                    self.node.cfg.txlog_max_txns
+                ));
+            }
+        }
+        if b.from_base.is_some() && b.frames.is_empty() && b.last.seq < last.seq {
+            // Nothing after the copy base was read yet.
+            let tail = self
+                .node
+                .store
+                .txlog_from(b.last.seq + 1)
+                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?;
+            b.add(tail)?;
+        } else if b.last.seq < last.seq {
+            let mut tail = self
+                .node
+                .store
+                .txlog_from(b.last.seq)
+                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?
+                .into_iter();
+            // The log is trimmed from its start only: while it still holds the last
+            // transaction read, it holds everything after it.
+            match tail.next() {
+                Some((m, _)) if m == b.last => {}
+                _ => {
+                    return Err(format!(
+                        "its transactions fell out of the backlog (txlog-max-txns {}) while \
+                         they were read",
+                        self.node.cfg.txlog_max_txns
+                    ))
+                }
+            }
+            let before = b.frames.len();
+            b.add(tail.collect())?;
+            crate::debug!(
+                "ha",
+                "catch-up: {} transaction(s) committed while the backlog was read added under \
+                 the commit lock",
+                b.frames.len() - before
+            );
+        }
+        if b.last != *last || b.frames.is_empty() {
+            return Err(format!(
+                "this node's transaction log ends at seq {} txid '{}', not at its last \
+                 transaction (seq {} txid '{}')",
+                b.last.seq, b.last.txid, last.seq, last.txid
+            ));
+        }
+        Ok(b)
+    }
+
     fn send_copy(&self, peer: &Arc<Peer>, mut sn: Snapshot) {
         let meta = sn.meta().clone();
         let st = sn.stats();
@@ -1011,7 +1289,7 @@ impl Downstream {
                 std::thread::sleep(Duration::from_millis(1));
             }
             match sn.next_chunk(COPY_CHUNK_BYTES) {
-                Ok(Some(c)) => peer.push(Arc::new(chunk_term(&c).encode())),
+                Ok(Some(c)) => peer.push(framed(&chunk_term(&c).encode())),
                 Ok(None) => break,
                 Err(e) => {
                     crate::error!("ha", "full copy to {}: {e}", peer.who);
@@ -1023,13 +1301,10 @@ impl Downstream {
         // Before CopyDone can reach the secondary (and its besecondary return): from here
         // on, commits wait for it.
         peer.copy_done_sent.store(true, Ordering::SeqCst);
-        peer.push(Arc::new(
-            PeerMsg::CopyDone {
-                seq: meta.seq,
-                txid: meta.txid.clone(),
-            }
-            .encode(),
-        ));
+        peer.push(frame(&PeerMsg::CopyDone {
+            seq: meta.seq,
+            txid: meta.txid.clone(),
+        }));
         // Release the transactions held back during the copy, in order.
         loop {
             let mut o = lock(&peer.out);
@@ -1097,11 +1372,17 @@ impl Downstream {
             .cfg
             .tick
             .map(|t| (t / 10).max(Duration::from_millis(5)));
-        let _ = s.set_read_timeout(poll);
+        // Also without ticks: `read_until` must advance while the peer is silent.
+        let _ = s.set_read_timeout(Some(poll.unwrap_or(WAIT_SLICE)));
         let mut last = Instant::now();
         let mut woke = Instant::now();
         let mut r = &s;
         let why: String = loop {
+            // A read happens in this poll only when no whole frame is buffered; one read
+            // takes everything in the socket (acks and ticks are a few bytes; a larger
+            // report can leave some unread, which delays, never advances, this mark).
+            let fresh = !fr.has_frame();
+            let started = Instant::now();
             let polled = fr.poll(&mut r);
             // Not running for a while (frozen): the peer's silence is ours; restart its clock.
             let gap = woke.elapsed();
@@ -1136,8 +1417,12 @@ impl Downstream {
                                 );
                                 self.node.in_sync_changed();
                             }
-                            let _g = lock(&self.ack_mx);
-                            self.ack_cv.notify_all();
+                            {
+                                let _g = lock(&self.ack_mx);
+                                self.ack_cv.notify_all();
+                            }
+                            // Replies to the commits this ack completes, from this thread.
+                            self.node.pipeline.settle();
                         }
                         Ok(m) => break format!("protocol error: unexpected {m:?}"),
                         Err(e) => break format!("protocol error: {e}"),
@@ -1146,6 +1431,10 @@ impl Downstream {
                 Ok(None) => {}
                 Err(ReadErr::Closed) => break "connection closed".into(),
                 Err(e) => break e.to_string(),
+            }
+            // Handled (an ack counted) before the mark moves.
+            if fresh && !fr.has_frame() {
+                *lock(&peer.read_until) = started;
             }
             if let Some(d) = dead_after {
                 if last.elapsed() > d {

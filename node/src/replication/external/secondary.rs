@@ -1,11 +1,12 @@
 //! The receiving side of replication: joining a primary (or relay), the full
-//! copy, then the reader thread (ticks, ordered txns) and the applier thread
-//! (group apply, durable, then ack; a relay forwards to its subs first).
+//! copy, then the reader thread: ticks, ordered txns, and the group apply of
+//! every transaction read (durable, then the ack from the same thread; a relay
+//! forwards to its subs first).
 
 use crate::node::{lock, Node};
 use crate::replication::peer::{
-    nonce, proof, verify_proof, writer_loop, FrameReader, Out, PeerMsg, ReadErr, WriterState,
-    HA_PROTO_VSN, HA_PROTO_VSN_MIN,
+    frame, nonce, proof, queue, send_now, verify_proof, writer_loop, FrameReader, Out, PeerMsg,
+    ReadErr, WriterState, CATCH_UP_MIN_VSN, HA_PROTO_VSN, HA_PROTO_VSN_MIN,
 };
 use crate::store::{StoreOp, TxMeta};
 use crate::tls::HaStream;
@@ -14,8 +15,8 @@ use confd_ha::proto::ha::{HaNode, NodeAddr};
 use confd_ha::value::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The link to our primary.
@@ -24,31 +25,47 @@ pub struct Upstream {
     pub who: String,
     stream: HaStream,
     tx: Sender<Out>,
+    wstate: Arc<WriterState>,
     stopped: AtomicBool,
     pub last_rx: Mutex<Instant>,
-    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The reader thread (which applies), and whether it has applied everything it
+    /// received for the last time (it then only reports the loss).
+    reader: Mutex<Option<std::thread::ThreadId>>,
+    applied: Mutex<bool>,
+    applied_cv: Condvar,
     /// The node-to-node protocol version agreed with the primary.
     vsn: i64,
 }
 
 impl Upstream {
-    /// Waits until the applier has made every transaction it received durable (it stops
-    /// once the reader is gone). Call after `stop`.
+    /// Waits until the reader has made every transaction it received durable (it does
+    /// once its link is gone). Call after `stop`.
     pub fn wait_applied(&self) {
-        let h = lock(&self.applier).take();
-        if let Some(h) = h {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
+        if *lock(&self.reader) == Some(std::thread::current().id()) {
+            return;
         }
+        let mut done = lock(&self.applied);
+        while !*done {
+            done = self
+                .applied_cv
+                .wait(done)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_applied(&self) {
+        *lock(&self.applied) = true;
+        self.applied_cv.notify_all();
     }
     /// A relay reports the nodes now behind it (protocol version 2 on; an
     /// older primary does not know the message and is not sent it).
     pub fn report_subs(&self, nodes: Vec<HaNode>) {
         if self.vsn >= 2 && !self.is_stopped() {
-            let _ = self.tx.send(Out::Frame(Arc::new(
-                PeerMsg::SubSecondaries(nodes).encode(),
-            )));
+            queue(
+                &self.tx,
+                &self.wstate,
+                frame(&PeerMsg::SubSecondaries(nodes)),
+            );
         }
     }
     pub fn stop(&self) {
@@ -59,24 +76,33 @@ impl Upstream {
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
-    /// Cuts the link without stopping: the reader then reports the loss.
-    fn cut(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-    }
+    /// Acknowledges from the calling thread (the applier, which made `seq` durable) when
+    /// the socket takes it at once, else through the writer's queue.
     fn ack(&self, seq: u64) {
-        let _ = self
-            .tx
-            .send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+        send_now(
+            &self.stream,
+            &self.tx,
+            &self.wstate,
+            frame(&PeerMsg::Ack(seq)),
+        );
     }
 }
+
+/// A catch-up is applied in durable store commits of at most this many transactions...
+const CATCH_UP_APPLY_TXNS: usize = 1024;
+/// ... or about this many bytes of values and paths.
+const CATCH_UP_APPLY_BYTES: usize = 8 * 1024 * 1024;
 
 /// A completed join, not yet installed as the node's role.
 pub struct Joined {
     pub by_copy: bool,
+    /// Transactions received by an incremental catch-up (0: none).
+    pub caught_up: u64,
     stream: HaStream,
     ctl: HaStream,
     fr: FrameReader,
     tx: Sender<Out>,
+    wstate: Arc<WriterState>,
     next_seq: u64,
     who: String,
     vsn: i64,
@@ -89,36 +115,40 @@ impl Joined {
         let _ = self.tx.send(Out::Stop);
     }
 
-    /// Starts the reader and applier threads for generation `gen`.
+    /// Starts the reader thread for generation `gen`.
     pub fn start(self, node: Arc<Node>, gen: u64) -> Arc<Upstream> {
         let up = Arc::new(Upstream {
             who: self.who,
             stream: self.ctl,
             tx: self.tx,
+            wstate: self.wstate,
             stopped: AtomicBool::new(false),
             last_rx: Mutex::new(Instant::now()),
-            applier: Mutex::new(None),
+            reader: Mutex::new(None),
+            applied: Mutex::new(false),
+            applied_cv: Condvar::new(),
             vsn: self.vsn,
         });
-        let (atx, arx) = channel::<(u64, String, Vec<StoreOp>)>();
         let (n1, u1) = (node.clone(), up.clone());
         let stream = self.stream;
         let fr = self.fr;
         let next = self.next_seq;
-        let r1 = std::thread::Builder::new()
+        // Held until the thread id is recorded: the reader reports a loss only after.
+        let mut rid = lock(&up.reader);
+        match std::thread::Builder::new()
             .name("ha-up-rd".into())
-            .spawn(move || reader(n1, u1, gen, stream, fr, next, atx));
-        let (n2, u2) = (node.clone(), up.clone());
-        let r2 = std::thread::Builder::new()
-            .name("ha-apply".into())
-            .spawn(move || applier(n2, u2, arx));
-        match (r1, r2) {
-            (Ok(_), Ok(h)) => *lock(&up.applier) = Some(h),
-            _ => {
-                crate::error!("ha", "cannot start the secondary's threads");
+            .spawn(move || reader(n1, u1, gen, stream, fr, next))
+        {
+            Ok(h) => *rid = Some(h.thread().id()),
+            Err(_) => {
+                drop(rid);
+                crate::error!("ha", "cannot start the secondary's thread");
                 up.stop();
+                up.set_applied();
+                return up;
             }
         }
+        drop(rid);
         up
     }
 }
@@ -297,20 +327,33 @@ fn join_vsn(
         txid: last.txid.clone(),
         instance: (vsn >= 2).then(|| (node.instance.clone(), gen)),
     })?;
-    let (copy, wseq, history) = match recv(&mut fr, hs)? {
+    let (copy, wseq, wtxid, history, catch_up) = match recv(&mut fr, hs)? {
         PeerMsg::Welcome {
             copy,
             seq,
             txid,
             history,
+            catch_up,
         } => {
-            if !copy && (seq != last.seq || txid != last.txid) {
+            if !copy && catch_up.is_none() && (seq != last.seq || txid != last.txid) {
                 return Err((
                     CONFD_ERR_HA_CLOSED,
                     format!("protocol error: primary {pname} skipped the copy for a different transaction"),
                 ));
             }
-            (copy, seq, history)
+            // A catch-up brings us from our last transaction to the primary's, which is
+            // further on (only version 3 on knows it).
+            if catch_up.is_some() && (vsn < CATCH_UP_MIN_VSN || seq <= last.seq) {
+                return Err((
+                    CONFD_ERR_HA_CLOSED,
+                    format!(
+                        "protocol error: primary {pname} offered a catch-up to seq {seq} \
+                         (protocol version {vsn}) to this node at seq {}",
+                        last.seq
+                    ),
+                ));
+            }
+            (copy, seq, txid, history, catch_up)
         }
         m => {
             return Err((
@@ -328,10 +371,16 @@ fn join_vsn(
     let tick = node.cfg.tick;
     let who = format!("primary {pname}");
     let wwho = who.clone();
+    let wstate = Arc::new(WriterState::default());
+    let wst = wstate.clone();
     std::thread::Builder::new()
         .name("ha-up-wr".into())
-        .spawn(move || writer_loop(ws, rx, tick, Arc::new(WriterState::default()), wwho))
+        .spawn(move || writer_loop(ws, rx, tick, wst, wwho))
         .map_err(|e| (CONFD_ERR_OS, format!("cannot start a thread: {e}")))?;
+    // Acknowledges a durable seq (the copy's, or each batch of a catch-up).
+    let send_ack = |tx: &Sender<Out>, seq: u64| {
+        queue(tx, &wstate, frame(&PeerMsg::Ack(seq)));
+    };
     let fail = |tx: &Sender<Out>, e: (i32, String)| {
         let _ = s.shutdown(std::net::Shutdown::Both);
         let _ = tx.send(Out::Stop);
@@ -353,6 +402,7 @@ fn join_vsn(
         }
     };
     let next_seq;
+    let mut caught_up = 0;
     if copy {
         let t0 = Instant::now();
         // What the copy discards of our own history goes to a rollback file first.
@@ -483,6 +533,7 @@ fn join_vsn(
                         drop(cs);
                         return Err(store_fail(&tx, "finishing the full copy", e));
                     }
+                    cs.copy_base = Some(meta.clone());
                     cs.last = meta;
                     cs.seq_floor = cs.seq_floor.max(seq);
                     drop(cs);
@@ -528,7 +579,7 @@ fn join_vsn(
                         crate::node::unix_ms(std::time::Instant::now()) as u64,
                         Ordering::Relaxed,
                     );
-                    let _ = tx.send(Out::Frame(Arc::new(PeerMsg::Ack(seq).encode())));
+                    send_ack(&tx, seq);
                     crate::info!(
                         "ha",
                         "full copy from {pname}: {entries} entries at transaction {seq} in {} ms",
@@ -552,6 +603,109 @@ fn join_vsn(
                 }
             }
         }
+    } else if let Some(n) = catch_up {
+        // The transactions after our last one, up to (wseq, wtxid), then the live stream:
+        // applied here, in durable batches, each acknowledged, before besecondary returns.
+        let t0 = Instant::now();
+        let silence = node.cfg.dead_after().unwrap_or(Duration::from_secs(3600));
+        let proto_err = |why: String| {
+            fail(
+                &tx,
+                (
+                    CONFD_ERR_HA_CLOSED,
+                    format!("protocol error during the catch-up from {pname}: {why}"),
+                ),
+            )
+        };
+        let mut batch: Vec<(TxMeta, Vec<StoreOp>)> = Vec::new();
+        let (mut bytes, mut prev, mut got, mut first) = (0usize, last.seq, 0u64, 0u64);
+        loop {
+            let (seq, txid, ops) = match recv(&mut fr, silence) {
+                Ok(PeerMsg::Tick) => continue,
+                Ok(PeerMsg::Txn { seq, txid, ops }) => (seq, txid, ops),
+                Ok(m) => return Err(proto_err(format!("unexpected {m:?}"))),
+                Err(e) => return Err(fail(&tx, e)),
+            };
+            if seq <= prev || seq > wseq {
+                return Err(proto_err(format!(
+                    "transaction {seq} after {prev}, the catch-up ends at {wseq}"
+                )));
+            }
+            let done = seq == wseq;
+            if done && txid != wtxid {
+                return Err(proto_err(format!(
+                    "it ends with txid '{txid}', the welcome named '{wtxid}'"
+                )));
+            }
+            got += 1;
+            if first == 0 {
+                first = seq;
+            }
+            if got > n {
+                return Err(proto_err(format!(
+                    "more than the {n} transactions announced"
+                )));
+            }
+            bytes += ops
+                .iter()
+                .map(|o| match o {
+                    StoreOp::Set(p, v) => p.len() + v.len(),
+                    StoreOp::Delete(p) => p.len(),
+                })
+                .sum::<usize>();
+            prev = seq;
+            batch.push((TxMeta { seq, txid }, ops));
+            if !done && batch.len() < CATCH_UP_APPLY_TXNS && bytes < CATCH_UP_APPLY_BYTES {
+                continue;
+            }
+            let mut cs = lock(&node.commit);
+            if node.gen_now.load(Ordering::SeqCst) != gen {
+                drop(cs);
+                return Err(fail(
+                    &tx,
+                    (CONFD_ERR_HA_CLOSED, "superseded by another order".into()),
+                ));
+            }
+            if let Err(e) = node.store.commit(&batch) {
+                drop(cs);
+                return Err(store_fail(&tx, "applying the catch-up", e));
+            }
+            cs.last = batch[batch.len() - 1].0.clone();
+            cs.seq_floor = cs.seq_floor.max(seq);
+            drop(cs);
+            node.stats
+                .txns_applied
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+            bytes = 0;
+            send_ack(&tx, seq);
+            if done {
+                break;
+            }
+        }
+        if got != n {
+            crate::warn!(
+                "ha",
+                "catch-up from {pname}: {got} transactions arrived, {n} were announced"
+            );
+        }
+        node.stats
+            .catch_ups_received
+            .fetch_add(1, Ordering::Relaxed);
+        node.stats.last_txn_unix_ms.store(
+            crate::node::unix_ms(std::time::Instant::now()) as u64,
+            Ordering::Relaxed,
+        );
+        crate::info!(
+            "ha",
+            "catch-up from {pname}: {got} txns from seq {first} to {wseq} in {} ms (our seq {} \
+             txid '{}' is in its history: no copy)",
+            t0.elapsed().as_millis(),
+            last.seq,
+            last.txid
+        );
+        caught_up = got;
+        next_seq = wseq + 1;
     } else {
         next_seq = wseq + 1;
     }
@@ -561,10 +715,12 @@ fn join_vsn(
         .map_err(|e| fail(&tx, (CONFD_ERR_OS, format!("socket: {e}"))))?;
     Ok(Joined {
         by_copy: copy,
+        caught_up,
         ctl,
         stream: s,
         fr,
         tx,
+        wstate,
         next_seq,
         who,
         vsn,
@@ -578,8 +734,9 @@ fn reader(
     s: HaStream,
     mut fr: FrameReader,
     mut next: u64,
-    atx: Sender<(u64, String, Vec<StoreOp>)>,
 ) {
+    // Until `start` has recorded this thread's id (wait_applied must know it).
+    drop(lock(&up.reader));
     let dead_after = node.cfg.dead_after();
     let poll = node
         .cfg
@@ -589,7 +746,17 @@ fn reader(
     let mut last = Instant::now();
     let mut woke = Instant::now();
     let mut r = &s;
+    // Transactions received and not yet applied: applied (one store commit, one ack) once
+    // no other whole frame is buffered, or MAX_APPLY_BATCH of them are.
+    let mut batch: Vec<Received> = Vec::new();
+    let mut failed = false;
     let (code, why) = loop {
+        if !batch.is_empty() && (!fr.has_frame() || batch.len() >= MAX_APPLY_BATCH) {
+            if let Err(e) = apply(&node, &up, std::mem::take(&mut batch)) {
+                failed = true;
+                break (CONFD_ERR_HA_CLOSED, e);
+            }
+        }
         let polled = fr.poll(&mut r);
         // Not running for a while (frozen): the primary's silence is ours; restart its clock.
         let gap = woke.elapsed();
@@ -618,9 +785,7 @@ fn reader(
                             );
                         }
                         next = seq + 1;
-                        if atx.send((seq, txid, ops)).is_err() {
-                            break (CONFD_ERR_HA_CLOSED, "the applier stopped".into());
-                        }
+                        batch.push((seq, txid, ops));
                     }
                     Ok(m) => {
                         break (
@@ -649,24 +814,30 @@ fn reader(
             }
         }
     };
-    drop(atx);
+    // Everything fully received is applied before NOPRIMARY or another role.
+    if !batch.is_empty() && !failed {
+        let _ = apply(&node, &up, batch);
+    }
+    up.set_applied();
     if !up.is_stopped() {
         up.stop();
         node.upstream_lost(gen, code, &why);
     }
 }
 
-fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<StoreOp>)>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(t) => batch.push(t),
-                Err(_) => break,
-            }
-        }
-        // Applied even when the link is gone (it stopped): what was fully received is made
-        // durable before the node reports NOPRIMARY or takes another role.
+/// A transaction as read: seq, txid, operations.
+type Received = (u64, String, Vec<StoreOp>);
+
+/// Most transactions the reader applies in one batch.
+const MAX_APPLY_BATCH: usize = 1024;
+
+/// Applies one batch durably, then acknowledges it from this thread (sync mode on a relay:
+/// once its sub-secondaries have it too). Applied even when the link is gone (it stopped):
+/// what was fully received is made durable before the node reports NOPRIMARY or takes
+/// another role. On a store error: a fault fail-stops the role (the link is stopped first,
+/// so no loss is reported for it); anything else is returned (the link is then lost).
+fn apply(node: &Arc<Node>, up: &Upstream, batch: Vec<Received>) -> Result<(), String> {
+    {
         let mut cs = lock(&node.commit);
         let n = batch.len() as u64;
         let txns: Vec<(TxMeta, Vec<StoreOp>)> = batch
@@ -684,10 +855,11 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
                 // Our disk, not the primary: leave the role with the local-store reason.
                 up.stop();
                 node.store_failed(&format!("applying transaction {}", last.seq), &e);
-            } else {
-                up.cut();
             }
-            return;
+            return Err(format!(
+                "applying transactions up to {} failed: {e}",
+                last.seq
+            ));
         }
         cs.last = last.clone();
         cs.seq_floor = cs.seq_floor.max(last.seq);
@@ -709,6 +881,7 @@ fn applier(node: Arc<Node>, up: Arc<Upstream>, rx: Receiver<(u64, String, Vec<St
         }
         up.ack(last.seq);
     }
+    Ok(())
 }
 
 /// What a full copy would discard of the local history.
