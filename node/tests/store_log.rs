@@ -68,6 +68,16 @@ impl Writers {
     }
 }
 
+/// A stat of the node, retrying a connection refused under load (the writers hold 16).
+fn stat(node: &Node, key: &str) -> i64 {
+    wait_for(&format!("stat {key}"), T, || {
+        let st = DataClient::connect(&node.ep())
+            .and_then(|mut d| d.stats())
+            .ok()?;
+        st.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    })
+}
+
 fn value_of(node: &Node, path: &str) -> u32 {
     match node.get(path) {
         Some(Value::UInt32(v)) => v,
@@ -80,16 +90,16 @@ fn value_of(node: &Node, path: &str) -> u32 {
 fn store_log_group_commit_packs_concurrent_transactions_into_one_fdatasync() {
     let node = Node::start("group", 2, free_port(), &[]);
     node.wait_state(STATE_NONE, T);
-    let syncs0 = node.stat("store_log_fdatasyncs");
-    let commits0 = node.stat("commits");
+    let syncs0 = stat(&node, "store_log_fdatasyncs");
+    let commits0 = stat(&node, "commits");
     // 16 writers commit concurrently until 2000 commits were made.
     let w = Writers::start(&node, 16, &BTreeMap::new());
     wait_for("2000 commits", Duration::from_secs(120), || {
-        (node.stat("commits") - commits0 >= 2000).then_some(())
+        (stat(&node, "commits") - commits0 >= 2000).then_some(())
     });
     let acked = w.finish();
-    let commits = node.stat("commits") - commits0;
-    let syncs = node.stat("store_log_fdatasyncs") - syncs0;
+    let commits = stat(&node, "commits") - commits0;
+    let syncs = stat(&node, "store_log_fdatasyncs") - syncs0;
     eprintln!("{commits} commits in {syncs} fdatasyncs of the commit log");
     assert!(syncs > 0);
     // With 16 writers waiting on each fdatasync, groups hold several transactions each.
