@@ -175,6 +175,17 @@ fn main() {
         }
     );
     node.stop();
+    // A clean close of the store: no more writes (this waits for a batch being committed),
+    // then a last checkpoint, so that the next start replays nothing and needs no repair.
+    {
+        let mut c = node::lock(&node.commit);
+        c.writable = false;
+        c.refusal = "the node is stopping: writes are refused".into();
+    }
+    match node.store.shutdown() {
+        Ok(()) => info!("main", "store {} closed", node.store.file().display()),
+        Err(e) => warn!("main", "closing the store: {e}"),
+    }
     if let Some(p) = &cfg.ipc_path {
         let _ = std::fs::remove_file(p);
     }

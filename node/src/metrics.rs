@@ -267,6 +267,18 @@ pub fn render(node: &Node) -> String {
     );
     counter(
         &mut r,
+        "store_log_fdatasyncs",
+        "fdatasyncs of the store's commit log (one per group commit)",
+        n("store_log_fdatasyncs"),
+    );
+    counter(
+        &mut r,
+        "store_checkpoints",
+        "Checkpoints of the store's tree (durable redb commits)",
+        n("store_checkpoints"),
+    );
+    counter(
+        &mut r,
         "transactions_applied",
         "Transactions applied here from a primary",
         n("txns_applied"),

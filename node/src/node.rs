@@ -942,6 +942,8 @@ impl Node {
             ("catch_ups_received", n(&s.catch_ups_received)),
             ("catch_ups_sent", n(&s.catch_ups_sent)),
             ("commits", n(&s.commits)),
+            ("store_log_fdatasyncs", self.store.log_syncs() as i64),
+            ("store_checkpoints", self.store.checkpoints() as i64),
             ("txns_applied", n(&s.txns_applied)),
             ("seq", seq as i64),
             ("secondaries", peers as i64),

@@ -278,6 +278,17 @@ impl Strace {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+        // A node that exited by itself (on-store-error exit) while traced is a zombie we reap
+        // only later, and strace waits for its traced threads: do not wait for strace forever
+        // (SIGKILL makes the kernel detach it).
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

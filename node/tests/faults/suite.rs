@@ -315,8 +315,16 @@ fn verify(c: &mut Ctx, names: &[String], feats: &Features) -> Outcome {
         if n.exited().is_some() && !n.expected_exit {
             o.errors.push(format!("{} exited", n.name));
         }
-        if n.log_text().contains("panicked") {
-            o.errors.push(format!("{} panicked (see its log)", n.name));
+        let text = n.log_text();
+        if let Some(at) = text.find("panicked") {
+            // The panic's own lines (the log goes with the node's temporary directory).
+            let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let end = (at + 1500).min(text.len());
+            let end = (end..=text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            o.errors
+                .push(format!("{} panicked:\n{}", n.name, &text[from..end]));
         }
     }
     // Identical data everywhere.
