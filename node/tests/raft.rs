@@ -322,6 +322,11 @@ fn raft_leader_without_majority_refuses_writes() {
         .next()
         .unwrap();
     assert!(!members.contains(&victim.addr), "{s}");
+    // Removing a node that is not a member is refused (it answered "removed").
+    let (code, why) =
+        raft(leader, "adjust-membership", &["remove-node", &victim.addr]).unwrap_err();
+    assert_eq!(code, CONFD_ERR_NOEXISTS, "{why}");
+    assert!(why.contains("not a member"), "{why}");
     // A second create-cluster is refused on a member.
     let (code, _) = raft(leader, "create-cluster", &[&victim.addr]).unwrap_err();
     assert_eq!(code, CONFD_ERR_BADSTATE);
