@@ -430,7 +430,11 @@ fn raft_snapshot_passive_and_reset() {
     wait_for("the restarted follower catches up", SLOW, || {
         (b.n.get("/s59") == Some(buf("v")) && b.n.get("/first") == Some(buf("1"))).then_some(())
     });
-    assert!(snaps(&b) > before, "{}", b.n.log_text());
+    // The data is visible once the copy is in the store; the log line follows once the
+    // Raft storage has recorded the snapshot too.
+    wait_for("the follower logs the snapshot it installed", SLOW, || {
+        (snaps(&b) > before).then_some(())
+    });
     expect_event(&mut ev, SLOW, |e| matches!(e, HaEvent::SecondaryArrived(_)));
     // A passive node is never handed the leadership, and never takes it.
     wait_for("the leader knows the passive node", SLOW, || {
