@@ -728,7 +728,12 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                     Ok(Term::binary(txid))
                 }
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err((CONFD_ERR_INTERNAL, "the committer stopped".into())),
+                Err(_) => Err((
+                    CONFD_ERR_HA_ABORT,
+                    "the committer stopped before answering: the outcome of this commit is \
+                     unknown (read back and retry if missing)"
+                        .into(),
+                )),
             }
         }
     }

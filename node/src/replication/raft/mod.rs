@@ -239,6 +239,8 @@ enum Waiter {
     /// create-cluster / add / remove: done when `applied >= index` (0: not proposed yet).
     Conf {
         index: u64,
+        /// The term the change was proposed in (the entry's term at `index`).
+        term: u64,
         what: String,
         reply: Sender<Result<String, Refusal>>,
         deadline: Instant,
@@ -665,6 +667,36 @@ impl Engine {
                     .into(),
             )));
         }
+        // Membership changes: as commits, answered now unless their entry is committed.
+        let mut keep = Vec::new();
+        for w in self.waiters.drain(..) {
+            match w {
+                Waiter::Conf {
+                    index,
+                    term,
+                    what,
+                    reply,
+                    deadline,
+                } if index > 0 => {
+                    let ours = self.raw.raft.raft_log.term(index).is_ok_and(|t| t == term);
+                    if index <= committed && ours {
+                        keep.push(Waiter::Conf {
+                            index,
+                            term,
+                            what,
+                            reply,
+                            deadline,
+                        });
+                    } else if index <= committed {
+                        Self::reply_err(&reply, CONFD_ERR_NOT_WRITABLE, format!("leadership changed before the membership change ({what}, entry {index}) was replicated: it was not made"));
+                    } else {
+                        Self::reply_err(&reply, CONFD_ERR_HA_ABORT, format!("this node stopped being the Raft leader (now term {term_now}) before the membership change ({what}, entry {index}) was confirmed by a majority: the outcome is unknown; check 'ha-ctl raft status' on the new leader"));
+                    }
+                }
+                w => keep.push(w),
+            }
+        }
+        self.waiters = keep;
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -704,7 +736,13 @@ impl Engine {
             Ev::Read(reply) => {
                 if !self.has_lease() {
                     let v = self.view().clone();
-                    let _ = reply.send(Err(refusal_not_leader(&v)));
+                    let (code, why) = refusal_not_leader(&v);
+                    // The refusal names the leader; this was a read, not a write.
+                    let why = why.replace(
+                        "writes are refused",
+                        "linearizable reads are served by the leader only",
+                    );
+                    let _ = reply.send(Err((code, why)));
                     return;
                 }
                 self.read_ctx += 1;
@@ -850,6 +888,7 @@ impl Engine {
                 match r {
                     Ok(index) => self.waiters.push(Waiter::Conf {
                         index,
+                        term: self.raw.raft.term,
                         what: format!("{addr} added"),
                         reply,
                         deadline,
@@ -875,6 +914,7 @@ impl Engine {
                 match self.propose_conf(&addr, ConfChangeType::RemoveNode) {
                     Ok(index) => self.waiters.push(Waiter::Conf {
                         index,
+                        term: self.raw.raft.term,
                         what: format!("{addr} removed"),
                         reply,
                         deadline,
@@ -1102,6 +1142,7 @@ impl Engine {
             match w {
                 Waiter::Conf {
                     index,
+                    term,
                     what,
                     reply,
                     deadline,
@@ -1113,6 +1154,7 @@ impl Engine {
                     } else {
                         keep.push(Waiter::Conf {
                             index,
+                            term,
                             what,
                             reply,
                             deadline,

@@ -465,9 +465,10 @@ impl Transport {
         }
         let cluster = String::from_utf8_lossy(cluster.as_binary().unwrap_or(b"")).into_owned();
         if cluster != self.cluster {
+            // This node's own cluster-name is not told to an unauthenticated peer.
             return Err(format!(
-                "cluster-name '{}' differs from this node's '{}'",
-                cluster, self.cluster
+                "cluster-name '{}' is not this node's cluster",
+                cluster
             ));
         }
         let from = String::from_utf8(from.as_binary().unwrap_or(b"").to_vec())
