@@ -450,7 +450,9 @@ impl Engine {
                 if seq < s.first() - 1 || seq > s.last() {
                     return Err(format!(
                         "the store (applied index {seq}) does not match the Raft log (entries {}..={}); \
-                         run 'ha-ctl raft reset --force' to re-join by snapshot",
+                         on the leader, remove this node (raft adjust-membership remove-node), \
+                         then clear its data directory, restart it and add it again: it \
+                         re-joins by snapshot",
                         s.first(),
                         s.last()
                     ));
