@@ -575,7 +575,7 @@ pub const CATALOG: &[RScenario] = &[
     RScenario { name: "freeze-follower", run: freeze_follower, sizes: &[3, 5], bounded: &[], extra: &[] },
     RScenario { name: "partition-leader", run: partition_leader, sizes: &[3, 5], bounded: &[3], extra: &[] },
     RScenario { name: "partition-follower", run: partition_follower, sizes: &[3, 5], bounded: &[], extra: &[] },
-    RScenario { name: "restart-all", run: restart_all, sizes: &[3, 5], bounded: &[], extra: &[] },
+    RScenario { name: "restart-all", run: restart_all, sizes: &[3, 5], bounded: &[3], extra: SNAP },
     RScenario { name: "membership", run: membership, sizes: &[3, 5], bounded: &[3], extra: &[] },
     RScenario { name: "handover", run: handover, sizes: &[3, 5], bounded: &[3], extra: &[] },
     RScenario { name: "snapshot", run: snapshot, sizes: &[3, 5], bounded: &[3], extra: SNAP },
