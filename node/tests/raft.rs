@@ -322,6 +322,11 @@ fn raft_leader_without_majority_refuses_writes() {
         .next()
         .unwrap();
     assert!(!members.contains(&victim.addr), "{s}");
+    // Removing a node that is not a member is refused (it answered "removed").
+    let (code, why) =
+        raft(leader, "adjust-membership", &["remove-node", &victim.addr]).unwrap_err();
+    assert_eq!(code, CONFD_ERR_NOEXISTS, "{why}");
+    assert!(why.contains("not a member"), "{why}");
     // A second create-cluster is refused on a member.
     let (code, _) = raft(leader, "create-cluster", &[&victim.addr]).unwrap_err();
     assert_eq!(code, CONFD_ERR_BADSTATE);
@@ -425,7 +430,11 @@ fn raft_snapshot_passive_and_reset() {
     wait_for("the restarted follower catches up", SLOW, || {
         (b.n.get("/s59") == Some(buf("v")) && b.n.get("/first") == Some(buf("1"))).then_some(())
     });
-    assert!(snaps(&b) > before, "{}", b.n.log_text());
+    // The data is visible once the copy is in the store; the log line follows once the
+    // Raft storage has recorded the snapshot too.
+    wait_for("the follower logs the snapshot it installed", SLOW, || {
+        (snaps(&b) > before).then_some(())
+    });
     expect_event(&mut ev, SLOW, |e| matches!(e, HaEvent::SecondaryArrived(_)));
     // A passive node is never handed the leadership, and never takes it.
     wait_for("the leader knows the passive node", SLOW, || {
@@ -455,6 +464,44 @@ fn raft_snapshot_passive_and_reset() {
     wait_for("the old leader catches up", SLOW, || {
         (a.n.get("/after-reset") == Some(buf("y"))).then_some(())
     });
+}
+
+/// A snapshot that cannot be staged (the staging file cannot be created) fails that try
+/// only: once the disk is usable again, the follower takes the next one. (The flag that
+/// allows one snapshot at a time stayed set after the failed try: every later snapshot was
+/// refused as "a second snapshot", and the follower never caught up.)
+#[test]
+fn raft_snapshot_staging_failure_is_not_sticky() {
+    let port = free_port();
+    let limit = "log-max-entries = 10\n";
+    let a = start_raft_with("r1", 1, port, limit);
+    let mut b = start_raft_with("r2", 2, port, limit);
+    let c = start_raft_with("r3", 3, port, limit);
+    raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
+    try_set(&a, "/first", "1").expect("commit");
+    b.n.kill9();
+    for i in 0..40 {
+        try_set(&a, &format!("/s{i}"), "v").expect("commit with 2 of 3");
+    }
+    // The staging file's name taken by a directory: creating the file fails.
+    let staging = b.n.dir.join("raft-snapshot.staging");
+    std::fs::create_dir_all(staging.join("x")).unwrap();
+    let lost = |n: &RaftNode| {
+        n.n.log_text()
+            .matches(&format!("connection to {} lost", b.addr))
+            .count()
+    };
+    let before = lost(&a);
+    b.n.spawn();
+    wait_for("a snapshot to the follower fails", SLOW, || {
+        (lost(&a) > before).then_some(())
+    });
+    std::fs::remove_dir_all(&staging).unwrap();
+    wait_for("the follower catches up by the next snapshot", SLOW, || {
+        (b.n.get("/s39") == Some(buf("v"))).then_some(())
+    });
+    assert_eq!(b.n.get("/first"), Some(buf("1")));
+    drop(c);
 }
 
 /// The Raft port (the HA listener) before authentication: an oversized frame header, a

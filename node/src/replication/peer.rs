@@ -690,19 +690,31 @@ pub fn writer_loop(
                 let now = Instant::now();
                 if now >= due {
                     let g = lock(&state.wire);
-                    if let Err(e) = s.write_all(&tick_frame) {
+                    // Something queued goes first (it may be the rest of a frame that
+                    // send_now wrote in part: a tick now would land inside that frame),
+                    // and writing it is the write the tick stood for.
+                    if state.queued.load(Ordering::SeqCst) > 0 {
                         drop(g);
-                        crate::debug!("ha", "writing a tick to {who}: {e}");
-                        break;
+                        match rx.recv() {
+                            Ok(m) => m,
+                            Err(_) => break,
+                        }
+                    } else {
+                        if let Err(e) = s.write_all(&tick_frame) {
+                            drop(g);
+                            crate::debug!("ha", "writing a tick to {who}: {e}");
+                            break;
+                        }
+                        drop(g);
+                        last_write = Instant::now();
+                        continue;
                     }
-                    drop(g);
-                    last_write = Instant::now();
-                    continue;
-                }
-                match rx.recv_timeout(due - now) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
+                } else {
+                    match rx.recv_timeout(due - now) {
+                        Ok(m) => m,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                 }
             }
             None => match rx.recv() {
@@ -969,5 +981,44 @@ mod tests {
             fr.poll(&mut &wire[..]).unwrap().unwrap().len(),
             MAX_HANDSHAKE_FRAME + 1
         );
+    }
+
+    #[test]
+    fn a_tick_never_splits_a_frame_written_in_part_directly() {
+        // send_now writes what the socket takes and queues the rest of the frame; a tick
+        // due at that moment must not go between the two parts (it did: the writer wrote
+        // the tick before taking the rest from its queue, and the peer read garbage).
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut r, _) = l.accept().unwrap();
+        let s = crate::tls::HaStream::plain(c);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = Arc::new(WriterState::default());
+        // Larger than what loopback buffers hold: the peer does not read yet.
+        let body = vec![0xabu8; 64 << 20];
+        let f = framed(&body);
+        send_now(&s, &tx, &st, f.clone());
+        assert!(
+            st.queued.load(Ordering::SeqCst) > 0,
+            "the socket took the whole frame; the test needs a partial write"
+        );
+        // The writer starts with its tick overdue.
+        let w = {
+            let st = st.clone();
+            let s = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                writer_loop(s, rx, Some(Duration::from_nanos(1)), st, "test".into())
+            })
+        };
+        let mut got = vec![0u8; f.len()];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..4], &f[..4], "the frame's length");
+        let bad = got.iter().skip(4).position(|&b| b != 0xab);
+        assert_eq!(bad, None, "foreign bytes inside the frame");
+        // The writer goes on ticking: closing our end ends it.
+        drop(r);
+        let _ = tx.send(Out::Stop);
+        w.join().unwrap();
     }
 }

@@ -432,6 +432,25 @@ impl Log {
                 ));
             }
         }
+        // Every record before the tree's log position was durable (the tree was checkpointed
+        // past it), so the log reaches at least that far; a shorter log lost durable records
+        // (a segment emptied, cut or removed). Writing on from its end would put new records
+        // before the tree's position, where the next recovery never replays them.
+        let log_end = last.map_or(pos(log_base, 0), |l| pos(scanned[l].no, scanned[l].end));
+        if tree_pos > log_end {
+            let seg = tree_pos >> SEG_SHIFT;
+            let off = tree_pos & ((1 << SEG_SHIFT) - 1);
+            return Err(StoreError::Damaged {
+                file: dir.join(seg_name(seg)),
+                why: format!(
+                    "is missing or shorter than the store's last checkpoint (which holds the \
+                     records up to offset {off} of it; the commit log ends at offset {} of \
+                     segment {:016x})",
+                    log_end & ((1 << SEG_SHIFT) - 1),
+                    log_end >> SEG_SHIFT
+                ),
+            });
+        }
         // Spares beyond the first one after the tail are not needed.
         let tail_no = last.map(|l| scanned[l].no);
         let mut spare_no = None;

@@ -2348,6 +2348,38 @@ mod tests {
     }
 
     #[test]
+    fn store_log_shorter_than_the_checkpoint_is_refused() {
+        // The tree was checkpointed at a log position; the segment holding the records
+        // before it is lost (emptied or removed) between runs. Without a check, writing
+        // went on at offset 0 of that segment, before the tree's log position, so a crash
+        // before the next checkpoint dropped those acknowledged commits on replay.
+        for emptied in [true, false] {
+            let d = TempDir::new(if emptied { "logempty" } else { "loggone" });
+            let s = open(&d);
+            for i in 1..=3 {
+                commit1(&s, i, vec![set(&format!("/k{i}"), &format!("v{i}"))]);
+            }
+            drop(s);
+            let seg = segments_of(&d)
+                .into_iter()
+                .find(|p| !record_offsets(&std::fs::read(p).unwrap()).is_empty())
+                .expect("a segment with records");
+            if emptied {
+                std::fs::write(&seg, b"").unwrap();
+            } else {
+                std::fs::remove_file(&seg).unwrap();
+            }
+            let err = match Store::open(&d.0) {
+                Err(e) => e,
+                Ok(_) => panic!("a log missing checkpointed records was accepted"),
+            };
+            assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("checkpoint"), "{msg}");
+        }
+    }
+
+    #[test]
     fn store_log_corrupt_record_in_the_middle_is_refused() {
         let d = TempDir::new("midcorrupt");
         let seg = logged_then_vanished(&d, 5);

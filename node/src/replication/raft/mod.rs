@@ -875,6 +875,15 @@ impl Engine {
                 if addr == self.me {
                     return Self::reply_err(&reply, CONFD_ERR_BADSTATE, "raft adjust-membership remove-node: this node is the leader; hand over first (raft handover), then remove it on the new leader".into());
                 }
+                let id = id_of(&addr);
+                let conf = self.raw.raft.prs().conf();
+                if !conf.voters().ids().iter().any(|v| v == id) && !conf.learners().contains(&id) {
+                    return Self::reply_err(
+                        &reply,
+                        CONFD_ERR_NOEXISTS,
+                        format!("raft adjust-membership remove-node: {addr} is not a member"),
+                    );
+                }
                 match self.propose_conf(&addr, ConfChangeType::RemoveNode) {
                     Ok(index) => self.waiters.push(Waiter::Conf {
                         index,

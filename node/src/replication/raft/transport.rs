@@ -521,6 +521,9 @@ impl Transport {
             .map(|r| (r.election_timeout * 10).max(Duration::from_secs(10)))
             .unwrap_or(Duration::from_secs(10));
         let mut staging: Option<(std::fs::File, PathBuf)> = None;
+        // This connection holds `receiving_snapshot` (set by it, not yet handed over with
+        // the staged file): cleared below however the connection ends.
+        let mut holds_flag = false;
         let r = (|| loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Ok(());
@@ -548,6 +551,7 @@ impl Transport {
                         if self.receiving_snapshot.swap(true, Ordering::SeqCst) {
                             return Err("a second snapshot while one is being received".into());
                         }
+                        holds_flag = true;
                         let p = self.node.cfg.data_dir.join(SNAPSHOT_STAGING_FILE);
                         let f = std::fs::File::create(&p)
                             .map_err(|e| format!("{}: {e}", p.display()))?;
@@ -580,6 +584,7 @@ impl Transport {
                             if self.receiving_snapshot.swap(true, Ordering::SeqCst) {
                                 return Err("a second snapshot while one is being received".into());
                             }
+                            holds_flag = true;
                             let p = self.node.cfg.data_dir.join(SNAPSHOT_STAGING_FILE);
                             std::fs::File::create(&p)
                                 .map_err(|e| format!("{}: {e}", p.display()))?;
@@ -587,6 +592,7 @@ impl Transport {
                         }
                     };
                     // The raft thread owns the staged file from here and clears the flag.
+                    holds_flag = false;
                     if self.to_raft.send(Ev::Snapshot(m, path)).is_err() {
                         return Ok(());
                     }
@@ -594,7 +600,7 @@ impl Transport {
                 t => return Err(format!("unknown frame tag {t}")),
             }
         })();
-        if staging.is_some() {
+        if holds_flag {
             self.receiving_snapshot.store(false, Ordering::SeqCst);
         }
         r
