@@ -322,6 +322,14 @@ pub struct Log {
     failed: Option<String>,
     /// Bytes appended since the last checkpoint.
     pub since_checkpoint: u64,
+    /// Records appended without a sync ([`Log::append`] with `sync` false), encoded for their
+    /// places from `off` on and not yet written: the next synced append, [`Log::flush`]
+    /// (every checkpoint) or [`Log::seal`] writes them with its own group. A crash loses
+    /// them (the tree's durable checkpoint never covers them: a checkpoint flushes first).
+    pending: Vec<u8>,
+    pending_entries: Vec<Entry>,
+    /// The seq of the last record written and synced (0: none since open or a reset).
+    pub synced_seq: u64,
 }
 
 impl Log {
@@ -522,6 +530,7 @@ impl Log {
                 replay_end = pos(e.seg, e.off + u64::from(e.len));
             }
         }
+        let synced_seq = index.back().map_or(0, |e| e.seq);
         Ok(Recovered {
             log: Log {
                 dir,
@@ -533,6 +542,9 @@ impl Log {
                 index,
                 failed: None,
                 since_checkpoint: 0,
+                pending: Vec::new(),
+                pending_entries: Vec::new(),
+                synced_seq,
             },
             replay,
             replay_end,
@@ -545,11 +557,19 @@ impl Log {
         self.seg + 1
     }
 
-    /// Appends the transactions as one group and makes them durable (one write, one
-    /// fdatasync). After a failure the log refuses appends until reopened (what reached the
-    /// disk is unknown).
+    /// Appends the transactions as one group. With `sync`, the group (after any records
+    /// appended before without a sync) is written and made durable: one write, one
+    /// fdatasync. Without, the records are only encoded, in memory, for their places in the
+    /// log, and are written with the next synced group, [`Log::flush`] or [`Log::seal`]; a
+    /// crash before then loses them (a torn tail cannot result: they are written together
+    /// with a later group, whose durable-before is where they start). After a failure the
+    /// log refuses appends until reopened (what reached the disk is unknown).
     /// Returns the log position after the group.
-    pub fn append(&mut self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Result<u64, StoreError> {
+    pub fn append(
+        &mut self,
+        txns: &[(TxMeta, Vec<StoreOp>)],
+        sync: bool,
+    ) -> Result<u64, StoreError> {
         if let Some(f) = &self.failed {
             return Err(StoreError::Db {
                 op: "commit",
@@ -577,12 +597,16 @@ impl Log {
             .iter()
             .map(|p| align8((HEADER + p.len()) as u64))
             .sum();
-        if self.off > 0 && self.off + total > LOG_SEGMENT_BYTES {
+        let used = self.off + self.pending.len() as u64;
+        if used > 0 && used + total > LOG_SEGMENT_BYTES {
+            self.flush()?;
             self.roll()?;
         }
+        // Everything before `off` is durable; the pending records (if any) start there.
         let durable = pos(self.seg, self.off);
-        let mut buf = Vec::with_capacity(total as usize);
-        let mut entries = Vec::with_capacity(txns.len());
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.reserve(total as usize);
+        let mut entries = std::mem::take(&mut self.pending_entries);
         for (p, (m, _)) in payloads.iter().zip(txns) {
             let at = self.off + buf.len() as u64;
             encode(&mut buf, self.seg, KIND_TXN, m.seq, durable, p);
@@ -594,6 +618,29 @@ impl Log {
                 len: (self.off + buf.len() as u64 - at) as u32,
             });
         }
+        self.since_checkpoint += total;
+        let end = pos(self.seg, self.off + buf.len() as u64);
+        self.pending = buf;
+        self.pending_entries = entries;
+        if sync {
+            self.flush()?;
+        }
+        Ok(end)
+    }
+
+    /// Writes and syncs the records appended without a sync (one write, one fdatasync; none
+    /// if there are none).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = &self.failed {
+            return Err(StoreError::Db {
+                op: "commit",
+                msg: format!("the commit log failed earlier ({f}); reopening"),
+            });
+        }
+        let buf = std::mem::take(&mut self.pending);
         let r = self
             .file
             .write_all_at(&buf, self.off)
@@ -601,12 +648,15 @@ impl Log {
         if let Err(e) = r {
             let e = io_err("commit", &self.dir.join(seg_name(self.seg)), e);
             self.failed = Some(e.to_string());
+            self.pending_entries.clear();
             return Err(e);
         }
-        self.off += total;
-        self.since_checkpoint += total;
-        self.index.extend(entries);
-        Ok(pos(self.seg, self.off))
+        self.off += buf.len() as u64;
+        if let Some(e) = self.pending_entries.last() {
+            self.synced_seq = e.seq;
+        }
+        self.index.extend(self.pending_entries.drain(..));
+        Ok(())
     }
 
     /// Ends the current segment with a seal (durable before anything goes to the next one)
@@ -658,6 +708,7 @@ impl Log {
         if self.failed.is_some() {
             return Ok(());
         }
+        self.flush()?;
         let path = self.dir.join(seg_name(self.seg));
         let mut buf = Vec::new();
         encode(
@@ -743,6 +794,10 @@ impl Log {
     pub fn reset(&mut self, base: u64) -> Result<Vec<u64>, StoreError> {
         let old: Vec<u64> = (self.first_seg..=self.seg).collect();
         self.index.clear();
+        // Records not yet written belong to the replaced history.
+        self.pending.clear();
+        self.pending_entries.clear();
+        self.synced_seq = 0;
         let file = match self.spare.take() {
             Some(f) if base == self.seg + 1 => f,
             _ => match create_segment(&self.dir, base) {
@@ -880,8 +935,8 @@ mod tests {
             mut log, replay, ..
         } = Log::recover(&d, 0, 0).unwrap();
         assert!(replay.is_empty());
-        log.append(&[tx(1), tx(2)]).unwrap();
-        log.append(&[tx(3)]).unwrap();
+        log.append(&[tx(1), tx(2)], true).unwrap();
+        log.append(&[tx(3)], true).unwrap();
         assert!(log.index.iter().all(|e| e.off % 8 == 0 && e.len % 8 == 0));
         let second = log.index[1].clone();
         drop(log);
@@ -892,6 +947,38 @@ mod tests {
         );
         assert_eq!(r.replay[0], tx(2));
         assert_eq!(r.log.backlog(0, u64::MAX, 10).len(), 3);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn log_unsynced_records_are_written_with_the_next_group_or_lost() {
+        let d = scratch("unsynced");
+        let Recovered { mut log, .. } = Log::recover(&d, 0, 0).unwrap();
+        log.append(&[tx(1)], true).unwrap();
+        log.append(&[tx(2)], false).unwrap();
+        log.append(&[tx(3)], false).unwrap();
+        assert_eq!(log.synced_seq, 1);
+        assert_eq!(log.backlog(0, u64::MAX, 10).len(), 1);
+        // Lost in a crash (never written).
+        drop(log);
+        let Recovered {
+            mut log, replay, ..
+        } = Log::recover(&d, 0, 0).unwrap();
+        assert_eq!(replay.iter().map(|t| t.0.seq).collect::<Vec<_>>(), vec![1]);
+        // Written with the next synced group, at the positions they were given.
+        log.append(&[tx(2)], false).unwrap();
+        log.append(&[tx(3)], false).unwrap();
+        log.append(&[tx(4)], true).unwrap();
+        assert_eq!(log.synced_seq, 4);
+        log.append(&[tx(5)], false).unwrap();
+        log.flush().unwrap();
+        assert_eq!(log.synced_seq, 5);
+        drop(log);
+        let r = Log::recover(&d, 0, 0).unwrap();
+        assert_eq!(
+            r.replay.iter().map(|t| t.0.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -12,7 +12,10 @@
 //! segments the tree and the backlog no longer need. Recovery at open replays the records
 //! from the tree's `log_pos` on (the log position just after the last record the durable
 //! tree holds). A clean close ([`Store::shutdown`], or dropping the store) writes a last
-//! checkpoint. The log is also the backlog of the last `txlog-max-txns` transactions
+//! checkpoint. [`Store::commit_unsynced`] applies a group the same way but leaves its records
+//! in memory, written and synced with the next group commit or checkpoint (for Raft mode,
+//! whose own log is durable); [`Store::durable_seq`] says how far the store is durable.
+//! The log is also the backlog of the last `txlog-max-txns` transactions
 //! ([`Store::txlog_from`], [`Store::txlog_ids`]).
 //!
 //! Tables (record format 2):
@@ -715,6 +718,9 @@ struct Inner {
     /// fdatasyncs of the commit log (one per group commit) and checkpoints, since start.
     log_syncs: AtomicU64,
     checkpoints: AtomicU64,
+    /// The seq the tree was durable at when opened, reopened or replaced by a full copy
+    /// (with the log's synced seq: [`Store::durable_seq`]).
+    durable_base: AtomicU64,
     /// The last attempt to prepare a spare segment failed (warned once per streak).
     spare_failed: std::sync::atomic::AtomicBool,
 }
@@ -769,6 +775,11 @@ impl Inner {
                 let meta = txn.open_table(META).map_err(db_err(OP))?;
                 read_log_pos(&meta)?
             };
+            // Records committed without a sync are written first: the durable tree never
+            // holds a record the log could lose (`at` is past them).
+            if let Some(log) = lk(&self.log).as_mut() {
+                log.flush()?;
+            }
             txn.commit().map_err(db_err(OP))?;
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
             wrote = true;
@@ -931,6 +942,7 @@ impl Store {
             wake_cv: Condvar::new(),
             log_syncs: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
+            durable_base: AtomicU64::new(0),
             spare_failed: std::sync::atomic::AtomicBool::new(false),
         });
         let i = inner.clone();
@@ -945,10 +957,13 @@ impl Store {
                 op: "open",
                 msg: format!("cannot start the checkpointer thread: {e}"),
             })?;
-        Ok(Store {
+        let s = Store {
             inner,
             checkpointer: Mutex::new(Some((t, ended))),
-        })
+        };
+        let seq = s.last_tx()?.seq;
+        s.inner.durable_base.store(seq, Ordering::Relaxed);
+        Ok(s)
     }
 
     /// Sets how many transactions the backlog (`txlog_from`, `txlog_ids`) keeps (at least 1).
@@ -979,7 +994,9 @@ impl Store {
         *lk(&i.log) = Some(log);
         lk(&i.fault).take();
         drop(g);
-        self.last_tx()
+        let m = self.last_tx()?;
+        i.durable_base.store(m.seq, Ordering::Relaxed);
+        Ok(m)
     }
 
     /// Closes the database and the log after an I/O error, without a checkpoint (operations
@@ -1319,6 +1336,40 @@ impl Store {
     /// A failed log write or fdatasync is a fault: the log refuses appends until
     /// [`Store::reopen`] (the outcome of the failed group is unknown: it may be durable).
     pub fn commit(&self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Result<(), StoreError> {
+        self.commit_group(txns, true)
+    }
+
+    /// As [`Store::commit`], but returns without waiting for the commit log's fdatasync: the
+    /// transactions are applied to the tree (visible to readers at once) and their log
+    /// records are written and synced with the next group commit or checkpoint (at most
+    /// [`CHECKPOINT_INTERVAL_MS`] later). After a crash before then the store comes back at
+    /// an earlier transaction (never a partial one, never with a hole): for a caller whose
+    /// transactions are durable elsewhere and re-applied from there (Raft mode's log).
+    /// [`Store::durable_seq`] says how far the store is durable.
+    pub fn commit_unsynced(&self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Result<(), StoreError> {
+        self.commit_group(txns, false)
+    }
+
+    /// The seq of the last transaction that is durable (its log record synced, or the tree
+    /// checkpointed with it): a crash now leaves the store at this seq or later.
+    pub fn durable_seq(&self) -> u64 {
+        let i = &self.inner;
+        let logged = lk(&i.log).as_ref().map_or(0, |l| l.synced_seq);
+        logged.max(i.durable_base.load(Ordering::Relaxed))
+    }
+
+    /// Writes and syncs the records of [`Store::commit_unsynced`] not yet written (one
+    /// fdatasync; none if there are none): [`Store::durable_seq`] is the last commit after.
+    /// A failure is a fault, as a failed group commit.
+    pub fn sync_log(&self) -> Result<(), StoreError> {
+        let mut lg = lk(&self.inner.log);
+        let log = lg.as_mut().ok_or_else(|| self.inner.closed())?;
+        log.flush()?;
+        self.inner.log_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn commit_group(&self, txns: &[(TxMeta, Vec<StoreOp>)], sync: bool) -> Result<(), StoreError> {
         let Some((last_meta, _)) = txns.last() else {
             return Ok(());
         };
@@ -1354,8 +1405,10 @@ impl Store {
         let kick = {
             let mut lg = lk(&self.inner.log);
             let log = lg.as_mut().ok_or_else(|| self.inner.closed())?;
-            let r = log.append(txns);
-            self.inner.log_syncs.fetch_add(1, Ordering::Relaxed);
+            let r = log.append(txns, sync);
+            if sync {
+                self.inner.log_syncs.fetch_add(1, Ordering::Relaxed);
+            }
             write_log_pos(&txn, r?, OP)?;
             log.since_checkpoint >= CHECKPOINT_LOG_BYTES
         };
@@ -1374,8 +1427,10 @@ impl Store {
         let i = &self.inner;
         let _files = i.files.read().unwrap_or_else(|e| e.into_inner());
         let (entries, dir) = {
-            let lg = lk(&i.log);
-            let log = lg.as_ref().ok_or_else(|| i.closed())?;
+            let mut lg = lk(&i.log);
+            let log = lg.as_mut().ok_or_else(|| i.closed())?;
+            // The backlog is read from the segment files: unsynced records are written first.
+            log.flush()?;
             (
                 log.backlog(from, u64::MAX, i.txlog_max_txns.load(Ordering::Relaxed)),
                 log.dir().to_path_buf(),
@@ -1406,8 +1461,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let i = &self.inner;
-        let lg = lk(&i.log);
-        let log = lg.as_ref().ok_or_else(|| i.closed())?;
+        let mut lg = lk(&i.log);
+        let log = lg.as_mut().ok_or_else(|| i.closed())?;
+        log.flush()?;
         Ok(log
             .backlog(lo, hi, i.txlog_max_txns.load(Ordering::Relaxed))
             .into_iter()
@@ -1678,6 +1734,7 @@ impl CopyWriter {
         write_log_pos(&txn, log::pos(base, 0), OP)?;
         txn.set_quick_repair(true);
         txn.commit().map_err(db_err(OP))?;
+        i.durable_base.store(meta.borrow().seq, Ordering::Relaxed);
         for no in log.reset(base)? {
             let p = log.seg_path(no);
             if let Err(e) = std::fs::remove_file(&p) {

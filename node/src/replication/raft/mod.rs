@@ -446,6 +446,8 @@ impl Engine {
                 .map_err(|e| format!("cannot read the store: {e}"))?
                 .seq;
             let mut s = lock(&store.0);
+            // Index 1 stands for the empty store (create-cluster on an empty store).
+            let seq = if seq == 0 && s.first() == 2 { 1 } else { seq };
             if s.initialized() {
                 if seq < s.first() - 1 || seq > s.last() {
                     return Err(format!(
@@ -458,6 +460,16 @@ impl Engine {
                     ));
                 }
                 let mut hs = s.hard_state().clone();
+                if seq < s.last() {
+                    // The store applies without a sync: after a crash it may come back
+                    // behind the Raft log, which kept every entry above its durable seq.
+                    crate::info!(
+                        "raft",
+                        "the store is at index {seq}; committed entries after it are applied \
+                         again from the Raft log (entries up to {})",
+                        s.last()
+                    );
+                }
                 if hs.commit < seq {
                     hs.commit = seq;
                     s.persist(&[], Some(&hs))?;
@@ -1243,7 +1255,10 @@ impl Engine {
     }
 
     fn commit_to_store(&mut self, txns: &[(TxMeta, Vec<StoreOp>)]) -> Result<(), String> {
-        if let Err(e) = self.node.store.commit(txns) {
+        // Unsynced: the entries are durable in the Raft log, which keeps every entry above
+        // the store's durable seq (see the compaction in `apply`) and re-applies them after
+        // a crash; the store's records are synced by its next checkpoint.
+        if let Err(e) = self.node.store.commit_unsynced(txns) {
             let why = format!("the local store failed to apply Raft entries: {e}");
             if e.is_fault() {
                 self.node.store_failed("raft apply", &e);
@@ -1360,11 +1375,24 @@ impl Engine {
         for (_, r) in ready {
             let _ = r.send(Ok(()));
         }
-        // Compaction: keep log-max-entries applied entries.
-        let mut s = lock(&self.store.0);
+        // Compaction: keep log-max-entries applied entries, and every entry the store may
+        // lose in a crash (above its durable seq): after a restart they are re-applied. When
+        // the store is not durable that far (its checkpoint is due later), its log is synced
+        // now (one fdatasync per log-max-entries entries at most).
         let keep = self.cfg.log_max_entries;
-        if last >= s.first() + keep + keep / 4 {
+        let first = lock(&self.store.0).first();
+        if last >= first + keep + keep / 4 {
             let upto = last - keep;
+            if self.node.store.durable_seq() < upto {
+                if let Err(e) = self.node.store.sync_log() {
+                    if e.is_fault() {
+                        self.node.store_failed("raft apply", &e);
+                    }
+                    return Err(format!("the local store failed to sync its log: {e}"));
+                }
+            }
+            let upto = upto.min(self.node.store.durable_seq());
+            let mut s = lock(&self.store.0);
             if let Err(e) = s.compact(upto) {
                 crate::warn!("raft", "log compaction: {e}");
             }
