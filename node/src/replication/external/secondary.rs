@@ -806,7 +806,16 @@ fn reader(
             Err(e) => break (CONFD_ERR_HA_CLOSED, e.to_string()),
         }
         if let Some(d) = dead_after {
-            if last.elapsed() > d {
+            // One clock reading for both checks: a freeze after the check above shows as a
+            // gap here, and is ours, not the primary's.
+            let now = Instant::now();
+            if now.saturating_duration_since(woke)
+                > poll.unwrap_or(Duration::from_millis(50))
+                    + crate::replication::external::primary::STALL_SLACK
+            {
+                last = now;
+                woke = now;
+            } else if now.saturating_duration_since(last) > d {
                 break (
                     CONFD_ERR_HA_NOTICK,
                     format!("no ticks from the primary for {} ms", d.as_millis()),
