@@ -333,6 +333,23 @@ impl Net {
         }
     }
 
+    /// Runs one scenario run; a panic in it (a node that would not start, a broken
+    /// setup) heals every cut and becomes `on_panic(message)`, so it fails this run,
+    /// not the suite.
+    pub fn guarded<T>(&self, run: impl FnOnce() -> T, on_panic: impl FnOnce(String) -> T) -> T {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+            if let Some(ns) = self.netns() {
+                ns.heal_all();
+            }
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            on_panic(msg)
+        })
+    }
+
     pub fn netns(&self) -> Option<&Netns> {
         match self {
             Net::Netns(n) => Some(n),

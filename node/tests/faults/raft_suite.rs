@@ -945,23 +945,13 @@ pub fn run() -> Vec<String> {
                 PHASE_BOUNDED
             };
             let t = Instant::now();
-            let o = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_one(sc, *n, it, &net, phase)
-            }))
-            .unwrap_or_else(|p| {
-                if let Some(ns) = net.netns() {
-                    ns.heal_all();
-                }
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                ROutcome {
+            let o = net.guarded(
+                || run_one(sc, *n, it, &net, phase),
+                |msg| ROutcome {
                     errors: vec![format!("the run panicked: {msg}")],
                     ..ROutcome::default()
-                }
-            });
+                },
+            );
             count += 1;
             faults += o.faults;
             acked += o.acked;

@@ -603,23 +603,13 @@ pub fn run_suite() {
                 };
                 // A panic (a node that would not start, a broken setup) fails
                 // this run, not the suite: the others still run and count.
-                let o = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_one(sc, ms, it, &net, &feats, phase)
-                }))
-                .unwrap_or_else(|p| {
-                    if let Some(ns) = net.netns() {
-                        ns.heal_all();
-                    }
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    Outcome {
+                let o = net.guarded(
+                    || run_one(sc, ms, it, &net, &feats, phase),
+                    |msg| Outcome {
                         errors: vec![format!("the run panicked: {msg}")],
                         ..Outcome::default()
-                    }
-                });
+                    },
+                );
                 runs += 1;
                 faults += o.faults;
                 acked += o.acked;

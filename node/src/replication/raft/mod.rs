@@ -632,6 +632,29 @@ impl Engine {
         }
     }
 
+    /// A proposed membership change waits (in this term) until it is applied; a refused
+    /// proposal is answered now.
+    fn wait_conf(
+        &mut self,
+        proposed: Result<u64, Refusal>,
+        what: String,
+        reply: Sender<Result<String, Refusal>>,
+        deadline: Instant,
+    ) {
+        match proposed {
+            Ok(index) => self.waiters.push(Waiter::Conf {
+                index,
+                term: self.raw.raft.term,
+                what,
+                reply,
+                deadline,
+            }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
     /// After the Ready: a node that stopped leading answers every commit still waiting
     /// for its majority at once.
     fn after_role_change(&mut self) {
@@ -899,18 +922,7 @@ impl Engine {
             }
             Action::Add(addr) => {
                 let r = self.propose_conf(&addr, ConfChangeType::AddNode);
-                match r {
-                    Ok(index) => self.waiters.push(Waiter::Conf {
-                        index,
-                        term: self.raw.raft.term,
-                        what: format!("{addr} added"),
-                        reply,
-                        deadline,
-                    }),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                self.wait_conf(r, format!("{addr} added"), reply, deadline);
             }
             Action::Remove(addr) => {
                 if addr == self.me {
@@ -925,18 +937,8 @@ impl Engine {
                         format!("raft adjust-membership remove-node: {addr} is not a member"),
                     );
                 }
-                match self.propose_conf(&addr, ConfChangeType::RemoveNode) {
-                    Ok(index) => self.waiters.push(Waiter::Conf {
-                        index,
-                        term: self.raw.raft.term,
-                        what: format!("{addr} removed"),
-                        reply,
-                        deadline,
-                    }),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let r = self.propose_conf(&addr, ConfChangeType::RemoveNode);
+                self.wait_conf(r, format!("{addr} removed"), reply, deadline);
             }
             Action::Handover(to) => {
                 if self.raw.raft.state != StateRole::Leader {
