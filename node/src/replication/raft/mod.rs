@@ -12,6 +12,8 @@
 //! The store's transaction seq is the Raft log index of the entry that made it: the
 //! applied index is kept atomically with the data, so a restart does not apply twice.
 
+mod guard;
+mod links;
 mod storage;
 mod transport;
 
@@ -536,6 +538,7 @@ impl Engine {
             e.after_role_change();
             e.expire();
             e.refresh_view();
+            e.keep_links();
             if let Some(f) = e.fatal.take() {
                 return Err(f);
             }
@@ -1599,11 +1602,13 @@ impl Engine {
             }
             followers.sort_by(|a, b| a.addr.cmp(&b.addr));
         }
+        let link = lock(&self.t.last_link).clone();
+        let linked = |id: u64| link.get(&id).is_some_and(|t| t.elapsed() < et);
         let mut connected: Vec<String> = cs
             .voters
             .iter()
             .chain(cs.learners.iter())
-            .filter(|id| **id != self.id && heard(**id))
+            .filter(|id| **id != self.id && linked(**id))
             .map(|id| name(*id))
             .collect();
         connected.sort();

@@ -36,6 +36,15 @@ const RAFT_PROTO_VSN: i64 = 1;
 const TAG_MSG: u8 = 1;
 const TAG_SNAP_CHUNK: u8 = 2;
 const TAG_SNAP_END: u8 = 3;
+/// A keepalive (empty body), sent on a connection idle for a heartbeat interval: a link
+/// between two followers stays open and checked, so that a candidate's vote request goes
+/// out on an established connection (a dead one is found by the next write).
+const TAG_PING: u8 = 4;
+/// The wait before re-dialing a member that could not be reached starts at
+/// RAFT_RECONNECT_MIN_BACKOFF_MS and doubles up to this.
+pub const RAFT_RECONNECT_MAX_BACKOFF_MS: u64 = 500;
+/// The first wait before re-dialing a member that could not be reached.
+pub const RAFT_RECONNECT_MIN_BACKOFF_MS: u64 = 50;
 /// The snapshot being received is staged in this file of the data directory.
 pub const SNAPSHOT_STAGING_FILE: &str = "raft-snapshot.staging";
 
@@ -68,8 +77,15 @@ pub struct Transport {
     out: Mutex<HashMap<u64, Arc<Outbound>>>,
     inbound: Mutex<HashMap<u64, (u64, HaStream)>>,
     inbound_ids: AtomicU64,
-    /// When something last arrived from each node id.
+    /// When a Raft message last arrived from each node id (the leader lease counts these).
     pub last_rx: Mutex<HashMap<u64, Instant>>,
+    /// When any frame (a Raft message or a keepalive) last arrived from each node id:
+    /// `connected_nodes`.
+    pub last_link: Mutex<HashMap<u64, Instant>>,
+    /// The members this node keeps a connection to (see `keep_links`).
+    linked: Mutex<std::collections::HashSet<u64>>,
+    /// A digest of the membership `keep_links` last saw (the raft thread's own).
+    pub links_sig: AtomicU64,
     /// Node addresses learned from handshakes, by id (a new member answers the leader
     /// before it knows the members).
     pub heard_addrs: Mutex<HashMap<u64, String>>,
@@ -111,6 +127,9 @@ impl Transport {
             inbound: Mutex::new(HashMap::new()),
             inbound_ids: AtomicU64::new(1),
             last_rx: Mutex::new(HashMap::new()),
+            last_link: Mutex::new(HashMap::new()),
+            linked: Mutex::new(Default::default()),
+            links_sig: AtomicU64::new(u64::MAX),
             passive_ids: Mutex::new(Default::default()),
             heard_addrs: Mutex::new(HashMap::new()),
             receiving_snapshot: AtomicBool::new(false),
@@ -186,6 +205,34 @@ impl Transport {
         o
     }
 
+    /// Keeps a connection open to every member in `members` (id, node address) other than
+    /// this node, made now if missing and re-made with backoff when lost; a member no
+    /// longer listed loses its sender (it ends once its queue is written).
+    pub fn keep_links(self: &Arc<Self>, members: &[(u64, String)]) {
+        let want: std::collections::HashSet<u64> = members
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != id_of(&self.me))
+            .collect();
+        let gone: Vec<u64> = {
+            let mut l = lock(&self.linked);
+            if *l == want {
+                return;
+            }
+            let gone = l.difference(&want).copied().collect();
+            *l = want.clone();
+            gone
+        };
+        for id in gone {
+            lock(&self.out).remove(&id);
+        }
+        for (id, addr) in members {
+            if want.contains(id) {
+                self.outbound(*id, addr);
+            }
+        }
+    }
+
     /// Drops the connections to and from `addr` (they are made again when needed).
     pub fn disconnect(&self, addr: &str) -> usize {
         let id = id_of(addr);
@@ -214,6 +261,7 @@ impl Transport {
             .map(|r| r.heartbeat_interval)
             .unwrap_or(Duration::from_millis(100));
         let mut failures = 0u32;
+        let mut backoff = Duration::from_millis(RAFT_RECONNECT_MIN_BACKOFF_MS);
         while !self.stopped.load(Ordering::SeqCst) {
             let s = match self.dial(&addr) {
                 Ok(s) => s,
@@ -224,7 +272,9 @@ impl Transport {
                     }
                     let _ = self.to_raft.try_send(Ev::Unreachable(id));
                     // Drop what queued meanwhile (Raft sends again); a snapshot failed.
-                    let until = Instant::now() + interval.max(Duration::from_millis(50));
+                    let until = Instant::now() + backoff;
+                    backoff = (backoff * 2)
+                        .min(Duration::from_millis(RAFT_RECONNECT_MAX_BACKOFF_MS));
                     loop {
                         let left = until.saturating_duration_since(Instant::now());
                         match rx.recv_timeout(left) {
@@ -243,9 +293,10 @@ impl Transport {
                 crate::info!("raft", "connected to {addr}");
             }
             failures = 0;
+            backoff = Duration::from_millis(RAFT_RECONNECT_MIN_BACKOFF_MS);
             *lock(&o.stream) = s.try_clone().ok();
             o.connected.store(true, Ordering::Relaxed);
-            let r = self.pump(id, &s, &rx);
+            let r = self.pump(id, &s, &rx, interval);
             o.connected.store(false, Ordering::Relaxed);
             *lock(&o.stream) = None;
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -259,17 +310,28 @@ impl Transport {
         }
     }
 
-    /// Writes queued messages until an error (Ok: the queue closed).
-    fn pump(&self, id: u64, s: &HaStream, rx: &Receiver<Out>) -> Result<(), String> {
+    /// Writes queued messages until an error (Ok: the queue closed); a keepalive after
+    /// `idle` without one.
+    fn pump(
+        &self,
+        id: u64,
+        s: &HaStream,
+        rx: &Receiver<Out>,
+        idle: Duration,
+    ) -> Result<(), String> {
         let _ = s.set_write_timeout(Some(hs_timeout(&self.node) * 2));
         let mut w = s;
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            let item = match rx.recv_timeout(Duration::from_millis(500)) {
+            let item = match rx.recv_timeout(idle) {
                 Ok(i) => i,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    write_frame(&mut w, &[TAG_PING]).map_err(|e| e.to_string())?;
+                    let _ = w.flush();
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
             match item {
@@ -534,9 +596,13 @@ impl Transport {
                 Ok(None) => return Err(format!("nothing received for {} ms", idle.as_millis())),
                 Err(e) => return Err(e.to_string()),
             };
-            lock(&self.last_rx).insert(from_id, Instant::now());
+            lock(&self.last_link).insert(from_id, Instant::now());
             let (tag, body) = f.split_first().ok_or("empty frame")?;
+            if *tag != TAG_PING {
+                lock(&self.last_rx).insert(from_id, Instant::now());
+            }
             match *tag {
+                TAG_PING => {}
                 TAG_MSG => {
                     let m = Message::parse_from_bytes(body)
                         .map_err(|e| format!("bad Raft message: {e}"))?;
