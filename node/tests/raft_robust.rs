@@ -87,7 +87,9 @@ fn cluster3(more: &str) -> Vec<RaftNode> {
 }
 
 fn leader_of(v: &[RaftNode]) -> usize {
-    wait_for("a leader", SLOW, || v.iter().position(|n| role(n) == "leader"))
+    wait_for("a leader", SLOW, || {
+        v.iter().position(|n| role(n) == "leader")
+    })
 }
 
 /// Each member lists every other member in `connected_nodes`: followers too are linked
@@ -153,4 +155,189 @@ fn raft_followers_are_linked_before_the_leader_dies() {
         });
     }
     eprintln!("failover times (kill -9 -> first commit on the new leader), ms: {times:?}");
+}
+
+/// A test double: a raw client that completes the real Raft handshake with the token,
+/// claiming `claim` as its node address, then sends what it is given. A real ha-node
+/// never sends these messages.
+struct RawPeer {
+    s: std::net::TcpStream,
+}
+
+impl RawPeer {
+    fn connect(to: &str, claim: &str) -> RawPeer {
+        use confd_ha::proto::frame::{read_frame, write_frame};
+        use confd_ha::proto::term::Term;
+        use hmac::{Hmac, Mac};
+        let mut s = std::net::TcpStream::connect(to).expect("connect to the Raft port");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let nc = [7u8; 32];
+        let hello = Term::Tuple(vec![
+            Term::atom("raft_hello"),
+            Term::int(1),
+            Term::binary("test"),
+            Term::binary(claim),
+            Term::binary(nc),
+            Term::atom("false"),
+        ]);
+        write_frame(&mut s, &hello.encode()).unwrap();
+        let f = read_frame(&mut s, 1 << 16).expect("challenge");
+        let t = Term::decode(&f).unwrap();
+        let e = t.as_tuple().expect("a tuple");
+        assert!(e[0].is_atom("raft_challenge"), "{t:?}");
+        let ns = e[1].as_binary().unwrap().to_vec();
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(TOKEN_TEXT.as_bytes()).unwrap();
+        m.update(b"raft-client");
+        m.update(&ns);
+        m.update(&nc);
+        m.update(claim.as_bytes());
+        let p = m.finalize().into_bytes().to_vec();
+        let auth = Term::Tuple(vec![Term::atom("raft_auth"), Term::binary(p)]);
+        write_frame(&mut s, &auth.encode()).unwrap();
+        let f = read_frame(&mut s, 1 << 16).expect("welcome");
+        let t = Term::decode(&f).unwrap();
+        assert!(
+            t.as_tuple().is_some_and(|e| e[0].is_atom("raft_welcome")),
+            "{t:?}"
+        );
+        RawPeer { s }
+    }
+
+    fn send(&mut self, m: &raft::prelude::Message) {
+        use protobuf::Message as _;
+        let mut f = vec![1u8];
+        f.extend_from_slice(&m.write_to_bytes().unwrap());
+        confd_ha::proto::frame::write_frame(&mut self.s, &f).unwrap();
+    }
+}
+
+fn id_of(addr: &str) -> u64 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(addr.as_bytes());
+    u64::from_be_bytes(h[..8].try_into().unwrap()).max(1)
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+/// A peer that holds the token sends messages raft-rs would panic on (or that would
+/// break the log): each is dropped with a WARN naming the peer, and the cluster keeps its
+/// leader and keeps committing; the follower applies what the real leader sends.
+#[test]
+fn raft_hostile_messages_are_dropped_and_the_engine_goes_on() {
+    use raft::prelude::{Entry, EntryType, Message, MessageType};
+    let v = cluster3("");
+    let l = leader_of(&v);
+    let f = (l + 1) % 3;
+    try_set(&v[l], "/a", "1").expect("commit");
+    let key_seen = || (v[f].n.get("/a") == Some(buf("1"))).then_some(());
+    wait_for("the follower applies", SLOW, key_seen);
+    let st = status(&v[f]);
+    let term = st["term"].as_u64().unwrap();
+    let last = st["current_index"].as_u64().unwrap();
+    let commit = st["commit_index"].as_u64().unwrap();
+    let (lid, fid) = (id_of(&v[l].addr), id_of(&v[f].addr));
+    let msg = |t: MessageType, from: u64, to: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m
+    };
+    let entry = |index: u64, term: u64, data: &[u8]| {
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryNormal);
+        e.index = index;
+        e.term = term;
+        e.data = data.to_vec().into();
+        e
+    };
+    let mut bad = Vec::new();
+    // To the follower, claiming to be the leader.
+    // Log term 0 below the committed entry's: the rejection hint walks into the
+    // compacted log (raft-rs: "term(..) must be valid").
+    let mut m = msg(MessageType::MsgAppend, lid, fid);
+    m.index = last;
+    m.log_term = 0;
+    bad.push((f, m));
+    // An entry that conflicts with a committed one, and a hole.
+    let mut m = msg(MessageType::MsgAppend, lid, fid);
+    m.index = commit;
+    m.log_term = term;
+    m.entries = vec![entry(commit, term, b""), entry(commit + 3, term, b"")].into();
+    bad.push((f, m));
+    // A well-placed entry whose data no node can apply (the engine would stop at apply).
+    let mut m = msg(MessageType::MsgAppend, lid, fid);
+    m.index = last;
+    m.log_term = term;
+    m.commit = last + 1;
+    m.entries = vec![entry(last + 1, term, b"garbage")].into();
+    bad.push((f, m));
+    // An entry whose term is above the message's.
+    let mut m = msg(MessageType::MsgAppend, lid, fid);
+    m.index = last;
+    m.log_term = term;
+    m.entries = vec![entry(last + 1, term + 5, b"")].into();
+    bad.push((f, m));
+    // A vote request with no term (raft-rs: "term should be set when sending").
+    let mut m = msg(MessageType::MsgRequestPreVote, lid, fid);
+    m.term = 0;
+    m.index = last + 100;
+    m.log_term = term + 100;
+    bad.push((f, m));
+    // Addressed to another node id.
+    bad.push((f, msg(MessageType::MsgHeartbeat, lid, 12345)));
+    // To the leader, claiming to be the follower.
+    // An empty proposal (raft-rs: "stepped empty MsgProp").
+    bad.push((l, msg(MessageType::MsgPropose, fid, lid)));
+    // A transfer request from a node without progress (raft-rs: unwrap on None).
+    bad.push((l, msg(MessageType::MsgTransferLeader, 999, lid)));
+    // An acknowledgement past the leader's last index.
+    let mut m = msg(MessageType::MsgAppendResponse, fid, lid);
+    m.index = last + 1_000_000;
+    bad.push((l, m));
+    // A bare snapshot (no staged data).
+    bad.push((l, msg(MessageType::MsgSnapshot, fid, lid)));
+    let before: Vec<usize> = v
+        .iter()
+        .map(|n| count(&n.n.log_text(), "dropped"))
+        .collect();
+    let n_bad = bad.len();
+    let mut to_f = RawPeer::connect(&v[f].addr, &v[l].addr);
+    let mut to_l = RawPeer::connect(&v[l].addr, &v[f].addr);
+    for (to, m) in &bad {
+        if *to == f {
+            to_f.send(m);
+        } else {
+            to_l.send(m);
+        }
+    }
+    // A message whose sender id is not the authenticated node's.
+    to_f.send(&msg(MessageType::MsgHeartbeat, 777, fid));
+    wait_for("a WARN for each message", SLOW, || {
+        let got: usize = v
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| count(&n.n.log_text(), "dropped") - b)
+            .sum();
+        (got > n_bad).then_some(())
+    });
+    let flog = v[f].n.log_text();
+    assert!(flog.contains("WARN"), "{flog}");
+    assert!(flog.contains(&format!("from {}", v[l].addr)), "{flog}");
+    assert!(!flog.contains("HA Raft disabled"), "{flog}");
+    assert!(!v[l].n.log_text().contains("HA Raft disabled"));
+    // Roles unchanged; commits go on and reach the follower.
+    assert_eq!(role(&v[l]), "leader");
+    assert_eq!(role(&v[f]), "follower");
+    for i in 0..5 {
+        try_set(&v[l], &format!("/after{i}"), "v").expect("commit after the hostile messages");
+    }
+    wait_for("the follower applies after", SLOW, || {
+        (v[f].n.get("/after4") == Some(buf("v"))).then_some(())
+    });
+    assert!(v[f].n.get("/garbage").is_none());
+    assert!(status(&v[f])["reason"].is_null());
 }

@@ -741,24 +741,11 @@ impl Engine {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Msg(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
-                // A snapshot comes with its data (Ev::Snapshot), never bare.
-                crate::warn!(
-                    "raft",
-                    "a bare snapshot message from node id {} dropped",
-                    m.from
-                );
-            }
-            Ev::Msg(mut m) => {
-                // A leader that still counts entries this node no longer has (it was reset,
-                // or lost its raft.redb) sends a commit index past our log: raft-rs would
-                // stop on it. Ignore the advance; the leader then finds the gap and sends
-                // what is missing (or a snapshot).
-                if m.get_msg_type() == MessageType::MsgHeartbeat
-                    && m.commit > self.raw.raft.raft_log.last_index()
-                {
-                    m.commit = self.raw.raft.raft_log.committed;
-                }
+            Ev::Msg(m) => {
+                // Checked first: raft-rs trusts its peers (guard.rs).
+                let Some(m) = self.admit(m, false) else {
+                    return;
+                };
                 if self.cfg.passive && m.get_msg_type() == MessageType::MsgTimeoutNow {
                     crate::info!("raft", "handover to this passive node refused");
                     return;
@@ -766,6 +753,11 @@ impl Engine {
                 let _ = self.raw.step(m);
             }
             Ev::Snapshot(m, path) => {
+                let Some(m) = self.admit(m, true) else {
+                    let _ = std::fs::remove_file(path);
+                    self.t.snapshot_consumed();
+                    return;
+                };
                 let idx = m.get_snapshot().get_metadata().index;
                 if let Some((_, old)) = self.staged.replace((idx, path)) {
                     let _ = std::fs::remove_file(old);

@@ -273,8 +273,8 @@ impl Transport {
                     let _ = self.to_raft.try_send(Ev::Unreachable(id));
                     // Drop what queued meanwhile (Raft sends again); a snapshot failed.
                     let until = Instant::now() + backoff;
-                    backoff = (backoff * 2)
-                        .min(Duration::from_millis(RAFT_RECONNECT_MAX_BACKOFF_MS));
+                    backoff =
+                        (backoff * 2).min(Duration::from_millis(RAFT_RECONNECT_MAX_BACKOFF_MS));
                     loop {
                         let left = until.saturating_duration_since(Instant::now());
                         match rx.recv_timeout(left) {
@@ -607,7 +607,13 @@ impl Transport {
                     let m = Message::parse_from_bytes(body)
                         .map_err(|e| format!("bad Raft message: {e}"))?;
                     if m.from != from_id {
-                        return Err("a Raft message from another node's id".into());
+                        crate::peer_warn!(
+                            "raft",
+                            "a Raft message from {} claims node id {} (not its own): dropped",
+                            self.name_of(from_id),
+                            m.from
+                        );
+                        continue;
                     }
                     if self.to_raft.send(Ev::Msg(m)).is_err() {
                         return Ok(());
@@ -671,6 +677,13 @@ impl Transport {
             self.receiving_snapshot.store(false, Ordering::SeqCst);
         }
         r
+    }
+
+    fn name_of(&self, id: u64) -> String {
+        lock(&self.heard_addrs)
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("node id {id}"))
     }
 
     /// The staged snapshot was consumed (or dropped).
