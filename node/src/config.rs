@@ -22,7 +22,8 @@ OPTIONS (flags override the config file):
                            only: mode = \"external\" (default) | \"raft\" with a [raft] table:
                            cluster-name, node-address, seed-nodes, election-timeout,
                            heartbeat-interval, passive, follower-max-lag, log-max-entries,
-                           storage-timeout, token-file; see the README, \"Raft mode\")
+                           storage-timeout, token-file, snapshot-max-bytes; see the
+                           README, \"Raft mode\")
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
   --ha-addr IP:PORT        where this node listens for secondaries when it is primary or
@@ -149,6 +150,9 @@ pub struct RaftConfig {
     pub storage_timeout: Duration,
     /// The shared token (HMAC proof of the handshake), read from this file.
     pub token_file: Option<PathBuf>,
+    /// The largest snapshot this node stages on disk when receiving one; a larger one is
+    /// aborted (bytes).
+    pub snapshot_max_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -164,9 +168,13 @@ impl Default for RaftConfig {
             log_max_entries: 10_000,
             storage_timeout: Duration::from_secs(10),
             token_file: None,
+            snapshot_max_bytes: DEFAULT_RAFT_SNAPSHOT_MAX_BYTES,
         }
     }
 }
+
+/// The default of `snapshot-max-bytes` in [raft]: 4 GiB.
+pub const DEFAULT_RAFT_SNAPSHOT_MAX_BYTES: u64 = 4 << 30;
 
 /// Most election-timeout / heartbeat-interval (the election timeout in ticks).
 pub const MAX_RAFT_ELECTION_TICKS: u64 = 1000;
@@ -280,6 +288,7 @@ struct FileRaft {
     log_max_entries: Option<u64>,
     storage_timeout: Option<TomlDuration>,
     token_file: Option<String>,
+    snapshot_max_bytes: Option<u64>,
 }
 
 /// Builds the Raft settings from `mode` and the `[raft]` table (None: external mode).
@@ -352,6 +361,12 @@ fn raft_config(mode: Option<&str>, t: Option<FileRaft>) -> Result<Option<RaftCon
         r.log_max_entries = n;
     }
     r.token_file = t.token_file.map(PathBuf::from);
+    if let Some(n) = t.snapshot_max_bytes {
+        if n == 0 {
+            return Err("bad raft snapshot-max-bytes 0 (at least 1)".into());
+        }
+        r.snapshot_max_bytes = n;
+    }
     Ok(Some(r))
 }
 

@@ -341,3 +341,61 @@ fn raft_hostile_messages_are_dropped_and_the_engine_goes_on() {
     assert!(v[f].n.get("/garbage").is_none());
     assert!(status(&v[f])["reason"].is_null());
 }
+
+/// A snapshot larger than the receiver's `snapshot-max-bytes` is aborted with a WARN and
+/// its staged data removed (the cluster goes on without that node); a staged file left
+/// by an earlier run is removed at start; with a larger bound the node takes the
+/// snapshot and catches up.
+#[test]
+fn raft_snapshot_staging_is_bounded() {
+    let port = free_port();
+    let small = "log-max-entries = 5\n";
+    let a = start_raft("r1", 1, port, small);
+    let b = start_raft("r2", 2, port, small);
+    let mut c = start_raft(
+        "r3",
+        3,
+        port,
+        &format!("{small}snapshot-max-bytes = 4096\n"),
+    );
+    raft(&a, "create-cluster", &[&b.addr]).expect("create-cluster");
+    // About 40 KB of data, and enough entries that the log is compacted past index 1.
+    let big = "x".repeat(1000);
+    for i in 0..40 {
+        try_set(&a, &format!("/k{i}"), &big).expect("commit");
+    }
+    raft(&a, "adjust-membership", &["add-node", &c.addr]).expect("add-node");
+    wait_for("the over-size snapshot refused", SLOW, || {
+        c.n.log_text()
+            .contains("exceeds snapshot-max-bytes (4096 bytes): transfer aborted")
+            .then_some(())
+    });
+    assert!(c.n.get("/k39").is_none(), "r3 has data it refused");
+    // Two of three members: commits go on.
+    try_set(&a, "/more", "1").expect("commit with r3 refusing snapshots");
+    // A staged file from an earlier run is removed at start; a larger bound lets the
+    // snapshot in.
+    c.n.kill9();
+    let staged = c.n.dir.join("raft-snapshot.staging");
+    std::fs::write(&staged, b"left over").unwrap();
+    let file = c.cfg.path().join("node.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("snapshot-max-bytes = 4096", "snapshot-max-bytes = 10000000"),
+    )
+    .unwrap();
+    c.n.spawn();
+    wait_for("r3 catches up by snapshot", SLOW, || {
+        (c.n.get("/more") == Some(buf("1")) && c.n.get("/k39") == Some(buf(&big))).then_some(())
+    });
+    assert!(c
+        .n
+        .log_text()
+        .contains("raft-snapshot.staging (left by the last run)"));
+    assert!(
+        !staged.exists(),
+        "the staged snapshot stays after it was installed"
+    );
+    assert_eq!(role(&c), "follower");
+}

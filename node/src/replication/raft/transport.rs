@@ -114,6 +114,17 @@ impl Transport {
         to_raft: SyncSender<Ev>,
     ) -> Result<Arc<Transport>, String> {
         let r = node.cfg.raft.clone().ok_or("not in Raft mode")?;
+        // A snapshot staged before a crash or stop is never resumed.
+        let staged = node.cfg.data_dir.join(SNAPSHOT_STAGING_FILE);
+        match std::fs::remove_file(&staged) {
+            Ok(()) => crate::info!(
+                "raft",
+                "removed {} (left by the last run)",
+                staged.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", staged.display())),
+        }
         let l = TcpListener::bind(r.node_address)
             .map_err(|e| format!("cannot listen on raft node-address {}: {e}", r.node_address))?;
         let t = Arc::new(Transport {
@@ -584,6 +595,14 @@ impl Transport {
             .map(|r| (r.election_timeout * 10).max(Duration::from_secs(10)))
             .unwrap_or(Duration::from_secs(10));
         let mut staging: Option<(std::fs::File, PathBuf)> = None;
+        let max_bytes = self
+            .node
+            .cfg
+            .raft
+            .as_ref()
+            .map(|r| r.snapshot_max_bytes)
+            .unwrap_or(crate::config::DEFAULT_RAFT_SNAPSHOT_MAX_BYTES);
+        let mut staged_bytes = 0u64;
         // This connection holds `receiving_snapshot` (set by it, not yet handed over with
         // the staged file): cleared below however the connection ends.
         let mut holds_flag = false;
@@ -635,6 +654,19 @@ impl Transport {
                         Ok(PeerMsg::CopyChunk(_)) => {}
                         _ => return Err("bad snapshot chunk".into()),
                     }
+                    staged_bytes += 4 + body.len() as u64;
+                    if staged_bytes > max_bytes {
+                        if let Some((_, p)) = staging.take() {
+                            let _ = std::fs::remove_file(p);
+                        }
+                        crate::peer_warn!(
+                            "raft",
+                            "the snapshot from {} exceeds snapshot-max-bytes ({max_bytes} \
+                             bytes): transfer aborted, staged data removed",
+                            self.name_of(from_id)
+                        );
+                        return Err("snapshot over snapshot-max-bytes".into());
+                    }
                     let (file, _) = staging.as_mut().expect("set above");
                     file.write_all(&(body.len() as u32).to_be_bytes())
                         .and_then(|_| file.write_all(body))
@@ -666,6 +698,7 @@ impl Transport {
                     };
                     // The raft thread owns the staged file from here and clears the flag.
                     holds_flag = false;
+                    staged_bytes = 0;
                     if self.to_raft.send(Ev::Snapshot(m, path)).is_err() {
                         return Ok(());
                     }
@@ -673,6 +706,10 @@ impl Transport {
                 t => return Err(format!("unknown frame tag {t}")),
             }
         })();
+        if let Some((_, p)) = staging.take() {
+            // A transfer cut off midway.
+            let _ = std::fs::remove_file(p);
+        }
         if holds_flag {
             self.receiving_snapshot.store(false, Ordering::SeqCst);
         }
