@@ -399,3 +399,63 @@ fn raft_snapshot_staging_is_bounded() {
     );
     assert_eq!(role(&c), "follower");
 }
+
+/// The state a crash leaves between installing a snapshot's data in the store and
+/// recording it in the Raft log: the store ahead of the log. Made here by stopping a
+/// follower and dropping the last entries of its raft.redb (the store keeps them applied,
+/// its txid `raft-TERM-INDEX`); not by a crash at that instant. On restart the node
+/// rebases its log on the store, asks the leader for a snapshot and follows again,
+/// instead of staying disabled.
+#[test]
+fn raft_store_ahead_of_the_log_recovers_by_itself() {
+    let mut v = cluster3("");
+    let l = leader_of(&v);
+    let f = (l + 1) % 3;
+    for i in 0..12 {
+        try_set(&v[l], &format!("/k{i}"), "v").expect("commit");
+    }
+    wait_for("the follower applies", SLOW, || {
+        (v[f].n.get("/k11") == Some(buf("v"))).then_some(())
+    });
+    let applied = status(&v[f])["applied_index"].as_u64().unwrap();
+    v[f].n.signal(libc::SIGTERM);
+    v[f].n.wait_exit(SLOW);
+    // Drop the log entries after applied - 4.
+    let keep = applied - 4;
+    {
+        const ENTRIES: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("entries");
+        use redb::ReadableTableMetadata as _;
+        let db = redb::Database::open(v[f].n.dir.join("raft.redb")).expect("open raft.redb");
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(ENTRIES).unwrap();
+            let before = t.len().unwrap();
+            t.retain(|k, _| k <= keep).unwrap();
+            assert!(t.len().unwrap() < before, "no entry after {keep} to drop");
+        }
+        w.commit().unwrap();
+    }
+    try_set(&v[l], "/while-down", "1").expect("commit while it is down");
+    v[f].n.spawn();
+    wait_for("the follower catches up", SLOW, || {
+        (v[f].n.get("/while-down") == Some(buf("1"))).then_some(())
+    });
+    let log = v[f].n.log_text();
+    assert!(
+        log.contains("is a snapshot the Raft log"),
+        "no rebase logged:\n{log}"
+    );
+    assert!(!log.contains("HA Raft disabled"), "{log}");
+    wait_for("the asked-for snapshot installed", SLOW, || {
+        let log = v[f].n.log_text();
+        (log.contains("asked the leader") && log.contains("installed a snapshot")).then_some(())
+    });
+    assert_eq!(role(&v[f]), "follower");
+    try_set(&v[l], "/after", "2").expect("commit after");
+    wait_for("the follower applies after", SLOW, || {
+        (v[f].n.get("/after") == Some(buf("2"))).then_some(())
+    });
+    for i in 0..12 {
+        assert_eq!(v[f].n.get(&format!("/k{i}")), Some(buf("v")));
+    }
+}

@@ -14,6 +14,7 @@
 
 mod guard;
 mod links;
+mod recover;
 mod storage;
 mod transport;
 
@@ -287,6 +288,8 @@ struct Engine {
     leader_since: Option<Instant>,
     /// When each voter became one: a new voter counts as heard from then.
     voter_since: HashMap<u64, Instant>,
+    /// The log was rebased on the store at start: a snapshot is to be asked for.
+    resnap: bool,
 }
 
 /// The RaftStore shared between the engine and the RawNode.
@@ -440,17 +443,20 @@ impl Engine {
         let me = mode.me.clone();
         let id = id_of(&me);
         let store = Shared(Arc::new(Mutex::new(rs)));
+        let mut resnap = false;
         {
             // The store's seq is the applied index.
-            let seq = node
+            let tx = node
                 .store
                 .last_tx()
-                .map_err(|e| format!("cannot read the store: {e}"))?
-                .seq;
+                .map_err(|e| format!("cannot read the store: {e}"))?;
+            let seq = tx.seq;
             let mut s = lock(&store.0);
             // Index 1 stands for the empty store (create-cluster on an empty store).
             let seq = if seq == 0 && s.first() == 2 { 1 } else { seq };
             if s.initialized() {
+                // A snapshot in the store that the log does not record (recover.rs).
+                resnap = recover::reconcile(&mut s, seq, &tx.txid)?;
                 if seq < s.first() - 1 || seq > s.last() {
                     return Err(format!(
                         "the store (applied index {seq}) does not match the Raft log (entries {}..={}); \
@@ -504,6 +510,7 @@ impl Engine {
             fatal: None,
             leader_since: None,
             voter_since: HashMap::new(),
+            resnap,
         };
         e.refresh_view();
         let tick = engine_config(&e.cfg, e.id, 0).0;
@@ -539,6 +546,7 @@ impl Engine {
             e.expire();
             e.refresh_view();
             e.keep_links();
+            e.ask_snapshot_after_rebase();
             if let Some(f) = e.fatal.take() {
                 return Err(f);
             }
