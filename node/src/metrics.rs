@@ -190,6 +190,42 @@ fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
     r.register(name, help, c);
 }
 
+/// Registers a mode's samples, one family per name (in the order first seen).
+fn mode_series(r: &mut Registry, samples: Vec<crate::replication::ModeSample>) {
+    let mut gauges: Vec<(&'static str, &'static str, Family<Labels, Gauge>)> = Vec::new();
+    let mut counters: Vec<(&'static str, &'static str, Family<Labels, Counter>)> = Vec::new();
+    for s in samples {
+        if s.counter {
+            let i = match counters.iter().position(|(n, _, _)| *n == s.name) {
+                Some(i) => i,
+                None => {
+                    counters.push((s.name, s.help, Family::default()));
+                    counters.len() - 1
+                }
+            };
+            counters[i]
+                .2
+                .get_or_create(&s.labels)
+                .inc_by(s.value.max(0) as u64);
+        } else {
+            let i = match gauges.iter().position(|(n, _, _)| *n == s.name) {
+                Some(i) => i,
+                None => {
+                    gauges.push((s.name, s.help, Family::default()));
+                    gauges.len() - 1
+                }
+            };
+            gauges[i].2.get_or_create(&s.labels).set(s.value);
+        }
+    }
+    for (n, h, f) in gauges {
+        r.register(n, h, f);
+    }
+    for (n, h, f) in counters {
+        r.register(n, h, f);
+    }
+}
+
 /// The OpenMetrics text of the node's state now.
 pub fn render(node: &Node) -> String {
     let mut r = Registry::with_prefix("ha_node");
@@ -326,6 +362,10 @@ pub fn render(node: &Node) -> String {
         "Time from a commit request to its successful reply",
         COMMIT_LATENCY.clone(),
     );
+
+    if let Some(m) = node.managed() {
+        mode_series(&mut r, m.metrics());
+    }
 
     let acked: Family<Labels, Gauge> = Family::default();
     let lag_txns: Family<Labels, Gauge> = Family::default();

@@ -23,6 +23,11 @@ struct RaftNode {
 
 /// `more`: extra lines of the [raft] table.
 fn start_raft(name: &str, ip: u8, port: u16, more: &str) -> RaftNode {
+    start_raft_top(name, ip, port, "", more)
+}
+
+/// `top`: extra top-level lines of the config file.
+fn start_raft_top(name: &str, ip: u8, port: u16, top: &str, more: &str) -> RaftNode {
     let cfg = TempDir::new(&format!("{name}-cfg"));
     let addr = format!("127.0.0.{ip}:{port}");
     let token_path = cfg.path().join("token");
@@ -31,7 +36,7 @@ fn start_raft(name: &str, ip: u8, port: u16, more: &str) -> RaftNode {
     std::fs::write(
         &file,
         format!(
-            "mode = \"raft\"\n[raft]\ncluster-name = \"test\"\nnode-address = \"{addr}\"\n\
+            "{top}mode = \"raft\"\n[raft]\ncluster-name = \"test\"\nnode-address = \"{addr}\"\n\
              election-timeout = \"1s\"\nheartbeat-interval = \"100ms\"\n\
              storage-timeout = \"20s\"\ntoken-file = \"{}\"\n{more}",
             token_path.display()
@@ -458,4 +463,129 @@ fn raft_store_ahead_of_the_log_recovers_by_itself() {
     for i in 0..12 {
         assert_eq!(v[f].n.get(&format!("/k{i}")), Some(buf("v")));
     }
+}
+
+/// One HTTP GET /metrics: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of the series `name` whose labels contain `label` ("" for any).
+fn series(metrics: &str, name: &str, label: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (key, val) = l.rsplit_once(' ')?;
+        let (n, labels) = key.split_once('{').unwrap_or((key, ""));
+        (n == name && labels.contains(label))
+            .then(|| val.parse().ok())
+            .flatten()
+    })
+}
+
+/// The Raft series on the Prometheus endpoint, and `lag_ms` of a follower that has never
+/// acknowledged anything (a member whose address nobody listens on, added after
+/// create-cluster, so no commit of this leader's is tracked for it): not 0 but the time
+/// since it became a member, growing.
+#[test]
+fn raft_metrics_and_the_lag_of_a_silent_follower() {
+    let port = free_port();
+    let m: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let v: Vec<RaftNode> = (1..=3)
+        .map(|i| {
+            let top = format!("metrics-addr = \"{}\"\n", m[i as usize - 1]);
+            start_raft_top(&format!("r{i}"), i, port, &top, "")
+        })
+        .collect();
+    raft(&v[0], "create-cluster", &[&v[1].addr, &v[2].addr]).expect("create-cluster");
+    let l = leader_of(&v);
+    assert_eq!(l, 0);
+    let silent = format!("127.0.0.9:{port}");
+    raft(&v[0], "adjust-membership", &["add-node", &silent]).expect("add-node");
+    let lag_of = |n: &RaftNode| -> (u64, u64, String) {
+        let st = status(n);
+        let f = st["followers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["node"] == silent.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{silent} not among the followers: {st}"));
+        (
+            f["lag_entries"].as_u64().unwrap(),
+            f["lag_ms"].as_u64().unwrap(),
+            f["state"].as_str().unwrap().to_string(),
+        )
+    };
+    let (e1, ms1, state) = lag_of(&v[0]);
+    assert!(e1 > 0, "lag_entries {e1}");
+    assert!(
+        ms1 > 0,
+        "lag_ms of a follower that never acknowledged: {ms1}"
+    );
+    let (_, ms2, _) = wait_for("lag_ms grows", SLOW, || {
+        let x = lag_of(&v[0]);
+        (x.1 > ms1).then_some(x)
+    });
+    assert!(ms2 > ms1);
+    assert!(
+        state == "unreachable" || state == "requires-snapshot",
+        "{state}"
+    );
+    // Four members, three alive: commits go on.
+    try_set(&v[0], "/a", "1").expect("commit");
+    let text = scrape(&m[0]);
+    assert_eq!(
+        series(&text, "ha_node_raft_role", "role=\"leader\""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "ha_node_raft_role", "role=\"follower\""),
+        Some(0.0)
+    );
+    let st = status(&v[0]);
+    assert!(series(&text, "ha_node_raft_term", "").unwrap() >= st["term"].as_u64().unwrap() as f64);
+    assert!(series(&text, "ha_node_raft_commit_index", "").unwrap() >= 1.0);
+    assert!(series(&text, "ha_node_raft_applied_index", "").unwrap() >= 1.0);
+    assert_eq!(
+        series(&text, "ha_node_raft_members", ""),
+        Some(4.0),
+        "{text}"
+    );
+    assert!(series(&text, "ha_node_raft_leader_changes_total", "").unwrap() >= 1.0);
+    let who = format!("node=\"{silent}\"");
+    assert!(series(&text, "ha_node_raft_follower_lag_entries", &who).unwrap() > 0.0);
+    assert!(series(&text, "ha_node_raft_follower_lag_milliseconds", &who).unwrap() > 0.0);
+    assert_eq!(
+        series(&text, "ha_node_raft_follower_match_index", &who),
+        Some(0.0)
+    );
+    assert_eq!(
+        series(&text, "ha_node_raft_follower_reachable", &who),
+        Some(0.0)
+    );
+    let live = format!("node=\"{}\"", v[1].addr);
+    wait_for("a live follower caught up in the metrics", SLOW, || {
+        let t = scrape(&m[0]);
+        (series(&t, "ha_node_raft_follower_lag_entries", &live) == Some(0.0)
+            && series(&t, "ha_node_raft_follower_reachable", &live) == Some(1.0))
+        .then_some(())
+    });
+    let ft = scrape(&m[1]);
+    assert_eq!(
+        series(&ft, "ha_node_raft_role", "role=\"follower\""),
+        Some(1.0),
+        "{ft}"
+    );
+    assert!(series(&ft, "ha_node_raft_follower_lag_entries", "").is_none());
+    assert!(series(&ft, "ha_node_raft_messages_dropped_total", "").is_some());
 }

@@ -47,4 +47,18 @@ pub trait Managed: Send + Sync {
     fn action(&self, name: &str, args: &[String]) -> Result<String, Refusal>;
     /// At shutdown.
     fn stop(&self);
+    /// The mode's own metrics series (Prometheus endpoint), read at each scrape.
+    fn metrics(&self) -> Vec<ModeSample> {
+        Vec::new()
+    }
+}
+
+/// One sample of a mode's metrics: `name` without the `ha_node_` prefix (a counter's
+/// without `_total`), its help text, whether it is a counter, its labels and value.
+pub struct ModeSample {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub counter: bool,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: i64,
 }

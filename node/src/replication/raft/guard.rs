@@ -38,6 +38,7 @@ impl Engine {
         match self.check(&mut m, with_data) {
             Ok(()) => Some(m),
             Err(why) => {
+                self.count_dropped();
                 let peer = self
                     .addr_of(m.from)
                     .unwrap_or_else(|| format!("node id {}", m.from));

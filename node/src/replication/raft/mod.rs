@@ -14,6 +14,7 @@
 
 mod guard;
 mod links;
+mod observe;
 mod recover;
 mod storage;
 mod transport;
@@ -97,6 +98,10 @@ struct View {
     /// The leader has heard from a majority within the election timeout.
     lease: bool,
     last_leader_rx: Option<Instant>,
+    /// Times a new leader was seen (metrics).
+    leader_changes: u64,
+    /// Peer messages dropped by guard.rs (metrics).
+    msgs_dropped: u64,
 }
 
 pub struct RaftMode {
@@ -1573,12 +1578,7 @@ impl Engine {
                     continue;
                 }
                 let lag = last.saturating_sub(p.matched);
-                let lag_ms = self
-                    .proposed_at
-                    .iter()
-                    .find(|(i, _)| *i > p.matched)
-                    .map(|(_, t)| now.duration_since(*t).as_millis() as u64)
-                    .unwrap_or(0);
+                let lag_ms = self.lag_ms_of(*id, p.matched, now);
                 let state = if p.state == ProgressState::Snapshot {
                     "requires-snapshot"
                 } else if !heard(*id) {
@@ -1618,7 +1618,11 @@ impl Engine {
             let mut v = self.view();
             v.role = role;
             v.reason = None;
-            v.leader = (leader_id != 0).then(|| name(leader_id));
+            let leader = (leader_id != 0).then(|| name(leader_id));
+            if leader.is_some() && leader != v.leader {
+                v.leader_changes += 1;
+            }
+            v.leader = leader;
             v.term = r.term;
             let mut members: Vec<String> = cs.voters.iter().map(|id| name(*id)).collect();
             members.sort();
@@ -1978,6 +1982,10 @@ impl Managed for RaftMode {
                 format!("unknown raft action '{other}'"),
             )),
         }
+    }
+
+    fn metrics(&self) -> Vec<crate::replication::ModeSample> {
+        self.samples()
     }
 
     fn stop(&self) {
