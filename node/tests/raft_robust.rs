@@ -589,3 +589,44 @@ fn raft_metrics_and_the_lag_of_a_silent_follower() {
     assert!(series(&ft, "ha_node_raft_follower_lag_entries", "").is_none());
     assert!(series(&ft, "ha_node_raft_messages_dropped_total", "").is_some());
 }
+
+/// A member whose address accepts TCP connections and never answers the handshake (a
+/// hung peer) delays nothing sent to the others: each peer has its own sender. Commits
+/// keep succeeding on the two live members while the dial to the hung one waits out its
+/// handshake deadline again and again.
+#[test]
+fn raft_a_hung_peer_does_not_block_the_others() {
+    let port = free_port();
+    let hung = std::net::TcpListener::bind(format!("127.0.0.9:{port}")).expect("bind");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    std::thread::spawn(move || {
+        for s in hung.incoming().flatten() {
+            h2.lock().unwrap().push(s); // accepted, never answered
+        }
+    });
+    let a = start_raft("r1", 1, port, "");
+    let b = start_raft("r2", 2, port, "");
+    let c = start_raft("r3", 3, port, "");
+    raft(&a, "create-cluster", &[&b.addr, &c.addr]).expect("create-cluster");
+    let silent = format!("127.0.0.9:{port}");
+    raft(&a, "adjust-membership", &["add-node", &silent]).expect("add-node");
+    wait_for("the leader dials the hung member", SLOW, || {
+        (!held.lock().unwrap().is_empty()).then_some(())
+    });
+    let t0 = Instant::now();
+    for i in 0..20 {
+        try_set(&a, &format!("/h{i}"), "v").expect("commit with a hung member");
+    }
+    eprintln!(
+        "20 commits with a hung member: {} ms",
+        t0.elapsed().as_millis()
+    );
+    for n in [&b, &c] {
+        wait_for("replication", SLOW, || {
+            (n.n.get("/h19") == Some(buf("v"))).then_some(())
+        });
+        // The followers dial it too (every member keeps a link to every other).
+        assert!(connected(n).contains(&a.addr));
+    }
+}

@@ -162,13 +162,15 @@ impl Engine {
                 );
                 m.commit = committed;
             }
-            MsgAppendResponse if r.state == StateRole::Leader && m.term == r.term => {
-                if m.index > last || m.reject_hint > last || m.request_snapshot > last {
-                    return Err(format!(
-                        "acknowledges index {} (hint {}) past this leader's last index {last}",
-                        m.index, m.reject_hint
-                    ));
-                }
+            MsgAppendResponse
+                if r.state == StateRole::Leader
+                    && m.term == r.term
+                    && (m.index > last || m.reject_hint > last || m.request_snapshot > last) =>
+            {
+                return Err(format!(
+                    "acknowledges index {} (hint {}) past this leader's last index {last}",
+                    m.index, m.reject_hint
+                ));
             }
             MsgSnapshot if current => check_snapshot(m.get_snapshot(), m.term)?,
             _ => {}

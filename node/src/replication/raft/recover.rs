@@ -59,10 +59,12 @@ pub(super) fn reconcile(s: &mut RaftStore, seq: u64, txid: &str) -> Result<bool,
          {first}..={last}) does not record (a crash while installing it): the log now starts \
          after it; a fresh snapshot is asked of the leader"
     );
-    let mut meta = SnapshotMetadata::default();
-    meta.index = seq;
-    meta.term = term;
-    meta.set_conf_state(s.conf_state().clone());
+    let meta = SnapshotMetadata {
+        index: seq,
+        term,
+        conf_state: Some(s.conf_state().clone()).into(),
+        ..Default::default()
+    };
     let addrs = s.addrs.clone();
     s.apply_snapshot(&meta, &addrs)?;
     let mut hs = s.hard_state().clone();
