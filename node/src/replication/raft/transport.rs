@@ -123,7 +123,8 @@ impl Transport {
                 staged.display()
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", staged.display())),
+            // Staging fails then, and the transfer is retried: not a reason not to start.
+            Err(e) => crate::warn!("raft", "cannot remove {}: {e}", staged.display()),
         }
         let l = TcpListener::bind(r.node_address)
             .map_err(|e| format!("cannot listen on raft node-address {}: {e}", r.node_address))?;
