@@ -630,6 +630,14 @@ impl Engine {
         if self.raw.raft.state != StateRole::Leader {
             return;
         }
+        if !self.raw.raft.prs().conf().voters().contains(self.id) {
+            // Removed by a membership change another leader proposed: raft-rs would go on
+            // leading (and its heartbeats would keep the members from electing a member).
+            crate::warn!("raft", "stepping down: this node is no longer a voting member");
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            return;
+        }
         if self.leader_since.is_none() {
             self.leader_since = Some(now);
         }
