@@ -590,6 +590,8 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     };
     let _ = s.set_read_timeout(idle);
     set_write_timeout(&s, None);
+    // Bound to the PRIMARY role the node has now, if any (see `CommitReq::session`).
+    let session = Arc::new(AtomicU64::new(lock(&node.commit).primary_term));
     while let Some(t) = read_request(&mut s, who) {
         let r = match DataRequest::from_term(&t) {
             Ok(DataRequest::Raft(a, _)) if read_only && a != "status" => Err((
@@ -606,7 +608,7 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
                     node.cfg.max_connections
                 ),
             )),
-            Ok(req) => data_request(node, req),
+            Ok(req) => data_request(node, req, &session),
             Err(e) => {
                 crate::warn!("ipc", "{who}: {e}");
                 Err((CONFD_ERR_PROTOUSAGE, e))
@@ -622,7 +624,11 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     }
 }
 
-fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String)> {
+fn data_request(
+    node: &Arc<Node>,
+    req: DataRequest,
+    session: &Arc<AtomicU64>,
+) -> Result<Term, (i32, String)> {
     let st = &node.store;
     match req {
         DataRequest::Get(p) => match st.get(&p).map_err(store_err)? {
@@ -663,7 +669,7 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
         DataRequest::GetLinearizable(p) => match node.managed() {
             Some(m) => {
                 m.read_barrier()?;
-                data_request(node, DataRequest::Get(p))
+                data_request(node, DataRequest::Get(p), session)
             }
             None => Err((
                 CONFD_ERR_BADSTATE,
@@ -715,6 +721,7 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
                     c.send(CommitReq {
                         ops: sops,
                         reply: tx,
+                        session: session.clone(),
                     })
                     .is_ok()
                 })
