@@ -102,8 +102,10 @@ pub fn set_write_timeout(s: &Stream, d: Option<Duration>) {
 }
 
 /// Most connections from one source address still in their hello or
-/// handshake on one listening port, so that one source cannot fill
-/// `max-pending-handshakes` for everyone else.
+/// handshake on one listening port once half of `max-pending-handshakes` are
+/// in use, so that one source cannot fill the port for everyone else. Below
+/// that a source may have more: a burst of connections from one host (a
+/// client's connection pool, every local client on 127.0.0.1) is admitted.
 pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 8;
 
 /// Connections of one listening port still in their hello: in all, and per
@@ -121,7 +123,8 @@ pub struct Pending(Arc<PendingCount>, Option<std::net::IpAddr>);
 pub enum PendingFull {
     /// `max` connections on the port are already pending.
     Port,
-    /// `MAX_PENDING_HANDSHAKES_PER_SOURCE` from this source are already pending.
+    /// `MAX_PENDING_HANDSHAKES_PER_SOURCE` from this source are already pending
+    /// and half of the port's `max` are in use.
     Source,
 }
 
@@ -136,7 +139,9 @@ impl PendingCount {
         if let Some(ip) = src {
             let mut m = lock(&self.by_source);
             let n = m.entry(ip).or_insert(0);
-            if *n >= MAX_PENDING_HANDSHAKES_PER_SOURCE {
+            if *n >= MAX_PENDING_HANDSHAKES_PER_SOURCE
+                && self.total.load(Ordering::SeqCst) >= max / 2
+            {
                 return Err(PendingFull::Source);
             }
             *n += 1;
