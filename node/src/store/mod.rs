@@ -1424,6 +1424,17 @@ impl Store {
     /// commit log. Transactions that came by a full copy are not there (a copy starts a new
     /// history).
     pub fn txlog_from(&self, from: u64) -> Result<Vec<(TxMeta, Vec<StoreOp>)>, StoreError> {
+        Ok(self.txlog_within(from, usize::MAX)?.unwrap_or_default())
+    }
+
+    /// As [`Store::txlog_from`], but None, without reading any of them, when their records
+    /// in the commit log take more than `max_bytes` in all (a bound on what one read costs
+    /// in memory).
+    pub fn txlog_within(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<(TxMeta, Vec<StoreOp>)>>, StoreError> {
         let i = &self.inner;
         let _files = i.files.read().unwrap_or_else(|e| e.into_inner());
         let (entries, dir) = {
@@ -1436,6 +1447,10 @@ impl Store {
                 log.dir().to_path_buf(),
             )
         };
+        let bytes: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+        if bytes > max_bytes as u64 {
+            return Ok(None);
+        }
         let mut out = Vec::with_capacity(entries.len());
         let mut open: Option<(u64, std::fs::File)> = None;
         for e in &entries {
@@ -1451,7 +1466,7 @@ impl Store {
                 out.push(log::read_entry(f, &p, e)?);
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// The (seq, txid) of the backlog's transactions with `lo <= seq <= hi`, oldest first
@@ -2609,6 +2624,11 @@ mod tests {
             vec![(1, meta(1).txid), (2, meta(2).txid)]
         );
         assert!(s.txlog_ids(3, 2).unwrap().is_empty());
+        // Read only within a byte budget: over it, nothing is read.
+        let all = s.txlog_within(1, usize::MAX).unwrap().unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(s.txlog_within(1, 10).unwrap().is_none());
+        assert_eq!(s.txlog_within(3, 1 << 20).unwrap().unwrap().len(), 1);
         // Trimmed to TXLOG_MAX_TXNS.
         let far = TXLOG_MAX_TXNS + 10;
         commit1(&s, far, vec![set("/z", "z")]);
