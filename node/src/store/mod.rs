@@ -101,6 +101,9 @@ const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
 /// it in the commit log. Only opened to drop it when converting a format-1 store.
 const TXLOG_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("txlog");
 
+/// One transaction of the backlog: its (seq, txid) and its operations.
+pub type LoggedTxn = (TxMeta, Vec<StoreOp>);
+
 /// The backlog (`txlog_from`, `txlog_ids`) keeps this many transactions by default (by seq:
 /// those with seq > last − this); config key `txlog-max-txns`.
 pub const TXLOG_MAX_TXNS: u64 = 10_000;
@@ -1423,7 +1426,7 @@ impl Store {
     /// the transactions with seq > (last logged seq − `txlog-max-txns`), read back from the
     /// commit log. Transactions that came by a full copy are not there (a copy starts a new
     /// history).
-    pub fn txlog_from(&self, from: u64) -> Result<Vec<(TxMeta, Vec<StoreOp>)>, StoreError> {
+    pub fn txlog_from(&self, from: u64) -> Result<Vec<LoggedTxn>, StoreError> {
         Ok(self.txlog_within(from, usize::MAX)?.unwrap_or_default())
     }
 
@@ -1434,7 +1437,7 @@ impl Store {
         &self,
         from: u64,
         max_bytes: usize,
-    ) -> Result<Option<Vec<(TxMeta, Vec<StoreOp>)>>, StoreError> {
+    ) -> Result<Option<Vec<LoggedTxn>>, StoreError> {
         let i = &self.inner;
         let _files = i.files.read().unwrap_or_else(|e| e.into_inner());
         let (entries, dir) = {

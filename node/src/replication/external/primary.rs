@@ -68,7 +68,7 @@ impl Backlog {
         node.store
             .txlog_within(from, MAX_CATCH_UP_BYTES.saturating_sub(self.bytes))
             .map_err(|e| format!("this node cannot read its transaction log ({e})"))?
-            .ok_or_else(|| Self::too_big())
+            .ok_or_else(Self::too_big)
     }
 
     fn too_big() -> String {
