@@ -633,7 +633,10 @@ impl Engine {
         if !self.raw.raft.prs().conf().voters().contains(self.id) {
             // Removed by a membership change another leader proposed: raft-rs would go on
             // leading (and its heartbeats would keep the members from electing a member).
-            crate::warn!("raft", "stepping down: this node is no longer a voting member");
+            crate::warn!(
+                "raft",
+                "stepping down: this node is no longer a voting member"
+            );
             let term = self.raw.raft.term;
             self.raw.raft.become_follower(term, raft::INVALID_ID);
             return;
