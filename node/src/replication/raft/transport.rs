@@ -65,6 +65,8 @@ struct Outbound {
     tx: SyncSender<Out>,
     stream: Mutex<Option<HaStream>>,
     connected: AtomicBool,
+    /// Set when the peer is no longer a member (keep_links): the sender thread ends.
+    retired: AtomicBool,
 }
 
 pub struct Transport {
@@ -203,6 +205,7 @@ impl Transport {
             tx,
             stream: Mutex::new(None),
             connected: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         });
         m.insert(id, o.clone());
         let t = self.clone();
@@ -236,7 +239,9 @@ impl Transport {
             gone
         };
         for id in gone {
-            lock(&self.out).remove(&id);
+            if let Some(o) = lock(&self.out).remove(&id) {
+                o.retired.store(true, Ordering::SeqCst);
+            }
         }
         for (id, addr) in members {
             if want.contains(id) {
@@ -274,7 +279,7 @@ impl Transport {
             .unwrap_or(Duration::from_millis(100));
         let mut failures = 0u32;
         let mut backoff = Duration::from_millis(RAFT_RECONNECT_MIN_BACKOFF_MS);
-        while !self.stopped.load(Ordering::SeqCst) {
+        while !self.stopped.load(Ordering::SeqCst) && !o.retired.load(Ordering::SeqCst) {
             let s = match self.dial(&addr) {
                 Ok(s) => s,
                 Err(e) => {
@@ -308,7 +313,7 @@ impl Transport {
             backoff = Duration::from_millis(RAFT_RECONNECT_MIN_BACKOFF_MS);
             *lock(&o.stream) = s.try_clone().ok();
             o.connected.store(true, Ordering::Relaxed);
-            let r = self.pump(id, &s, &rx, interval);
+            let r = self.pump(id, &s, &rx, interval, &o.retired);
             o.connected.store(false, Ordering::Relaxed);
             *lock(&o.stream) = None;
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -322,14 +327,15 @@ impl Transport {
         }
     }
 
-    /// Writes queued messages until an error (Ok: the queue closed); a keepalive after
-    /// `idle` without one.
+    /// Writes queued messages until an error (Ok: the queue closed, or the peer was
+    /// retired and nothing is queued); a keepalive after `idle` without one.
     fn pump(
         &self,
         id: u64,
         s: &HaStream,
         rx: &Receiver<Out>,
         idle: Duration,
+        retired: &AtomicBool,
     ) -> Result<(), String> {
         let _ = s.set_write_timeout(Some(hs_timeout(&self.node) * 2));
         let mut w = s;
@@ -339,6 +345,9 @@ impl Transport {
             }
             let item = match rx.recv_timeout(idle) {
                 Ok(i) => i,
+                Err(RecvTimeoutError::Timeout) if retired.load(Ordering::SeqCst) => {
+                    return Ok(());
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     write_frame(&mut w, &[TAG_PING]).map_err(|e| e.to_string())?;
                     let _ = w.flush();
