@@ -16,7 +16,8 @@
 //!   (`fatal!("conflict with committed entry")`); whose log term is below the term of
 //!   our committed entry, so that the rejection hint walks into the compacted log
 //!   (`fatal!("term(..) must be valid")`); whose entries this node could not apply
-//!   (bad data, an unknown conf change: the engine would stop at apply);
+//!   (bad data, an unknown conf change, the removal of the last voter: the engine would
+//!   stop at apply);
 //! - MsgHeartbeat whose commit index is past our last index: `fatal!("to_commit out of
 //!   range")` — clamped (a correct leader does that when this node lost log entries);
 //! - MsgSnapshot whose configuration raft-rs cannot restore (`fatal!("unable to restore
@@ -128,6 +129,13 @@ impl Engine {
                     prev_term = e.term;
                     check_entry(e)?;
                 }
+                if m.entries
+                    .iter()
+                    .any(|e| e.get_entry_type() == EntryType::EntryConfChange)
+                {
+                    let voters: Vec<u64> = r.prs().conf().voters().ids().iter().collect();
+                    keeps_a_voter(&voters, &m.entries)?;
+                }
                 if current && m.index >= committed {
                     // The sender's log holds our committed entry: its term at an index
                     // at or after it is no lower.
@@ -212,6 +220,35 @@ fn check_entry(e: &Entry) -> Result<(), String> {
     }
 }
 
+/// The conf changes among `ents`, applied in order to `voters` (this node's applied
+/// configuration), never remove the last voter: raft-rs refuses that at apply, which
+/// would stop the engine. (A change still pending in this node's log is not counted: a
+/// correct leader's append is at worst dropped until that change is applied here.)
+fn keeps_a_voter(voters: &[u64], ents: &[Entry]) -> Result<(), String> {
+    let mut v: std::collections::BTreeSet<u64> = voters.iter().copied().collect();
+    for e in ents {
+        if e.get_entry_type() != EntryType::EntryConfChange {
+            continue;
+        }
+        let Ok(cc) = ConfChange::parse_from_bytes(&e.data) else {
+            continue; // refused by check_entry
+        };
+        match cc.get_change_type() {
+            ConfChangeType::AddNode => {
+                v.insert(cc.node_id);
+            }
+            ConfChangeType::RemoveNode => {
+                v.remove(&cc.node_id);
+                if v.is_empty() {
+                    return Err(format!("entry {} removes the last voter", e.index));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A snapshot raft-rs can restore: a plain configuration (no joint state) whose members
 /// have well-formed addresses in the snapshot's data.
 fn check_snapshot(s: &Snapshot, term: u64) -> Result<(), String> {
@@ -245,4 +282,30 @@ fn check_snapshot(s: &Snapshot, term: u64) -> Result<(), String> {
         return Err(format!("snapshot without the address of voter {id}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(index: u64, ty: ConfChangeType, id: u64) -> Entry {
+        let mut c = ConfChange::default();
+        c.set_change_type(ty);
+        c.node_id = id;
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.index = index;
+        e.data = c.write_to_bytes().unwrap().into();
+        e
+    }
+
+    #[test]
+    fn removing_the_last_voter_is_refused() {
+        use ConfChangeType::*;
+        assert!(keeps_a_voter(&[1, 2], &[cc(5, RemoveNode, 2)]).is_ok());
+        assert!(keeps_a_voter(&[1], &[cc(5, RemoveNode, 1)]).is_err());
+        assert!(keeps_a_voter(&[1, 2], &[cc(5, RemoveNode, 2), cc(6, RemoveNode, 1)]).is_err());
+        assert!(keeps_a_voter(&[1], &[cc(5, AddNode, 2), cc(6, RemoveNode, 1)]).is_ok());
+        assert!(keeps_a_voter(&[1], &[Entry::default()]).is_ok());
+    }
 }
