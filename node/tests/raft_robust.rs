@@ -91,6 +91,15 @@ fn cluster3(more: &str) -> Vec<RaftNode> {
     v
 }
 
+/// No message of a correct member was dropped by the checks before the engine.
+fn assert_no_drops(v: &[&RaftNode]) {
+    for n in v {
+        let log = n.n.log_text();
+        let bad: Vec<&str> = log.lines().filter(|l| l.contains(") dropped: ")).collect();
+        assert!(bad.is_empty(), "{}: {bad:#?}", n.addr);
+    }
+}
+
 fn leader_of(v: &[RaftNode]) -> usize {
     wait_for("a leader", SLOW, || {
         v.iter().position(|n| role(n) == "leader")
@@ -160,6 +169,7 @@ fn raft_followers_are_linked_before_the_leader_dies() {
         });
     }
     eprintln!("failover times (kill -9 -> first commit on the new leader), ms: {times:?}");
+    assert_no_drops(&v.iter().collect::<Vec<_>>());
 }
 
 /// A test double: a raw client that completes the real Raft handshake with the token,
@@ -406,6 +416,7 @@ fn raft_snapshot_staging_is_bounded() {
     wait_for("r3 a follower", SLOW, || {
         (role(&c) == "follower").then_some(())
     });
+    assert_no_drops(&[&a, &b, &c]);
 }
 
 /// The state a crash leaves between installing a snapshot's data in the store and
@@ -466,6 +477,7 @@ fn raft_store_ahead_of_the_log_recovers_by_itself() {
     for i in 0..12 {
         assert_eq!(v[f].n.get(&format!("/k{i}")), Some(buf("v")));
     }
+    assert_no_drops(&v.iter().collect::<Vec<_>>());
 }
 
 /// One HTTP GET /metrics: the body.
