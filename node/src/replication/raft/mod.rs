@@ -5,13 +5,14 @@
 //! store; one that is too far behind gets a snapshot, the store's full copy.
 //!
 //! Threads: `raft` runs the RawNode (ticks, messages, proposals, the Ready loop: persist
-//! the log in `raft.redb`, send, apply); `raft-events` emits HA events in order (an
+//! the log in `raft.log`, send, apply); `raft-events` emits HA events in order (an
 //! HA_INFO_SYNC subscriber may hold it, never the Raft loop); the transport has an accept
 //! thread, one thread per inbound connection and one sender per peer.
 //!
 //! The store's transaction seq is the Raft log index of the entry that made it: the
 //! applied index is kept atomically with the data, so a restart does not apply twice.
 
+mod log;
 mod storage;
 mod transport;
 
@@ -748,7 +749,7 @@ impl Engine {
             }
             Ev::Msg(mut m) => {
                 // A leader that still counts entries this node no longer has (it was reset,
-                // or lost its raft.redb) sends a commit index past our log: raft-rs would
+                // or lost its Raft log) sends a commit index past our log: raft-rs would
                 // stop on it. Ignore the advance; the leader then finds the gap and sends
                 // what is missing (or a snapshot).
                 if m.get_msg_type() == MessageType::MsgHeartbeat
