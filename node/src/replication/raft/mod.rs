@@ -360,6 +360,13 @@ fn engine_config(
         max_inflight_msgs: RAFT_MAX_INFLIGHT_MSGS,
         check_quorum: true,
         pre_vote: true,
+        // A commit advance rides on the next append or heartbeat instead of an append
+        // of its own to every follower (and its response): half the messages per commit.
+        // Followers apply a little later; nothing waits on that (reads on them may be
+        // stale, and a membership change still broadcasts).
+        skip_bcast_commit: true,
+        // Appends queued for one follower go as one message.
+        batch_append: true,
         read_only_option: raft::ReadOnlyOption::Safe,
         ..Default::default()
     };
