@@ -46,6 +46,12 @@ pub const RAFT_MAX_MSG_BYTES: u64 = 1024 * 1024;
 pub const RAFT_MAX_INFLIGHT_MSGS: usize = 256;
 /// Most entries whose propose time is remembered for `lag_ms`.
 const MAX_TRACKED_PROPOSALS: usize = 100_000;
+/// A follower applies committed entries to its store this long after it learns they are
+/// committed (one Raft tick later at most), in batches: one store transaction per batch
+/// instead of one per append. Reads on a follower are that much staler at most.
+pub const RAFT_FOLLOWER_APPLY_DELAY_MS: u64 = 5;
+/// A follower applies at once when this many committed entries wait.
+pub const RAFT_FOLLOWER_APPLY_BATCH: usize = 512;
 
 pub enum Ev {
     Msg(Message),
@@ -286,6 +292,9 @@ struct Engine {
     leader_since: Option<Instant>,
     /// When each voter became one: a new voter counts as heard from then.
     voter_since: HashMap<u64, Instant>,
+    /// Committed entries a follower has not applied yet, and since when they wait.
+    deferred: Vec<Entry>,
+    deferred_since: Option<Instant>,
 }
 
 /// The RaftStore shared between the engine and the RawNode.
@@ -510,6 +519,8 @@ impl Engine {
             fatal: None,
             leader_since: None,
             voter_since: HashMap::new(),
+            deferred: Vec::new(),
+            deferred_since: None,
         };
         e.refresh_view();
         let tick = engine_config(&e.cfg, e.id, 0).0;
@@ -541,6 +552,7 @@ impl Engine {
             e.check_lease();
             e.drive();
             e.on_ready()?;
+            e.apply_deferred_when_due();
             e.after_role_change();
             e.expire();
             e.refresh_view();
@@ -796,7 +808,13 @@ impl Engine {
                 self.reads
                     .insert(ctx, (reply, Instant::now() + self.cfg.storage_timeout));
             }
-            Ev::Action(a, reply) => self.action(a, reply),
+            Ev::Action(a, reply) => {
+                // An action sees the store with every known committed entry applied.
+                if let Err(e) = self.apply_deferred() {
+                    self.fatal.get_or_insert(e);
+                }
+                self.action(a, reply)
+            }
             Ev::Unreachable(id) => self.raw.report_unreachable(id),
             Ev::SnapshotDone(id, ok) => self.raw.report_snapshot(
                 id,
@@ -1410,6 +1428,49 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies committed entries, or, on a follower with nothing waiting on them, keeps
+    /// them for a batch (applied within RAFT_FOLLOWER_APPLY_DELAY_MS). Anything else
+    /// (leader, a membership change, a waiting commit or read) applies what waits first.
+    fn apply_or_defer(&mut self, ents: Vec<Entry>) -> Result<(), String> {
+        if ents.is_empty() {
+            return Ok(());
+        }
+        let defer = self.raw.raft.state != StateRole::Leader
+            && self.pending.is_empty()
+            && self.ready_reads.is_empty()
+            && self.waiters.is_empty()
+            && ents
+                .iter()
+                .all(|e| e.get_entry_type() == EntryType::EntryNormal);
+        if defer && self.deferred.len() + ents.len() < RAFT_FOLLOWER_APPLY_BATCH {
+            self.deferred_since.get_or_insert_with(Instant::now);
+            self.deferred.extend(ents);
+            return Ok(());
+        }
+        let mut all = std::mem::take(&mut self.deferred);
+        self.deferred_since = None;
+        all.extend(ents);
+        self.apply(all)
+    }
+
+    fn apply_deferred(&mut self) -> Result<(), String> {
+        self.deferred_since = None;
+        let all = std::mem::take(&mut self.deferred);
+        self.apply(all)
+    }
+
+    fn apply_deferred_when_due(&mut self) {
+        let due = self.deferred_since.is_some_and(|t| {
+            t.elapsed() >= Duration::from_millis(RAFT_FOLLOWER_APPLY_DELAY_MS)
+                || self.raw.raft.state == StateRole::Leader
+        });
+        if due {
+            if let Err(e) = self.apply_deferred() {
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), String> {
         let meta = snap.get_metadata();
         let Some((idx, path)) = self.staged.take() else {
@@ -1473,7 +1534,10 @@ impl Engine {
         }
         if !rd.snapshot().is_empty() {
             let s = rd.snapshot().clone();
-            if let Err(e) = self.install_snapshot(&s) {
+            let r = self
+                .apply_deferred()
+                .and_then(|_| self.install_snapshot(&s));
+            if let Err(e) = r {
                 self.fatal = Some(format!("installing a snapshot failed: {e}"));
                 return Ok(());
             }
@@ -1482,7 +1546,7 @@ impl Engine {
             self.t.snapshot_consumed();
         }
         let ce = rd.take_committed_entries();
-        if let Err(e) = self.apply(ce) {
+        if let Err(e) = self.apply_or_defer(ce) {
             self.fatal = Some(e);
             return Ok(());
         }
@@ -1506,7 +1570,7 @@ impl Engine {
         let m = light.take_messages();
         self.send(m);
         let ce = light.take_committed_entries();
-        if let Err(e) = self.apply(ce) {
+        if let Err(e) = self.apply_or_defer(ce) {
             self.fatal = Some(e);
             return Ok(());
         }
