@@ -390,3 +390,74 @@ impl raft::Storage for RaftStore {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::Durability;
+
+    #[test]
+    fn raft_redb_of_an_older_version_is_converted_to_raft_log() {
+        let d = std::env::temp_dir().join(format!("ha-raftredb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        // raft.redb as the previous version wrote it: base 2, entries 3..=5.
+        {
+            let db = Database::create(d.join(RAFT_REDB_FILE)).expect("create");
+            let mut w = db.begin_write().expect("write");
+            w.set_durability(Durability::Immediate);
+            {
+                let mut t = w.open_table(ENTRIES).expect("table");
+                for i in 3..=5u64 {
+                    let e = Entry {
+                        index: i,
+                        term: 2,
+                        data: vec![i as u8; 8].into(),
+                        ..Default::default()
+                    };
+                    t.insert(i, e.write_to_bytes().expect("encode").as_slice())
+                        .expect("insert");
+                }
+                let mut s = w.open_table(STATE).expect("table");
+                let hs = HardState {
+                    term: 2,
+                    vote: 7,
+                    commit: 4,
+                    ..Default::default()
+                };
+                s.insert("hard_state", hs.write_to_bytes().expect("hs").as_slice())
+                    .expect("insert");
+                let cs = ConfState {
+                    voters: vec![7, 8, 9],
+                    ..Default::default()
+                };
+                s.insert("conf_state", cs.write_to_bytes().expect("cs").as_slice())
+                    .expect("insert");
+                let mut a = Addrs::new();
+                a.insert(7, "127.0.0.1:7".into());
+                s.insert("addrs", encode_addrs(&a).as_slice())
+                    .expect("insert");
+                let mut base = 2u64.to_be_bytes().to_vec();
+                base.extend_from_slice(&1u64.to_be_bytes());
+                s.insert("base", base.as_slice()).expect("insert");
+            }
+            w.commit().expect("commit");
+        }
+        let check = |s: &RaftStore| {
+            assert_eq!((s.first(), s.last()), (3, 5));
+            assert_eq!(s.term_of(2).expect("base term"), 1);
+            assert_eq!(s.term_of(5).expect("term"), 2);
+            assert_eq!((s.hard_state().term, s.hard_state().vote), (2, 7));
+            assert_eq!(s.conf_state().voters, [7, 8, 9]);
+            assert_eq!(s.addrs.get(&7).map(String::as_str), Some("127.0.0.1:7"));
+        };
+        let s = RaftStore::open(&d).expect("open");
+        check(&s);
+        drop(s);
+        assert!(!d.join(RAFT_REDB_FILE).exists(), "raft.redb removed");
+        assert!(d.join(RAFT_LOG_FILE).exists());
+        // Opened again: from raft.log.
+        check(&RaftStore::open(&d).expect("reopen"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
