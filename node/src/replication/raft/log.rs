@@ -624,8 +624,10 @@ mod tests {
         persist(&mut lf, &(7..=8).map(|i| ent(i, 2)).collect::<Vec<_>>(), 2);
         lf.push_base(3, 1).expect("base");
         lf.write(false).expect("write");
-        let mut cs = ConfState::default();
-        cs.voters = vec![1, 2];
+        let cs = ConfState {
+            voters: vec![1, 2],
+            ..Default::default()
+        };
         let mut a = Addrs::new();
         a.insert(2, "127.0.0.1:2".into());
         lf.push_conf(&cs, &a).expect("conf");
