@@ -26,7 +26,7 @@ use crate::replication::external::primary::{Peer, STALL_SLACK};
 use crate::store::{StoreOp, TxMeta};
 use confd_ha::errcode::*;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,7 +48,19 @@ pub type CommitResult = Result<String, (i32, String)>;
 pub struct CommitReq {
     pub ops: Vec<StoreOp>,
     pub reply: SyncSender<CommitResult>,
+    /// The data session's binding (external mode): 0, or the `primary_term` of the PRIMARY
+    /// role the session was opened to or committed under. A commit of a session bound to a
+    /// PRIMARY role the node has left since (benone, besecondary, then maybe PRIMARY again)
+    /// is refused with CONFD_ERR_NOT_WRITABLE and not made: a commit sent to the primary
+    /// is never committed by the same node in another role (in NONE it would be discarded
+    /// at the next join). Sessions opened in NONE write in NONE, as ConfD allows.
+    pub session: Arc<AtomicU64>,
 }
+
+/// The reason given to a commit of a session bound to a PRIMARY role the node has left.
+pub const LEFT_PRIMARY_REFUSAL: &str = "this session was opened to (or committed on) this \
+     node while it was PRIMARY, and the node has left that role since: the commit was not \
+     made; open a new session to the current primary";
 
 fn size(ops: &[StoreOp]) -> usize {
     ops.iter()
@@ -296,6 +308,27 @@ pub fn committer(node: Arc<Node>, rx: Receiver<CommitReq>) {
     }
 }
 
+/// Answers (refuses) the requests of sessions bound to a PRIMARY role other than `term`'s
+/// (0: not PRIMARY now), binds the others to `term` when it is one, and returns them.
+fn bind_sessions(term: u64, batch: Vec<CommitReq>) -> Vec<CommitReq> {
+    let mut keep = Vec::with_capacity(batch.len());
+    for r in batch {
+        let b = r.session.load(Ordering::Relaxed);
+        if b != 0 && b != term {
+            let _ = r.reply.send(Err((
+                CONFD_ERR_NOT_WRITABLE,
+                LEFT_PRIMARY_REFUSAL.to_string(),
+            )));
+            continue;
+        }
+        if term != 0 {
+            r.session.store(term, Ordering::Relaxed);
+        }
+        keep.push(r);
+    }
+    keep
+}
+
 /// Commits one batch (or refuses it) and says what its replies wait for.
 fn commit_batch(node: &Arc<Node>, need: usize, batch: Vec<CommitReq>) -> InFlight {
     let refuse = |batch: Vec<CommitReq>, code: i32, why: String| InFlight {
@@ -310,6 +343,11 @@ fn commit_batch(node: &Arc<Node>, need: usize, batch: Vec<CommitReq>) -> InFligh
         let why = cs.refusal.clone();
         drop(cs);
         return refuse(batch, CONFD_ERR_NOT_WRITABLE, why);
+    }
+    let batch = bind_sessions(cs.primary_term, batch);
+    if batch.is_empty() {
+        drop(cs);
+        return refuse(batch, CONFD_ERR_NOT_WRITABLE, String::new());
     }
     let down = cs.down.clone();
     if need > 0 {

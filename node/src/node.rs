@@ -90,6 +90,11 @@ pub struct CommitState {
     /// transaction log holds only the ones after it, so a secondary whose last transaction is
     /// exactly this one can still catch up from here (None: no copy since the start).
     pub copy_base: Option<TxMeta>,
+    /// Non-zero while this is a PRIMARY's commit path: that role's generation + 1. A data
+    /// session opened to (or committing on) the primary is bound to it; once the node has
+    /// left that PRIMARY role, the session's commits are refused (see
+    /// [`crate::commit::CommitReq::session`]).
+    pub primary_term: u64,
 }
 
 pub enum Role {
@@ -203,6 +208,7 @@ impl Node {
                 my_id: none_name,
                 seq_floor,
                 copy_base: None,
+                primary_term: 0,
             }),
             commit_tx: Mutex::new(None),
             pipeline: Default::default(),
@@ -295,6 +301,11 @@ impl Node {
         c.refusal = fault
             .map(|f| format!("{f}: writes are refused"))
             .unwrap_or(refusal);
+        c.primary_term = if writable && down.is_some() {
+            gen + 1
+        } else {
+            0
+        };
         c.down = down;
         if let Some(me) = me {
             c.my_id = id_str(me);

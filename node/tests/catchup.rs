@@ -494,3 +494,34 @@ fn a_version_2_secondary_still_gets_a_copy_and_version_3_a_catch_up() {
     let w = welcome(&p, "c", 3, seq, "someone-else");
     assert!(w[1].is_atom("copy"), "{w:?}");
 }
+
+/// Missed transactions over MAX_CATCH_UP_BYTES (128 MiB) give a full copy, decided from the
+/// commit log's record sizes before any of them is read into memory.
+#[test]
+fn a_backlog_over_max_catch_up_bytes_gets_a_full_copy() {
+    let port = free_port();
+    let p = Node::start("p", 2, port, &[]);
+    let s = Node::start("s", 3, port, &[]);
+    p.ha().beprimary("p").unwrap();
+    p.set("/base", Value::Int32(1));
+    let mut hs = s.ha();
+    hs.besecondary("s", &p.as_primary(), true).unwrap();
+    hs.benone().unwrap();
+    // 130 transactions of 1 MiB each.
+    let mut d = p.data();
+    for i in 0..130 {
+        let mut t = Txn::new();
+        t.set(&format!("/big/k{i:03}"), Value::Buf(vec![i as u8; 1 << 20]));
+        d.commit(&t).unwrap();
+    }
+    hs.besecondary("s", &p.as_primary(), true).unwrap();
+    same_txid(&p, &s);
+    assert_eq!(s.stat("full_copies_received"), 2, "{}", p.log_text());
+    assert_eq!(s.stat("catch_ups_received"), 0);
+    assert!(
+        p.log_text().contains("MAX_CATCH_UP_BYTES"),
+        "{}",
+        p.log_text()
+    );
+    assert_eq!(s.get("/big/k129"), Some(Value::Buf(vec![129; 1 << 20])));
+}

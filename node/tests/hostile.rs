@@ -424,6 +424,23 @@ fn one_source_cannot_fill_the_pending_handshakes_of_a_port() {
     drop(idle);
 }
 
+/// A burst of connections from one host (a client's pool; every local client comes from
+/// 127.0.0.1) is admitted while the port is not under pressure: the per-source cap applies
+/// only once half of `max-pending-handshakes` are in use (before, the 9th connection of a
+/// pool opening at once was closed at accept).
+#[test]
+fn a_burst_of_connections_from_one_host_is_admitted() {
+    let p = Node::start("p", 2, free_port(), &[]);
+    p.ha().beprimary("p").unwrap();
+    // 12 connections from 127.0.0.1 in their hello at once (more than the per-source cap)...
+    let held: Vec<TcpStream> = (0..12).map(|_| ipc_raw(&p)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...and one more from the same host says its hello and commits.
+    p.set("/pool", Value::Int32(1));
+    assert!(!p.log_text().contains("MAX_PENDING_HANDSHAKES_PER_SOURCE"));
+    drop(held);
+}
+
 #[test]
 fn idle_data_connections_time_out_and_subscriptions_count_against_the_limit() {
     let n = Node::start(

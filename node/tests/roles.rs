@@ -293,3 +293,44 @@ fn a_commit_waits_for_a_secondary_whose_copy_is_sent_but_unacknowledged() {
         .expect("the commit returns once acknowledged");
     assert!(r.is_ok(), "{r:?}");
 }
+
+/// A commit sent to the primary is never made by the same node in another role: a session
+/// opened to (or committing on) the PRIMARY is refused once the node has left that role (a
+/// commit racing a planned switchover's benone used to be made in NONE, acknowledged, and
+/// then discarded when the node joined the new primary). Sessions opened in NONE write in
+/// NONE, as ConfD allows.
+#[test]
+fn a_session_of_the_primary_is_refused_after_the_node_left_the_role() {
+    let port = free_port();
+    let a = Node::start("a", 2, port, &[]);
+    let mut ha = a.ha();
+    let commit = |d: &mut confd_ha::client::data::DataClient, p: &str| {
+        let mut t = Txn::new();
+        t.set(p, Value::Int32(1));
+        d.commit(&t)
+    };
+    // Opened in NONE: writes there, then (unbound) as the primary, which binds it.
+    let mut early = a.data();
+    commit(&mut early, "/none0").expect("a session opened in NONE writes in NONE");
+    ha.beprimary("a").unwrap();
+    // Opened to the primary, no commit before the role change: bound at opening.
+    let mut opened = a.data();
+    commit(&mut early, "/p1").expect("commit on the primary");
+    ha.benone().unwrap();
+    for (name, d) in [("early", &mut early), ("opened", &mut opened)] {
+        let e = commit(d, &format!("/after-{name}")).expect_err("must be refused");
+        assert_eq!(e.errno(), CONFD_ERR_NOT_WRITABLE, "{name}: {e}");
+        assert!(e.to_string().contains("has left that role"), "{name}: {e}");
+        assert_eq!(a.get(&format!("/after-{name}")), None, "{name}: not made");
+    }
+    // A new session writes in NONE.
+    a.set("/none1", Value::Int32(2));
+    // PRIMARY again is another role: the old sessions stay refused, new ones commit.
+    ha.beprimary("a").unwrap();
+    let e = commit(&mut early, "/again").expect_err("still bound to the old role");
+    assert_eq!(e.errno(), CONFD_ERR_NOT_WRITABLE, "{e}");
+    let mut fresh = a.data();
+    commit(&mut fresh, "/p2").expect("a new session on the primary");
+    // Reads on a bound session still work.
+    assert_eq!(early.get("/p2").unwrap(), Value::Int32(1));
+}

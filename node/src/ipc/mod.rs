@@ -102,8 +102,10 @@ pub fn set_write_timeout(s: &Stream, d: Option<Duration>) {
 }
 
 /// Most connections from one source address still in their hello or
-/// handshake on one listening port, so that one source cannot fill
-/// `max-pending-handshakes` for everyone else.
+/// handshake on one listening port once half of `max-pending-handshakes` are
+/// in use, so that one source cannot fill the port for everyone else. Below
+/// that a source may have more: a burst of connections from one host (a
+/// client's connection pool, every local client on 127.0.0.1) is admitted.
 pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 8;
 
 /// Connections of one listening port still in their hello: in all, and per
@@ -121,7 +123,8 @@ pub struct Pending(Arc<PendingCount>, Option<std::net::IpAddr>);
 pub enum PendingFull {
     /// `max` connections on the port are already pending.
     Port,
-    /// `MAX_PENDING_HANDSHAKES_PER_SOURCE` from this source are already pending.
+    /// `MAX_PENDING_HANDSHAKES_PER_SOURCE` from this source are already pending
+    /// and half of the port's `max` are in use.
     Source,
 }
 
@@ -136,7 +139,9 @@ impl PendingCount {
         if let Some(ip) = src {
             let mut m = lock(&self.by_source);
             let n = m.entry(ip).or_insert(0);
-            if *n >= MAX_PENDING_HANDSHAKES_PER_SOURCE {
+            if *n >= MAX_PENDING_HANDSHAKES_PER_SOURCE
+                && self.total.load(Ordering::SeqCst) >= max / 2
+            {
                 return Err(PendingFull::Source);
             }
             *n += 1;
@@ -590,6 +595,8 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     };
     let _ = s.set_read_timeout(idle);
     set_write_timeout(&s, None);
+    // Bound to the PRIMARY role the node has now, if any (see `CommitReq::session`).
+    let session = Arc::new(AtomicU64::new(lock(&node.commit).primary_term));
     while let Some(t) = read_request(&mut s, who) {
         let r = match DataRequest::from_term(&t) {
             Ok(DataRequest::Raft(a, _)) if read_only && a != "status" => Err((
@@ -606,7 +613,7 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
                     node.cfg.max_connections
                 ),
             )),
-            Ok(req) => data_request(node, req),
+            Ok(req) => data_request(node, req, &session),
             Err(e) => {
                 crate::warn!("ipc", "{who}: {e}");
                 Err((CONFD_ERR_PROTOUSAGE, e))
@@ -622,7 +629,11 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     }
 }
 
-fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String)> {
+fn data_request(
+    node: &Arc<Node>,
+    req: DataRequest,
+    session: &Arc<AtomicU64>,
+) -> Result<Term, (i32, String)> {
     let st = &node.store;
     match req {
         DataRequest::Get(p) => match st.get(&p).map_err(store_err)? {
@@ -663,7 +674,7 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
         DataRequest::GetLinearizable(p) => match node.managed() {
             Some(m) => {
                 m.read_barrier()?;
-                data_request(node, DataRequest::Get(p))
+                data_request(node, DataRequest::Get(p), session)
             }
             None => Err((
                 CONFD_ERR_BADSTATE,
@@ -710,9 +721,11 @@ fn data_request(node: &Arc<Node>, req: DataRequest) -> Result<Term, (i32, String
             let req = CommitReq {
                 ops: sops,
                 reply: tx,
+                session: session.clone(),
             };
             // A self-managing mode (Raft) orders and batches commits itself: straight to
-            // it, one thread hand-off fewer than through the committer.
+            // it, one thread hand-off fewer than through the committer (the session binding
+            // is external mode's).
             let sent = if let Some(m) = node.managed() {
                 m.commit(vec![req]);
                 true

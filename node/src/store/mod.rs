@@ -101,6 +101,9 @@ const BLOB_REFS: TableDefinition<u64, u64> = TableDefinition::new("blob_refs");
 /// it in the commit log. Only opened to drop it when converting a format-1 store.
 const TXLOG_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("txlog");
 
+/// One transaction of the backlog: its (seq, txid) and its operations.
+pub type LoggedTxn = (TxMeta, Vec<StoreOp>);
+
 /// The backlog (`txlog_from`, `txlog_ids`) keeps this many transactions by default (by seq:
 /// those with seq > last − this); config key `txlog-max-txns`.
 pub const TXLOG_MAX_TXNS: u64 = 10_000;
@@ -1423,7 +1426,18 @@ impl Store {
     /// the transactions with seq > (last logged seq − `txlog-max-txns`), read back from the
     /// commit log. Transactions that came by a full copy are not there (a copy starts a new
     /// history).
-    pub fn txlog_from(&self, from: u64) -> Result<Vec<(TxMeta, Vec<StoreOp>)>, StoreError> {
+    pub fn txlog_from(&self, from: u64) -> Result<Vec<LoggedTxn>, StoreError> {
+        Ok(self.txlog_within(from, usize::MAX)?.unwrap_or_default())
+    }
+
+    /// As [`Store::txlog_from`], but None, without reading any of them, when their records
+    /// in the commit log take more than `max_bytes` in all (a bound on what one read costs
+    /// in memory).
+    pub fn txlog_within(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<LoggedTxn>>, StoreError> {
         let i = &self.inner;
         let _files = i.files.read().unwrap_or_else(|e| e.into_inner());
         let (entries, dir) = {
@@ -1436,6 +1450,10 @@ impl Store {
                 log.dir().to_path_buf(),
             )
         };
+        let bytes: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
+        if bytes > max_bytes as u64 {
+            return Ok(None);
+        }
         let mut out = Vec::with_capacity(entries.len());
         let mut open: Option<(u64, std::fs::File)> = None;
         for e in &entries {
@@ -1451,7 +1469,7 @@ impl Store {
                 out.push(log::read_entry(f, &p, e)?);
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// The (seq, txid) of the backlog's transactions with `lo <= seq <= hi`, oldest first
@@ -2609,6 +2627,11 @@ mod tests {
             vec![(1, meta(1).txid), (2, meta(2).txid)]
         );
         assert!(s.txlog_ids(3, 2).unwrap().is_empty());
+        // Read only within a byte budget: over it, nothing is read.
+        let all = s.txlog_within(1, usize::MAX).unwrap().unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(s.txlog_within(1, 10).unwrap().is_none());
+        assert_eq!(s.txlog_within(3, 1 << 20).unwrap().unwrap().len(), 1);
         // Trimmed to TXLOG_MAX_TXNS.
         let far = TXLOG_MAX_TXNS + 10;
         commit1(&s, far, vec![set("/z", "z")]);

@@ -62,6 +62,22 @@ struct Backlog {
 }
 
 impl Backlog {
+    /// The missed transactions from `from` on, read only if their log records fit in what
+    /// is left of MAX_CATCH_UP_BYTES (so a huge backlog is never read into memory).
+    fn read(&self, node: &Node, from: u64) -> Result<Vec<(TxMeta, Vec<StoreOp>)>, String> {
+        node.store
+            .txlog_within(from, MAX_CATCH_UP_BYTES.saturating_sub(self.bytes))
+            .map_err(|e| format!("this node cannot read its transaction log ({e})"))?
+            .ok_or_else(Self::too_big)
+    }
+
+    fn too_big() -> String {
+        format!(
+            "the transactions it missed take more than {} MiB (MAX_CATCH_UP_BYTES)",
+            MAX_CATCH_UP_BYTES >> 20
+        )
+    }
+
     fn add(&mut self, txns: Vec<(TxMeta, Vec<StoreOp>)>) -> Result<(), String> {
         for (m, ops) in txns {
             let f = frame(&PeerMsg::Txn {
@@ -71,10 +87,7 @@ impl Backlog {
             });
             self.bytes += f.len();
             if self.bytes > MAX_CATCH_UP_BYTES {
-                return Err(format!(
-                    "the transactions it missed take more than {} MiB (MAX_CATCH_UP_BYTES)",
-                    MAX_CATCH_UP_BYTES >> 20
-                ));
+                return Err(Self::too_big());
             }
             self.frames.push(f);
             if self.first == 0 {
@@ -1168,7 +1181,8 @@ impl Downstream {
             // kept everything since (it is trimmed only beyond `txlog-max-txns`).
             None if base.as_ref() == Some(&b.last) && last.seq - seq < max => {
                 b.from_base = Some(seq);
-                b.add(node.store.txlog_from(seq + 1).map_err(unreadable)?)?;
+                let t = b.read(node, seq + 1)?;
+                b.add(t)?;
                 return Ok(b);
             }
             Some((_, t)) => {
@@ -1192,7 +1206,7 @@ impl Downstream {
                 });
             }
         }
-        let mut txns = node.store.txlog_from(seq).map_err(unreadable)?.into_iter();
+        let mut txns = b.read(node, seq)?.into_iter();
         match txns.next() {
             Some((m, _)) if m.seq == seq && m.txid == txid => {}
             _ => {
@@ -1221,19 +1235,10 @@ impl Downstream {
         }
         if b.from_base.is_some() && b.frames.is_empty() && b.last.seq < last.seq {
             // Nothing after the copy base was read yet.
-            let tail = self
-                .node
-                .store
-                .txlog_from(b.last.seq + 1)
-                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?;
+            let tail = b.read(&self.node, b.last.seq + 1)?;
             b.add(tail)?;
         } else if b.last.seq < last.seq {
-            let mut tail = self
-                .node
-                .store
-                .txlog_from(b.last.seq)
-                .map_err(|e| format!("this node cannot read its transaction log ({e})"))?
-                .into_iter();
+            let mut tail = b.read(&self.node, b.last.seq)?.into_iter();
             // The log is trimmed from its start only: while it still holds the last
             // transaction read, it holds everything after it.
             match tail.next() {
