@@ -768,7 +768,7 @@ impl Engine {
             }
             Ev::Msg(mut m) => {
                 // A leader that still counts entries this node no longer has (it was reset,
-                // or lost its Raft log) sends a commit index past our log: raft-rs would
+                // or lost its raft.redb) sends a commit index past our log: raft-rs would
                 // stop on it. Ignore the advance; the leader then finds the gap and sends
                 // what is missing (or a snapshot).
                 if m.get_msg_type() == MessageType::MsgHeartbeat
