@@ -290,6 +290,8 @@ struct Engine {
     /// Since when this node leads (None: it does not): the votes that made it leader
     /// count as hearing from their voters then.
     leader_since: Option<Instant>,
+    /// Since when this leader is no longer a voter (it applied its own removal).
+    removed_since: Option<Instant>,
     /// When each voter became one: a new voter counts as heard from then.
     voter_since: HashMap<u64, Instant>,
     /// Committed entries a follower has not applied yet, and since when they wait.
@@ -328,8 +330,28 @@ impl raft::Storage for Shared {
     }
 }
 
+/// raft-rs's own log lines, into ours under the "raft-rs" tag: its warnings and errors as
+/// WARN, its info lines (elections, votes, term changes, refusals to campaign) as DEBUG;
+/// its debug and trace lines (per message) are dropped.
+struct EngineLog;
+
+impl slog::Drain for EngineLog {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match r.level() {
+            slog::Level::Critical | slog::Level::Error | slog::Level::Warning => {
+                crate::warn!("raft-rs", "{}", r.msg())
+            }
+            slog::Level::Info => crate::debug!("raft-rs", "{}", r.msg()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
+    slog::Logger::root(EngineLog, slog::o!())
 }
 
 /// The Raft tick is at most this long (the heartbeat interval is a whole number of
@@ -518,6 +540,7 @@ impl Engine {
             was_connected: Default::default(),
             fatal: None,
             leader_since: None,
+            removed_since: None,
             voter_since: HashMap::new(),
             deferred: Vec::new(),
             deferred_since: None,
@@ -628,14 +651,19 @@ impl Engine {
         let now = Instant::now();
         let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
         self.voter_since.retain(|v, _| voters.contains(v));
-        for v in voters {
+        for &v in &voters {
             self.voter_since.entry(v).or_insert(now);
         }
         if self.raw.raft.state != StateRole::Leader {
+            self.removed_since = None;
             return;
         }
         if self.leader_since.is_none() {
             self.leader_since = Some(now);
+        }
+        if !voters.contains(&self.id) {
+            self.step_aside_removed(now);
+            return;
         }
         if !self.has_lease() {
             let ago = self
@@ -649,6 +677,42 @@ impl Engine {
             );
             let term = self.raw.raft.term;
             self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
+    /// A leader that applied its own removal (raft-rs keeps it leading, and its heartbeats
+    /// would keep the remaining voters from ever electing one of them): it hands over to the
+    /// most up-to-date voter at once, and becomes a follower (which, not being a voter, never
+    /// stands) when that has not happened within an election timeout, or at once when no
+    /// voter is left to hand over to.
+    fn step_aside_removed(&mut self, now: Instant) {
+        let first = self.removed_since.is_none();
+        let since = *self.removed_since.get_or_insert(now);
+        let me = self.id;
+        let best = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter(|(id, _)| self.raw.raft.prs().conf().voters().contains(**id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id);
+        if first {
+            crate::warn!(
+                "raft",
+                "this leader is no longer a member: handing over to {}",
+                best.and_then(|b| self.addr_of(b))
+                    .unwrap_or_else(|| "nobody (no voter left)".into())
+            );
+            if let Some(b) = best {
+                self.raw.transfer_leader(b);
+            }
+        }
+        if best.is_none() || now.saturating_duration_since(since) >= self.cfg.election_timeout {
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            self.removed_since = None;
         }
     }
 
