@@ -336,6 +336,12 @@ fn raft_leader_without_majority_refuses_writes() {
 /// timeout of last hearing from them, and a commit it had proposed just before gets its
 /// answer at once (CONFD_ERR_HA_ABORT: outcome unknown), not when the partition heals or
 /// storage-timeout (20 s) runs out.
+///
+/// The removal of r3 proposed on the cut-off leader reaches the followers' sockets before
+/// they stop; after the heal, when r3 wins the election (about every other run) it commits
+/// its own removal as leader. raft-rs keeps such a leader leading and its heartbeats kept
+/// the others from ever electing one of them (no leader at all: 3 of 6 runs failed here);
+/// now it hands over (`step_aside_removed`).
 #[test]
 fn raft_cut_off_leader_steps_down_and_answers_waiting_commits() {
     // A long election timeout: the commit below is surely proposed before the leader

@@ -420,39 +420,56 @@ fn raft_snapshot_staging_is_bounded() {
 }
 
 /// The state a crash leaves between installing a snapshot's data in the store and
-/// recording it in the Raft log: the store ahead of the log. Made here by stopping a
-/// follower and dropping the last entries of its raft.redb (the store keeps them applied,
-/// its txid `raft-TERM-INDEX`); not by a crash at that instant. On restart the node
-/// rebases its log on the store, asks the leader for a snapshot and follows again,
-/// instead of staying disabled.
+/// recording it in the Raft log: the store ahead of the log. Made here, not by a crash at
+/// that instant: a stopped follower's Raft log files are saved, it runs on and applies
+/// more, stops, and gets the saved (older) Raft log back — its store (txid
+/// `raft-TERM-INDEX`) is then ahead of its log. On restart the node rebases its log on the
+/// store, asks the leader for a snapshot and follows again, instead of staying disabled.
 #[test]
 fn raft_store_ahead_of_the_log_recovers_by_itself() {
     let mut v = cluster3("");
     let l = leader_of(&v);
     let f = (l + 1) % 3;
-    for i in 0..12 {
+    try_set(&v[l], "/k0", "v").expect("commit");
+    wait_for("the follower applies", SLOW, || {
+        (v[f].n.get("/k0") == Some(buf("v"))).then_some(())
+    });
+    let stop = |n: &mut RaftNode| {
+        n.n.signal(libc::SIGTERM);
+        n.n.wait_exit(SLOW);
+    };
+    let raft_files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("raft.") && !n.contains("staging"))
+            })
+            .collect()
+    };
+    stop(&mut v[f]);
+    let saved = TempDir::new("raft-log-saved");
+    let files = raft_files(&v[f].n.dir);
+    assert!(!files.is_empty(), "no Raft log files in {:?}", v[f].n.dir);
+    for p in &files {
+        std::fs::copy(p, saved.path().join(p.file_name().unwrap())).unwrap();
+    }
+    v[f].n.spawn();
+    for i in 1..12 {
         try_set(&v[l], &format!("/k{i}"), "v").expect("commit");
     }
     wait_for("the follower applies", SLOW, || {
         (v[f].n.get("/k11") == Some(buf("v"))).then_some(())
     });
-    let applied = status(&v[f])["applied_index"].as_u64().unwrap();
-    v[f].n.signal(libc::SIGTERM);
-    v[f].n.wait_exit(SLOW);
-    // Drop the log entries after applied - 4.
-    let keep = applied - 4;
-    {
-        const ENTRIES: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("entries");
-        use redb::ReadableTableMetadata as _;
-        let db = redb::Database::open(v[f].n.dir.join("raft.redb")).expect("open raft.redb");
-        let w = db.begin_write().unwrap();
-        {
-            let mut t = w.open_table(ENTRIES).unwrap();
-            let before = t.len().unwrap();
-            t.retain(|k, _| k <= keep).unwrap();
-            assert!(t.len().unwrap() < before, "no entry after {keep} to drop");
-        }
-        w.commit().unwrap();
+    stop(&mut v[f]);
+    for p in raft_files(&v[f].n.dir) {
+        std::fs::remove_file(p).unwrap();
+    }
+    for p in &files {
+        std::fs::copy(saved.path().join(p.file_name().unwrap()), p).unwrap();
     }
     try_set(&v[l], "/while-down", "1").expect("commit while it is down");
     v[f].n.spawn();
@@ -469,7 +486,9 @@ fn raft_store_ahead_of_the_log_recovers_by_itself() {
         let log = v[f].n.log_text();
         (log.contains("asked the leader") && log.contains("installed a snapshot")).then_some(())
     });
-    assert_eq!(role(&v[f]), "follower");
+    wait_for("a follower", SLOW, || {
+        (role(&v[f]) == "follower").then_some(())
+    });
     try_set(&v[l], "/after", "2").expect("commit after");
     wait_for("the follower applies after", SLOW, || {
         (v[f].n.get("/after") == Some(buf("2"))).then_some(())

@@ -718,19 +718,25 @@ fn data_request(
             }
             let (tx, rx) = sync_channel(1);
             let t0 = std::time::Instant::now();
-            // Sent outside the lock (the send may wake the committer).
-            let committer = lock(&node.commit_tx).clone();
-            let sent = committer
-                .as_ref()
-                .map(|c| {
-                    c.send(CommitReq {
-                        ops: sops,
-                        reply: tx,
-                        session: session.clone(),
-                    })
-                    .is_ok()
-                })
-                .unwrap_or(false);
+            let req = CommitReq {
+                ops: sops,
+                reply: tx,
+                session: session.clone(),
+            };
+            // A self-managing mode (Raft) orders and batches commits itself: straight to
+            // it, one thread hand-off fewer than through the committer (the session binding
+            // is external mode's).
+            let sent = if let Some(m) = node.managed() {
+                m.commit(vec![req]);
+                true
+            } else {
+                // Sent outside the lock (the send may wake the committer).
+                let committer = lock(&node.commit_tx).clone();
+                committer
+                    .as_ref()
+                    .map(|c| c.send(req).is_ok())
+                    .unwrap_or(false)
+            };
             if !sent {
                 return Err((CONFD_ERR_INTERNAL, "the committer is not running".into()));
             }

@@ -5,7 +5,7 @@
 //! store; one that is too far behind gets a snapshot, the store's full copy.
 //!
 //! Threads: `raft` runs the RawNode (ticks, messages, proposals, the Ready loop: persist
-//! the log in `raft.redb`, send, apply); `raft-events` emits HA events in order (an
+//! the log in `raft.log`, send, apply); `raft-events` emits HA events in order (an
 //! HA_INFO_SYNC subscriber may hold it, never the Raft loop); the transport has an accept
 //! thread, one thread per inbound connection and one sender per peer.
 //!
@@ -14,6 +14,7 @@
 
 mod guard;
 mod links;
+mod log;
 mod observe;
 mod recover;
 mod storage;
@@ -49,6 +50,12 @@ pub const RAFT_MAX_MSG_BYTES: u64 = 1024 * 1024;
 pub const RAFT_MAX_INFLIGHT_MSGS: usize = 256;
 /// Most entries whose propose time is remembered for `lag_ms`.
 const MAX_TRACKED_PROPOSALS: usize = 100_000;
+/// A follower applies committed entries to its store this long after it learns they are
+/// committed (one Raft tick later at most), in batches: one store transaction per batch
+/// instead of one per append. Reads on a follower are that much staler at most.
+pub const RAFT_FOLLOWER_APPLY_DELAY_MS: u64 = 5;
+/// A follower applies at once when this many committed entries wait.
+pub const RAFT_FOLLOWER_APPLY_BATCH: usize = 512;
 
 pub enum Ev {
     Msg(Message),
@@ -291,10 +298,15 @@ struct Engine {
     /// Since when this node leads (None: it does not): the votes that made it leader
     /// count as hearing from their voters then.
     leader_since: Option<Instant>,
+    /// Since when this leader is no longer a voter (it applied its own removal).
+    removed_since: Option<Instant>,
     /// When each voter became one: a new voter counts as heard from then.
     voter_since: HashMap<u64, Instant>,
     /// The log was rebased on the store at start: a snapshot is to be asked for.
     resnap: bool,
+    /// Committed entries a follower has not applied yet, and since when they wait.
+    deferred: Vec<Entry>,
+    deferred_since: Option<Instant>,
 }
 
 /// The RaftStore shared between the engine and the RawNode.
@@ -328,8 +340,28 @@ impl raft::Storage for Shared {
     }
 }
 
+/// raft-rs's own log lines, into ours under the "raft-rs" tag: its warnings and errors as
+/// WARN, its info lines (elections, votes, term changes, refusals to campaign) as DEBUG;
+/// its debug and trace lines (per message) are dropped.
+struct EngineLog;
+
+impl slog::Drain for EngineLog {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, r: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match r.level() {
+            slog::Level::Critical | slog::Level::Error | slog::Level::Warning => {
+                crate::warn!("raft-rs", "{}", r.msg())
+            }
+            slog::Level::Info => crate::debug!("raft-rs", "{}", r.msg()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
+    slog::Logger::root(EngineLog, slog::o!())
 }
 
 /// The Raft tick is at most this long (the heartbeat interval is a whole number of
@@ -369,6 +401,13 @@ fn engine_config(
         max_inflight_msgs: RAFT_MAX_INFLIGHT_MSGS,
         check_quorum: true,
         pre_vote: true,
+        // A commit advance rides on the next append or heartbeat instead of an append
+        // of its own to every follower (and its response): half the messages per commit.
+        // Followers apply a little later; nothing waits on that (reads on them may be
+        // stale, and a membership change still broadcasts).
+        skip_bcast_commit: true,
+        // Appends queued for one follower go as one message.
+        batch_append: true,
         read_only_option: raft::ReadOnlyOption::Safe,
         ..Default::default()
     };
@@ -514,8 +553,11 @@ impl Engine {
             was_connected: Default::default(),
             fatal: None,
             leader_since: None,
+            removed_since: None,
             voter_since: HashMap::new(),
             resnap,
+            deferred: Vec::new(),
+            deferred_since: None,
         };
         e.refresh_view();
         let tick = engine_config(&e.cfg, e.id, 0).0;
@@ -547,6 +589,7 @@ impl Engine {
             e.check_lease();
             e.drive();
             e.on_ready()?;
+            e.apply_deferred_when_due();
             e.after_role_change();
             e.expire();
             e.refresh_view();
@@ -624,25 +667,19 @@ impl Engine {
         let now = Instant::now();
         let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
         self.voter_since.retain(|v, _| voters.contains(v));
-        for v in voters {
+        for &v in &voters {
             self.voter_since.entry(v).or_insert(now);
         }
         if self.raw.raft.state != StateRole::Leader {
-            return;
-        }
-        if !self.raw.raft.prs().conf().voters().contains(self.id) {
-            // Removed by a membership change another leader proposed: raft-rs would go on
-            // leading (and its heartbeats would keep the members from electing a member).
-            crate::warn!(
-                "raft",
-                "stepping down: this node is no longer a voting member"
-            );
-            let term = self.raw.raft.term;
-            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            self.removed_since = None;
             return;
         }
         if self.leader_since.is_none() {
             self.leader_since = Some(now);
+        }
+        if !voters.contains(&self.id) {
+            self.step_aside_removed(now);
+            return;
         }
         if !self.has_lease() {
             let ago = self
@@ -656,6 +693,42 @@ impl Engine {
             );
             let term = self.raw.raft.term;
             self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
+    /// A leader that applied its own removal (raft-rs keeps it leading, and its heartbeats
+    /// would keep the remaining voters from ever electing one of them): it hands over to the
+    /// most up-to-date voter at once, and becomes a follower (which, not being a voter, never
+    /// stands) when that has not happened within an election timeout, or at once when no
+    /// voter is left to hand over to.
+    fn step_aside_removed(&mut self, now: Instant) {
+        let first = self.removed_since.is_none();
+        let since = *self.removed_since.get_or_insert(now);
+        let me = self.id;
+        let best = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter(|(id, _)| self.raw.raft.prs().conf().voters().contains(**id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id);
+        if first {
+            crate::warn!(
+                "raft",
+                "this leader is no longer a member: handing over to {}",
+                best.and_then(|b| self.addr_of(b))
+                    .unwrap_or_else(|| "nobody (no voter left)".into())
+            );
+            if let Some(b) = best {
+                self.raw.transfer_leader(b);
+            }
+        }
+        if best.is_none() || now.saturating_duration_since(since) >= self.cfg.election_timeout {
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            self.removed_since = None;
         }
     }
 
@@ -807,7 +880,13 @@ impl Engine {
                 self.reads
                     .insert(ctx, (reply, Instant::now() + self.cfg.storage_timeout));
             }
-            Ev::Action(a, reply) => self.action(a, reply),
+            Ev::Action(a, reply) => {
+                // An action sees the store with every known committed entry applied.
+                if let Err(e) = self.apply_deferred() {
+                    self.fatal.get_or_insert(e);
+                }
+                self.action(a, reply)
+            }
             Ev::Unreachable(id) => self.raw.report_unreachable(id),
             Ev::SnapshotDone(id, ok) => self.raw.report_snapshot(
                 id,
@@ -1421,6 +1500,49 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies committed entries, or, on a follower with nothing waiting on them, keeps
+    /// them for a batch (applied within RAFT_FOLLOWER_APPLY_DELAY_MS). Anything else
+    /// (leader, a membership change, a waiting commit or read) applies what waits first.
+    fn apply_or_defer(&mut self, ents: Vec<Entry>) -> Result<(), String> {
+        if ents.is_empty() {
+            return Ok(());
+        }
+        let defer = self.raw.raft.state != StateRole::Leader
+            && self.pending.is_empty()
+            && self.ready_reads.is_empty()
+            && self.waiters.is_empty()
+            && ents
+                .iter()
+                .all(|e| e.get_entry_type() == EntryType::EntryNormal);
+        if defer && self.deferred.len() + ents.len() < RAFT_FOLLOWER_APPLY_BATCH {
+            self.deferred_since.get_or_insert_with(Instant::now);
+            self.deferred.extend(ents);
+            return Ok(());
+        }
+        let mut all = std::mem::take(&mut self.deferred);
+        self.deferred_since = None;
+        all.extend(ents);
+        self.apply(all)
+    }
+
+    fn apply_deferred(&mut self) -> Result<(), String> {
+        self.deferred_since = None;
+        let all = std::mem::take(&mut self.deferred);
+        self.apply(all)
+    }
+
+    fn apply_deferred_when_due(&mut self) {
+        let due = self.deferred_since.is_some_and(|t| {
+            t.elapsed() >= Duration::from_millis(RAFT_FOLLOWER_APPLY_DELAY_MS)
+                || self.raw.raft.state == StateRole::Leader
+        });
+        if due {
+            if let Err(e) = self.apply_deferred() {
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), String> {
         let meta = snap.get_metadata();
         let Some((idx, path)) = self.staged.take() else {
@@ -1484,7 +1606,10 @@ impl Engine {
         }
         if !rd.snapshot().is_empty() {
             let s = rd.snapshot().clone();
-            if let Err(e) = self.install_snapshot(&s) {
+            let r = self
+                .apply_deferred()
+                .and_then(|_| self.install_snapshot(&s));
+            if let Err(e) = r {
                 self.fatal = Some(format!("installing a snapshot failed: {e}"));
                 return Ok(());
             }
@@ -1493,7 +1618,7 @@ impl Engine {
             self.t.snapshot_consumed();
         }
         let ce = rd.take_committed_entries();
-        if let Err(e) = self.apply(ce) {
+        if let Err(e) = self.apply_or_defer(ce) {
             self.fatal = Some(e);
             return Ok(());
         }
@@ -1517,7 +1642,7 @@ impl Engine {
         let m = light.take_messages();
         self.send(m);
         let ce = light.take_committed_entries();
-        if let Err(e) = self.apply(ce) {
+        if let Err(e) = self.apply_or_defer(ce) {
             self.fatal = Some(e);
             return Ok(());
         }

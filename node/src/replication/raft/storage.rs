@@ -1,21 +1,25 @@
 //! The Raft log, hard state (term, vote, commit) and configuration, durable in
-//! `raft.redb` in the data directory, with an in-memory copy that raft-rs reads through
-//! the `Storage` trait. Entries before `base` are compacted away: the configuration store
-//! (applied up to at least `base`) stands for them, and a follower that needs them gets a
-//! snapshot (the store's full copy).
+//! `raft.log` in the data directory (see `log.rs` for its format), with an in-memory copy
+//! that raft-rs reads through the `Storage` trait. Entries before `base` are compacted
+//! away: the configuration store (applied up to at least `base`) stands for them, and a
+//! follower that needs them gets a snapshot (the store's full copy).
+//!
+//! A data directory of an older version holds `raft.redb` instead: it is converted to
+//! `raft.log` when opened (and removed once `raft.log` is durable).
 
 // The closures given to `write` return redb's own (large) error type, as redb does.
 #![allow(clippy::result_large_err)]
 
+use super::log::{sync_dir, LogFile, Mem, RAFT_LOG_FILE, RAFT_LOG_REWRITE_MIN_BYTES};
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{GetEntriesContext, RaftState, StorageError};
-use redb::{Database, Durability, TableDefinition};
+use redb::{Database, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The file in the data directory.
-pub const RAFT_FILE: &str = "raft.redb";
+/// The Raft log of older versions, converted to `raft.log` when found.
+pub const RAFT_REDB_FILE: &str = "raft.redb";
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -23,24 +27,12 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// Node id -> node address, for the members (and nodes heard of).
 pub type Addrs = BTreeMap<u64, String>;
 
-pub struct RaftStore {
-    db: Database,
-    hs: HardState,
-    cs: ConfState,
-    /// The index and term of the last compacted entry (0, 0: none).
-    base: (u64, u64),
-    entries: Vec<Entry>,
-    pub addrs: Addrs,
-    /// The configuration store's applied index (kept by the raft thread).
-    pub applied: u64,
-}
-
 fn err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
 
 fn s_err(e: impl std::fmt::Display) -> String {
-    format!("{} : {e}", RAFT_FILE)
+    format!("{} : {e}", RAFT_REDB_FILE)
 }
 
 pub fn encode_addrs(a: &Addrs) -> Vec<u8> {
@@ -69,140 +61,155 @@ pub fn decode_addrs(mut b: &[u8]) -> Option<Addrs> {
     Some(m)
 }
 
+pub struct RaftStore {
+    log: LogFile,
+    m: Mem,
+    /// The configuration store's applied index (kept by the raft thread).
+    pub applied: u64,
+    /// Node id -> node address (the same as in `m`, for the engine to read).
+    pub addrs: Addrs,
+}
+
+/// Reads an older version's `raft.redb`.
+fn read_redb(path: &Path) -> Result<Mem, String> {
+    let db = Database::open(path).map_err(s_err)?;
+    let mut st = Mem::default();
+    let r = db.begin_read().map_err(s_err)?;
+    let t = match r.open_table(STATE) {
+        Ok(t) => t,
+        // Created, never written.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(st),
+        Err(e) => return Err(s_err(e)),
+    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
+        Ok(t.get(k).map_err(s_err)?.map(|v| v.value().to_vec()))
+    };
+    if let Some(b) = get("hard_state")? {
+        st.hs = HardState::parse_from_bytes(&b).map_err(s_err)?;
+    }
+    if let Some(b) = get("conf_state")? {
+        st.cs = ConfState::parse_from_bytes(&b).map_err(s_err)?;
+    }
+    if let Some(b) = get("base")? {
+        if b.len() != 16 {
+            return Err(s_err("damaged base record"));
+        }
+        st.base = (
+            u64::from_be_bytes(b[..8].try_into().map_err(s_err)?),
+            u64::from_be_bytes(b[8..].try_into().map_err(s_err)?),
+        );
+    }
+    if let Some(b) = get("addrs")? {
+        st.addrs = decode_addrs(&b).ok_or_else(|| s_err("damaged addrs record"))?;
+    }
+    let e = match r.open_table(ENTRIES) {
+        Ok(e) => e,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(st),
+        Err(e) => return Err(s_err(e)),
+    };
+    for item in e.range(st.base.0 + 1..).map_err(s_err)? {
+        let (k, v) = item.map_err(s_err)?;
+        let en = Entry::parse_from_bytes(v.value()).map_err(s_err)?;
+        let want = st.last() + 1;
+        if en.index != k.value() || en.index != want {
+            return Err(s_err(format!(
+                "log entry {} out of sequence (expected {want})",
+                k.value()
+            )));
+        }
+        st.entries.push(en);
+    }
+    Ok(st)
+}
+
 impl RaftStore {
     pub fn open(dir: &Path) -> Result<RaftStore, String> {
-        let db = Database::create(dir.join(RAFT_FILE)).map_err(s_err)?;
-        let mut st = RaftStore {
-            db,
-            hs: HardState::default(),
-            cs: ConfState::default(),
-            base: (0, 0),
-            entries: Vec::new(),
-            addrs: Addrs::new(),
+        let old = dir.join(RAFT_REDB_FILE);
+        let (log, m) = match LogFile::open(dir)? {
+            Some(x) => {
+                if old.exists() {
+                    // Converted; the crash came before the old file was removed.
+                    std::fs::remove_file(&old).map_err(|e| format!("{} : {e}", old.display()))?;
+                }
+                x
+            }
+            None if old.exists() => {
+                let m = read_redb(&old)?;
+                let log = LogFile::create(dir, &m)?;
+                std::fs::remove_file(&old).map_err(|e| format!("{} : {e}", old.display()))?;
+                sync_dir(dir)?;
+                crate::info!(
+                    "raft",
+                    "{RAFT_REDB_FILE} converted to {RAFT_LOG_FILE} (entries {}..={})",
+                    m.first(),
+                    m.last()
+                );
+                (log, m)
+            }
+            None => {
+                let m = Mem::default();
+                (LogFile::create(dir, &m)?, m)
+            }
+        };
+        Ok(RaftStore {
+            log,
+            addrs: m.addrs.clone(),
+            m,
             applied: 0,
-        };
-        {
-            let w = st.db.begin_write().map_err(s_err)?;
-            w.open_table(ENTRIES).map_err(s_err)?;
-            w.open_table(STATE).map_err(s_err)?;
-            w.commit().map_err(s_err)?;
-        }
-        let r = st.db.begin_read().map_err(s_err)?;
-        let t = r.open_table(STATE).map_err(s_err)?;
-        let get = |k: &str| -> Result<Option<Vec<u8>>, String> {
-            Ok(t.get(k).map_err(s_err)?.map(|v| v.value().to_vec()))
-        };
-        if let Some(b) = get("hard_state")? {
-            st.hs = HardState::parse_from_bytes(&b).map_err(s_err)?;
-        }
-        if let Some(b) = get("conf_state")? {
-            st.cs = ConfState::parse_from_bytes(&b).map_err(s_err)?;
-        }
-        if let Some(b) = get("base")? {
-            if b.len() != 16 {
-                return Err(s_err("damaged base record"));
-            }
-            st.base = (
-                u64::from_be_bytes(b[..8].try_into().expect("8")),
-                u64::from_be_bytes(b[8..].try_into().expect("8")),
-            );
-        }
-        if let Some(b) = get("addrs")? {
-            st.addrs = decode_addrs(&b).ok_or_else(|| s_err("damaged addrs record"))?;
-        }
-        let e = r.open_table(ENTRIES).map_err(s_err)?;
-        for item in e.range(st.base.0 + 1..).map_err(s_err)? {
-            let (k, v) = item.map_err(s_err)?;
-            let en = Entry::parse_from_bytes(v.value()).map_err(s_err)?;
-            let want = st.base.0 + 1 + st.entries.len() as u64;
-            if en.index != k.value() || en.index != want {
-                return Err(s_err(format!(
-                    "log entry {} out of sequence (expected {want})",
-                    k.value()
-                )));
-            }
-            st.entries.push(en);
-        }
-        drop(e);
-        drop(t);
-        drop(r);
-        Ok(st)
+        })
     }
 
     /// In a cluster (has a configuration).
     pub fn initialized(&self) -> bool {
-        !self.cs.voters.is_empty() || !self.cs.learners.is_empty()
+        !self.m.cs.voters.is_empty() || !self.m.cs.learners.is_empty()
     }
 
     pub fn hard_state(&self) -> &HardState {
-        &self.hs
+        &self.m.hs
     }
     pub fn conf_state(&self) -> &ConfState {
-        &self.cs
+        &self.m.cs
     }
 
     pub fn first(&self) -> u64 {
-        self.base.0 + 1
+        self.m.first()
     }
     pub fn last(&self) -> u64 {
-        self.base.0 + self.entries.len() as u64
-    }
-
-    fn write<F>(&self, f: F) -> Result<(), String>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    {
-        let mut w = self.db.begin_write().map_err(s_err)?;
-        w.set_durability(Durability::Immediate);
-        f(&w).map_err(s_err)?;
-        w.commit().map_err(s_err)
+        self.m.last()
     }
 
     /// Makes new entries (which may overwrite a conflicting tail) and the hard state
-    /// durable, in one fsync.
+    /// durable, in one write and one fdatasync.
     pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>) -> Result<(), String> {
         if ents.is_empty() && hs.is_none() {
             return Ok(());
         }
-        let last = self.last();
-        let first_new = ents.first().map(|e| e.index);
-        if let Some(i) = first_new {
-            if i <= self.base.0 {
-                return Err(s_err(format!(
-                    "entry {i} at or before the compacted index {}",
-                    self.base.0
-                )));
+        if let Some(i) = ents.first().map(|e| e.index) {
+            if i <= self.m.base.0 {
+                return Err(format!(
+                    "{RAFT_LOG_FILE} : entry {i} at or before the compacted index {}",
+                    self.m.base.0
+                ));
             }
-            if i > last + 1 {
-                return Err(s_err(format!("entry {i} leaves a gap after {last}")));
+            if i > self.last() + 1 {
+                return Err(format!(
+                    "{RAFT_LOG_FILE} : entry {i} leaves a gap after {}",
+                    self.last()
+                ));
             }
         }
-        let hs_bytes = hs.map(|h| h.write_to_bytes()).transpose().map_err(s_err)?;
-        let mut recs = Vec::with_capacity(ents.len());
         for e in ents {
-            recs.push((e.index, e.write_to_bytes().map_err(s_err)?));
-        }
-        self.write(|w| {
-            let mut t = w.open_table(ENTRIES)?;
-            if let Some(i) = first_new {
-                if i <= last {
-                    t.retain_in(i.., |_, _| false)?;
-                }
-            }
-            for (i, b) in &recs {
-                t.insert(*i, b.as_slice())?;
-            }
-            if let Some(b) = &hs_bytes {
-                w.open_table(STATE)?.insert("hard_state", b.as_slice())?;
-            }
-            Ok(())
-        })?;
-        if let Some(i) = first_new {
-            self.entries.truncate((i - self.first()) as usize);
-            self.entries.extend_from_slice(ents);
+            self.log.push_entry(e)?;
         }
         if let Some(h) = hs {
-            self.hs = h.clone();
+            self.log.push_hs(h)?;
+        }
+        self.log.write(true)?;
+        self.m
+            .append(ents)
+            .map_err(|e| format!("{RAFT_LOG_FILE} : {e}"))?;
+        if let Some(h) = hs {
+            self.m.hs = h.clone();
         }
         Ok(())
     }
@@ -211,19 +218,14 @@ impl RaftStore {
     /// not needed for safety (at start the commit index is at least the store's applied
     /// index), and writing it now would cost one more fsync per batch.
     pub fn set_commit(&mut self, c: u64) {
-        self.hs.commit = self.hs.commit.max(c);
+        self.m.hs.commit = self.m.hs.commit.max(c);
     }
 
     pub fn set_conf(&mut self, cs: &ConfState, addrs: &Addrs) -> Result<(), String> {
-        let b = cs.write_to_bytes().map_err(s_err)?;
-        let a = encode_addrs(addrs);
-        self.write(|w| {
-            let mut t = w.open_table(STATE)?;
-            t.insert("conf_state", b.as_slice())?;
-            t.insert("addrs", a.as_slice())?;
-            Ok(())
-        })?;
-        self.cs = cs.clone();
+        self.log.push_conf(cs, addrs)?;
+        self.log.write(true)?;
+        self.m.cs = cs.clone();
+        self.m.addrs = addrs.clone();
         self.addrs = addrs.clone();
         Ok(())
     }
@@ -254,25 +256,14 @@ impl RaftStore {
         cs: &ConfState,
         addrs: &Addrs,
     ) -> Result<(), String> {
-        let hb = hs.write_to_bytes().map_err(s_err)?;
-        let cb = cs.write_to_bytes().map_err(s_err)?;
-        let a = encode_addrs(addrs);
-        let mut base = index.to_be_bytes().to_vec();
-        base.extend_from_slice(&term.to_be_bytes());
-        self.write(|w| {
-            w.open_table(ENTRIES)?.retain(|_, _| false)?;
-            let mut t = w.open_table(STATE)?;
-            t.insert("hard_state", hb.as_slice())?;
-            t.insert("conf_state", cb.as_slice())?;
-            t.insert("addrs", a.as_slice())?;
-            t.insert("base", base.as_slice())?;
-            Ok(())
-        })?;
-        self.entries.clear();
-        self.base = (index, term);
-        self.hs = hs.clone();
-        self.cs = cs.clone();
+        self.log.push_reset((index, term), hs, cs, addrs)?;
+        self.log.write(true)?;
+        // Everything before the reset record is dead.
+        let dead = self.log.len();
+        self.m
+            .reset((index, term), hs.clone(), cs.clone(), addrs.clone());
         self.addrs = addrs.clone();
+        self.log.set_dead(dead);
         Ok(())
     }
 
@@ -289,7 +280,7 @@ impl RaftStore {
 
     /// A snapshot was installed (the store holds its data): the log restarts after it.
     pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata, addrs: &Addrs) -> Result<(), String> {
-        let mut hs = self.hs.clone();
+        let mut hs = self.m.hs.clone();
         hs.commit = hs.commit.max(meta.index);
         if hs.term < meta.term {
             hs.term = meta.term;
@@ -297,32 +288,38 @@ impl RaftStore {
         self.reset_to(meta.index, meta.term, &hs, meta.get_conf_state(), addrs)
     }
 
-    /// Drops the entries up to `upto` (applied), keeping its term as the base.
+    /// Drops the entries up to `upto` (applied), keeping its term as the base. The base
+    /// record is written without a sync (lost in a crash, the entries are still in the
+    /// file); the file is rewritten when compacted records take most of it.
     pub fn compact(&mut self, upto: u64) -> Result<(), String> {
-        if upto <= self.base.0 || upto > self.last() || upto > self.applied {
+        if upto <= self.m.base.0 || upto > self.last() || upto > self.applied {
             return Ok(());
         }
-        let term = self.term_of(upto).map_err(s_err)?;
-        let mut base = upto.to_be_bytes().to_vec();
-        base.extend_from_slice(&term.to_be_bytes());
-        self.write(|w| {
-            w.open_table(ENTRIES)?.retain_in(..=upto, |_, _| false)?;
-            w.open_table(STATE)?.insert("base", base.as_slice())?;
-            Ok(())
-        })?;
-        self.entries.drain(..(upto - self.base.0) as usize);
-        self.base = (upto, term);
+        let term = self
+            .term_of(upto)
+            .map_err(|e| format!("{RAFT_LOG_FILE} : {e}"))?;
+        self.log.push_base(upto, term)?;
+        self.log.write(false)?;
+        let dead = self.m.set_base(upto, term);
+        self.log.add_dead(dead);
+        if self.log.dead() >= RAFT_LOG_REWRITE_MIN_BYTES
+            && self.log.dead() > self.log.len() - self.log.dead()
+        {
+            let dir = self.log.dir();
+            self.log = LogFile::create(&dir, &self.m)?;
+        }
         Ok(())
     }
 
     fn term_of(&self, idx: u64) -> raft::Result<u64> {
-        if idx == self.base.0 {
-            return Ok(self.base.1);
+        let base = self.m.base;
+        if idx == base.0 {
+            return Ok(base.1);
         }
-        if idx < self.base.0 {
+        if idx < base.0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        match self.entries.get((idx - self.base.0 - 1) as usize) {
+        match self.m.entries.get((idx - base.0 - 1) as usize) {
             Some(e) => Ok(e.term),
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
@@ -331,7 +328,7 @@ impl RaftStore {
 
 impl raft::Storage for RaftStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(self.hs.clone(), self.cs.clone()))
+        Ok(RaftState::new(self.m.hs.clone(), self.m.cs.clone()))
     }
 
     fn entries(
@@ -341,7 +338,7 @@ impl raft::Storage for RaftStore {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        if low <= self.base.0 {
+        if low <= self.m.base.0 {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.last() + 1 {
@@ -351,10 +348,10 @@ impl raft::Storage for RaftStore {
             )));
         }
         let max = max_size.into().unwrap_or(u64::MAX);
-        let off = self.base.0 + 1;
+        let off = self.m.base.0 + 1;
         let mut out = Vec::new();
         let mut size = 0u64;
-        for e in &self.entries[(low - off) as usize..(high - off) as usize] {
+        for e in &self.m.entries[(low - off) as usize..(high - off) as usize] {
             size += u64::from(e.compute_size());
             if !out.is_empty() && size > max {
                 break;
@@ -379,7 +376,7 @@ impl raft::Storage for RaftStore {
     /// The store's state at the applied index (its data is streamed by the transport);
     /// `data` carries the member addresses.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.applied < request_index || self.applied < self.base.0 {
+        if self.applied < request_index || self.applied < self.m.base.0 {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
@@ -388,8 +385,129 @@ impl raft::Storage for RaftStore {
         let m = s.mut_metadata();
         m.index = self.applied;
         m.term = self.term_of(self.applied)?;
-        m.set_conf_state(self.cs.clone());
+        m.set_conf_state(self.m.cs.clone());
         s.data = encode_addrs(&self.addrs).into();
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::Durability;
+
+    #[test]
+    fn compaction_rewrites_raft_log_once_compacted_records_dominate() {
+        let d = std::env::temp_dir().join(format!("ha-raftcompact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        let mut s = RaftStore::open(&d).expect("open");
+        s.bootstrap(1, "127.0.0.1:1", 0).expect("bootstrap");
+        // 64 KiB entries: 300 of them are more than RAFT_LOG_REWRITE_MIN_BYTES.
+        let ents: Vec<Entry> = (1..=300u64)
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                data: vec![i as u8; 64 * 1024].into(),
+                ..Default::default()
+            })
+            .collect();
+        for c in ents.chunks(10) {
+            s.persist(c, None).expect("persist");
+        }
+        let file = d.join(RAFT_LOG_FILE);
+        let before = std::fs::metadata(&file).expect("stat").len();
+        assert!(before > RAFT_LOG_REWRITE_MIN_BYTES, "{before}");
+        s.applied = 300;
+        s.compact(100).expect("compact");
+        assert_eq!(
+            std::fs::metadata(&file).expect("stat").len(),
+            before,
+            "not yet"
+        );
+        s.compact(290).expect("compact");
+        let after = std::fs::metadata(&file).expect("stat").len();
+        assert!(after < before / 2, "rewritten: {before} -> {after}");
+        // Appends go on in the new file; everything reads back after a reopen.
+        s.persist(
+            &[Entry {
+                index: 301,
+                term: 1,
+                ..Default::default()
+            }],
+            None,
+        )
+        .expect("persist");
+        drop(s);
+        let s = RaftStore::open(&d).expect("reopen");
+        assert_eq!((s.first(), s.last()), (291, 301));
+        assert_eq!(s.term_of(290).expect("base"), 1);
+        assert_eq!(s.conf_state().voters, [1]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn raft_redb_of_an_older_version_is_converted_to_raft_log() {
+        let d = std::env::temp_dir().join(format!("ha-raftredb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        // raft.redb as the previous version wrote it: base 2, entries 3..=5.
+        {
+            let db = Database::create(d.join(RAFT_REDB_FILE)).expect("create");
+            let mut w = db.begin_write().expect("write");
+            w.set_durability(Durability::Immediate);
+            {
+                let mut t = w.open_table(ENTRIES).expect("table");
+                for i in 3..=5u64 {
+                    let e = Entry {
+                        index: i,
+                        term: 2,
+                        data: vec![i as u8; 8].into(),
+                        ..Default::default()
+                    };
+                    t.insert(i, e.write_to_bytes().expect("encode").as_slice())
+                        .expect("insert");
+                }
+                let mut s = w.open_table(STATE).expect("table");
+                let hs = HardState {
+                    term: 2,
+                    vote: 7,
+                    commit: 4,
+                    ..Default::default()
+                };
+                s.insert("hard_state", hs.write_to_bytes().expect("hs").as_slice())
+                    .expect("insert");
+                let cs = ConfState {
+                    voters: vec![7, 8, 9],
+                    ..Default::default()
+                };
+                s.insert("conf_state", cs.write_to_bytes().expect("cs").as_slice())
+                    .expect("insert");
+                let mut a = Addrs::new();
+                a.insert(7, "127.0.0.1:7".into());
+                s.insert("addrs", encode_addrs(&a).as_slice())
+                    .expect("insert");
+                let mut base = 2u64.to_be_bytes().to_vec();
+                base.extend_from_slice(&1u64.to_be_bytes());
+                s.insert("base", base.as_slice()).expect("insert");
+            }
+            w.commit().expect("commit");
+        }
+        let check = |s: &RaftStore| {
+            assert_eq!((s.first(), s.last()), (3, 5));
+            assert_eq!(s.term_of(2).expect("base term"), 1);
+            assert_eq!(s.term_of(5).expect("term"), 2);
+            assert_eq!((s.hard_state().term, s.hard_state().vote), (2, 7));
+            assert_eq!(s.conf_state().voters, [7, 8, 9]);
+            assert_eq!(s.addrs.get(&7).map(String::as_str), Some("127.0.0.1:7"));
+        };
+        let s = RaftStore::open(&d).expect("open");
+        check(&s);
+        drop(s);
+        assert!(!d.join(RAFT_REDB_FILE).exists(), "raft.redb removed");
+        assert!(d.join(RAFT_LOG_FILE).exists());
+        // Opened again: from raft.log.
+        check(&RaftStore::open(&d).expect("reopen"));
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
