@@ -665,3 +665,100 @@ fn raft_a_hung_peer_does_not_block_the_others() {
         assert!(connected(n).contains(&a.addr));
     }
 }
+
+/// A member from before keepalives (Raft transport version 1: it refuses any other version
+/// and closes a connection on an unknown frame): a node dials it again with version 1 and
+/// sends it Raft messages but no keepalives, so a cluster can be upgraded one node at a
+/// time. The old member is a test double speaking version 1's handshake.
+#[test]
+fn raft_a_version_1_member_is_dialled_with_version_1_and_gets_no_keepalives() {
+    use confd_ha::proto::frame::{read_frame, write_frame};
+    use confd_ha::proto::term::Term;
+    use hmac::{Hmac, Mac};
+    use std::sync::{Arc, Mutex};
+    let port = free_port();
+    let old = std::net::TcpListener::bind(format!("127.0.0.9:{port}")).expect("bind");
+    // (hello versions seen, (dialer, frame tag) read on version 1 connections; 0: connected)
+    let seen = Arc::new(Mutex::new((Vec::<i64>::new(), Vec::<(String, u8)>::new())));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for mut s in old.incoming().flatten() {
+            let seen = seen2.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let Ok(f) = read_frame(&mut s, 1 << 16) else {
+                    return;
+                };
+                let t = Term::decode(&f).unwrap();
+                let e = t.as_tuple().unwrap().to_vec();
+                let vsn = e[1].as_i64().unwrap();
+                let from = String::from_utf8_lossy(e[3].as_binary().unwrap()).into_owned();
+                seen.lock().unwrap().0.push(vsn);
+                if vsn != 1 {
+                    let r = Term::Tuple(vec![
+                        Term::atom("raft_reject"),
+                        Term::binary(format!("unsupported Raft transport version {:?}", e[1])),
+                    ]);
+                    let _ = write_frame(&mut s, &r.encode());
+                    return;
+                }
+                let nc = e[4].as_binary().unwrap().to_vec();
+                let ns = [9u8; 32];
+                let mut m = Hmac::<sha2::Sha256>::new_from_slice(TOKEN_TEXT.as_bytes()).unwrap();
+                m.update(b"raft-server");
+                m.update(&nc);
+                m.update(&ns);
+                let p = m.finalize().into_bytes().to_vec();
+                let ch = Term::Tuple(vec![
+                    Term::atom("raft_challenge"),
+                    Term::binary(ns),
+                    Term::binary(p),
+                ]);
+                write_frame(&mut s, &ch.encode()).unwrap();
+                let _auth = read_frame(&mut s, 1 << 16).expect("raft_auth");
+                let w = Term::Tuple(vec![Term::atom("raft_welcome")]);
+                write_frame(&mut s, &w.encode()).unwrap();
+                // Tag 0: the connection is established.
+                seen.lock().unwrap().1.push((from.clone(), 0));
+                while let Ok(f) = read_frame(&mut s, 64 << 20) {
+                    let tag = f.first().copied().unwrap_or(0);
+                    seen.lock().unwrap().1.push((from.clone(), tag));
+                }
+            });
+        }
+    });
+    let a = start_raft("r1", 1, port, "");
+    let b = start_raft("r2", 2, port, "");
+    raft(&a, "create-cluster", &[&b.addr]).expect("create-cluster");
+    let old_addr = format!("127.0.0.9:{port}");
+    raft(&a, "adjust-membership", &["add-node", &old_addr]).expect("add-node");
+    // The leader's link carries heartbeats; the follower's link to the old member carries
+    // nothing else, so a version 2 link would carry keepalives.
+    let follower_link = |tags: &[(String, u8)]| tags.iter().any(|(f, _)| *f == b.addr);
+    wait_for(
+        "the follower's version 1 connection to the old member",
+        SLOW,
+        || follower_link(&seen.lock().unwrap().1).then_some(()),
+    );
+    // 15 heartbeat intervals: a version 2 idle link would have had keepalives by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (vsns, tags) = seen.lock().unwrap().clone();
+    assert_eq!(
+        vsns.first(),
+        Some(&2),
+        "version 2 is offered first: {vsns:?}"
+    );
+    assert!(vsns.contains(&1), "then version 1: {vsns:?}");
+    assert!(
+        tags.iter().any(|(f, t)| *f == a.addr && *t == 1),
+        "Raft messages from the leader: {tags:?}"
+    );
+    assert!(
+        !tags.iter().any(|(_, t)| *t == 4),
+        "no keepalive to a version 1 member: {tags:?}"
+    );
+    assert!(b
+        .n
+        .log_text()
+        .contains("speaks Raft transport version 1 only"));
+}

@@ -30,8 +30,16 @@ use std::time::{Duration, Instant};
 pub const MAX_QUEUED_RAFT_MSGS: usize = 1024;
 /// Most authenticated inbound Raft connections at once.
 pub const MAX_RAFT_INBOUND_CONNECTIONS: usize = 256;
-/// Version of the Raft transport's handshake.
-const RAFT_PROTO_VSN: i64 = 1;
+/// Version of the Raft transport's handshake, offered first. 2 adds keepalive frames
+/// (`TAG_PING`). A dialer whose version 2 hello is refused by a version 1 node (one from
+/// before keepalives, which refuses any other version) dials it again with version 1 and
+/// sends it no keepalives; a listener takes either. So a cluster can be upgraded one node
+/// at a time.
+const RAFT_PROTO_VSN: i64 = 2;
+/// The oldest handshake version spoken (and the one without keepalives).
+const RAFT_PROTO_VSN_MIN: i64 = 1;
+/// How a version 1 node (and this one) refuses a hello of a version it does not speak.
+const VSN_REFUSAL: &str = "unsupported Raft transport version";
 /// Frame tags after the handshake.
 const TAG_MSG: u8 = 1;
 const TAG_SNAP_CHUNK: u8 = 2;
@@ -279,9 +287,20 @@ impl Transport {
             .unwrap_or(Duration::from_millis(100));
         let mut failures = 0u32;
         let mut backoff = Duration::from_millis(RAFT_RECONNECT_MIN_BACKOFF_MS);
+        // The handshake version this peer takes (see RAFT_PROTO_VSN).
+        let mut vsn = RAFT_PROTO_VSN;
         while !self.stopped.load(Ordering::SeqCst) && !o.retired.load(Ordering::SeqCst) {
-            let s = match self.dial(&addr) {
+            let s = match self.dial(&addr, vsn) {
                 Ok(s) => s,
+                Err(e) if vsn > RAFT_PROTO_VSN_MIN && e.contains(VSN_REFUSAL) => {
+                    crate::info!(
+                        "raft",
+                        "{addr} speaks Raft transport version {RAFT_PROTO_VSN_MIN} only (an \
+                         older ha-node): connecting with it, without keepalives"
+                    );
+                    vsn = RAFT_PROTO_VSN_MIN;
+                    continue;
+                }
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(100) {
@@ -313,7 +332,9 @@ impl Transport {
             backoff = Duration::from_millis(RAFT_RECONNECT_MIN_BACKOFF_MS);
             *lock(&o.stream) = s.try_clone().ok();
             o.connected.store(true, Ordering::Relaxed);
-            let r = self.pump(id, &s, &rx, interval, &o.retired);
+            // No keepalives to a version 1 node: it would close the connection on one.
+            let idle = if vsn >= 2 { Some(interval) } else { None };
+            let r = self.pump(id, &s, &rx, idle, &o.retired);
             o.connected.store(false, Ordering::Relaxed);
             *lock(&o.stream) = None;
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -328,15 +349,18 @@ impl Transport {
     }
 
     /// Writes queued messages until an error (Ok: the queue closed, or the peer was
-    /// retired and nothing is queued); a keepalive after `idle` without one.
+    /// retired and nothing is queued); a keepalive after `idle` without one (None: the
+    /// peer takes no keepalives; the queue is still checked that often).
     fn pump(
         &self,
         id: u64,
         s: &HaStream,
         rx: &Receiver<Out>,
-        idle: Duration,
+        idle: Option<Duration>,
         retired: &AtomicBool,
     ) -> Result<(), String> {
+        let pings = idle.is_some();
+        let idle = idle.unwrap_or(Duration::from_millis(100));
         let _ = s.set_write_timeout(Some(hs_timeout(&self.node) * 2));
         let mut w = s;
         loop {
@@ -348,6 +372,7 @@ impl Transport {
                 Err(RecvTimeoutError::Timeout) if retired.load(Ordering::SeqCst) => {
                     return Ok(());
                 }
+                Err(RecvTimeoutError::Timeout) if !pings => continue,
                 Err(RecvTimeoutError::Timeout) => {
                     write_frame(&mut w, &[TAG_PING]).map_err(|e| e.to_string())?;
                     let _ = w.flush();
@@ -378,7 +403,7 @@ impl Transport {
         }
     }
 
-    fn dial(&self, addr: &str) -> Result<HaStream, String> {
+    fn dial(&self, addr: &str, vsn: i64) -> Result<HaStream, String> {
         let a: SocketAddr = addr
             .parse()
             .map_err(|e| format!("bad address {addr}: {e}"))?;
@@ -396,7 +421,7 @@ impl Transport {
         let nc = nonce().map_err(|e| e.to_string())?;
         let hello = Term::Tuple(vec![
             Term::atom("raft_hello"),
-            Term::int(RAFT_PROTO_VSN),
+            Term::int(vsn),
             Term::binary(&self.cluster),
             Term::binary(&self.me),
             Term::binary(&nc),
@@ -543,8 +568,11 @@ impl Transport {
         if !a.is_atom("raft_hello") {
             return Err("expected raft_hello (is the peer an ha-node in Raft mode?)".into());
         }
-        if vsn.as_i64() != Some(RAFT_PROTO_VSN) {
-            return Err(format!("unsupported Raft transport version {vsn:?}"));
+        if !vsn
+            .as_i64()
+            .is_some_and(|v| (RAFT_PROTO_VSN_MIN..=RAFT_PROTO_VSN).contains(&v))
+        {
+            return Err(format!("{VSN_REFUSAL} {vsn:?}"));
         }
         let cluster = String::from_utf8_lossy(cluster.as_binary().unwrap_or(b"")).into_owned();
         if cluster != self.cluster {
