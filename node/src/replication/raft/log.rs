@@ -360,7 +360,9 @@ impl LogFile {
         if rest_nonzero {
             crate::warn!(
                 "raft",
-                "{} : the torn tail of the last write ({}) at offset {off} cut off (never acknowledged)",
+                "{} : the tail at offset {off} cut off ({}): a torn last write (never \
+                 acknowledged), or damage to the last record written (which this node may have \
+                 acknowledged: a vote or an entry of it lost)",
                 path.display(),
                 torn.as_deref().unwrap_or("stale bytes")
             );
@@ -369,6 +371,15 @@ impl LogFile {
             return Ok(Some((lf, m)));
         }
         let alloc = b.len() as u64;
+        // Everything but the live entries' records is garbage a rewrite drops (compacted
+        // entries, replaced tails, older hard states): counted from the file, so that a node
+        // that restarts still rewrites it (a count kept from 0 at each start let the file
+        // grow without bound across restarts).
+        let live: u64 = m
+            .entries
+            .iter()
+            .map(|e| align8(HEADER + e.compute_size() as usize) as u64)
+            .sum();
         let lf = LogFile {
             f,
             path,
@@ -376,7 +387,7 @@ impl LogFile {
             synced: off as u64,
             alloc,
             buf: Vec::new(),
-            dead: 0,
+            dead: (off as u64).saturating_sub(live),
         };
         Ok(Some((lf, m)))
     }

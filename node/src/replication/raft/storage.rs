@@ -125,7 +125,7 @@ fn read_redb(path: &Path) -> Result<Mem, String> {
 impl RaftStore {
     pub fn open(dir: &Path) -> Result<RaftStore, String> {
         let old = dir.join(RAFT_REDB_FILE);
-        let (log, m) = match LogFile::open(dir)? {
+        let (mut log, m) = match LogFile::open(dir)? {
             Some(x) => {
                 if old.exists() {
                     // Converted; the crash came before the old file was removed.
@@ -151,6 +151,16 @@ impl RaftStore {
                 (LogFile::create(dir, &m)?, m)
             }
         };
+        if log.dead() >= RAFT_LOG_REWRITE_MIN_BYTES && log.dead() > log.len() - log.dead() {
+            crate::info!(
+                "raft",
+                "{RAFT_LOG_FILE}: {} of its {} bytes are compacted or replaced records: \
+                 rewritten with the live ones",
+                log.dead(),
+                log.len()
+            );
+            log = LogFile::create(dir, &m)?;
+        }
         Ok(RaftStore {
             log,
             addrs: m.addrs.clone(),
@@ -443,6 +453,52 @@ mod tests {
         assert_eq!((s.first(), s.last()), (291, 301));
         assert_eq!(s.term_of(290).expect("base"), 1);
         assert_eq!(s.conf_state().voters, [1]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Compacted records left by an earlier run count at the next open (review: the count
+    /// started from 0 at each start, so a node restarted between compactions never
+    /// rewrote its file: 16.8 -> 67.2 MB over five restarts with ~3 MB live).
+    #[test]
+    fn compacted_records_of_an_earlier_run_are_rewritten_away() {
+        let d = std::env::temp_dir().join(format!("ha-raftrestart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        let file = d.join(RAFT_LOG_FILE);
+        let mut next = 1u64;
+        let mut sizes = Vec::new();
+        for round in 0..5u64 {
+            let mut s = RaftStore::open(&d).expect("open");
+            if round == 0 {
+                s.bootstrap(1, "127.0.0.1:1", 0).expect("bootstrap");
+            }
+            // Each run: 100 entries of 64 KiB (6.4 MiB, below the rewrite threshold in
+            // one run), then all but the last 10 compacted.
+            let ents: Vec<Entry> = (next..next + 100)
+                .map(|i| Entry {
+                    index: i,
+                    term: 1,
+                    data: vec![i as u8; 64 * 1024].into(),
+                    ..Default::default()
+                })
+                .collect();
+            for c in ents.chunks(10) {
+                s.persist(c, None).expect("persist");
+            }
+            next += 100;
+            s.applied = next - 1;
+            s.compact(next - 11).expect("compact");
+            drop(s);
+            sizes.push(std::fs::metadata(&file).expect("stat").len());
+        }
+        let s = RaftStore::open(&d).expect("reopen");
+        assert_eq!((s.first(), s.last()), (next - 10, next - 1));
+        let now = std::fs::metadata(&file).expect("stat").len();
+        // Without the count, five runs leave ~33 MB; with it the file is rewritten.
+        assert!(
+            now < 2 * RAFT_LOG_REWRITE_MIN_BYTES,
+            "raft.log sizes after each run {sizes:?}, now {now}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
