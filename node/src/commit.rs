@@ -49,7 +49,7 @@ pub struct CommitReq {
     pub ops: Vec<StoreOp>,
     pub reply: SyncSender<CommitResult>,
     /// The data session's binding (external mode): 0, or the `primary_term` of the PRIMARY
-    /// role the session was opened to or committed under. A commit of a session bound to a
+    /// role the session was opened to, or that one of its commit requests arrived under. A commit of a session bound to a
     /// PRIMARY role the node has left since (benone, besecondary, then maybe PRIMARY again)
     /// is refused with CONFD_ERR_NOT_WRITABLE and not made: a commit sent to the primary
     /// is never committed by the same node in another role (in NONE it would be discarded

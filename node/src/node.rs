@@ -132,6 +132,9 @@ pub struct Node {
     order: Mutex<()>,
     /// Mirror of `state.gen`, readable under the commit lock.
     pub gen_now: AtomicU64,
+    /// `CommitState::primary_term`, readable without the commit lock (the committer holds
+    /// that across a batch's fsync): a data session reads it when a commit request arrives.
+    pub primary_term_now: AtomicU64,
     pub commit: Mutex<CommitState>,
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
     /// Committed batches waiting for their replies, in commit order.
@@ -200,6 +203,7 @@ impl Node {
             }),
             order: Mutex::new(()),
             gen_now: AtomicU64::new(0),
+            primary_term_now: AtomicU64::new(0),
             commit: Mutex::new(CommitState {
                 last,
                 down: None,
@@ -306,6 +310,8 @@ impl Node {
         } else {
             0
         };
+        self.primary_term_now
+            .store(c.primary_term, Ordering::SeqCst);
         c.down = down;
         if let Some(me) = me {
             c.my_id = id_str(me);

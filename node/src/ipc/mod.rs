@@ -596,7 +596,7 @@ fn data_conn(node: &Arc<Node>, mut s: Stream, who: &str, read_only: bool) {
     let _ = s.set_read_timeout(idle);
     set_write_timeout(&s, None);
     // Bound to the PRIMARY role the node has now, if any (see `CommitReq::session`).
-    let session = Arc::new(AtomicU64::new(lock(&node.commit).primary_term));
+    let session = Arc::new(AtomicU64::new(node.primary_term_now.load(Ordering::SeqCst)));
     while let Some(t) = read_request(&mut s, who) {
         let r = match DataRequest::from_term(&t) {
             Ok(DataRequest::Raft(a, _)) if read_only && a != "status" => Err((
@@ -689,6 +689,13 @@ fn data_request(
             )),
         },
         DataRequest::Commit(ops) => {
+            // A commit that arrives while the node is PRIMARY binds the session to that role
+            // (if it is not bound yet): if the node leaves the role before the committer
+            // takes it, it is refused, not made in NONE (see `CommitReq::session`).
+            let now = node.primary_term_now.load(Ordering::SeqCst);
+            if now != 0 {
+                let _ = session.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+            }
             // An early refusal, when the commit lock is free: the committer holds it across
             // a batch's fsync, and the committer checks again anyway (no wait here).
             if let Some(m) = node.managed() {
