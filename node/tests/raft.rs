@@ -330,6 +330,12 @@ fn raft_leader_without_majority_refuses_writes() {
     // A second create-cluster is refused on a member.
     let (code, _) = raft(leader, "create-cluster", &[&victim.addr]).unwrap_err();
     assert_eq!(code, CONFD_ERR_BADSTATE);
+    // The removed node, once it has applied its removal (stalled), resets without --force
+    // (review: it was refused as "a member of a cluster of 2").
+    wait_for("the removed node is stalled", SLOW, || {
+        (role(victim) == "stalled").then_some(())
+    });
+    raft(victim, "reset", &[]).expect("reset of a removed node without --force");
 }
 
 /// A leader cut off from both followers (SIGSTOP) steps down within the election

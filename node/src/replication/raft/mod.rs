@@ -130,13 +130,13 @@ fn refusal_not_leader(v: &View) -> Refusal {
             (_, "stalled") => {
                 "this node is in no HA Raft cluster (stalled): writes are refused".into()
             }
-            (Some(l), _) => {
+            (Some(l), _) if !l.is_empty() => {
                 format!(
                     "this node is a Raft {}: writes are refused (leader is {l})",
                     v.role
                 )
             }
-            (None, _) => format!(
+            (_, _) => format!(
                 "this node is a Raft {}: writes are refused (no leader known)",
                 v.role
             ),
@@ -1103,8 +1103,11 @@ impl Engine {
                 });
             }
             Action::Reset(force) => {
-                if initialized && !force {
-                    let n = self.raw.raft.prs().conf().voters().ids().len();
+                let conf = self.raw.raft.prs().conf();
+                let member = conf.voters().contains(self.id) || conf.learners().contains(&self.id);
+                // A node removed from its cluster is no member: it resets without --force.
+                if initialized && member && !force {
+                    let n = conf.voters().ids().len();
                     return Self::reply_err(&reply, CONFD_ERR_BADSTATE, format!("raft reset: this node is a member of a cluster of {n}; remove it on the leader first (adjust-membership remove-node), or use --force"));
                 }
                 if let Err(e) = lock(&self.store.0).wipe() {
