@@ -300,6 +300,24 @@ impl HaStream {
         self.tls.is_some()
     }
 
+    /// On a TLS stream, whether the peer's certificate is valid for the IP address `ip`
+    /// (WebPKI's name check, as rustls makes of a server it dials): a peer that claims a
+    /// node address must hold a certificate naming it. Ok on a plain stream.
+    pub fn check_peer_names(&self, ip: IpAddr) -> Result<(), String> {
+        let Some(s) = &self.tls else {
+            return Ok(());
+        };
+        let c = lock(&s.conn);
+        let cert = c
+            .peer_certificates()
+            .and_then(|v| v.first())
+            .ok_or("it presented no certificate")?;
+        let ee = webpki::EndEntityCert::try_from(cert)
+            .map_err(|e| format!("its certificate cannot be read ({e:?})"))?;
+        ee.verify_is_valid_for_subject_name(&ServerName::IpAddress(ip.into()))
+            .map_err(|_| format!("its certificate does not name {ip}"))
+    }
+
     pub fn try_clone(&self) -> io::Result<HaStream> {
         Ok(HaStream {
             tcp: self.tcp.try_clone()?,

@@ -700,6 +700,63 @@ fn raft_over_tls() {
     });
     assert_eq!(c.n.get("/tls"), None);
     assert_eq!(role(&c), "stalled");
+    // A certificate of the good CA naming 127.0.0.9 does not make its holder member t2:
+    // the claimed node address must be one its certificate names.
+    let r = tls_hello(&ca, "127.0.0.9", &a.addr, &b.addr);
+    assert!(
+        r.contains("raft_reject") && r.contains("does not name 127.0.0.2"),
+        "{r}"
+    );
+    // Claiming the address its certificate names gets the challenge.
+    let r = tls_hello(&ca, "127.0.0.9", &a.addr, &format!("127.0.0.9:{port}"));
+    assert!(r.contains("raft_challenge"), "{r}");
+}
+
+/// A raw TLS client with a certificate of `ca` naming `ip` says the Raft hello to `to`,
+/// claiming node address `claim`; the answer, as text.
+fn tls_hello(ca: &Ca, ip: &str, to: &str, claim: &str) -> String {
+    use confd_ha::proto::frame::{read_frame, write_frame};
+    use confd_ha::proto::term::Term;
+    use std::sync::Arc;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![ip.to_string()]).unwrap();
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let host: std::net::SocketAddr = to.parse().unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(host.ip().into());
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let tcp = std::net::TcpStream::connect(host).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let hello = Term::Tuple(vec![
+        Term::atom("raft_hello"),
+        Term::int(2),
+        Term::binary("test"),
+        Term::binary(claim),
+        Term::binary([5u8; 32]),
+        Term::atom("false"),
+    ]);
+    write_frame(&mut s, &hello.encode()).unwrap();
+    match read_frame(&mut s, 1 << 16) {
+        Ok(f) => format!("{:?}", Term::decode(&f)),
+        Err(e) => format!("no answer: {e}"),
+    }
 }
 
 /// kill -9 of every member right after a burst of acknowledged commits (no time for the

@@ -586,6 +586,13 @@ impl Transport {
             .ok()
             .filter(|f| f.parse::<SocketAddr>().is_ok())
             .ok_or("the peer's node address is not IP:PORT")?;
+        // With TLS, the claimed node address must be one its certificate names (a dialer
+        // checks the same of the node it dials): a certificate of the CA does not make its
+        // holder any member it likes.
+        if let Ok(sa) = from.parse::<SocketAddr>() {
+            s.check_peer_names(sa.ip())
+                .map_err(|e| format!("the peer claims node address {from}, but {e}"))?;
+        }
         let nc = nc.as_binary().ok_or("bad nonce")?.to_vec();
         let ns = nonce().map_err(|e| e.to_string())?;
         let ch = Term::Tuple(vec![
