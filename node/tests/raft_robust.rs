@@ -304,6 +304,11 @@ fn raft_hostile_messages_are_dropped_and_the_engine_goes_on() {
     bad.push((f, m));
     // Addressed to another node id.
     bad.push((f, msg(MessageType::MsgHeartbeat, lid, 12345)));
+    // A term no cluster reaches (review: term u64::MAX was taken and saved; the next
+    // election's term + 1 wrapped to 0 and disabled HA Raft on every node, restarts too).
+    let mut m = msg(MessageType::MsgHeartbeat, lid, fid);
+    m.term = u64::MAX;
+    bad.push((f, m));
     // To the leader, claiming to be the follower.
     // An empty proposal (raft-rs: "stepped empty MsgProp").
     bad.push((l, msg(MessageType::MsgPropose, fid, lid)));

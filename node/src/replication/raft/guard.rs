@@ -25,9 +25,17 @@
 //! - MsgAppendResponse on the leader acknowledging past the leader's last index (a
 //!   `matched` beyond the log);
 //! - from or to the wrong node id, or a second leader in one term (only a faulty or
-//!   hostile node does that).
+//!   hostile node does that);
+//! - a term above RAFT_MAX_TERM: taken, it would be saved, and the next election's term + 1
+//!   wraps to 0 (`fatal!("term should be set")`) on every node, after restarts too (review:
+//!   one heartbeat with term u64::MAX disabled HA Raft on the cluster).
 
 use super::{decode_ops, storage, transport::id_of, Engine};
+
+/// The highest term taken from a peer (2^48: an election every millisecond for 8,900
+/// years); a message with a higher one is dropped, and a saved term above it refuses to
+/// start (see `Engine::run`).
+pub const RAFT_MAX_TERM: u64 = 1 << 48;
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::StateRole;
@@ -65,6 +73,9 @@ impl Engine {
         }
         if m.term == 0 {
             return Err("no term".into());
+        }
+        if m.term > RAFT_MAX_TERM {
+            return Err(format!("term above RAFT_MAX_TERM ({RAFT_MAX_TERM})"));
         }
         let t = m.get_msg_type();
         match t {

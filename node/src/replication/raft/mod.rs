@@ -496,6 +496,15 @@ impl Engine {
                 .map_err(|e| format!("cannot read the store: {e}"))?;
             let seq = tx.seq;
             let mut s = lock(&store.0);
+            if s.hard_state().term > guard::RAFT_MAX_TERM {
+                return Err(format!(
+                    "the Raft log's saved term {} is above RAFT_MAX_TERM ({}): it came from a \
+                     faulty or hostile peer (a later election would wrap it to 0); remove this \
+                     node on the leader, run `ha-ctl raft reset --force` here and add it again",
+                    s.hard_state().term,
+                    guard::RAFT_MAX_TERM
+                ));
+            }
             // Index 1 stands for the empty store (create-cluster on an empty store).
             let seq = if seq == 0 && s.first() == 2 { 1 } else { seq };
             if s.initialized() {
