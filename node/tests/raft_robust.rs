@@ -767,3 +767,65 @@ fn raft_a_version_1_member_is_dialled_with_version_1_and_gets_no_keepalives() {
         .log_text()
         .contains("speaks Raft transport version 1 only"));
 }
+
+/// A token holder filling a member's inbound connection table (MAX_RAFT_INBOUND_CONNECTIONS)
+/// with connections claiming non-member addresses cannot lock the members out: a member's
+/// new connection closes a non-member's (review: a restarted member stayed `unreachable`
+/// while the table was full).
+#[test]
+fn raft_non_members_cannot_fill_the_inbound_table_against_members() {
+    let mut v = cluster3("");
+    let l = leader_of(&v);
+    let f = (l + 1) % 3;
+    try_set(&v[l], "/a", "1").expect("commit");
+    wait_all_linked(&v, None);
+    // The follower's table is full of authenticated non-members.
+    let mut held = Vec::new();
+    for i in 0..260u32 {
+        let claim = format!("10.9.{}.{}:1", i / 250, i % 250 + 1);
+        match std::panic::catch_unwind(|| RawPeer::connect(&v[f].addr, &claim)) {
+            Ok(p) => held.push(p),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() >= 250, "{} connections held", held.len());
+    // The other follower restarts: its new connection to `f` must get in.
+    let g = (l + 2) % 3;
+    v[g].n.kill9();
+    // The slots its connections freed are taken too, until the table refuses.
+    for i in 0..32u32 {
+        let claim = format!("10.8.0.{}:1", i + 1);
+        match std::panic::catch_unwind(|| RawPeer::connect(&v[f].addr, &claim)) {
+            Ok(p) => held.push(p),
+            Err(_) => break,
+        }
+    }
+    v[g].n.restart();
+    // Its new connection to `f` is authenticated (the old one died with it).
+    let gaddr = v[g].addr.clone();
+    let seen = count(&v[f].n.log_text(), &format!("connection from {gaddr}"));
+    wait_for(
+        "the restarted member's connection to the follower",
+        SLOW,
+        || {
+            let t = v[f].n.log_text();
+            (t.matches(&format!("connection from {gaddr}")).count() > seen
+                && t.lines().rev().any(|x| {
+                    x.contains(&format!("connection from {gaddr}")) && x.contains("authenticated")
+                }))
+            .then_some(())
+        },
+    );
+    let t = v[f].n.log_text();
+    assert!(
+        !t.lines()
+            .any(|x| x.contains(&format!("connection from {gaddr} ("))
+                && x.contains("Raft connections already")),
+        "the member was refused: {t}"
+    );
+    try_set(&v[l], "/b", "2").expect("commit");
+    wait_for("the restarted member applies", SLOW, || {
+        (v[g].n.get("/b") == Some(buf("2"))).then_some(())
+    });
+    drop(held);
+}

@@ -28,7 +28,13 @@ use std::time::{Duration, Instant};
 
 /// Raft messages queued for one peer; more are dropped (Raft sends them again).
 pub const MAX_QUEUED_RAFT_MSGS: usize = 1024;
-/// Most authenticated inbound Raft connections at once.
+/// Most authenticated inbound Raft connections claiming one node address at once; a new
+/// one closes the oldest (a restarted member's stale connection, or one more of a peer
+/// that claims that address).
+pub const MAX_RAFT_INBOUND_PER_NODE: usize = 4;
+/// Most authenticated inbound Raft connections at once. When they are all taken, a member
+/// (a node this one keeps a link to) closes a non-member's to get in: non-members cannot
+/// lock the members out.
 pub const MAX_RAFT_INBOUND_CONNECTIONS: usize = 256;
 /// Version of the Raft transport's handshake, offered first. 2 adds keepalive frames
 /// (`TAG_PING`). A dialer whose version 2 hello is refused by a version 1 node (one from
@@ -534,11 +540,40 @@ impl Transport {
         let from_id = id_of(&from);
         let cid = self.inbound_ids.fetch_add(1, Ordering::Relaxed);
         {
+            // (A copy: `linked` is never held while `inbound` is.)
+            let linked = lock(&self.linked).clone();
+            let member = linked.contains(&from_id);
             let mut m = lock(&self.inbound);
-            if m.len() >= MAX_RAFT_INBOUND_CONNECTIONS {
-                drop(m);
-                crate::peer_warn!("raft", "connection from {from} ({a}) closed: {MAX_RAFT_INBOUND_CONNECTIONS} Raft connections already (MAX_RAFT_INBOUND_CONNECTIONS)");
-                return;
+            // The oldest connection claiming the same node, when it has its share.
+            let mut same: Vec<u64> = m
+                .iter()
+                .filter(|(_, (id, _))| *id == from_id)
+                .map(|(c, _)| *c)
+                .collect();
+            let mut evict = None;
+            if same.len() >= MAX_RAFT_INBOUND_PER_NODE {
+                same.sort_unstable();
+                evict = same.first().copied();
+            } else if m.len() >= MAX_RAFT_INBOUND_CONNECTIONS {
+                if member {
+                    evict = m
+                        .iter()
+                        .filter(|(_, (id, _))| !linked.contains(id))
+                        .map(|(c, _)| *c)
+                        .min();
+                }
+                if evict.is_none() {
+                    drop(m);
+                    crate::peer_warn!("raft", "connection from {from} ({a}) closed: {MAX_RAFT_INBOUND_CONNECTIONS} Raft connections already (MAX_RAFT_INBOUND_CONNECTIONS)");
+                    return;
+                }
+            }
+            if let Some((_, old)) = evict.and_then(|c| m.remove(&c)) {
+                let _ = old.shutdown(std::net::Shutdown::Both);
+                crate::debug!(
+                    "raft",
+                    "connection from {from} ({a}): an older inbound connection closed to make room"
+                );
             }
             if let Ok(c) = s.try_clone() {
                 m.insert(cid, (from_id, c));
