@@ -300,6 +300,9 @@ struct Engine {
     leader_since: Option<Instant>,
     /// Since when this leader is no longer a voter (it applied its own removal).
     removed_since: Option<Instant>,
+    /// Per follower sent a snapshot it has not taken yet: when the next may be sent, the
+    /// wait, and the last snapshot's index (see `snapshot_due`).
+    snap_backoff: HashMap<u64, (Instant, Duration, u64)>,
     /// When each voter became one: a new voter counts as heard from then.
     voter_since: HashMap<u64, Instant>,
     /// The log was rebased on the store at start: a snapshot is to be asked for.
@@ -363,6 +366,9 @@ impl slog::Drain for EngineLog {
 fn logger() -> slog::Logger {
     slog::Logger::root(EngineLog, slog::o!())
 }
+
+/// A follower that did not take a snapshot gets the next 1 s later, doubling up to this.
+pub const RAFT_SNAPSHOT_RETRY_MAX_MS: u64 = 30_000;
 
 /// The Raft tick is at most this long (the heartbeat interval is a whole number of
 /// ticks): a follower's election timer and the leader's step-down are this precise.
@@ -563,6 +569,7 @@ impl Engine {
             fatal: None,
             leader_since: None,
             removed_since: None,
+            snap_backoff: HashMap::new(),
             voter_since: HashMap::new(),
             resnap,
             deferred: Vec::new(),
@@ -1340,6 +1347,36 @@ impl Engine {
         v
     }
 
+    /// Whether a snapshot at `idx` may go to `to` now. A follower that did not take the
+    /// last one (its match index is still below it: it refused it, over its
+    /// snapshot-max-bytes, or the link broke) gets the next one 1 s later, then 2 s, 4 s...
+    /// up to RAFT_SNAPSHOT_RETRY_MAX_MS, not the whole store again at every heartbeat.
+    fn snapshot_due(&mut self, to: u64, idx: u64, addr: &str) -> bool {
+        let now = Instant::now();
+        let matched = self.raw.raft.prs().get(to).map_or(0, |p| p.matched);
+        match self.snap_backoff.get(&to).copied() {
+            Some((_, _, last)) if matched >= last => {
+                self.snap_backoff.remove(&to);
+            }
+            Some((next, _, _)) if now < next => return false,
+            Some((_, d, last)) => {
+                let d = (d * 2).min(Duration::from_millis(RAFT_SNAPSHOT_RETRY_MAX_MS));
+                crate::warn!(
+                    "raft",
+                    "{addr} did not take the snapshot at index {last}; sending one at index \
+                     {idx}, the next not before {} ms",
+                    d.as_millis()
+                );
+                self.snap_backoff.insert(to, (now + d, d, idx));
+                return true;
+            }
+            None => {}
+        }
+        let d = Duration::from_secs(1);
+        self.snap_backoff.insert(to, (now + d, d, idx));
+        true
+    }
+
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let Some(addr) = self.addr_of(m.to) else {
@@ -1348,6 +1385,12 @@ impl Engine {
             };
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 let idx = m.get_snapshot().get_metadata().index;
+                if !self.snapshot_due(m.to, idx, &addr) {
+                    // Not yet: raft-rs asks again later.
+                    self.raw
+                        .report_snapshot(m.to, raft::SnapshotStatus::Failure);
+                    continue;
+                }
                 match self.node.store.snapshot() {
                     Ok(sn) if sn.meta().seq == idx => {
                         crate::info!("raft", "sending a snapshot at index {idx} to {addr}");
