@@ -22,7 +22,8 @@ OPTIONS (flags override the config file):
                            only: mode = \"external\" (default) | \"raft\" with a [raft] table:
                            cluster-name, node-address, seed-nodes, election-timeout,
                            heartbeat-interval, passive, follower-max-lag, log-max-entries,
-                           storage-timeout, token-file, snapshot-max-bytes; see the
+                           storage-timeout, token-file, snapshot-max-bytes,
+                           check-source-address; see the
                            README, \"Raft mode\")
   --ipc-addr HOST:PORT     client IPC over TCP (default 127.0.0.1:4565); 'none' disables it
   --ipc-path PATH          client IPC over a Unix socket (a stale socket file is removed)
@@ -153,6 +154,10 @@ pub struct RaftConfig {
     /// The largest snapshot this node stages on disk when receiving one; a larger one is
     /// aborted (bytes).
     pub snapshot_max_bytes: u64,
+    /// A peer must connect from the IP address of the node address it claims (this node
+    /// dials from its own node-address IP); false where members reach each other through
+    /// NAT.
+    pub check_source_address: bool,
 }
 
 impl Default for RaftConfig {
@@ -169,6 +174,7 @@ impl Default for RaftConfig {
             storage_timeout: Duration::from_secs(10),
             token_file: None,
             snapshot_max_bytes: DEFAULT_RAFT_SNAPSHOT_MAX_BYTES,
+            check_source_address: true,
         }
     }
 }
@@ -289,6 +295,7 @@ struct FileRaft {
     storage_timeout: Option<TomlDuration>,
     token_file: Option<String>,
     snapshot_max_bytes: Option<u64>,
+    check_source_address: Option<bool>,
 }
 
 /// Builds the Raft settings from `mode` and the `[raft]` table (None: external mode).
@@ -366,6 +373,9 @@ fn raft_config(mode: Option<&str>, t: Option<FileRaft>) -> Result<Option<RaftCon
             return Err("bad raft snapshot-max-bytes 0 (at least 1)".into());
         }
         r.snapshot_max_bytes = n;
+    }
+    if let Some(b) = t.check_source_address {
+        r.check_source_address = b;
     }
     Ok(Some(r))
 }

@@ -550,7 +550,8 @@ fn raft_port_refuses_unauthenticated_peers() {
     raft(&a, "create-cluster", &[]).expect("a one-node cluster");
     try_set(&a, "/a", "1").expect("commit on a one-node cluster");
     let dial = || {
-        let s = std::net::TcpStream::connect(&a.addr).expect("connect");
+        // From the IP of the node address the hellos claim (check-source-address).
+        let s = connect_from_ip("127.0.0.9", &a.addr);
         s.set_read_timeout(Some(SLOW)).unwrap();
         s
     };
@@ -583,6 +584,15 @@ fn raft_port_refuses_unauthenticated_peers() {
     write_frame(&mut s, &hello("other")).unwrap();
     let r = Term::decode(&read_frame(&mut s, 4096).expect("a refusal")).unwrap();
     assert!(format!("{r:?}").contains("cluster-name"), "{r:?}");
+    // A node address claimed from another IP address: refused with a reason.
+    let mut s = connect_from_ip("127.0.0.8", &a.addr);
+    s.set_read_timeout(Some(SLOW)).unwrap();
+    write_frame(&mut s, &hello("test")).unwrap();
+    let r = Term::decode(&read_frame(&mut s, 4096).expect("a refusal")).unwrap();
+    assert!(
+        format!("{r:?}").contains("connects from 127.0.0.8"),
+        "{r:?}"
+    );
     // A wrong token proof: refused.
     let mut s = dial();
     write_frame(&mut s, &hello("test")).unwrap();
@@ -741,7 +751,7 @@ fn tls_hello(ca: &Ca, ip: &str, to: &str, claim: &str) -> String {
     let host: std::net::SocketAddr = to.parse().unwrap();
     let name = rustls_pki_types::ServerName::IpAddress(host.ip().into());
     let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let tcp = std::net::TcpStream::connect(host).unwrap();
+    let tcp = connect_from_ip(claim, to);
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     let hello = Term::Tuple(vec![

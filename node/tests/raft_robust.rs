@@ -184,7 +184,8 @@ impl RawPeer {
         use confd_ha::proto::frame::{read_frame, write_frame};
         use confd_ha::proto::term::Term;
         use hmac::{Hmac, Mac};
-        let mut s = std::net::TcpStream::connect(to).expect("connect to the Raft port");
+        // From the claimed address's IP, as a member dials (check-source-address).
+        let mut s = connect_from_ip(claim, to);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let nc = [7u8; 32];
         let hello = Term::Tuple(vec![
@@ -792,7 +793,7 @@ fn raft_non_members_cannot_fill_the_inbound_table_against_members() {
     // The follower's table is full of authenticated non-members.
     let mut held = Vec::new();
     for i in 0..260u32 {
-        let claim = format!("10.9.{}.{}:1", i / 250, i % 250 + 1);
+        let claim = format!("127.0.0.1:{}", 20000 + i);
         match std::panic::catch_unwind(|| RawPeer::connect(&v[f].addr, &claim)) {
             Ok(p) => held.push(p),
             Err(_) => break,
@@ -804,7 +805,7 @@ fn raft_non_members_cannot_fill_the_inbound_table_against_members() {
     v[g].n.kill9();
     // The slots its connections freed are taken too, until the table refuses.
     for i in 0..32u32 {
-        let claim = format!("10.8.0.{}:1", i + 1);
+        let claim = format!("127.0.0.1:{}", 21000 + i);
         match std::panic::catch_unwind(|| RawPeer::connect(&v[f].addr, &claim)) {
             Ok(p) => held.push(p),
             Err(_) => break,

@@ -303,3 +303,25 @@ pub fn next_ha_event(ev: &mut EventClient, timeout: Duration) -> HaEvent {
         }
     }
 }
+
+/// A TCP connection to `to` from the IP address of `from` (IP:PORT or IP; any port), as a
+/// Raft member dials from its node-address IP.
+#[allow(dead_code)]
+pub fn connect_from_ip(from: &str, to: &str) -> std::net::TcpStream {
+    let ip: std::net::IpAddr = from
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| from.parse())
+        .expect("an IP address");
+    let to: std::net::SocketAddr = to.parse().expect("IP:PORT");
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    sock.bind(&std::net::SocketAddr::new(ip, 0).into())
+        .expect("bind");
+    sock.connect(&to.into()).expect("connect");
+    sock.into()
+}

@@ -409,13 +409,31 @@ impl Transport {
         }
     }
 
+    /// A TCP connection to `a` from this node's node-address IP (so that the peer can
+    /// check that it comes from the address it claims); from any address when that IP is
+    /// not one of this host's (NAT: the peer then needs check-source-address = false).
+    fn connect_from_node_address(&self, a: &SocketAddr, hs: Duration) -> Result<TcpStream, String> {
+        use socket2::{Domain, Socket, Type};
+        let mine: Option<SocketAddr> = self.me.parse().ok();
+        if let Some(m) = mine.filter(|m| m.is_ipv4() == a.is_ipv4()) {
+            let sock = Socket::new(Domain::for_address(*a), Type::STREAM, None)
+                .map_err(|e| e.to_string())?;
+            if sock.bind(&SocketAddr::new(m.ip(), 0).into()).is_ok() {
+                sock.connect_timeout(&(*a).into(), hs)
+                    .map_err(|e| e.to_string())?;
+                return Ok(sock.into());
+            }
+        }
+        TcpStream::connect_timeout(a, hs).map_err(|e| e.to_string())
+    }
+
     fn dial(&self, addr: &str, vsn: i64) -> Result<HaStream, String> {
         let a: SocketAddr = addr
             .parse()
             .map_err(|e| format!("bad address {addr}: {e}"))?;
         let hs = hs_timeout(&self.node);
         let until = Instant::now() + hs;
-        let tcp = TcpStream::connect_timeout(&a, hs).map_err(|e| e.to_string())?;
+        let tcp = self.connect_from_node_address(&a, hs)?;
         let _ = tcp.set_nodelay(true);
         let s = crate::tls::connect(
             self.node.tls.as_deref(),
@@ -527,7 +545,7 @@ impl Transport {
         };
         let _ = s.set_write_timeout(Some(hs));
         let mut fr = FrameReader::new();
-        let from = match self.handshake(&s, &mut fr, until) {
+        let from = match self.handshake(&s, &mut fr, until, a.ip()) {
             Ok(f) => f,
             Err(e) => {
                 crate::peer_warn!("raft", "connection from {a} refused: {e}");
@@ -594,6 +612,7 @@ impl Transport {
         s: &HaStream,
         fr: &mut FrameReader,
         until: Instant,
+        source: std::net::IpAddr,
     ) -> Result<String, String> {
         let t = read_term(fr, s, until)?;
         let e = t.as_tuple().unwrap_or(&[]);
@@ -621,6 +640,25 @@ impl Transport {
             .ok()
             .filter(|f| f.parse::<SocketAddr>().is_ok())
             .ok_or("the peer's node address is not IP:PORT")?;
+        // The claimed node address's IP is the one it connects from (nodes dial from their
+        // node-address IP): a token holder on another host cannot speak as a member.
+        let check_source = self
+            .node
+            .cfg
+            .raft
+            .as_ref()
+            .is_none_or(|r| r.check_source_address);
+        if let Ok(sa) = from.parse::<SocketAddr>() {
+            let same = sa.ip() == source
+                || matches!((sa.ip(), source), (std::net::IpAddr::V4(c), std::net::IpAddr::V6(s)) if s.to_ipv4_mapped() == Some(c));
+            if check_source && !same {
+                return Err(format!(
+                    "the peer claims node address {from} but connects from {source} \
+                     (check-source-address; set it to false where members reach each other \
+                     through NAT)"
+                ));
+            }
+        }
         // With TLS, the claimed node address must be one its certificate names (a dialer
         // checks the same of the node it dials): a certificate of the CA does not make its
         // holder any member it likes.
