@@ -404,8 +404,15 @@ fn raft_snapshot_staging_is_bounded() {
     );
     // Two of three members: commits go on.
     try_set(&a, "/more", "1").expect("commit with r3 refusing snapshots");
+    // The wait has grown to 8 s...
+    wait_for("the snapshot backoff at 8 s", SLOW, || {
+        a.n.log_text()
+            .contains("the next not before 8000 ms")
+            .then_some(())
+    });
     // A staged file from an earlier run is removed at start; a larger bound lets the
-    // snapshot in.
+    // snapshot in — at once: a follower that connects again starts the backoff over
+    // (review: a follower restarted during transfers waited up to 30 s once healthy).
     c.n.kill9();
     let staged = c.n.dir.join("raft-snapshot.staging");
     std::fs::write(&staged, b"left over").unwrap();
@@ -417,9 +424,15 @@ fn raft_snapshot_staging_is_bounded() {
     )
     .unwrap();
     c.n.spawn();
+    let t0 = Instant::now();
     wait_for("r3 catches up by snapshot", SLOW, || {
         (c.n.get("/more") == Some(buf("1")) && c.n.get("/k39") == Some(buf(&big))).then_some(())
     });
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "caught up {:?} after its restart: it waited out the backoff",
+        t0.elapsed()
+    );
     assert!(c
         .n
         .log_text()

@@ -303,6 +303,8 @@ struct Engine {
     /// Per follower sent a snapshot it has not taken yet: when the next may be sent, the
     /// wait, and the last snapshot's index (see `snapshot_due`).
     snap_backoff: HashMap<u64, (Instant, Duration, u64)>,
+    /// Per follower, its count of inbound connections when it was last sent a snapshot.
+    snap_opened: HashMap<u64, u64>,
     /// When each voter became one: a new voter counts as heard from then.
     voter_since: HashMap<u64, Instant>,
     /// The log was rebased on the store at start: a snapshot is to be asked for.
@@ -570,6 +572,7 @@ impl Engine {
             leader_since: None,
             removed_since: None,
             snap_backoff: HashMap::new(),
+            snap_opened: HashMap::new(),
             voter_since: HashMap::new(),
             resnap,
             deferred: Vec::new(),
@@ -1350,10 +1353,18 @@ impl Engine {
     /// Whether a snapshot at `idx` may go to `to` now. A follower that did not take the
     /// last one (its match index is still below it: it refused it, over its
     /// snapshot-max-bytes, or the link broke) gets the next one 1 s later, then 2 s, 4 s...
-    /// up to RAFT_SNAPSHOT_RETRY_MAX_MS, not the whole store again at every heartbeat.
+    /// up to RAFT_SNAPSHOT_RETRY_MAX_MS, not the whole store again at every heartbeat; one
+    /// that has connected to this node again since (it restarted) gets it at once.
     fn snapshot_due(&mut self, to: u64, idx: u64, addr: &str) -> bool {
         let now = Instant::now();
         let matched = self.raw.raft.prs().get(to).map_or(0, |p| p.matched);
+        // A follower that connected again since (it restarted: a transfer cut by its
+        // restart, or a larger snapshot-max-bytes) starts over: no wait.
+        let opened = lock(&self.t.inbound_opened).get(&to).copied().unwrap_or(0);
+        if self.snap_opened.get(&to).is_some_and(|o| *o != opened) {
+            self.snap_backoff.remove(&to);
+        }
+        self.snap_opened.insert(to, opened);
         match self.snap_backoff.get(&to).copied() {
             Some((_, _, last)) if matched >= last => {
                 self.snap_backoff.remove(&to);

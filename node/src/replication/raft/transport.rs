@@ -92,6 +92,9 @@ pub struct Transport {
     to_raft: SyncSender<Ev>,
     out: Mutex<HashMap<u64, Arc<Outbound>>>,
     inbound: Mutex<HashMap<u64, (u64, HaStream)>>,
+    /// How many inbound connections each node id has opened (authenticated) so far: a new
+    /// one means the peer restarted or re-dialled.
+    pub inbound_opened: Mutex<HashMap<u64, u64>>,
     inbound_ids: AtomicU64,
     /// When a Raft message last arrived from each node id (the leader lease counts these).
     pub last_rx: Mutex<HashMap<u64, Instant>>,
@@ -153,6 +156,7 @@ impl Transport {
             to_raft,
             out: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
+            inbound_opened: Mutex::new(HashMap::new()),
             inbound_ids: AtomicU64::new(1),
             last_rx: Mutex::new(HashMap::new()),
             last_link: Mutex::new(HashMap::new()),
@@ -597,6 +601,7 @@ impl Transport {
                 m.insert(cid, (from_id, c));
             }
         }
+        *lock(&self.inbound_opened).entry(from_id).or_insert(0) += 1;
         crate::debug!("raft", "connection from {from} ({a}) authenticated");
         let r = self.read_loop(&s, &mut fr, from_id);
         lock(&self.inbound).remove(&cid);
