@@ -43,6 +43,19 @@ fn assert_has_all(s: &Node, dir: &str, n: i64) {
     }
 }
 
+/// Waits until `p` no longer lists any secondary (after a secondary's benone: until then a
+/// commit on `p` still counts on it, and its leaving makes that commit's outcome unknown,
+/// CONFD_ERR_HA_ABORT, by design).
+fn until_left(p: &Node) {
+    wait_for("the primary to see its secondary leave", T, || {
+        p.data()
+            .node_state()
+            .ok()
+            .filter(|st| st.secondaries.is_empty())
+            .map(|_| ())
+    });
+}
+
 fn same_txid(a: &Node, b: &Node) {
     assert_eq!(a.data().txid().unwrap(), b.data().txid().unwrap());
     assert_eq!(a.stat("seq"), b.stat("seq"));
@@ -92,6 +105,7 @@ fn rejoin_after_missed_commits_catches_up_without_a_copy() {
 
     // 1. benone, the primary goes on, besecondary: only the missed transactions come.
     hs.benone().unwrap();
+    until_left(&p);
     commit_many(&p, "/a", MISSED);
     hs.besecondary("s", &p.as_primary(), true).unwrap();
     assert_eq!(s.stat("full_copies_received"), 1, "{}", s.log_text());
@@ -150,6 +164,7 @@ fn rejoin_after_missed_commits_catches_up_without_a_copy() {
 
     // 3. nothing missed: no copy, no catch-up.
     s.ha().benone().unwrap();
+    until_left(&p);
     s.ha().besecondary("s", &p.as_primary(), true).unwrap();
     assert_eq!(s.stat("catch_ups_received"), 1);
     assert_eq!(s.stat("full_copies_received"), 0);
@@ -171,6 +186,7 @@ fn catch_up_while_commits_go_on_loses_and_duplicates_nothing() {
     let mut hs = s.ha();
     hs.besecondary("s", &p.as_primary(), true).unwrap();
     hs.benone().unwrap();
+    until_left(&p);
     commit_many(&p, "/missed", 2000);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -277,6 +293,7 @@ fn diverged_history_gets_a_full_copy_and_a_rollback_file() {
     });
     let base = s.stat("seq");
     hs.benone().unwrap();
+    until_left(&p);
     commit_many(&s, "/mine", 3);
     commit_many(&p, "/theirs", 5);
     let mine = s.data().txid().unwrap();
@@ -324,6 +341,7 @@ fn secondary_ahead_gets_a_full_copy_and_a_rollback_file() {
     });
     let base = s.stat("seq");
     hs.benone().unwrap();
+    until_left(&p);
     commit_many(&s, "/mine", 4);
     let mine = s.data().txid().unwrap();
     hs.besecondary("s", &p.as_primary(), true).unwrap();
@@ -360,12 +378,14 @@ fn fell_out_of_the_backlog_gets_a_full_copy() {
     let mut hs = s.ha();
     hs.besecondary("s", &p.as_primary(), true).unwrap();
     hs.benone().unwrap();
+    until_left(&p);
     commit_many(&p, "/a", 49);
     hs.besecondary("s", &p.as_primary(), true).unwrap();
     assert_eq!(s.stat("catch_ups_received"), 1, "{}", p.log_text());
     assert_eq!(s.stat("full_copies_received"), 1);
     same_txid(&p, &s);
     hs.benone().unwrap();
+    until_left(&p);
     let behind = s.stat("seq");
     commit_many(&p, "/b", 60);
     hs.besecondary("s", &p.as_primary(), true).unwrap();
@@ -507,6 +527,7 @@ fn a_backlog_over_max_catch_up_bytes_gets_a_full_copy() {
     let mut hs = s.ha();
     hs.besecondary("s", &p.as_primary(), true).unwrap();
     hs.benone().unwrap();
+    until_left(&p);
     // 130 transactions of 1 MiB each.
     let mut d = p.data();
     for i in 0..130 {
