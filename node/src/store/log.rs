@@ -96,13 +96,15 @@ fn encode(buf: &mut Vec<u8>, seg: u64, kind: u8, seq: u64, durable: u64, payload
     buf.resize(start + align8((HEADER + payload.len()) as u64) as usize, 0);
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+/// The little-endian u32 at `at` of `b` (the caller has checked the length).
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// The little-endian u64 at `at` of `b` (the caller has checked the length).
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)

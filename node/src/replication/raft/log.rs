@@ -61,20 +61,10 @@ const K_CONF: u8 = 3;
 const K_BASE: u8 = 4;
 const K_RESET: u8 = 5;
 
+use crate::store::log::{u32_at, u64_at};
+
 fn align8(n: usize) -> usize {
     (n + 7) & !7
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn crc(head: &[u8], payload: &[u8]) -> u32 {
