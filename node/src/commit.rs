@@ -48,7 +48,7 @@ pub type CommitResult = Result<String, (i32, String)>;
 pub struct CommitReq {
     pub ops: Vec<StoreOp>,
     pub reply: SyncSender<CommitResult>,
-    /// The data session's binding (external mode): 0, or the `primary_term` of the PRIMARY
+    /// The data session's binding (external mode): 0, or the `primary_term_now` of the PRIMARY
     /// role the session was opened to, or that one of its commit requests arrived under. A commit of a session bound to a
     /// PRIMARY role the node has left since (benone, besecondary, then maybe PRIMARY again)
     /// is refused with CONFD_ERR_NOT_WRITABLE and not made: a commit sent to the primary
@@ -344,7 +344,8 @@ fn commit_batch(node: &Arc<Node>, need: usize, batch: Vec<CommitReq>) -> InFligh
         drop(cs);
         return refuse(batch, CONFD_ERR_NOT_WRITABLE, why);
     }
-    let batch = bind_sessions(cs.primary_term, batch);
+    // Read under the commit lock, which set_commit holds while it changes it.
+    let batch = bind_sessions(node.primary_term_now.load(Ordering::SeqCst), batch);
     if batch.is_empty() {
         drop(cs);
         return refuse(batch, CONFD_ERR_NOT_WRITABLE, String::new());

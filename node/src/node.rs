@@ -90,11 +90,6 @@ pub struct CommitState {
     /// transaction log holds only the ones after it, so a secondary whose last transaction is
     /// exactly this one can still catch up from here (None: no copy since the start).
     pub copy_base: Option<TxMeta>,
-    /// Non-zero while this is a PRIMARY's commit path: that role's generation + 1. A data
-    /// session opened to (or committing on) the primary is bound to it; once the node has
-    /// left that PRIMARY role, the session's commits are refused (see
-    /// [`crate::commit::CommitReq::session`]).
-    pub primary_term: u64,
 }
 
 pub enum Role {
@@ -132,8 +127,11 @@ pub struct Node {
     order: Mutex<()>,
     /// Mirror of `state.gen`, readable under the commit lock.
     pub gen_now: AtomicU64,
-    /// `CommitState::primary_term`, readable without the commit lock (the committer holds
-    /// that across a batch's fsync): a data session reads it when a commit request arrives.
+    /// Non-zero while the commit path is a PRIMARY's: that role's generation + 1. Written
+    /// under the commit lock (with the commit path), read without it by data sessions (the
+    /// committer holds the lock across a batch's fsync). A session opened to (or committing
+    /// on) the primary is bound to it; once the node has left that PRIMARY role, the
+    /// session's commits are refused (see [`crate::commit::CommitReq::session`]).
     pub primary_term_now: AtomicU64,
     pub commit: Mutex<CommitState>,
     pub commit_tx: Mutex<Option<Sender<CommitReq>>>,
@@ -212,7 +210,6 @@ impl Node {
                 my_id: none_name,
                 seq_floor,
                 copy_base: None,
-                primary_term: 0,
             }),
             commit_tx: Mutex::new(None),
             pipeline: Default::default(),
@@ -305,13 +302,12 @@ impl Node {
         c.refusal = fault
             .map(|f| format!("{f}: writes are refused"))
             .unwrap_or(refusal);
-        c.primary_term = if writable && down.is_some() {
+        let term = if writable && down.is_some() {
             gen + 1
         } else {
             0
         };
-        self.primary_term_now
-            .store(c.primary_term, Ordering::SeqCst);
+        self.primary_term_now.store(term, Ordering::SeqCst);
         c.down = down;
         if let Some(me) = me {
             c.my_id = id_str(me);
